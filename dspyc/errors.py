@@ -1,0 +1,17 @@
+"""User-facing errors. The CLI prints a `DspycError` as one line (no traceback) and exits 2."""
+
+
+class DspycError(Exception):
+    """A problem the user can fix: bad input, bad settings, a service that is not there."""
+
+
+class DataError(DspycError):
+    """A dataset row or file failed validation."""
+
+
+class EngineError(DspycError):
+    """The LM engine could not be started or reached."""
+
+
+class ArtifactError(DspycError):
+    """A compiled artifact is missing, incomplete or does not match its manifest."""

@@ -1,0 +1,60 @@
+"""The one LM factory: settings in, a configured `dspy.LM` out."""
+
+from __future__ import annotations
+
+import dspy
+import httpx
+
+from dspyc import engine
+from dspyc.adapter import ConstrainedJSONAdapter
+from dspyc.errors import DspycError
+from dspyc.models import resolve_lm, served_name
+from dspyc.settings import Settings, get_settings
+
+BACKENDS = ("engine", "url", "transformers", "litellm")
+
+
+def _served_models(base_url: str, api_key: str) -> list[str]:
+    try:
+        r = httpx.get(f"{base_url}/models", headers={"Authorization": f"Bearer {api_key}"}, timeout=10)
+        r.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise DspycError(f"LM server at {base_url} is unreachable: {type(exc).__name__}: {exc}") from None
+    return [m["id"] for m in r.json().get("data", [])]
+
+
+def build_lm(settings: Settings | None = None, *, model: str | None = None, **overrides) -> dspy.LM:
+    """Build the LM the settings describe.
+
+    `model` picks another name on the same server, e.g. a LoRA adapter the engine serves.
+    `overrides` are LM defaults (temperature, max_tokens, cache, ...).
+    """
+    s = settings or get_settings()
+    kwargs = dict(temperature=s.temperature, max_tokens=s.max_tokens, num_retries=2) | overrides
+    if s.lm_backend not in BACKENDS:
+        raise DspycError(f"unknown lm_backend {s.lm_backend!r}: choose one of {', '.join(BACKENDS)}")
+    if s.lm_backend in ("engine", "url"):
+        base = engine.ensure(s)
+        if s.lm_backend == "url":
+            served = _served_models(base, s.lm_api_key)
+            name = model or (served_name(s.lm_model, s) if served_name(s.lm_model, s) in served else served[0] if served else None)
+            if name is None:
+                raise DspycError(f"LM server at {base} serves no models")
+        else:
+            name = model or served_name(s.lm_model, s)
+        # openai/ talks the plain chat-completions wire to any compatible server (vLLM included).
+        return dspy.LM(f"openai/{name}", api_base=base, api_key=s.lm_api_key, **kwargs)
+    if s.lm_backend == "transformers":
+        from dspyc.inprocess import TransformersEngine
+
+        name = served_name(s.lm_model, s)
+        kwargs.pop("num_retries")
+        return dspy.LM(f"transformers/{name}", engine=TransformersEngine(resolve_lm(s.lm_model, s), name), **kwargs)
+    return dspy.LM(model or s.lm_model, **kwargs)
+
+
+def configure(settings: Settings | None = None, **overrides) -> dspy.LM:
+    """Build the LM and make it, with the constrained adapter, DSPy's default."""
+    lm = build_lm(settings, **overrides)
+    dspy.configure(lm=lm, adapter=ConstrainedJSONAdapter())
+    return lm

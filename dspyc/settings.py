@@ -1,0 +1,70 @@
+"""All configuration in one place: environment variables prefixed ``DSPYC_`` or a ``.env`` file."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def find_project_dir(start: Path | None = None) -> Path:
+    """The nearest ancestor holding ``programs/`` and ``pyproject.toml``; else this checkout."""
+    here = (start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / "programs").is_dir() and (d / "pyproject.toml").is_file():
+            return d
+    return Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DSPYC_", env_file=".env", extra="ignore")
+
+    project_dir: Path = Field(default_factory=find_project_dir)
+    cache_dir: Path = Field(default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dspyc")
+
+    # The LM. `lm_backend`: "engine" (local vLLM, started on demand), "url" (any OpenAI-compatible server
+    # at `lm_url`), "transformers" (in-process), or "litellm" (`lm_model` is any LiteLLM/DSPy model string).
+    lm_backend: str = "engine"
+    lm_url: str | None = None  # setting DSPYC_LM_URL implies lm_backend="url"
+    lm_model: str = "smollm2-135m-instruct"  # a known model key, a local HF folder, or a hub id when online
+    lm_api_key: str = "dspyc-local"
+    temperature: float = 0.0
+    max_tokens: int = 384
+    num_threads: int = 16  # concurrent LM calls for evaluation and compilation
+
+    embed_model: str = "all-minilm-l6-v2"
+    qdrant_url: str | None = None  # None: Qdrant local mode under the cache dir
+
+    # The local vLLM engine.
+    engine_host: str = "127.0.0.1"
+    engine_port: int | None = None  # None: the first free port from 8400
+    engine_start_timeout: float = 600.0
+    engine_max_model_len: int = 4096
+    engine_kv_cache_gb: int = 2  # CPU KV cache; vLLM's default reserves 92% of a NUMA node's memory
+    engine_extra_args: str = ""
+
+    mlflow_uri: str | None = None  # None: SQLite under artifacts/
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.project_dir / "artifacts"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.cache_dir / "models"
+
+    @property
+    def engine_dir(self) -> Path:
+        return self.cache_dir / "engine"
+
+    def model_post_init(self, _context: object) -> None:
+        if self.lm_url and self.lm_backend == "engine":
+            self.lm_backend = "url"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
