@@ -20,7 +20,7 @@ def find_project_dir(start: Path | None = None) -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DSPYC_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="DSPYC_", env_file=".env", extra="ignore", populate_by_name=True)
 
     project_dir: Path = Field(default_factory=find_project_dir)
     cache_dir: Path = Field(default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dspyc")
@@ -33,7 +33,10 @@ class Settings(BaseSettings):
     lm_api_key: str = "dspyc-local"
     temperature: float = 0.0
     max_tokens: int = 384
-    num_threads: int = 16  # concurrent LM calls for evaluation and compilation
+    num_threads: int = 16
+    # Estimated cost per million tokens (self-hosted default: a small share of a CPU hour; set your own).
+    price_input_per_mtok: float = 0.02
+    price_output_per_mtok: float = 0.08  # concurrent LM calls for evaluation and compilation
 
     embed_model: str = "all-minilm-l6-v2"
     qdrant_url: str | None = None  # None: Qdrant local mode under the cache dir
@@ -48,9 +51,11 @@ class Settings(BaseSettings):
 
     mlflow_uri: str | None = None  # None: SQLite under artifacts/
 
+    artifacts_root: Path | None = Field(default=None, alias="DSPYC_ARTIFACTS_DIR")  # default: <project>/artifacts
+
     @property
     def artifacts_dir(self) -> Path:
-        return self.project_dir / "artifacts"
+        return self.artifacts_root or self.project_dir / "artifacts"
 
     @property
     def models_dir(self) -> Path:

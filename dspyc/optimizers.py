@@ -1,0 +1,84 @@
+"""The one factory that turns a recipe in `optimizers/<name>.yaml` into a DSPy optimizer."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import dspy
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from dspyc.errors import DspycError
+from dspyc.settings import get_settings
+
+OPTIMIZERS = ("BootstrapFewShot", "BootstrapFewShotWithRandomSearch", "MIPROv2", "GEPA", "SIMBA", "LabeledFewShot")
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = ""
+    optimizer: str
+    description: str = ""
+    params: dict[str, Any] = {}
+    compile: dict[str, Any] = {}
+
+    def model_post_init(self, _ctx: Any) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
+
+
+def recipes_dir() -> Path:
+    return get_settings().project_dir / "optimizers"
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in recipes_dir().glob("*.yaml"))
+
+
+def load_recipe(name: str) -> Recipe:
+    path = Path(name) if name.endswith((".yaml", ".yml")) else recipes_dir() / f"{name}.yaml"
+    if not path.is_file():
+        raise DspycError(f"unknown recipe {name!r}; available: {', '.join(available())}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        return Recipe(name=path.stem, **raw)
+    except (yaml.YAMLError, ValidationError, TypeError, ValueError) as exc:
+        first = exc.errors()[0] if isinstance(exc, ValidationError) else None
+        detail = f"field '{'.'.join(map(str, first['loc']))}': {first['msg']}" if first else str(exc).splitlines()[0]
+        raise DspycError(f"{path}: {detail}") from None
+
+
+def _feedback_metric(metric):
+    """GEPA wants (gold, pred, trace, pred_name, pred_trace) -> score with feedback text."""
+
+    def gepa_metric(gold, pred, trace=None, pred_name=None, pred_trace=None):
+        score = float(metric(gold, pred))
+        feedback = f"Expected answer: {gold.get('answer', '')!r}; got {getattr(pred, 'answer', '')!r} (score {score:.2f})."
+        return dspy.Prediction(score=score, feedback=feedback)
+
+    return gepa_metric
+
+
+def build_optimizer(recipe: Recipe, metric, num_threads: int = 8, seed: int = 0,
+                    reflection_lm: dspy.LM | None = None) -> tuple[Any, dict[str, Any]]:
+    """(optimizer, compile kwargs) for a recipe; settings the optimizer accepts are filled in."""
+    cls = getattr(dspy, recipe.optimizer)
+    accepted = inspect.signature(cls.__init__).parameters
+    params = dict(recipe.params)
+    if recipe.optimizer == "GEPA":
+        metric = _feedback_metric(metric)
+        params.setdefault("reflection_lm", reflection_lm or dspy.settings.lm)
+    for key, value in (("num_threads", num_threads), ("seed", seed)):
+        if key in accepted:
+            params.setdefault(key, value)
+    unknown = set(params) - set(accepted) if "kwargs" not in accepted else set()
+    if unknown:
+        raise DspycError(f"recipe {recipe.name!r}: {recipe.optimizer} has no parameter(s) {', '.join(sorted(unknown))}")
+    optimizer = cls(metric=metric, **params)
+    compile_kwargs = dict(recipe.compile)
+    if "seed" in inspect.signature(cls.compile).parameters and "seed" not in accepted:
+        compile_kwargs.setdefault("seed", seed)
+    return optimizer, compile_kwargs

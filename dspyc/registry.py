@@ -1,0 +1,72 @@
+"""Program discovery: every `programs/<name>.py` that defines `PROGRAM = ProgramSpec(...)` is a program.
+
+Adding a program touches no core code: one file in `programs/`, its signatures in `signatures/`, and a
+dataset folder in `datasets/`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import dspy
+
+from dspyc.errors import DspycError
+from dspyc.settings import get_settings
+
+
+@dataclass
+class ProgramSpec:
+    """What dspyc needs to know to compile, evaluate and load a program."""
+
+    name: str
+    # build(data, config) -> dspy.Module; `data` is what load_data returned (retrievers come from it).
+    build: Callable[[Any, dict[str, Any]], dspy.Module]
+    load_data: Callable[[str, int], Any]  # (dataset name or folder, seed) -> data with .splits and .version
+    metric: Callable[..., float]  # DSPy metric: (example, prediction, trace=None) -> float (or bool when tracing)
+    report: Callable[[list[tuple[dspy.Example, Any]]], dict[str, float]]  # all metrics of an evaluation
+    dataset: str  # the default dataset under datasets/
+    default_recipe: str = "bootstrap"
+    config: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def import_path(self) -> str:
+        return f"programs.{self.name}"
+
+
+def _ensure_project_on_path() -> None:
+    root = str(get_settings().project_dir)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
+def available() -> list[str]:
+    d = get_settings().project_dir / "programs"
+    return sorted(p.stem for p in d.glob("*.py") if not p.stem.startswith("_"))
+
+
+def get(name: str) -> ProgramSpec:
+    _ensure_project_on_path()
+    if name not in available():
+        raise DspycError(f"unknown program {name!r}; available: {', '.join(available()) or 'none'}")
+    module = importlib.import_module(f"programs.{name}")
+    spec = getattr(module, "PROGRAM", None)
+    if not isinstance(spec, ProgramSpec):
+        raise DspycError(f"programs/{name}.py defines no PROGRAM = ProgramSpec(...)")
+    return spec
+
+
+def source_hash(name: str) -> str:
+    """Hash of the program's file and its signatures file: what the prompts were compiled against."""
+    import hashlib
+
+    root = get_settings().project_dir
+    h = hashlib.sha256()
+    for p in (root / "programs" / f"{name}.py", root / "signatures" / f"{name}.py"):
+        if p.exists():
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,52 @@
+# dspyc recipes. `just --list` shows them; every recipe runs inside the project's .venv.
+set positional-arguments
+export PATH := justfile_directory() + "/.venv/bin:" + env_var("PATH")
+export HF_HUB_OFFLINE := "1"
+
+default:
+    @just --list
+
+# Install everything into .venv (the engine gets its own venv on first use)
+setup:
+    python3 -m venv .venv
+    .venv/bin/pip install -q torch==2.13.0 -e '.[dev]'
+
+# Compile a program with a recipe: just compile rag [RECIPE] [--data DIR] [--seed N] [--token-budget N]
+compile program *args:
+    dspyc compile "$@"
+
+# Evaluate a compiled version: just eval rag@3 --data DIR --split test
+eval ref *args:
+    dspyc eval "$@"
+
+# Recall@k and MRR for BM25, dense, hybrid and hybrid+rerank on dev
+eval-retrieval program="rag" *args:
+    dspyc eval-retrieval --program "$@"
+
+# Foundations: tokens, forward, greedy decode in process, then the engine
+smoke:
+    dspyc smoke
+
+# The local vLLM engine: just engine up|down|status|logs
+engine action="status":
+    dspyc engine {{action}}
+
+# Provision models offline
+models:
+    dspyc models pull
+
+# Benchmarks: just bench engine | just bench compile
+bench what="engine" *args:
+    dspyc bench "$@"
+
+# Parse failures: constrained adapter vs DSPy's ChatAdapter and JSONAdapter (200 calls each)
+adapter-check n="200":
+    dspyc adapter-check -n {{n}}
+
+# Fast unit tests only
+test-unit *args:
+    pytest -m "not integration" -q "$@"
+
+# The whole suite: unit tests, then integration tests against the real engine and services
+test *args:
+    pytest -q "$@"

@@ -1,0 +1,37 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+HOTPOT = ROOT.parent / "shared" / "datasets" / "hotpotqa-mini"
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """Settings with a private artifact store; models and indexes come from the real cache."""
+    from dspyc.settings import Settings
+
+    return Settings(artifacts_root=tmp_path / "artifacts")
+
+
+@pytest.fixture
+def hotpot_dir():
+    if not (HOTPOT / "questions.jsonl").exists():
+        pytest.skip(f"shared HotPotQA folder not present at {HOTPOT} (it lives beside the project in dev and CI)")
+    return HOTPOT
+
+
+@pytest.fixture(scope="session")
+def live_engine():
+    """The real vLLM engine (started if needed, stopped at the end only if this session started it)."""
+    from dspyc import engine
+    from dspyc.settings import get_settings
+
+    s = get_settings()
+    was_running = engine.status(s) is not None
+    state = engine.up(s, quiet=True)
+    yield state
+    if not was_running:
+        engine.down(s)

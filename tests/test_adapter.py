@@ -1,0 +1,61 @@
+from typing import Literal
+
+import dspy
+import pydantic
+from dspy.utils import DummyLM
+
+from dspyc.adapter import ConstrainedJSONAdapter, response_format_for
+
+
+class Typed(pydantic.BaseModel):
+    name: str
+    score: int
+
+
+class Sig(dspy.Signature):
+    """Classify."""
+
+    text: str = dspy.InputField()
+    label: Literal["a", "b"] = dspy.OutputField()
+    tags: list[str] = dspy.OutputField()
+    item: Typed = dspy.OutputField()
+
+
+def test_schema_is_strict_and_complete():
+    rf = response_format_for(Sig)
+    assert rf["type"] == "json_schema" and rf["json_schema"]["strict"] is True
+    schema = rf["json_schema"]["schema"]
+    assert schema["required"] == ["label", "tags", "item"]
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["label"]["enum"] == ["a", "b"]
+    assert schema["properties"]["tags"]["items"]["maxLength"] == 600  # free text is bounded
+    assert "maxLength" not in schema["properties"]["label"]
+
+
+def test_chain_of_thought_schema_orders_reasoning_first():
+    cot = dspy.ChainOfThought("question -> answer")
+    rf = response_format_for(cot.predict.signature, max_string_length=None)
+    assert list(rf["json_schema"]["schema"]["properties"]) == ["reasoning", "answer"]
+    assert "maxLength" not in rf["json_schema"]["schema"]["properties"]["answer"]
+
+
+def test_open_mapping_falls_back_to_json_object():
+    assert response_format_for(dspy.Signature("q -> d: dict[str, int]")) == {"type": "json_object"}
+
+
+class RecordingLM(DummyLM):
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.seen: list[dict] = []
+
+    def __call__(self, *args, **kwargs):
+        self.seen.append(kwargs)
+        return super().__call__(*args, **kwargs)
+
+
+def test_adapter_always_sends_schema_and_parses():
+    lm = RecordingLM([{"label": "a", "tags": ["x"], "item": {"name": "n", "score": 3}}], adapter=ConstrainedJSONAdapter())
+    with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
+        out = dspy.Predict(Sig)(text="hi")
+    assert out.label == "a" and out.item.score == 3 and out.tags == ["x"]
+    assert lm.seen and lm.seen[0]["response_format"]["type"] == "json_schema"

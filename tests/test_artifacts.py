@@ -1,0 +1,61 @@
+import json
+
+import pytest
+
+from dspyc import artifacts
+from dspyc.errors import ArtifactError
+
+
+def manifest(**kw):
+    base = dict(program="toy", version=0, import_path="programs.toy", source_hash="x", recipe={"name": "r"},
+                dataset=artifacts.DatasetRef(name="d", path="/d", version="h"),
+                lm=artifacts.LMRef(backend="engine", model="m", served_name="m"), seed=0)
+    return artifacts.Manifest(**(base | kw))
+
+
+def test_versions_are_sequential_and_hashed(settings):
+    d1 = artifacts.save("toy", {"program.json": '{"a": 1}'}, manifest(), settings)
+    d2 = artifacts.save("toy", {"program.json": '{"a": 2}'}, manifest(), settings)
+    assert (d1.name, d2.name) == ("1", "2")
+    assert artifacts.versions("toy", settings) == [1, 2]
+    m = artifacts.read_manifest("toy", 2, settings)
+    assert m.version == 2 and m.files["program.json"] == artifacts.sha256_file(d2 / "program.json")
+
+
+def test_modified_file_is_refused(settings):
+    d = artifacts.save("toy", {"program.json": "{}"}, manifest(), settings)
+    (d / "program.json").write_text('{"tampered": true}')
+    with pytest.raises(ArtifactError, match="does not match its manifest"):
+        artifacts.read_manifest("toy", 1, settings)
+
+
+def test_missing_version_is_a_clear_error(settings):
+    artifacts.save("toy", {"program.json": "{}"}, manifest(), settings)
+    with pytest.raises(ArtifactError, match=r"toy@7 not found; versions: 1"):
+        artifacts.read_manifest("toy", 7, settings)
+    with pytest.raises(ArtifactError, match="no compiled versions of 'nothing'"):
+        artifacts.resolve_version("nothing", None, settings)
+
+
+def test_killed_save_leaves_no_version(settings, monkeypatch):
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(artifacts.os, "rename", boom)
+    with pytest.raises(KeyboardInterrupt):
+        artifacts.save("toy", {"program.json": "{}"}, manifest(), settings)
+    monkeypatch.undo()
+    assert artifacts.versions("toy", settings) == []
+    assert not list((settings.artifacts_dir / "toy").glob(".tmp-*"))
+    assert artifacts.save("toy", {"program.json": "{}"}, manifest(), settings).name == "1"
+
+
+def test_parse_ref():
+    assert artifacts.parse_ref("rag@champion") == ("rag", "champion")
+    assert artifacts.parse_ref("rag") == ("rag", None)
+
+
+def test_manifest_roundtrip_is_json(settings):
+    d = artifacts.save("toy", {"program.json": "{}"}, manifest(metrics={"compiled": {"dev": {"f1": 0.5}}}), settings)
+    data = json.loads((d / "manifest.json").read_text())
+    assert data["metrics"]["compiled"]["dev"]["f1"] == 0.5 and data["created"]
