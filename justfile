@@ -50,3 +50,7 @@ test-unit *args:
 # The whole suite: unit tests, then integration tests against the real engine and services
 test *args:
     pytest -q "$@"
+
+# The MLflow UI on loopback over the tracking store
+mlflow-ui port="5000":
+    mlflow ui --backend-store-uri "${DSPYC_MLFLOW_URI:-sqlite:///{{justfile_directory()}}/artifacts/mlflow.db}" --host 127.0.0.1 --port {{port}}

@@ -17,7 +17,7 @@ data_app = typer.Typer(help="Datasets: prepare the built-in ones.", no_args_is_h
 app.add_typer(models_app, name="models")
 app.add_typer(engine_app, name="engine")
 app.add_typer(data_app, name="data")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 

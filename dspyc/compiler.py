@@ -105,7 +105,9 @@ def _complete(pred: dspy.Prediction) -> dspy.Prediction:
 
 def compile_program(name: str, recipe_name: str | None = None, data: str | None = None, seed: int = 0,
                     token_budget: int | None = None, s: Settings | None = None, skip_test: bool = False,
-                    config: dict[str, Any] | None = None) -> artifacts.Manifest:
+                    config: dict[str, Any] | None = None, sizes: tuple[int, int, int] | None = None,
+                    lm_overrides: dict[str, Any] | None = None, save: bool = True) -> artifacts.Manifest:
+    """Compile `name` with a recipe. `sizes` overrides the (train, dev, test) split sizes; `save=False` is for benchmarks."""
     s = s or get_settings()
     t0 = time.perf_counter()
     spec = registry.get(name)
@@ -113,11 +115,13 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
     cfg = spec.config | (config or {})
     with console.status(f"loading dataset {data or spec.dataset}"):
         dataset = spec.load_data(data or spec.dataset, seed)
+    if sizes:
+        dataset.split(seed, *sizes)
     splits = dataset.splits
     console.print(f"[bold]{name}[/bold] · recipe [cyan]{recipe.name}[/cyan] ({recipe.optimizer}) · dataset "
                   f"{dataset.name}@{dataset.version} · train {len(splits['train'])} / dev {len(splits['dev'])} / "
                   f"test {len(splits['test'])} · seed {seed}")
-    lm = configure(s)
+    lm = configure(s, **(lm_overrides or {}))
     usage = Usage(budget=token_budget)
     with console.status("building retrieval indexes and the program (cached by corpus hash)"):
         program = spec.build(dataset, cfg)
@@ -148,6 +152,8 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
         lm=artifacts.LMRef(backend=s.lm_backend, model=s.lm_model, served_name=served_name(s.lm_model, s)),
         seed=seed, config=cfg, metrics=results, usage=usage.as_dict(s) | {"stage_wall_time_s": stage_times},
         wall_time_s=wall, library_versions=artifacts.library_versions(), git_commit=artifacts.git_commit(s.project_dir))
+    if not save:
+        return manifest
     with _tmp_state(compiled) as state_file:
         out = artifacts.save(name, {artifacts.PROGRAM_FILE: state_file}, manifest, s)
     print_summary(manifest, lm_model=lm.model)

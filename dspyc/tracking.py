@@ -42,6 +42,21 @@ def _mlflow(s: Settings):
     return mlflow
 
 
+def experiment(program: str, s: Settings) -> str:
+    """The program's experiment; with the embedded store its artifacts stay under artifacts/, not the cwd."""
+    import mlflow
+
+    name = f"dspyc/{program}"
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is None:
+        location = (s.artifacts_dir / "mlruns").as_uri() if not s.mlflow_uri else None
+        exp_id = mlflow.create_experiment(name, artifact_location=location)
+    else:
+        exp_id = exp.experiment_id
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
     out: dict[str, float] = {}
     for k, v in d.items():
@@ -76,7 +91,7 @@ def log_compile(manifest: Manifest, version_dir: Path, s: Settings | None = None
 
 def _log(manifest: Manifest, version_dir: Path, s: Settings) -> str:
     mlflow = _mlflow(s)
-    mlflow.set_experiment(f"dspyc/{manifest.program}")
+    experiment(manifest.program, s)
     params = {"program": manifest.program, "recipe": manifest.recipe.get("name"), "optimizer": manifest.recipe.get("optimizer"),
               "seed": manifest.seed, "lm": manifest.lm.served_name, "lm_backend": manifest.lm.backend,
               "dataset": manifest.dataset.name, "dataset_hash": manifest.dataset.version,

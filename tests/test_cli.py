@@ -1,0 +1,33 @@
+import subprocess
+import sys
+
+import pytest
+
+
+def dspyc(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "dspyc.cli", *args], capture_output=True, text=True, timeout=120, env=env)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("compile", "nope"), "unknown program 'nope'"),
+    (("compile", "rag", "nope"), "unknown recipe 'nope'"),
+    (("compile", "rag", "--data", "/no/such/folder"), "dataset '/no/such/folder' not found"),
+    (("bench", "nothing"), "unknown benchmark"),
+])
+def test_user_mistakes_are_one_line_errors(args, message):
+    r = dspyc(*args)
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr
+
+
+def test_eval_of_missing_version(tmp_path):
+    import os
+
+    r = dspyc("eval", "rag@99", env={**os.environ, "DSPYC_ARTIFACTS_DIR": str(tmp_path)})
+    assert r.returncode == 2 and "rag@99 not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_help_teaches():
+    r = dspyc("compile", "--help")
+    assert r.returncode == 0 and "--data" in r.stdout and "recipe" in r.stdout.lower()
