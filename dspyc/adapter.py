@@ -16,14 +16,18 @@ import pydantic
 from dspy.adapters.json_adapter import JSONAdapter, _get_structured_outputs_response_format, _has_open_ended_mapping
 from dspy.signatures.signature import Signature
 
-# Without a bound, a small model can fill a free-text field until max_tokens and leave the JSON unclosed.
-DEFAULT_MAX_STRING_LENGTH = 600
+# Without bounds, a small model can fill a free-text field, or repeat list items, until max_tokens and
+# leave the JSON unclosed.
+DEFAULT_MAX_STRING_LENGTH = 400
+DEFAULT_MAX_ITEMS = 5
 
 
-def _bound_strings(schema: dict[str, Any], max_length: int) -> None:
-    """Give every unbounded string in the schema a maxLength (in place)."""
+def _bound_strings(schema: dict[str, Any], max_length: int, max_items: int = DEFAULT_MAX_ITEMS) -> None:
+    """Give every unbounded string a maxLength and every unbounded array a maxItems (in place)."""
     if schema.get("type") == "string" and "maxLength" not in schema and "enum" not in schema:
         schema["maxLength"] = max_length
+    if schema.get("type") == "array" and "maxItems" not in schema:
+        schema["maxItems"] = max_items
     for key in ("properties", "$defs", "definitions"):
         for sub in (schema.get(key) or {}).values():
             if isinstance(sub, dict):

@@ -32,13 +32,32 @@ class BudgetExceeded(DspycError):
     pass
 
 
+class SharedUsageTracker(UsageTracker):
+    """DSPy deep-copies the usage tracker into each worker thread; this one is shared so totals add up."""
+
+    def __init__(self):
+        super().__init__()
+        self._lock = threading.Lock()
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def add_usage(self, lm: str, usage_entry: dict[str, Any]) -> None:
+        with self._lock:
+            super().add_usage(lm, usage_entry)
+
+    def get_total_tokens(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return super().get_total_tokens()
+
+
 @dataclass
 class Usage(BaseCallback):
     """Counts LM calls and billed tokens (DSPy's usage tracker; cache hits cost nothing) and enforces a token budget."""
 
     budget: int | None = None
     calls: int = 0
-    tracker: UsageTracker = field(default_factory=UsageTracker)
+    tracker: SharedUsageTracker = field(default_factory=SharedUsageTracker)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _sum(self, key: str) -> int:

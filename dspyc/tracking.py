@@ -102,10 +102,22 @@ def _log(manifest: Manifest, version_dir: Path, s: Settings) -> str:
         mlflow.log_metrics(flatten(manifest.metrics) | flatten(manifest.usage, "usage.") | {"wall_time_s": manifest.wall_time_s})
         mlflow.set_tags({"dspyc.kind": "compile", VERSION_TAG: str(manifest.version)})
         mlflow.log_artifacts(str(version_dir), artifact_path="artifact")
-        mv = mlflow.register_model(f"runs:/{run.info.run_id}/artifact", manifest.program,
-                                   tags={VERSION_TAG: str(manifest.version)})
-        mlflow.MlflowClient().set_model_version_tag(manifest.program, mv.version, "recipe", manifest.recipe.get("name", ""))
+        register(manifest, f"{run.info.artifact_uri}/artifact", run.info.run_id, s)
         return run.info.run_id
+
+
+def register(manifest: Manifest, source: str, run_id: str | None, s: Settings) -> int:
+    """A registry version whose source is the artifact files (not a pickled module); returns its number."""
+    client = _mlflow(s).MlflowClient()
+    try:
+        client.get_registered_model(manifest.program)
+    except Exception:
+        client.create_registered_model(manifest.program, description=f"dspyc program {manifest.program}")
+    tags = {VERSION_TAG: str(manifest.version), "recipe": manifest.recipe.get("name", ""),
+            "dataset_hash": manifest.dataset.version, "kind": manifest.kind}
+    mv = client.create_model_version(manifest.program, source=source, run_id=run_id, tags=tags,
+                                     description=f"{manifest.program}@{manifest.version} ({manifest.recipe.get('name')})")
+    return int(mv.version)
 
 
 def sync(s: Settings | None = None) -> list[str]:

@@ -80,7 +80,10 @@ def build_retrievers(
 
     bm25 = BM25Retriever(passages, cache_dir=cache_dir)
     dense = DenseRetriever(
-        passages, embedder=embedder, url=qdrant_url, location=None if qdrant_url else str(cache_dir / "qdrant")
+        # Local mode persists one SQLite commit per point (minutes for a few thousand passages), so the
+        # default keeps vectors in a file cache and serves them from an in-memory Qdrant.
+        passages, embedder=embedder, url=qdrant_url, location=None if qdrant_url else ":memory:",
+        vectors_cache=None if qdrant_url else cache_dir / "embeddings"
     )
     hybrid = HybridRetriever([bm25, dense])
     out: dict[str, Retriever] = {"bm25": bm25, "dense": dense, "hybrid": hybrid}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -103,6 +105,18 @@ def qdrant_client(location: str | None = None, url: str | None = None) -> Any:
         return _CLIENTS[key]
 
 
+@atexit.register
+def _close_clients() -> None:
+    # Closing at exit, while imports still work, avoids qdrant-client's noisy failure in __del__ at shutdown.
+    with _CLIENTS_LOCK:
+        for client in _CLIENTS.values():
+            try:
+                client.close()
+            except Exception:  # exiting anyway; nothing useful to do with it
+                pass
+        _CLIENTS.clear()
+
+
 class DenseRetriever(Retriever):
     """Cosine search over passage embeddings stored in a Qdrant collection named by corpus and model.
 
@@ -118,6 +132,7 @@ class DenseRetriever(Retriever):
         collection: str | None = None,
         name: str = "dense",
         batch_size: int = 64,
+        vectors_cache: Path | None = None,
     ):
         if not passages:
             raise ValueError("DenseRetriever needs at least one passage")
@@ -129,6 +144,7 @@ class DenseRetriever(Retriever):
         self.passages = list(passages)
         self.embedder = embedder
         self.batch_size = batch_size
+        self.vectors_cache = Path(vectors_cache) if vectors_cache else None
         self.corpus_hash = corpus_hash(self.passages)
         self.collection = f"{collection or 'passages'}-{self.corpus_hash}-{embedder_fingerprint(embedder)}"
         self.client = qdrant_client(location, url)
@@ -146,12 +162,7 @@ class DenseRetriever(Retriever):
                 log.warning("Qdrant collection %s is incomplete; rebuilding it", self.collection)
                 c.delete_collection(self.collection)
         # Embedding takes minutes on CPU: do it outside the lock so other retrievers can still search.
-        vecs = encode(
-            self.embedder,
-            [index_text(p) for p in self.passages],
-            batch_size=self.batch_size,
-            progress=len(self.passages) >= PROGRESS_BAR_FROM,
-        )
+        vecs = self._embed_passages()
         with self._lock:
             if c.collection_exists(self.collection):  # another thread built it meanwhile
                 if c.count(self.collection, exact=True).count == len(self.passages):
@@ -169,6 +180,22 @@ class DenseRetriever(Retriever):
                 batch_size=256,
                 wait=True,
             )
+
+    def _embed_passages(self) -> np.ndarray:
+        """Passage vectors, from `vectors_cache` when present (an in-memory Qdrant is then rebuilt in seconds)."""
+        cached = self.vectors_cache / f"{self.collection}.npy" if self.vectors_cache else None
+        if cached is not None and cached.exists():
+            vecs = np.load(cached)
+            if vecs.shape[0] == len(self.passages):
+                return vecs
+        vecs = encode(self.embedder, [index_text(p) for p in self.passages], batch_size=self.batch_size,
+                      progress=len(self.passages) >= PROGRESS_BAR_FROM)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(".tmp.npy")
+            np.save(tmp, vecs)
+            os.replace(tmp, cached)
+        return vecs
 
     def search(self, query: str, k: int) -> list[Hit]:
         return self.search_many([query], k)[0]

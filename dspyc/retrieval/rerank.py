@@ -150,11 +150,10 @@ def train_reranker(
 
 
 class Reranker(Protocol):
-    """Scores passages for a query; higher is more relevant."""
+    """Scores passages for a query; higher is more relevant. A `score_many(items)` method, if present,
+    is used to batch several queries at once."""
 
     def score(self, query: str, passages: Sequence[Passage]) -> list[float]: ...
-
-    def score_many(self, items: Sequence[tuple[str, Sequence[Passage]]]) -> list[list[float]]: ...
 
 
 class CrossEncoderReranker:
