@@ -12,58 +12,94 @@ pytestmark = pytest.mark.integration
 TINY = dict(recipe_name="bootstrap", sizes=(3, 3, 3), config={"hops": 1, "retriever": "hybrid"})
 
 
-@pytest.fixture
-def data_dir(request):
-    from conftest import HOTPOT
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A small real corpus: 12 questions and only their own paragraphs (embedding thousands takes minutes on CPU)."""
+    import json
 
-    return str(HOTPOT) if (HOTPOT / "questions.jsonl").exists() else "wiki"
+    from conftest import HOTPOT, ROOT
+
+    src = HOTPOT if (HOTPOT / "questions.jsonl").exists() else ROOT / "datasets" / "wiki"
+    questions = [json.loads(line) for line in (src / "questions.jsonl").open()][:12]
+    gold = {t for q in questions for t in ([f[0] for f in q.get("supporting_facts", [])] or q.get("supporting_titles", []))}
+    context = {t for q in questions for t, _ in q.get("context", [])}
+    corpus = [row for row in map(json.loads, (src / "corpus.jsonl").open()) if row["title"] in gold | context]
+    out = tmp_path_factory.mktemp("tiny-qa")
+    (out / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    (out / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in corpus[:300]))
+    return str(out)
 
 
-def test_compile_load_and_notebook(live_engine, settings, data_dir, monkeypatch):
-    m = compile_program("rag", data=data_dir, s=settings, **TINY)
+@pytest.fixture(scope="module")
+def compiled(live_engine, data_dir, tmp_path_factory):
+    from dspyc.settings import Settings
+
+    settings = Settings(artifacts_root=tmp_path_factory.mktemp("artifacts"))
+    return settings, compile_program("rag", data=data_dir, s=settings, **TINY)
+
+
+def test_compile_writes_a_complete_artifact(compiled):
+    settings, m = compiled
     assert m.version == 1 and set(m.metrics) == {"baseline", "compiled"}
     for which in ("baseline", "compiled"):
         for split in ("dev", "test"):
             row = m.metrics[which][split]
             assert 0.0 <= row["f1"] <= 1.0 and 0.0 <= row["retrieval_recall"] <= 1.0
-    assert m.usage["lm_calls"] > 0 and m.dataset.version and m.files["program.json"]
+    assert m.usage["lm_calls"] > 0 and m.usage["input_tokens"] > 0 and m.usage["output_tokens"] > 0
     vdir = settings.artifacts_dir / "rag" / "1"
     assert (vdir / "program.json").exists() and (vdir / "manifest.json").exists()
+    assert m.files["program.json"] == artifacts.sha256_file(vdir / "program.json")
 
-    program = artifacts.load_program("rag@1", s=settings)
+
+def test_compiled_program_loads_and_answers(compiled):
+    settings, m = compiled
+    program = artifacts.load_program(f"rag@{m.version}", s=settings)
     pred = program(question="What is the capital of France?")
     assert isinstance(pred.answer, str) and pred.context_titles
 
-    # The registry indexed the artifact in the embedded MLflow store.
+
+def test_registry_indexes_the_artifact(compiled):
     import mlflow
 
     from dspyc.tracking import tracking_uri
 
+    settings, m = compiled
     client = mlflow.MlflowClient(tracking_uri(settings), registry_uri=tracking_uri(settings))
     versions = client.search_model_versions("name='rag'")
-    assert [v.tags.get("dspyc.version") for v in versions] == ["1"]
+    assert [v.tags.get("dspyc.version") for v in versions] == [str(m.version)]
+    runs = mlflow.search_runs(experiment_names=["dspyc/rag"], output_format="list")
+    assert runs and runs[0].data.metrics["compiled.dev.f1"] == m.metrics["compiled"]["dev"]["f1"]
 
-    # A notebook that imports the compiled program runs.
+
+def test_notebook_imports_the_compiled_program(compiled, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
 
-    nb = nbformat.read(Path(__file__).parent.parent / "notebooks" / "use_compiled_rag.ipynb", as_version=4)
+    settings, m = compiled
+    nb_dir = Path(__file__).parent.parent / "notebooks"
+    nb = nbformat.read(nb_dir / "use_compiled_rag.ipynb", as_version=4)
     monkeypatch.setenv("DSPYC_ARTIFACTS_DIR", str(settings.artifacts_dir))
-    NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(Path(__file__).parent.parent / "notebooks")}}).execute()
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(nb_dir)}}).execute()
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert "rag@1" in outputs and "answer:" in outputs
+    assert f"rag@{m.version}" in outputs and "answer:" in outputs
 
 
-def test_token_budget_stops_cleanly_without_artifact(live_engine, settings, data_dir):
+def test_tampered_artifact_is_refused_on_load(compiled):
+    settings, m = compiled
+    f = settings.artifacts_dir / "rag" / str(m.version) / "program.json"
+    original = f.read_text()
+    try:
+        f.write_text(original.replace("{", "{ ", 1))
+        with pytest.raises(artifacts.ArtifactError, match="does not match"):
+            artifacts.load_program(f"rag@{m.version}", s=settings)
+    finally:
+        f.write_text(original)
+
+
+def test_token_budget_stops_cleanly_without_artifact(live_engine, data_dir, tmp_path):
+    from dspyc.settings import Settings
+
+    settings = Settings(artifacts_root=tmp_path)
     with pytest.raises(BudgetExceeded, match="token budget"):
         compile_program("rag", data=data_dir, s=settings, token_budget=500, **TINY)
     assert artifacts.versions("rag", settings) == []
-
-
-def test_tampered_artifact_is_refused_on_load(live_engine, settings, data_dir):
-    m = compile_program("rag", data=data_dir, s=settings, skip_test=True, **TINY)
-    f = settings.artifacts_dir / "rag" / str(m.version) / "program.json"
-    f.write_text(f.read_text().replace("{", "{ ", 1))
-    with pytest.raises(artifacts.ArtifactError, match="does not match"):
-        artifacts.load_program(f"rag@{m.version}", s=settings)
