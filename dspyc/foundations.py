@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dspyc import engine
+from dspyc.errors import DspycError
 from dspyc.models import KNOWN_LMS, resolve_lm, served_name
 from dspyc.settings import Settings, get_settings
 
@@ -88,7 +89,8 @@ def sample(prompt: str, temperature: float = 0.8, top_p: float = 0.95, n: int = 
     r = httpx.post(f"{base}/chat/completions", headers={"Authorization": f"Bearer {s.lm_api_key}"}, timeout=300,
                    json={"model": served_name(s.lm_model, s), "messages": [{"role": "user", "content": prompt}],
                          "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "n": n})
-    r.raise_for_status()
+    if r.status_code >= 400:
+        raise DspycError(f"the engine refused the request ({r.status_code}): {r.text[:200]}")
     outs = [c["message"]["content"] for c in r.json()["choices"]]
     table = Table("#", "completion", title=f"temperature={temperature} top_p={top_p} n={n}")
     for i, o in enumerate(outs):
