@@ -76,8 +76,8 @@ class MultiHopRAG(dspy.Module):
 
 # --- what dspyc needs: data, build, metric, report ---------------------------------------------------
 
-CONFIG = {"hops": 2, "k": 3, "max_rewrites": 1, "max_passages": 6, "retriever": "hybrid+rerank",
-          "train": 40, "dev": 40, "test": 60}
+CONFIG = {"hops": 2, "k": 3, "max_rewrites": 1, "max_passages": 6, "retriever": "hybrid",
+          "train": 24, "dev": 30, "test": 50}
 
 
 def load_data(dataset: str, seed: int) -> QADataset:

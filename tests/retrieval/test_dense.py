@@ -57,6 +57,16 @@ def test_in_memory_search_finds_the_right_passage(passages):
     assert r.search("x", 0) == []
 
 
+def test_vectors_cache_rebuilds_in_memory_store_without_reembedding(passages, tmp_path: Path):
+    emb = HashingEmbedder()
+    first = DenseRetriever(passages, embedder=emb, location=":memory:", vectors_cache=tmp_path)
+    assert (tmp_path / f"{first.collection}.npy").is_file()
+    after_build = emb.encoded
+    second = DenseRetriever(passages, embedder=emb, location=":memory:", vectors_cache=tmp_path)
+    assert emb.encoded - after_build == 1  # only the fingerprint probe
+    assert second.search("Great Wall China", 1)[0].passage.title == "Great Wall"
+
+
 @pytest.mark.integration
 def test_on_disk_collection_is_reused_not_reembedded(passages, tmp_path: Path):
     location = str(tmp_path / "qdrant")
@@ -94,7 +104,8 @@ def test_build_retrievers_without_training(tmp_path: Path):
     assert set(rs) == {"bm25", "dense", "hybrid"}
     for r in rs.values():
         assert r.search("amphitheatre Rome", 1)[0].passage.title == "Colosseum"
-    assert (tmp_path / "bm25").is_dir() and (tmp_path / "qdrant").is_dir()
+    # vectors are cached as a file and served from an in-memory Qdrant by default
+    assert (tmp_path / "bm25").is_dir() and any((tmp_path / "embeddings").glob("*.npy"))
 
 
 def test_missing_model_path_is_a_one_line_error(tmp_path: Path):
