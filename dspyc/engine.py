@@ -172,8 +172,9 @@ def build_command(python: Path, model: str, served: str, host: str, port: int, s
                   loras: dict[str, str]) -> list[str]:
     cmd = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", model,
            "--served-model-name", served, "--host", host, "--port", str(port),
-           "--max-model-len", str(s.engine_max_model_len), "--enable-lora", "--max-lora-rank", "64",
-           "--max-loras", "4", "--disable-uvicorn-access-log", "--api-key", s.lm_api_key]
+           "--max-model-len", str(s.engine_max_model_len), "--disable-uvicorn-access-log", "--api-key", s.lm_api_key]
+    if s.engine_enable_lora or loras:
+        cmd += ["--enable-lora", "--max-lora-rank", "64", "--max-loras", "4"]
     if loras:
         cmd += ["--lora-modules", *(f"{name}={path}" for name, path in sorted(loras.items()))]
     return cmd + shlex.split(s.engine_extra_args)
