@@ -210,7 +210,7 @@ def _adapter_calls() -> list[tuple[Any, dict[str, Any]]]:
     return calls
 
 
-def adapter_check(n: int = 200, max_tokens: int = 256, s: Settings | None = None) -> dict[str, Any]:
+def adapter_check(n: int = 200, max_tokens: int = 192, s: Settings | None = None) -> dict[str, Any]:
     """Parse failures over the same calls: the constrained adapter vs DSPy's stock ChatAdapter and JSONAdapter."""
     import dspy
 
