@@ -96,6 +96,21 @@ def install_engine(s: Settings | None = None) -> Path:
     return venv / "bin" / "python"
 
 
+def cpu_has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+
+
+def engine_dtype(s: Settings) -> str:
+    """vLLM's CPU backend emulates bf16 on CPUs without native support (AVX2-only): float32 is much faster there."""
+    if s.engine_dtype != "auto":
+        return s.engine_dtype
+    return "bfloat16" if has_cuda() or cpu_has_native_bf16() else "float32"
+
+
 def port_free(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -172,7 +187,8 @@ def build_command(python: Path, model: str, served: str, host: str, port: int, s
                   loras: dict[str, str]) -> list[str]:
     cmd = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", model,
            "--served-model-name", served, "--host", host, "--port", str(port),
-           "--max-model-len", str(s.engine_max_model_len), "--disable-uvicorn-access-log", "--api-key", s.lm_api_key]
+           "--max-model-len", str(s.engine_max_model_len), "--dtype", engine_dtype(s),
+           "--disable-uvicorn-access-log", "--api-key", s.lm_api_key]
     if s.engine_enable_lora or loras:
         cmd += ["--enable-lora", "--max-lora-rank", "64", "--max-loras", "4"]
     if loras:

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     engine_start_timeout: float = 600.0
     engine_max_model_len: int = 4096
     engine_enable_lora: bool = True  # students are served as LoRA adapters; costs ~1.5x per token on CPU (measured)
+    engine_dtype: str = "auto"  # auto: bfloat16 on GPUs and CPUs with native bf16, float32 elsewhere
     engine_kv_cache_gb: int = 2  # CPU KV cache; vLLM's default reserves 92% of a NUMA node's memory
     engine_extra_args: str = ""
 

@@ -104,3 +104,9 @@ def test_url_backend_talks_to_a_running_server(live_engine, monkeypatch):
     assert lm.model == f"openai/{live_engine.served_model}"
     assert isinstance(lm("Say hi")[0], str)
     assert isinstance(dspy.settings, object)
+
+
+def test_dtype_setting_wins_over_auto(tmp_path):
+    assert engine.engine_dtype(Settings(cache_dir=tmp_path, engine_dtype="bfloat16")) == "bfloat16"
+    auto = engine.engine_dtype(Settings(cache_dir=tmp_path))
+    assert auto == ("bfloat16" if engine.has_cuda() or engine.cpu_has_native_bf16() else "float32")
