@@ -145,6 +145,15 @@ def programs():
     out.print("recipes: " + ", ".join(optimizers.available()))
 
 
+@app.command()
+def sync():
+    """Log compiles whose tracking was skipped (tracking store unreachable at the time) to MLflow."""
+    from dspyc.tracking import sync as run
+
+    done = run()
+    out.print("\n".join(f"logged {ref}" for ref in done) or "nothing to sync")
+
+
 @data_app.command("prepare")
 def data_prepare(name: str = "wiki"):
     """Rebuild a built-in dataset's corpus from its source (wiki: Wikipedia articles inside the gensim wheel)."""
