@@ -61,14 +61,12 @@ def test_manifest_roundtrip_is_json(settings):
     assert data["metrics"]["compiled"]["dev"]["f1"] == 0.5 and data["created"]
 
 
-def test_unreachable_tracking_keeps_the_artifact_and_sync_logs_it_later(settings, tmp_path):
+def test_unreachable_tracking_keeps_the_artifact_and_sync_logs_it_later(settings, monkeypatch):
     from dspyc import tracking
 
     d = artifacts.save("toy", {"program.json": "{}"}, manifest(), settings)
     down = settings.model_copy(update={"mlflow_uri": "http://127.0.0.1:9"})
-    import os
-
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     assert tracking.log_compile(artifacts.read_manifest("toy", 1, settings), d, down) is None
     assert (settings.artifacts_dir / ".pending-tracking" / "toy@1.json").exists()
     assert tracking.sync(settings) == ["toy@1"]  # the embedded store is reachable
