@@ -18,8 +18,8 @@ from dspy.signatures.signature import Signature
 
 # Without bounds, a small model can fill a free-text field, or repeat list items, until max_tokens and
 # leave the JSON unclosed.
-DEFAULT_MAX_STRING_LENGTH = 400
-DEFAULT_MAX_ITEMS = 5
+DEFAULT_MAX_STRING_LENGTH = 300
+DEFAULT_MAX_ITEMS = 4
 
 
 def _bound_strings(schema: dict[str, Any], max_length: int, max_items: int = DEFAULT_MAX_ITEMS) -> None:

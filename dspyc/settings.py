@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     lm_model: str = "smollm2-135m-instruct"  # a known model key, a local HF folder, or a hub id when online
     lm_api_key: str = "dspyc-local"
     temperature: float = 0.0
-    max_tokens: int = 384
+    max_tokens: int = 512  # above the worst case the adapter's string and list bounds allow
     num_threads: int = 16
     # Estimated cost per million tokens (self-hosted default: a small share of a CPU hour; set your own).
     price_input_per_mtok: float = 0.02

@@ -28,8 +28,8 @@ def test_schema_is_strict_and_complete():
     assert schema["required"] == ["label", "tags", "item"]
     assert schema["additionalProperties"] is False
     assert schema["properties"]["label"]["enum"] == ["a", "b"]
-    assert schema["properties"]["tags"]["items"]["maxLength"] == 400  # free text is bounded
-    assert schema["properties"]["tags"]["maxItems"] == 5
+    assert schema["properties"]["tags"]["items"]["maxLength"] == 300  # free text is bounded
+    assert schema["properties"]["tags"]["maxItems"] == 4
     assert "maxLength" not in schema["properties"]["label"]
 
 
