@@ -64,7 +64,7 @@ def engine_logs(lines: Annotated[int, typer.Option("-n", help="Lines from the en
     """Print the end of the engine's log."""
     from dspyc import engine
 
-    out.print(engine.log_tail(lines=lines) or f"no log at {engine.log_file()}", markup=False, highlight=False)
+    out.print(engine.log_tail(lines=lines) or f"no log at {engine.log_file()}", markup=False, highlight=False, soft_wrap=True)
 
 
 @engine_app.command("install")

@@ -42,6 +42,7 @@ class EngineState(BaseModel):
     served_model: str
     loras: dict[str, str] = {}
     started_at: float
+    command: list[str] = []
 
     @property
     def base_url(self) -> str:
@@ -188,6 +189,8 @@ def build_command(python: Path, model: str, served: str, host: str, port: int, s
     cmd = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", model,
            "--served-model-name", served, "--host", host, "--port", str(port),
            "--max-model-len", str(s.engine_max_model_len), "--dtype", engine_dtype(s),
+           # Compact JSON only: with free whitespace a small model can pad a reply until max_tokens.
+           "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}',
            "--disable-uvicorn-access-log", "--api-key", s.lm_api_key]
     if s.engine_enable_lora or loras:
         cmd += ["--enable-lora", "--max-lora-rank", "64", "--max-loras", "4"]
@@ -201,17 +204,20 @@ def up(s: Settings | None = None, loras: dict[str, str] | None = None, quiet: bo
     s = s or get_settings()
     loras = loras or {}
     served = served_name(s.lm_model, s)
+    model = resolve_lm(s.lm_model, s)
+    python = engine_python(s)
     running = status(s)
-    if running and running.served_model == served and set(loras) <= set(running.loras):
-        return running
     if running:
+        # Reuse only an engine started with the same settings (port aside); otherwise restart it.
+        same = build_command(python, model, served, running.host, running.port, s, running.loras) == running.command
+        if same and running.served_model == served and set(loras) <= set(running.loras):
+            return running
         down(s)
     host = s.engine_host
     if s.engine_port is not None and not port_free(host, s.engine_port):
         raise EngineError(f"port {s.engine_port} on {host} is in use; free it or unset DSPYC_ENGINE_PORT to pick a free one")
     port = s.engine_port or pick_port(host)
-    model = resolve_lm(s.lm_model, s)
-    cmd = build_command(engine_python(s), model, served, host, port, s, loras)
+    cmd = build_command(python, model, served, host, port, s, loras)
     s.engine_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
            "VLLM_CPU_KVCACHE_SPACE": str(s.engine_kv_cache_gb), "HF_HUB_OFFLINE": "1",
@@ -223,7 +229,7 @@ def up(s: Settings | None = None, loras: dict[str, str] | None = None, quiet: bo
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, start_new_session=True)
     state = EngineState(pid=proc.pid, host=host, port=port, model=model, served_model=served, loras=loras,
-                        started_at=time.time())
+                        started_at=time.time(), command=cmd)
     tmp = _state_file(s).with_suffix(".tmp")
     tmp.write_text(state.model_dump_json(indent=2))
     os.replace(tmp, _state_file(s))
