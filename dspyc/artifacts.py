@@ -164,26 +164,38 @@ def resolve_version(program: str, tag: str | None, s: Settings | None = None) ->
     return tracking.resolve_alias(program, tag, s)
 
 
-def load_program(ref: str, configure_lm: bool = True, s: Settings | None = None) -> dspy.Module:
-    """`rag`, `rag@3`, `rag@champion` → the compiled module, ready to call (LM configured)."""
+def build_version(ref: str, data: str | None = None, s: Settings | None = None) -> tuple[dspy.Module, Manifest, Any]:
+    """The compiled module of `ref` (not yet given an LM), its manifest, and the dataset it was built over:
+    the one it was compiled on, or `data` (retrieval then indexes that corpus)."""
     from dspyc import registry
-    from dspyc.lm import configure
 
     s = s or get_settings()
     name, tag = parse_ref(ref)
     spec = registry.get(name)
     version = resolve_version(name, tag, s)
     manifest = read_manifest(name, version, s)
-    data = spec.load_data(manifest.dataset.path if Path(manifest.dataset.path).is_dir() else manifest.dataset.name,
-                          manifest.seed)
-    if getattr(data, "version", manifest.dataset.version) != manifest.dataset.version:
-        import warnings
+    if data is None:
+        data = manifest.dataset.path if Path(manifest.dataset.path).is_dir() else manifest.dataset.name
+        dataset = spec.load_data(data, manifest.seed)
+        if getattr(dataset, "version", manifest.dataset.version) != manifest.dataset.version:
+            import warnings
 
-        warnings.warn(f"{name}@{version} was compiled on dataset version {manifest.dataset.version}; "
-                      f"the data now has {data.version}", stacklevel=2)
-    module = spec.build(data, manifest.config)
+            warnings.warn(f"{name}@{version} was compiled on dataset version {manifest.dataset.version}; "
+                          f"the data now has {dataset.version}", stacklevel=2)
+    else:
+        dataset = spec.load_data(data, manifest.seed)
+    module = spec.build(dataset, manifest.config)
     module.load(str(program_dir(name, s) / str(version) / PROGRAM_FILE))
     module.dspyc_manifest = manifest
+    return module, manifest, dataset
+
+
+def load_program(ref: str, configure_lm: bool = True, s: Settings | None = None) -> dspy.Module:
+    """`rag`, `rag@3`, `rag@champion` → the compiled module, ready to call (LM configured)."""
+    from dspyc.lm import configure
+
+    s = s or get_settings()
+    module, _, _ = build_version(ref, s=s)
     if configure_lm:
         configure(s)
     return module

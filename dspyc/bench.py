@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import os
 import platform
 import time
 from typing import Any
@@ -30,7 +31,7 @@ def _save(name: str, result: dict[str, Any], s: Settings) -> None:
     out = s.artifacts_dir / "bench"
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / f"{name}.json", result | {"created": now_iso(), "machine": platform.machine(),
-                                                       "cpus": __import__("os").cpu_count()})
+                                                       "cpus": os.cpu_count()})
     console.print(f"[dim]written {out / f'{name}.json'}[/dim]")
 
 
@@ -54,11 +55,10 @@ def engine_throughput(base_url: str, model: str, api_key: str, concurrency: int,
 def inprocess_throughput(s: Settings, requests: int, max_tokens: int) -> dict[str, float]:
     """The naive baseline: transformers generate(), one request after another."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_lm(s.lm_model, s)
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    from dspyc.inprocess import load_model
+
+    tok, model = load_model(resolve_lm(s.lm_model, s))
     tokens, t0 = 0, time.perf_counter()
     for i in range(requests):
         ids = tok.apply_chat_template([{"role": "user", "content": _prompt(i)}], add_generation_prompt=True,
@@ -108,8 +108,9 @@ def bench_engine(requests: int = 32, max_tokens: int = 64, inprocess_requests: i
     engine_throughput(base, model, s.lm_api_key, 4, 4, 8)  # warm-up
     rows = []
     for c in (1, 8, 32):
-        with console.status(f"engine · {c} concurrent · {requests if c > 1 else max(4, requests // 8)} requests"):
-            rows.append(engine_throughput(base, model, s.lm_api_key, c, requests if c > 1 else max(4, requests // 8), max_tokens))
+        n = requests if c > 1 else max(4, requests // 8)  # single stream: fewer requests, same tokens each
+        with console.status(f"engine · {c} concurrent · {n} requests"):
+            rows.append(engine_throughput(base, model, s.lm_api_key, c, n, max_tokens))
     with console.status(f"in-process transformers · sequential · {inprocess_requests} requests"):
         naive = inprocess_throughput(s, inprocess_requests, max_tokens)
     with console.status("roofline: bf16 matmul and memory bandwidth"):

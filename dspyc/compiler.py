@@ -99,27 +99,19 @@ class Usage(BaseCallback):
 
 
 def evaluate(program: dspy.Module, examples: list[dspy.Example], spec: registry.ProgramSpec, num_threads: int,
-             label: str) -> tuple[dict[str, float], list[tuple[dspy.Example, dspy.Prediction]]]:
-    """Run the program on examples concurrently; every metric of the spec's report, plus the DSPy metric."""
+             label: str) -> dict[str, float]:
+    """Run the program on examples concurrently; every metric of the spec's report, plus the DSPy metric.
+    A failed call leaves an empty Prediction, which the report scores as wrong."""
     if not examples:
-        return {}, []
+        return {}
     console.print(f"[bold]{label}[/bold] ({len(examples)} examples)")
     evaluator = dspy.Evaluate(devset=examples, metric=spec.metric, num_threads=num_threads, display_progress=True,
                               max_errors=len(examples) + 1, provide_traceback=False)
     result = evaluator(program)
-    pairs = [(ex, _complete(pred)) for ex, pred, _score in result.results]
-    scores = spec.report(pairs)
+    scores = spec.report([(ex, pred) for ex, pred, _score in result.results])
     scores["metric"] = float(result.score) / 100.0
     scores["errors"] = sum(1 for _, p, _ in result.results if not p.keys())
-    return scores, pairs
-
-
-def _complete(pred: dspy.Prediction) -> dspy.Prediction:
-    """A failed call leaves an empty Prediction; give it empty fields so reports still count it (as wrong)."""
-    for key, empty in (("answer", ""), ("context_titles", []), ("citations", [])):
-        if key not in pred.keys():
-            pred[key] = empty
-    return pred
+    return scores
 
 
 def compile_program(name: str, recipe_name: str | None = None, data: str | None = None, seed: int = 0,
@@ -156,14 +148,14 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
                                      f"({usage.total:,} tokens used); no artifact written")
             return out
 
-        results["baseline"]["dev"], _ = stage("baseline dev", lambda: evaluate(program, splits["dev"], spec, s.num_threads, "baseline · dev"))
+        results["baseline"]["dev"] = stage("baseline dev", lambda: evaluate(program, splits["dev"], spec, s.num_threads, "baseline · dev"))
         optimizer, compile_kwargs = build_optimizer(recipe, spec.metric, num_threads=s.num_threads, seed=seed)
         console.print(f"[bold]compiling[/bold] with {recipe.optimizer} on train ({len(splits['train'])} examples)")
         compiled = stage("compile", lambda: optimizer.compile(program, trainset=splits["train"], **compile_kwargs))
-        results["compiled"]["dev"], _ = stage("compiled dev", lambda: evaluate(compiled, splits["dev"], spec, s.num_threads, "compiled · dev"))
+        results["compiled"]["dev"] = stage("compiled dev", lambda: evaluate(compiled, splits["dev"], spec, s.num_threads, "compiled · dev"))
         if not skip_test:
-            results["baseline"]["test"], _ = stage("baseline test", lambda: evaluate(program, splits["test"], spec, s.num_threads, "baseline · test"))
-            results["compiled"]["test"], _ = stage("compiled test", lambda: evaluate(compiled, splits["test"], spec, s.num_threads, "compiled · test"))
+            results["baseline"]["test"] = stage("baseline test", lambda: evaluate(program, splits["test"], spec, s.num_threads, "baseline · test"))
+            results["compiled"]["test"] = stage("compiled test", lambda: evaluate(compiled, splits["test"], spec, s.num_threads, "compiled · test"))
     wall = round(time.perf_counter() - t0, 1)
     manifest = artifacts.Manifest(
         program=name, version=0, import_path=spec.import_path, source_hash=registry.source_hash(name),
@@ -226,20 +218,17 @@ def print_summary(m: artifacts.Manifest, lm_model: str = "") -> None:
 def evaluate_version(ref: str, data: str | None = None, split: str = "test", s: Settings | None = None) -> dict[str, float]:
     """Evaluate a compiled version on any dataset folder without compiling."""
     s = s or get_settings()
-    name, tag = artifacts.parse_ref(ref)
+    name, _ = artifacts.parse_ref(ref)
     spec = registry.get(name)
-    version = artifacts.resolve_version(name, tag, s)
-    manifest = artifacts.read_manifest(name, version, s)
-    dataset = spec.load_data(data or manifest.dataset.path, manifest.seed)
+    with console.status("building retrieval indexes and the program"):
+        program, manifest, dataset = artifacts.build_version(ref, data=data, s=s)
+    version = manifest.version
     if split not in dataset.splits:
         raise DspycError(f"unknown split {split!r}; choose one of {', '.join(dataset.splits)}")
     configure(s)
-    with console.status("building retrieval indexes and the program"):
-        program = spec.build(dataset, manifest.config)
-    program.load(str(artifacts.program_dir(name, s) / str(version) / artifacts.PROGRAM_FILE))
     usage = Usage()
     with usage.context():
-        scores, _ = evaluate(program, dataset.splits[split], spec, s.num_threads, f"{name}@{version} · {dataset.name} · {split}")
+        scores = evaluate(program, dataset.splits[split], spec, s.num_threads, f"{name}@{version} · {dataset.name} · {split}")
     table = Table("metric", "value", title=f"{name}@{version} on {dataset.name}/{split} ({len(dataset.splits[split])} examples)")
     for k, v in scores.items():
         table.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))

@@ -8,6 +8,7 @@ vLLM pins torch/transformers/fastapi versions that fight the app's, so it lives 
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 import os
 import re
 import shlex
@@ -234,7 +235,7 @@ def up(s: Settings | None = None, loras: dict[str, str] | None = None, quiet: bo
     tmp.write_text(state.model_dump_json(indent=2))
     os.replace(tmp, _state_file(s))
     deadline = time.monotonic() + s.engine_start_timeout
-    with console.status(f"starting vLLM on {host}:{port} ({served}); log: {log_file(s)}") if not quiet else _null():
+    with console.status(f"starting vLLM on {host}:{port} ({served}); log: {log_file(s)}") if not quiet else nullcontext():
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 _state_file(s).unlink(missing_ok=True)
@@ -248,14 +249,6 @@ def up(s: Settings | None = None, loras: dict[str, str] | None = None, quiet: bo
     down(s)
     raise EngineError(f"vLLM did not become healthy within {s.engine_start_timeout:.0f}s: {_last_error_line(s)} "
                       f"(full log: {log_file(s)})")
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def down(s: Settings | None = None, timeout: float = 30.0) -> bool:

@@ -46,12 +46,11 @@ def show_tokens(text: str, s: Settings | None = None, chat: bool = False) -> lis
 def smoke(prompt: str = "What is the capital of France?", max_new_tokens: int = 24, s: Settings | None = None) -> None:
     """Load the model with transformers, show the prompt's tokens, one forward pass, greedy decoding; then the engine."""
     import torch
-    from transformers import AutoModelForCausalLM
+
+    from dspyc.inprocess import load_model
 
     s = s or get_settings()
-    path = resolve_lm(s.lm_model, s)
-    tok = _tokenizer(s)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    tok, model = load_model(resolve_lm(s.lm_model, s))
     console.rule("[bold]1. transformers, in process")
     msgs = [{"role": "user", "content": prompt}]
     ids = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]

@@ -24,7 +24,7 @@ def _message_text(content: Any) -> str:
 
 
 @functools.lru_cache(maxsize=2)
-def _load(path: str, dtype: str) -> tuple[Any, Any]:
+def load_model(path: str, dtype: str = "float32") -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(path)
@@ -40,7 +40,7 @@ class _TokenizerData:
     def build(path: str) -> Any:
         from lmformatenforcer import TokenEnforcerTokenizerData
 
-        tok, _ = _load(path, "float32")
+        tok, _ = load_model(path, "float32")
         zero = tok.encode("0")[-1]
         special = set(tok.all_special_ids)
         regular = []
@@ -74,12 +74,12 @@ class TransformersEngine:
 
     @property
     def tokenizer(self):
-        return _load(self.path, self.dtype)[0]
+        return load_model(self.path, self.dtype)[0]
 
     def generate(self, messages: list[dict[str, str]], max_tokens: int = 256, temperature: float = 0.0,
                  top_p: float = 1.0, response_format: dict | None = None, seed: int | None = None) -> tuple[str, int, int, str]:
         """Returns (text, prompt tokens, completion tokens, finish reason)."""
-        tok, model = _load(self.path, self.dtype)
+        tok, model = load_model(self.path, self.dtype)
         ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
         input_ids = ids["input_ids"]
         n_prompt = input_ids.shape[1]

@@ -36,8 +36,9 @@ def build_lm(settings: Settings | None = None, *, model: str | None = None, **ov
     if s.lm_backend in ("engine", "url"):
         base = engine.ensure(s)
         if s.lm_backend == "url":
-            served = _served_models(base, s.lm_api_key)
-            name = model or (served_name(s.lm_model, s) if served_name(s.lm_model, s) in served else served[0] if served else None)
+            served, wanted = _served_models(base, s.lm_api_key), served_name(s.lm_model, s)
+            # The configured model if the server has it, else whatever it serves.
+            name = model or (wanted if wanted in served else served[0] if served else None)
             if name is None:
                 raise DspycError(f"LM server at {base} serves no models")
         else:

@@ -161,9 +161,6 @@ def pull(settings: Settings | None = None, force: bool = False) -> dict[str, Pat
     settings = settings or get_settings()
     from dspyc.retrieval.embeddings import embedding_model_path
 
-    paths = {"lm": Path(resolve_lm(settings.lm_model, settings)) if settings.lm_model in KNOWN_LMS or
-             Path(settings.lm_model).is_dir() else Path(settings.lm_model)}
     if force and settings.lm_model in KNOWN_LMS:
-        paths["lm"] = pull_lm(KNOWN_LMS[settings.lm_model], settings, force=True)
-    paths["embeddings"] = embedding_model_path()
-    return paths
+        pull_lm(KNOWN_LMS[settings.lm_model], settings, force=True)
+    return {"lm": Path(resolve_lm(settings.lm_model, settings)), "embeddings": embedding_model_path()}

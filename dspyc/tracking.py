@@ -141,8 +141,6 @@ def resolve_alias(program: str, alias: str, s: Settings | None = None) -> int:
         mv = mlflow.MlflowClient().get_model_version_by_alias(program, alias)
     except Exception:
         raise ArtifactError(f"{program}@{alias}: no such alias in the registry ({tracking_uri(s)})") from None
-    return int(mv.tags.get(VERSION_TAG, 0)) or _version_from_source(mv.source)
-
-
-def _version_from_source(source: str) -> int:
-    raise ArtifactError(f"registry version at {source} has no {VERSION_TAG} tag")
+    if VERSION_TAG not in mv.tags:
+        raise ArtifactError(f"registry version at {mv.source} has no {VERSION_TAG} tag")
+    return int(mv.tags[VERSION_TAG])

@@ -103,11 +103,12 @@ def metric(example: dspy.Example, pred: dspy.Prediction, trace=None) -> float | 
 
 
 def report(results: list[tuple[dspy.Example, dspy.Prediction]]) -> dict[str, float]:
+    # A failed call leaves an empty Prediction: it counts, as a wrong answer with no context.
     return {
-        "exact_match": mean(exact_match(p.answer, ex.answer) for ex, p in results),
-        "f1": mean(token_f1(p.answer, ex.answer) for ex, p in results),
-        "retrieval_recall": mean(title_recall(p.context_titles, ex.gold_titles) for ex, p in results),
-        "citation_recall": mean(title_recall(p.citations, ex.gold_titles) for ex, p in results),
+        "exact_match": mean(exact_match(p.get("answer", ""), ex.answer) for ex, p in results),
+        "f1": mean(token_f1(p.get("answer", ""), ex.answer) for ex, p in results),
+        "retrieval_recall": mean(title_recall(p.get("context_titles", []), ex.gold_titles) for ex, p in results),
+        "citation_recall": mean(title_recall(p.get("citations", []), ex.gold_titles) for ex, p in results),
     }
 
 

@@ -1,6 +1,5 @@
 """End to end against the real engine: compile a tiny rag, load it, run the notebook, check tracking."""
 
-import os
 from pathlib import Path
 
 import pytest

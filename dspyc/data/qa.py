@@ -7,7 +7,6 @@ file, the line and the field. The dataset's version is a content hash of both fi
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +134,3 @@ def load_qa_dataset(name_or_path: str | Path) -> QADataset:
         raise DataError(f"{qfile}: duplicate id {dup!r}")
     return QADataset(name=path.name, path=path, questions=questions, corpus=corpus, version=file_hash(qfile, cfile))
 
-
-def dump_jsonl(rows: list[dict], path: Path) -> None:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
