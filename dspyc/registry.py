@@ -32,6 +32,10 @@ class ProgramSpec:
     default_recipe: str = "bootstrap"
     config: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    # The program's top-level inputs/outputs (field name -> type) for the typed serving API; derived when
+    # None: inputs from `forward`'s annotated parameters, outputs from the last predictor's signature.
+    inputs: dict[str, Any] | None = None
+    outputs: dict[str, Any] | None = None
 
     @property
     def import_path(self) -> str:

@@ -53,6 +53,34 @@ class Settings(BaseSettings):
 
     mlflow_uri: str | None = None  # None: SQLite under artifacts/
 
+    # The tool-calling agent (`dspyc ask`, programs/agent.py). tools_provider: auto (the HTTP API, falling
+    # back to the offline JSON files when unreachable), http, or offline.
+    tools_provider: str = "auto"
+    tools_data_dir: Path | None = None  # default: <project>/datasets/agent
+    tools_timeout_s: float = 10.0  # per tool call
+    tools_http_timeout_s: float = 4.0
+    agent_max_steps: int = 3  # tool-calling steps before the agent must answer
+    agent_tool_calling: str = "auto"  # constrained (JSON schema), native (the server's tool parser), or auto
+    # BFCL split sizes, per category (prompts carry function schemas: keep them small on a CPU engine).
+    bfcl_train: int = 6
+    bfcl_dev: int = 4
+    bfcl_test: int = 10
+
+    # The program server (`dspyc serve`).
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8500
+    serve_api_keys: str = ""  # comma-separated bearer keys; empty is allowed only with --dev on loopback
+    serve_alias: str = "champion"  # the registry alias each program is served at ("latest" works without MLflow)
+    serve_poll_s: float = 5.0  # how often the alias is re-resolved for hot swap
+    serve_max_concurrency: int = 32  # program runs in flight
+    serve_max_queue: int = 64  # requests waiting for a slot; beyond this the server answers 503
+    serve_timeout_s: float = 120.0  # per request, queueing included
+    serve_max_body_bytes: int = 65536
+    serve_max_input_chars: int = 8000  # per string input field
+    serve_log: str = "full"  # request log payloads: full, redact (hashes and lengths) or none
+    serve_log_path: Path | None = None  # default: <artifacts>/serve/requests.jsonl
+    mlflow_traces: bool = True  # DSPy traces of evaluations via mlflow.dspy.autolog
+
     artifacts_root: Path | None = Field(default=None, alias="DSPYC_ARTIFACTS_DIR")  # default: <project>/artifacts
 
     @property

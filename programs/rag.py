@@ -114,4 +114,6 @@ def report(results: list[tuple[dspy.Example, dspy.Prediction]]) -> dict[str, flo
 
 PROGRAM = ProgramSpec(name="rag", build=build, load_data=load_data, metric=metric, report=report, dataset="wiki",
                       default_recipe="bootstrap", config=CONFIG,
+                      outputs={"answer": str, "reasoning": str, "citations": list[str], "context_titles": list[str],
+                               "queries": list[str], "notes": list[str], "rewrites": int},
                       description="Reflective multi-hop RAG with hybrid retrieval, a reranker and cited answers.")
