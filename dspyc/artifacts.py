@@ -56,6 +56,7 @@ class Manifest(BaseModel):
     created: str = ""
     files: dict[str, str] = {}  # file name -> sha256
     kind: str = "program"  # "program" or "student" (a LoRA adapter)
+    trials: list[float] = []  # the optimizer's score per trial, in order, where it exposes trials
 
 
 def sha256_file(path: Path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -146,6 +147,43 @@ def programs():
 
 
 @app.command()
+def versions(program: Annotated[str, typer.Argument(help="A program, e.g. rag.")]):
+    """Every compiled version: alias, recipe, dataset hash, dev/test score, tokens, created."""
+    from dspyc.report import print_versions
+
+    print_versions(program)
+
+
+@app.command()
+def promote(program: Annotated[str, typer.Argument(help="A program, e.g. rag.")],
+            version: Annotated[int, typer.Argument(help="The version to put in production.")],
+            alias: Annotated[str, typer.Option(help="The registry alias to move.")] = "champion"):
+    """Move an alias (default `champion`) to a version; `dspyc.load("rag@champion")` and the server follow it."""
+    from dspyc.tracking import promote as run
+
+    previous = run(program, version, alias=alias, reason="manual")
+    out.print(f"{program}@{alias}: {previous if previous is not None else 'none'} → {version}")
+
+
+@app.command()
+def rollback(program: Annotated[str, typer.Argument(help="A program, e.g. rag.")]):
+    """Move `champion` back to the version it held before the last promotion."""
+    from dspyc.tracking import rollback as run
+
+    before, after = run(program)
+    out.print(f"{program}@champion: {before} → {after} (rolled back)")
+
+
+@app.command()
+def report(program: Annotated[str, typer.Argument(help="A program, e.g. rag.")],
+           out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder (default artifacts/PROGRAM/report).")] = None):
+    """Plots (score per optimizer trial, quality vs cost across versions) and a markdown summary."""
+    from dspyc.report import write_report
+
+    out.print(str(write_report(program, out_dir)))
+
+
+@app.command()
 def sync():
     """Log compiles whose tracking was skipped (tracking store unreachable at the time) to MLflow."""
     from dspyc.tracking import sync as run
@@ -167,18 +205,46 @@ def data_prepare(name: str = "wiki"):
 
 
 @app.command()
-def bench(what: Annotated[str, typer.Argument(help="engine or compile")] = "engine",
+def bench(what: Annotated[str, typer.Argument(help="engine, compile or serve")] = "engine",
           requests: Annotated[int, typer.Option(help="Requests per concurrency level.")] = 32,
           max_tokens: Annotated[int, typer.Option()] = 64):
     """Benchmarks (numbers go to artifacts/bench/*.json)."""
     from dspyc import bench as b
 
-    if what == "engine":
+    if what == "serve":  # the program server under load (dspyc/serve/bench.py); `requests` sizes the stub run
+        from dspyc.serve.bench import bench_serve
+
+        bench_serve(requests=requests if requests != 32 else 10_000)
+    elif what == "engine":
         b.bench_engine(requests=requests, max_tokens=max_tokens)
     elif what == "compile":
         b.bench_compile()
     else:
         raise DspycError(f"unknown benchmark {what!r}: choose engine or compile")
+
+
+@app.command()
+def serve(host: Annotated[Optional[str], typer.Option(help="Bind address (default DSPYC_SERVE_HOST, 127.0.0.1).")] = None,
+          port: Annotated[Optional[int], typer.Option(help="Port (default DSPYC_SERVE_PORT, 8500).")] = None,
+          alias: Annotated[Optional[str], typer.Option(help="Registry alias to serve (default champion; `latest` needs no MLflow).")] = None,
+          dev: Annotated[bool, typer.Option("--dev", help="No API keys: loopback-only development mode.")] = False):
+    """Serve every program's champion (OpenAI-compatible + typed API) over the engine, with hot swap on promote."""
+    from dspyc.serve.server import serve as run
+
+    run(host=host, port=port, dev=dev, alias=alias)
+
+
+@app.command()
+def usage(since: Annotated[str, typer.Option(help="Time window: 30m, 24h, 7d or all.")] = "24h",
+          program: Annotated[Optional[str], typer.Option(help="Only this program.")] = None,
+          log: Annotated[Optional[str], typer.Option(help="Request log (default: artifacts/serve/requests.jsonl).")] = None,
+          as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False):
+    """Cost, tokens and latency percentiles of served requests over a time window (from the request log)."""
+    from pathlib import Path
+
+    from dspyc.serve.usage import usage_report
+
+    usage_report(since=since, program=program, path=Path(log) if log else None, as_json=as_json)
 
 
 @app.command("adapter-check")

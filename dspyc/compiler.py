@@ -6,6 +6,7 @@ stops the run cleanly, and nothing is written unless the whole run succeeds.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from dspyc.optimizers import build_optimizer, load_recipe
 from dspyc.settings import Settings, get_settings
 
 console = Console()
+EVALUATION_FILE = "evaluation.jsonl"  # per-example rows of the compiled program on dev and test
 
 
 class BudgetExceeded(DspycError):
@@ -98,12 +100,27 @@ class Usage(BaseCallback):
                 "estimated_cost_usd": round(self.cost(s), 6)}
 
 
+@dataclass
+class Evaluation:
+    """Every metric of the spec's report, and one row per example (inputs, gold, outputs, the metric's score)."""
+
+    scores: dict[str, float]
+    rows: list[dict[str, Any]]
+
+    @property
+    def per_example(self) -> list[float]:
+        return [r["score"] for r in self.rows]
+
+
+def _jsonable(v: Any) -> Any:
+    return v if isinstance(v, (str, int, float, bool, type(None), list, dict)) else str(v)
+
+
 def evaluate(program: dspy.Module, examples: list[dspy.Example], spec: registry.ProgramSpec, num_threads: int,
-             label: str) -> dict[str, float]:
-    """Run the program on examples concurrently; every metric of the spec's report, plus the DSPy metric.
-    A failed call leaves an empty Prediction, which the report scores as wrong."""
+             label: str) -> Evaluation:
+    """Run the program on examples concurrently. A failed call leaves an empty Prediction, scored as wrong."""
     if not examples:
-        return {}
+        return Evaluation({}, [])
     console.print(f"[bold]{label}[/bold] ({len(examples)} examples)")
     evaluator = dspy.Evaluate(devset=examples, metric=spec.metric, num_threads=num_threads, display_progress=True,
                               max_errors=len(examples) + 1, provide_traceback=False)
@@ -111,7 +128,27 @@ def evaluate(program: dspy.Module, examples: list[dspy.Example], spec: registry.
     scores = spec.report([(ex, pred) for ex, pred, _score in result.results])
     scores["metric"] = float(result.score) / 100.0
     scores["errors"] = sum(1 for _, p, _ in result.results if not p.keys())
-    return scores
+    rows = [{"id": ex.get("id", str(i)), "inputs": {k: _jsonable(ex[k]) for k in ex.inputs().keys()},
+             "gold": {k: _jsonable(v) for k, v in ex.labels().items()},
+             "outputs": {k: _jsonable(v) for k, v in pred.items()}, "score": float(score or 0.0)}
+            for i, (ex, pred, score) in enumerate(result.results)]
+    return Evaluation(scores, rows)
+
+
+def optimizer_trials(compiled: dspy.Module) -> list[float]:
+    """The optimizer's score per trial, where it exposes them (MIPROv2, random search, GEPA, SIMBA)."""
+    logs = getattr(compiled, "trial_logs", None)
+    if isinstance(logs, dict) and logs:
+        series = [v.get("full_eval_score", v.get("mb_score")) for _, v in sorted(logs.items()) if isinstance(v, dict)]
+        return [float(x) for x in series if isinstance(x, (int, float))]
+    detailed = getattr(compiled, "detailed_results", None)
+    if detailed is not None and getattr(detailed, "val_aggregate_scores", None):
+        return [float(x) for x in detailed.val_aggregate_scores]
+    candidates = getattr(compiled, "candidate_programs", None)
+    if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):
+        ordered = sorted(candidates, key=lambda c: c.get("seed", 0)) if "seed" in candidates[0] else candidates
+        return [float(c["score"]) for c in ordered if isinstance(c.get("score"), (int, float))]
+    return []
 
 
 def compile_program(name: str, recipe_name: str | None = None, data: str | None = None, seed: int = 0,
@@ -137,7 +174,12 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
     with console.status("building retrieval indexes and the program (cached by corpus hash)"):
         program = spec.build(dataset, cfg)
     results: dict[str, dict[str, dict[str, float]]] = {"baseline": {}, "compiled": {}}
+    table: list[dict[str, Any]] = []  # per-example rows of the compiled program's evaluations
     stage_times: dict[str, float] = {}
+    if save:
+        from dspyc import tracking
+
+        tracking.enable_traces(name, s)
     with usage.context():
         def stage(label: str, fn):
             t = time.perf_counter()
@@ -148,25 +190,34 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
                                      f"({usage.total:,} tokens used); no artifact written")
             return out
 
-        results["baseline"]["dev"] = stage("baseline dev", lambda: evaluate(program, splits["dev"], spec, s.num_threads, "baseline · dev"))
+        def run_eval(which: str, module: dspy.Module, split: str) -> None:
+            ev = stage(f"{which} {split}", lambda: evaluate(module, splits[split], spec, s.num_threads,
+                                                            f"{'uncompiled' if which == 'baseline' else which} · {split}"))
+            results[which][split] = ev.scores
+            if which == "compiled":
+                table.extend({"split": split, **row} for row in ev.rows)
+
+        run_eval("baseline", program, "dev")
         optimizer, compile_kwargs = build_optimizer(recipe, spec.metric, num_threads=s.num_threads, seed=seed)
         console.print(f"[bold]compiling[/bold] with {recipe.optimizer} on train ({len(splits['train'])} examples)")
         compiled = stage("compile", lambda: optimizer.compile(program, trainset=splits["train"], **compile_kwargs))
-        results["compiled"]["dev"] = stage("compiled dev", lambda: evaluate(compiled, splits["dev"], spec, s.num_threads, "compiled · dev"))
+        run_eval("compiled", compiled, "dev")
         if not skip_test:
-            results["baseline"]["test"] = stage("baseline test", lambda: evaluate(program, splits["test"], spec, s.num_threads, "baseline · test"))
-            results["compiled"]["test"] = stage("compiled test", lambda: evaluate(compiled, splits["test"], spec, s.num_threads, "compiled · test"))
+            run_eval("baseline", program, "test")
+            run_eval("compiled", compiled, "test")
     wall = round(time.perf_counter() - t0, 1)
     manifest = artifacts.Manifest(
         program=name, version=0, import_path=spec.import_path, source_hash=registry.source_hash(name),
         recipe=recipe.model_dump(), dataset=artifacts.DatasetRef(name=dataset.name, path=str(dataset.path), version=dataset.version),
         lm=artifacts.LMRef(backend=s.lm_backend, model=s.lm_model, served_name=served_name(s.lm_model, s)),
         seed=seed, config=cfg, metrics=results, usage=usage.as_dict(s) | {"stage_wall_time_s": stage_times},
-        wall_time_s=wall, library_versions=artifacts.library_versions(), git_commit=artifacts.git_commit(s.project_dir))
+        wall_time_s=wall, library_versions=artifacts.library_versions(), git_commit=artifacts.git_commit(s.project_dir),
+        trials=optimizer_trials(compiled))
     if not save:
         return manifest
     with _tmp_state(compiled) as state_file:
-        out = artifacts.save(name, {artifacts.PROGRAM_FILE: state_file}, manifest, s)
+        evaluation = "".join(json.dumps(row, default=str) + "\n" for row in table)
+        out = artifacts.save(name, {artifacts.PROGRAM_FILE: state_file, EVALUATION_FILE: evaluation}, manifest, s)
     print_summary(manifest, lm_model=lm.model)
     console.print(f"[green]✓[/green] {name}@{manifest.version} → {out}")
     from dspyc import tracking
@@ -226,12 +277,26 @@ def evaluate_version(ref: str, data: str | None = None, split: str = "test", s: 
     if split not in dataset.splits:
         raise DspycError(f"unknown split {split!r}; choose one of {', '.join(dataset.splits)}")
     configure(s)
+    from dspyc import tracking
+
+    tracking.enable_traces(name, s)
     usage = Usage()
+    t0 = time.perf_counter()
     with usage.context():
-        scores = evaluate(program, dataset.splits[split], spec, s.num_threads, f"{name}@{version} · {dataset.name} · {split}")
+        ev = evaluate(program, dataset.splits[split], spec, s.num_threads, f"{name}@{version} · {dataset.name} · {split}")
+    scores = ev.scores
     table = Table("metric", "value", title=f"{name}@{version} on {dataset.name}/{split} ({len(dataset.splits[split])} examples)")
     for k, v in scores.items():
         table.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
     console.print(table)
     console.print(f"LM calls {usage.calls:,} · tokens in {usage.input_tokens:,} / out {usage.output_tokens:,}")
+    params = {"ref": ref, "version": version, "dataset": dataset.name, "dataset_hash": dataset.version, "split": split,
+              "lm": served_name(s.lm_model, s)}
+    metrics = {f"eval.{k}": float(v) for k, v in scores.items()} | {f"usage.{k}": float(v) for k, v in usage.as_dict(s).items()}
+    try:
+        tracking.log_run(name, "eval", f"eval {name}@{version} on {dataset.name}/{split}", params,
+                         metrics | {"wall_time_s": time.perf_counter() - t0}, s,
+                         tags={tracking.VERSION_TAG: str(version)}, tables={"evaluation.json": ev.rows})
+    except Exception as exc:  # the numbers are printed above; tracking is best effort here
+        console.print(f"[yellow]tracking skipped[/yellow] ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})")
     return scores

@@ -9,12 +9,13 @@ the registry. If the tracking store is unreachable, the compile still succeeds: 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from dspyc.artifacts import Manifest, program_dir, read_manifest, write_json_atomic
+from dspyc.artifacts import Manifest, now_iso, program_dir, read_manifest, write_json_atomic
 from dspyc.errors import ArtifactError
 from dspyc.settings import Settings, get_settings
 
@@ -90,20 +91,79 @@ def log_compile(manifest: Manifest, version_dir: Path, s: Settings | None = None
 
 
 def _log(manifest: Manifest, version_dir: Path, s: Settings) -> str:
-    mlflow = _mlflow(s)
-    experiment(manifest.program, s)
+    from dspyc import plots
+
     params = {"program": manifest.program, "recipe": manifest.recipe.get("name"), "optimizer": manifest.recipe.get("optimizer"),
               "seed": manifest.seed, "lm": manifest.lm.served_name, "lm_backend": manifest.lm.backend,
               "dataset": manifest.dataset.name, "dataset_hash": manifest.dataset.version,
               "git_commit": manifest.git_commit or "", "source_hash": manifest.source_hash, "dspyc_version": manifest.version}
     params |= {f"recipe.{k}": v for k, v in manifest.recipe.get("params", {}).items()}
-    with mlflow.start_run(run_name=f"compile {manifest.program}@{manifest.version}") as run:
+    metrics = flatten(manifest.metrics) | flatten(manifest.usage, "usage.") | {"wall_time_s": manifest.wall_time_s}
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = plots.version_plots(manifest.program, Path(tmp), s, upto=manifest.version)
+        run_id = log_run(manifest.program, "compile", f"compile {manifest.program}@{manifest.version}", params, metrics,
+                         s, artifact_dirs={"artifact": version_dir}, files=figures,
+                         steps={"trial.score": manifest.trials}, tags={VERSION_TAG: str(manifest.version)})
+    mlflow = _mlflow(s)
+    register(manifest, f"{mlflow.get_run(run_id).info.artifact_uri}/artifact", run_id, s)
+    return run_id
+
+
+def log_run(program: str, kind: str, name: str, params: dict[str, Any], metrics: dict[str, float], s: Settings | None = None,
+            *, files: list[Path] = (), artifact_dirs: dict[str, Path] | None = None,
+            steps: dict[str, list[float]] | None = None, tags: dict[str, str] | None = None,
+            tables: dict[str, list[dict[str, Any]]] | None = None) -> str:
+    """One MLflow run in the program's experiment (compile, eval, reoptimize, distill); returns its id.
+    `steps` are per-step series (e.g. a score per optimizer trial), logged with step numbers."""
+    s = s or get_settings()
+    mlflow = _mlflow(s)
+    experiment(program, s)
+    with mlflow.start_run(run_name=name) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        mlflow.log_metrics(flatten(manifest.metrics) | flatten(manifest.usage, "usage.") | {"wall_time_s": manifest.wall_time_s})
-        mlflow.set_tags({"dspyc.kind": "compile", VERSION_TAG: str(manifest.version)})
-        mlflow.log_artifacts(str(version_dir), artifact_path="artifact")
-        register(manifest, f"{run.info.artifact_uri}/artifact", run.info.run_id, s)
+        mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})  # NaN-free
+        for key, series in (steps or {}).items():
+            for i, value in enumerate(series):
+                mlflow.log_metric(key, float(value), step=i)
+        mlflow.set_tags({"dspyc.kind": kind, "dspyc.program": program, **(tags or {})})
+        for path, d in (artifact_dirs or {}).items():
+            mlflow.log_artifacts(str(d), artifact_path=path)
+        for f in files:
+            mlflow.log_artifact(str(f), artifact_path="plots" if f.suffix == ".png" else None)
+        for fname, rows in (tables or {}).items():
+            if rows:
+                mlflow.log_table(_table_columns(rows), artifact_file=fname)
         return run.info.run_id
+
+
+def _table_columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return {k: [r.get(k) if isinstance(r.get(k), (int, float, str, type(None))) else json.dumps(r.get(k), default=str)
+                for r in rows] for k in keys}
+
+
+def enable_traces(program: str, s: Settings | None = None) -> bool:
+    """DSPy traces into the program's experiment via `mlflow.dspy.autolog` (evaluation and program calls;
+    off for optimizer internals, which would log thousands of near-duplicate traces)."""
+    s = s or get_settings()
+    if not s.mlflow_traces:
+        return False
+    try:
+        mlflow = _mlflow(s)
+        experiment(program, s)
+        mlflow.dspy.autolog(log_traces=True, log_traces_from_eval=True, log_traces_from_compile=False, silent=True)
+        return True
+    except Exception as exc:  # tracing is a convenience; never fail a compile over it
+        console.print(f"[yellow]MLflow traces off[/yellow] ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
+        return False
+
+
+def disable_traces() -> None:
+    try:
+        import mlflow
+
+        mlflow.dspy.autolog(disable=True, silent=True)
+    except Exception:
+        pass
 
 
 def register(manifest: Manifest, source: str, run_id: str | None, s: Settings) -> int:
@@ -117,6 +177,9 @@ def register(manifest: Manifest, source: str, run_id: str | None, s: Settings) -
             "dataset_hash": manifest.dataset.version, "kind": manifest.kind}
     mv = client.create_model_version(manifest.program, source=source, run_id=run_id, tags=tags,
                                      description=f"{manifest.program}@{manifest.version} ({manifest.recipe.get('name')})")
+    if manifest.kind == "program" and not any(CHAMPION in names for names in aliases(manifest.program, s).values()):
+        promote(manifest.program, manifest.version, s, reason="first version")  # nothing to beat yet
+        console.print(f"[dim]{manifest.program}@{manifest.version} is the first version: now {CHAMPION}[/dim]")
     return int(mv.version)
 
 
@@ -144,3 +207,72 @@ def resolve_alias(program: str, alias: str, s: Settings | None = None) -> int:
     if VERSION_TAG not in mv.tags:
         raise ArtifactError(f"registry version at {mv.source} has no {VERSION_TAG} tag")
     return int(mv.tags[VERSION_TAG])
+
+
+# --- aliases: `champion` is the version in production ------------------------------------------------
+
+CHAMPION = "champion"
+HISTORY_TAG = "dspyc.champion_history"  # JSON list of dspyc versions, oldest first: what rollback walks back
+
+
+def aliases(program: str, s: Settings | None = None) -> dict[int, list[str]]:
+    """dspyc version -> registry aliases on it ({} when the program was never registered)."""
+    client = _mlflow(s or get_settings()).MlflowClient()
+    try:
+        model = client.get_registered_model(program)
+    except Exception:
+        return {}
+    by_registry = {str(mv.version): int(mv.tags.get(VERSION_TAG, 0)) for mv in client.search_model_versions(f"name='{program}'")}
+    out: dict[int, list[str]] = {}
+    for alias, reg_version in (model.aliases or {}).items():
+        out.setdefault(by_registry.get(str(reg_version), 0), []).append(alias)
+    return out
+
+
+def _registry_version(client, program: str, version: int) -> str:
+    for mv in client.search_model_versions(f"name='{program}'"):
+        if mv.tags.get(VERSION_TAG) == str(version):
+            return mv.version
+    raise ArtifactError(f"{program}@{version} is not in the registry (compile it, or `dspyc sync` a skipped run)")
+
+
+def champion_history(program: str, s: Settings | None = None) -> list[int]:
+    client = _mlflow(s or get_settings()).MlflowClient()
+    try:
+        return json.loads(client.get_registered_model(program).tags.get(HISTORY_TAG, "[]"))
+    except Exception:
+        return []
+
+
+def promote(program: str, version: int, s: Settings | None = None, alias: str = CHAMPION, reason: str = "") -> int | None:
+    """Point `alias` at `version` (one registry call, so a crash leaves the old or the new champion, never
+    neither); returns the version it moved from."""
+    s = s or get_settings()
+    read_manifest(program, version, s)  # refuse a missing or corrupt artifact before touching the registry
+    client = _mlflow(s).MlflowClient()
+    reg_version = _registry_version(client, program, version)
+    previous = next((v for v, names in aliases(program, s).items() if alias in names), None)
+    client.set_registered_model_alias(program, alias, reg_version)
+    if alias == CHAMPION and previous != version:
+        history = [*champion_history(program, s), version][-50:]
+        client.set_registered_model_tag(program, HISTORY_TAG, json.dumps(history))
+        client.set_model_version_tag(program, reg_version, "dspyc.promoted", f"{now_iso()} {reason}".strip())
+    return previous
+
+
+def rollback(program: str, s: Settings | None = None) -> tuple[int, int]:
+    """Move `champion` back to the version it held before; returns (from, to)."""
+    s = s or get_settings()
+    history = champion_history(program, s)
+    current = resolve_alias(program, CHAMPION, s)
+    earlier = [v for v in history if v != current]
+    if not earlier:
+        raise ArtifactError(f"{program}: no earlier champion to roll back to (history: {history or 'empty'})")
+    target = earlier[-1]
+    client = _mlflow(s).MlflowClient()
+    client.set_registered_model_alias(program, CHAMPION, _registry_version(client, program, target))
+    # drop the rolled-back version from the end of the history, so a second rollback goes further back
+    while history and history[-1] != target:
+        history.pop()
+    client.set_registered_model_tag(program, HISTORY_TAG, json.dumps(history))
+    return current, target

@@ -1,0 +1,81 @@
+"""Plots people would rather look at: score per optimizer trial, and quality against cost across versions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dspyc import artifacts
+from dspyc.settings import Settings, get_settings
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def score(m: artifacts.Manifest, split: str = "test", which: str = "compiled") -> float | None:
+    """A version's headline score: the program's own metric on a split (dev when test was skipped)."""
+    row = m.metrics.get(which, {}).get(split) or m.metrics.get(which, {}).get("dev") or {}
+    return row.get("metric")
+
+
+def tokens_per_call(m: artifacts.Manifest) -> float | None:
+    calls = m.usage.get("lm_calls") or 0
+    return (m.usage.get("input_tokens", 0) + m.usage.get("output_tokens", 0)) / calls if calls else None
+
+
+def trials_plot(m: artifacts.Manifest, path: Path) -> Path | None:
+    if not m.trials:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    best = [max(m.trials[: i + 1]) for i in range(len(m.trials))]
+    ax.plot(range(1, len(m.trials) + 1), m.trials, "o", alpha=0.6, label="trial")
+    ax.step(range(1, len(best) + 1), best, where="post", label="best so far")
+    ax.set(xlabel="trial", ylabel="score", title=f"{m.program}@{m.version} · {m.recipe.get('name')} trials")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def quality_cost_plot(manifests: list[artifacts.Manifest], path: Path, champion: int | None = None) -> Path | None:
+    points = [(m, tokens_per_call(m), score(m)) for m in manifests]
+    points = [(m, x, y) for m, x, y in points if x is not None and y is not None]
+    if not points:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m, x, y in points:
+        ax.scatter(x, y, s=60, marker="*" if m.version == champion else "o", zorder=3)
+        ax.annotate(f"v{m.version} {m.recipe.get('name', '')}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        base = score(m, which="baseline")
+        if base is not None:  # where each version started from: what compiling bought
+            ax.annotate("", (x, y), (x, base), arrowprops={"arrowstyle": "->", "alpha": 0.3})
+    ax.set(xlabel="tokens per LM call (in + out)", ylabel="score (compiled, test)",
+           title=f"{points[0][0].program}: quality vs cost across versions")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def version_plots(program: str, out: Path, s: Settings | None = None, upto: int | None = None,
+                  champion: int | None = None) -> list[Path]:
+    """The trial plot of the latest version (up to `upto`) and the quality/cost plot of all versions."""
+    s = s or get_settings()
+    out.mkdir(parents=True, exist_ok=True)
+    manifests = [artifacts.read_manifest(program, v, s, verify=False) for v in artifacts.versions(program, s)
+                 if upto is None or v <= upto]
+    manifests = [m for m in manifests if m.kind == "program"]
+    if not manifests:
+        return []
+    made = [trials_plot(manifests[-1], out / f"trials_v{manifests[-1].version}.png"),
+            quality_cost_plot(manifests, out / "quality_vs_cost.png", champion)]
+    return [p for p in made if p]
