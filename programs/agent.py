@@ -1,0 +1,180 @@
+"""Tool-calling agent: choose a function and its arguments under a schema, run it, answer from the results.
+
+`FunctionCaller` is the single-step core that BFCL scores and that `dspyc compile agent` optimizes: one
+DSPy predictor whose output is constrained per call to one `anyOf` branch per available function (name and
+arguments together), so even SmolLM2-135M can only emit a call to a listed function with well-typed
+arguments. `ToolAgent` (behind `dspyc ask`) runs that caller over a tool registry in a bounded loop:
+execute the calls, feed the results back, let the model call again or `finish`, and always end with an
+answer that carries the tool results it used. Where the LM supports native tool calls (DSPy's
+`ToolCalls` with the server's tool parser), `tool_calling="native"` uses them instead.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import dspy
+
+from dspyc.data.bfcl import BFCLDataset, ast_check, load_bfcl, to_bfcl_calls
+from dspyc.metrics import mean
+from dspyc.registry import ProgramSpec
+from dspyc.settings import get_settings
+from dspyc.tools.base import ToolRegistry, ToolResult
+from dspyc.tools.schema import calls_response_format, render_function
+from signatures.agent import AnswerFromResults, CallFunctions, NextStep
+
+FINISH = {"name": "finish", "description": "Stop calling functions: the results answer the request.",
+          "parameters": {"type": "dict", "properties": {}, "required": []}}
+
+
+class NativeCall(dspy.Signature):
+    """Call the right tool(s) for the request."""
+
+    question: str = dspy.InputField()
+    tools: list[dspy.Tool] = dspy.InputField()
+    tool_calls: dspy.ToolCalls = dspy.OutputField()
+
+
+def _as_dict(call: Any) -> dict[str, Any]:
+    if hasattr(call, "model_dump"):
+        call = call.model_dump()
+    return {"name": call.get("name", ""), "arguments": dict(call.get("arguments") or call.get("args") or {})}
+
+
+def _stub_tool(spec: dict[str, Any]) -> dspy.Tool:
+    """A dspy.Tool that only describes a function (native tool calling needs the schema, not the body)."""
+    params = spec.get("parameters") or {}
+    return dspy.Tool(func=lambda **kw: None, name=spec["name"], desc=spec.get("description", ""),
+                     args=(params.get("properties") or {}))
+
+
+class FunctionCaller(dspy.Module):
+    """question + function schemas → calls `[{"name", "arguments"}]`, constrained to the given functions."""
+
+    def __init__(self, max_calls: int = 4, tool_calling: str = "constrained", max_tokens: int = 200):
+        super().__init__()
+        # max_tokens bounds the cost of a runaway reply (~8 tok/s on the CPU engine); a call list is far shorter.
+        self.max_calls, self.tool_calling, self.max_tokens = max_calls, tool_calling, max_tokens
+        self.call = dspy.Predict(CallFunctions)
+        self.native = dspy.Predict(NativeCall, tool_choice="required")
+
+    def forward(self, question: str, functions: list[str] | None = None, schemas: list[dict[str, Any]] | None = None,
+                max_calls: int | None = None) -> dspy.Prediction:
+        schemas = schemas or []
+        functions = functions or [render_function(f) for f in schemas]
+        if self.tool_calling == "native":
+            with dspy.context(adapter=dspy.JSONAdapter(use_native_function_calling=True)):
+                pred = self.native(question=question, tools=[_stub_tool(f) for f in schemas])
+            calls = [{"name": c.name, "arguments": dict(c.args)} for c in (pred.tool_calls.tool_calls if pred.tool_calls else [])]
+            return dspy.Prediction(calls=calls)
+        fmt = calls_response_format(schemas, max_calls or self.max_calls)
+        pred = self.call(question=question, functions=functions, config={"response_format": fmt, "max_tokens": self.max_tokens})
+        return dspy.Prediction(calls=dedupe([_as_dict(c) for c in pred.calls or []]))
+
+
+def dedupe(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Drop exact repeats: a small model fills the allowed list with copies, and a repeat never adds anything."""
+    seen: set[str] = set()
+    out = []
+    for c in calls:
+        key = json.dumps(c, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out
+
+
+class ToolAgent(dspy.Module):
+    """A bounded tool loop over a registry; always returns an answer and the tool results behind it."""
+
+    def __init__(self, registry: ToolRegistry, max_steps: int = 3, max_calls: int = 2, tool_calling: str = "constrained"):
+        super().__init__()
+        self.registry, self.max_steps, self.max_calls = registry, max_steps, max_calls
+        self.caller = FunctionCaller(max_calls=max_calls, tool_calling=tool_calling)
+        self.next_step = dspy.Predict(NextStep)
+        self.respond = dspy.Predict(AnswerFromResults)
+
+    def forward(self, question: str) -> dspy.Prediction:
+        schemas = self.registry.schemas()
+        functions = [render_function(f) for f in schemas]
+        results: list[ToolResult] = []
+        seen: set[str] = set()
+        calls = self.caller(question=question, functions=functions, schemas=schemas).calls
+        steps = 0
+        while calls and steps < self.max_steps:
+            steps += 1
+            # A repeated call brings nothing new; a weak model repeats rather than finishing, so it ends the loop.
+            fresh = [c for c in calls if json.dumps(c, sort_keys=True, default=str) not in seen]
+            if not fresh:
+                break
+            for c in fresh:
+                seen.add(json.dumps(c, sort_keys=True, default=str))
+                results.append(self.registry.call(c["name"], c["arguments"]))
+            if steps >= self.max_steps:
+                break
+            nxt = self.next_step(question=question, functions=[*functions, render_function(FINISH)],
+                                 results=[r.as_text() for r in results],
+                                 config={"response_format": calls_response_format([*schemas, FINISH], 1)})
+            calls = [_as_dict(c) for c in nxt.calls or []]
+            if any(c["name"] == "finish" for c in calls):
+                break
+        observations = [r.as_text() for r in results]
+        answer = self.respond(question=question, results=observations).answer if results else \
+            "No tool was called, so there is nothing to answer from."
+        return dspy.Prediction(answer=answer, tool_results=[r.model_dump() for r in results], steps=steps)
+
+
+# --- what dspyc needs: data, build, metric, report ---------------------------------------------------
+
+CONFIG = {"max_calls": 4, "tool_calling": "constrained", "max_tokens": 200}
+
+
+def resolve_tool_calling(mode: str | None = None) -> str:
+    """`auto`: native tool calls where DSPy knows the LM supports them (hosted models via LiteLLM); the
+    constrained JSON schema elsewhere (the embedded SmolLM2's chat template ignores `tools`)."""
+    s = get_settings()
+    mode = mode or s.agent_tool_calling
+    if mode == "auto":
+        lm = dspy.settings.lm
+        return "native" if s.lm_backend == "litellm" and getattr(lm, "supports_function_calling", False) else "constrained"
+    if mode not in ("constrained", "native"):
+        from dspyc.errors import DspycError
+
+        raise DspycError(f"unknown agent_tool_calling {mode!r}: choose constrained, native or auto")
+    return mode
+
+
+def load_data(dataset: str, seed: int) -> BFCLDataset:
+    s = get_settings()
+    data = load_bfcl(dataset if dataset.startswith("bfcl") else "bfcl", s)
+    data.split(seed, s.bfcl_train, s.bfcl_dev, s.bfcl_test)
+    return data
+
+
+def build(data: BFCLDataset, config: dict[str, Any]) -> FunctionCaller:
+    cfg = CONFIG | config
+    return FunctionCaller(max_calls=cfg["max_calls"], tool_calling=cfg["tool_calling"], max_tokens=cfg["max_tokens"])
+
+
+def check(example: dspy.Example, pred: dspy.Prediction) -> bool:
+    return ast_check(example.schemas, to_bfcl_calls(pred.get("calls") or []), example.possible_answer,
+                     example.category).valid
+
+
+def metric(example: dspy.Example, pred: dspy.Prediction, trace=None) -> float | bool:
+    ok = check(example, pred)
+    return ok if trace is not None else float(ok)
+
+
+def report(results: list[tuple[dspy.Example, dspy.Prediction]]) -> dict[str, float]:
+    """Overall AST accuracy and one `accuracy_<category>` per BFCL category (a failed call counts as wrong)."""
+    scores = {"accuracy": mean(float(check(ex, p)) for ex, p in results)}
+    for cat in dict.fromkeys(ex.category for ex, _ in results):
+        scores[f"accuracy_{cat}"] = mean(float(check(ex, p)) for ex, p in results if ex.category == cat)
+    return scores
+
+
+PROGRAM = ProgramSpec(name="agent", build=build, load_data=load_data, metric=metric, report=report, dataset="bfcl",
+                      default_recipe="bootstrap", config=CONFIG,
+                      description="Function calling under a per-call JSON schema (scored on BFCL) and a bounded tool loop (dspyc ask).")
