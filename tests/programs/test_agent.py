@@ -1,0 +1,147 @@
+"""The agent program with a scripted LM (unit); the real engine in the integration tests."""
+
+import json
+
+import dspy
+import pytest
+from dspy.utils import DummyLM
+
+from dspyc import registry
+from dspyc.adapter import ConstrainedJSONAdapter
+from dspyc.tools.base import ToolRegistry
+
+
+@pytest.fixture(scope="module")
+def agent_mod():
+    registry.get("agent")
+    import programs.agent as mod
+
+    return mod
+
+
+class RecordingLM(DummyLM):
+    def __init__(self, answers):
+        super().__init__(answers, adapter=ConstrainedJSONAdapter())
+        self.seen: list[dict] = []
+
+    def __call__(self, *args, **kwargs):
+        self.seen.append(kwargs)
+        return super().__call__(*args, **kwargs)
+
+
+def get_weather(city: str) -> dict:
+    """Get the current weather for a city."""
+    return {"city": city, "temperature_c": 14.2, "source": "test"}
+
+
+def get_stock_price(symbol: str) -> dict:
+    """Get a stock price."""
+    return {"symbol": symbol, "price": 1.0}
+
+
+def test_function_caller_sends_a_per_call_schema_and_dedupes(agent_mod):
+    schemas = [{"name": "get_weather", "parameters": {"type": "dict", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+    call = {"name": "get_weather", "arguments": {"city": "Paris"}}
+    lm = RecordingLM([{"calls": [call, call]}])
+    with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
+        pred = agent_mod.FunctionCaller(max_calls=2)(question="Weather in Paris?", schemas=schemas)
+    assert pred.calls == [call]
+    rf = lm.seen[0]["response_format"]["json_schema"]["schema"]
+    assert rf["properties"]["calls"]["items"]["properties"]["name"]["enum"] == ["get_weather"]
+    assert lm.seen[0]["max_tokens"] == 200
+
+
+def test_tool_agent_runs_the_tool_stops_on_finish_and_answers(agent_mod):
+    reg = ToolRegistry([get_weather, get_stock_price])
+    lm = RecordingLM([{"calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]},
+                      {"calls": [{"name": "finish", "arguments": {}}]},
+                      {"answer": "It is 14.2 °C in Paris."}])
+    with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
+        pred = agent_mod.ToolAgent(reg, max_steps=3)(question="What's the weather in Paris?")
+    assert pred.answer == "It is 14.2 °C in Paris."
+    assert [r["tool"] for r in pred.tool_results] == ["get_weather"] and pred.tool_results[0]["ok"]
+    next_step_schema = json.dumps(lm.seen[1]["response_format"])
+    assert '"finish"' in next_step_schema and '"get_stock_price"' in next_step_schema
+    assert "temperature_c: 14.2" in json.dumps(lm.seen[2]["messages"])  # the result reached the answer step
+
+
+def test_tool_agent_is_bounded_and_stops_on_a_repeated_call(agent_mod):
+    reg = ToolRegistry([get_weather, get_stock_price])
+    same = {"calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}
+    lm = RecordingLM([same, same, {"answer": "14.2"}])
+    with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
+        pred = agent_mod.ToolAgent(reg, max_steps=5)(question="Weather?")
+    assert len(pred.tool_results) == 1 and pred.answer == "14.2" and len(lm.seen) == 3
+
+    calls = [{"calls": [{"name": "get_stock_price", "arguments": {"symbol": s}}]} for s in ("A", "B", "C", "D")]
+    lm = RecordingLM([*calls[:2], {"answer": "done"}])
+    with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
+        pred = agent_mod.ToolAgent(reg, max_steps=2)(question="Prices?")
+    assert len(pred.tool_results) == 2 and pred.steps == 2 and pred.answer == "done"
+
+
+def test_tool_errors_reach_the_model_instead_of_raising(agent_mod):
+    reg = ToolRegistry([get_weather])
+    lm = RecordingLM([{"calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}, {"answer": "sorry"}])
+    reg._tools["get_weather"].fn = lambda city: (_ for _ in ()).throw(ConnectionError("down"))
+    with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
+        pred = agent_mod.ToolAgent(reg, max_steps=1)(question="Weather?")
+    assert not pred.tool_results[0]["ok"] and "ConnectionError: down" in json.dumps(lm.seen[-1]["messages"])
+
+
+def test_metric_and_per_category_report(agent_mod):
+    ex = dspy.Example(category="simple_python", schemas=[{"name": "f", "parameters": {"properties": {"x": {"type": "integer"}}, "required": ["x"]}}],
+                      possible_answer=[{"f": {"x": [1]}}])
+    ex2 = ex.copy(category="parallel")
+    right, wrong = dspy.Prediction(calls=[{"name": "f", "arguments": {"x": 1}}]), dspy.Prediction(calls=[{"name": "f", "arguments": {"x": 2}}])
+    assert agent_mod.metric(ex, right) == 1.0 and agent_mod.metric(ex, wrong, trace=[]) is False
+    scores = agent_mod.report([(ex, right), (ex, wrong), (ex2, right), (ex2, dspy.Prediction())])
+    assert scores == {"accuracy": 0.5, "accuracy_simple_python": 0.5, "accuracy_parallel": 0.5}
+
+
+def test_program_is_registered(agent_mod):
+    spec = registry.get("agent")
+    assert spec.dataset == "bfcl" and spec.report is agent_mod.report
+
+
+# --- against the real engine -------------------------------------------------------------------------
+
+@pytest.mark.integration
+def test_function_caller_on_bfcl_through_the_engine(live_engine, agent_mod):
+    """Two BFCL items through the constrained adapter: every reply parses into calls to listed functions
+    with their required arguments (the schema, not luck, guarantees it); the checker then scores them."""
+    from dspyc.data import bfcl
+    from dspyc.lm import configure
+
+    configure()
+    examples = [e for c in ("simple_python", "multiple") for e in bfcl.load_category(c)[:1]]
+    results = []
+    for ex in examples:
+        pred = agent_mod.FunctionCaller()(**ex.inputs())
+        names = {f["name"]: f for f in ex.schemas}
+        assert pred.calls, ex.id
+        for call in pred.calls:
+            assert call["name"] in names
+            assert set(names[call["name"]]["parameters"].get("required", [])) <= set(call["arguments"])
+        results.append((ex, pred))
+    scores = agent_mod.report(results)
+    assert set(scores) == {"accuracy", "accuracy_simple_python", "accuracy_multiple"}
+
+
+@pytest.mark.integration
+def test_ask_answers_with_the_weather_tool_end_to_end(live_engine, monkeypatch):
+    """`dspyc ask` through the real engine with the offline provider: a tool runs and its source is shown."""
+    from typer.testing import CliRunner
+
+    from dspyc.cli import app
+
+    monkeypatch.setenv("DSPYC_TOOLS_PROVIDER", "offline")
+    from dspyc.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["ask", "What's the weather in Paris?", "--max-steps", "2"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "tool " in result.output and "[source: offline:" in result.output
