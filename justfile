@@ -19,6 +19,10 @@ compile program *args:
 eval ref *args:
     dspyc eval "$@"
 
+# Ask the tool-calling agent: just ask "What's the weather in Paris?" [--provider offline] [--version N]
+ask question *args:
+    dspyc ask "$@"
+
 # Recall@k and MRR for BM25, dense, hybrid and hybrid+rerank on dev
 eval-retrieval program="rag" *args:
     dspyc eval-retrieval --program "$@"

@@ -135,6 +135,17 @@ def eval_retrieval(program: str = "rag", data: Annotated[Optional[str], typer.Op
     report(program, data=data, split=split, seed=seed)
 
 
+@app.command()
+def ask(question: Annotated[str, typer.Argument(help="e.g. \"What's the weather in Paris?\"")],
+        version: Annotated[Optional[str], typer.Option(help="Use the compiled agent@VERSION's function caller (a number or alias).")] = None,
+        provider: Annotated[Optional[str], typer.Option(help="Tool data: auto (API, offline fallback), http, offline.")] = None,
+        max_steps: Annotated[Optional[int], typer.Option(help="Tool-calling steps before answering.")] = None):
+    """Ask the tool-calling agent: it picks a tool (weather, stock price, calculator), runs it and answers."""
+    from dspyc.tools.ask import ask as run
+
+    run(question, version=version, provider=provider, max_steps=max_steps)
+
+
 @app.command("programs")
 def programs():
     """List the programs and recipes dspyc can compile."""
