@@ -39,13 +39,37 @@ engine action="status":
 models:
     dspyc models pull
 
-# Benchmarks: just bench engine | just bench compile
+# Serve every program's champion: just serve [--dev] [--port N] (keys from DSPYC_SERVE_API_KEYS)
+serve *args:
+    dspyc serve "$@"
+
+# Cost and latency percentiles of served requests: just usage [--since 24h] [--program rag]
+usage *args:
+    dspyc usage "$@"
+
+# Benchmarks: just bench engine | just bench compile | just bench serve
 bench what="engine" *args:
     dspyc bench "$@"
 
 # Parse failures: constrained adapter vs DSPy's ChatAdapter and JSONAdapter (200 calls each)
 adapter-check n="200":
     dspyc adapter-check -n {{n}}
+
+# Distill a program into a LoRA student (SFT then DPO), served by the engine as an adapter: just distill tone [--no-dpo]
+distill program *args:
+    flock /tmp/dspyc-heavy.lock dspyc distill "$@"
+
+# Re-optimize when the data or code changed: promote a challenger only on a significant win
+reoptimize program="rag" *args:
+    dspyc reoptimize "$@"
+
+# Versions, aliases and scores of a program; promote or roll back its champion
+versions program="rag":
+    dspyc versions {{program}}
+
+# Plots and a markdown summary under artifacts/PROGRAM/report
+report program="rag":
+    dspyc report {{program}}
 
 # Fast unit tests only
 test-unit *args:

@@ -72,25 +72,27 @@ class BodyLimit:
         for k, v in scope.get("headers", []):
             if k == b"content-length" and v.isdigit() and int(v) > self.limit:
                 return await _too_large(send, self.limit)
-        seen = 0
+        seen, too_big, answered = 0, False, False
 
         async def limited():
-            nonlocal seen
+            nonlocal seen, too_big
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _BodyTooLarge
+                if seen > self.limit:  # stop reading; whatever the app answers becomes a 413
+                    too_big = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
             return message
 
-        try:
-            await self.app(scope, limited, send)
-        except _BodyTooLarge:
-            await _too_large(send, self.limit)
+        async def guarded(message):
+            nonlocal answered
+            if not too_big:
+                return await send(message)
+            if not answered:
+                answered = True
+                await _too_large(send, self.limit)
 
-
-class _BodyTooLarge(Exception):
-    pass
+        await self.app(scope, limited, guarded)
 
 
 async def _too_large(send, limit: int) -> None:

@@ -96,6 +96,11 @@ class StubApp:
                 break
         if path in ("/health", "/healthz"):
             return await self._send(send, 200, {"status": "ok"})
+        if path == "/models" and self.proxy:
+            import httpx
+
+            r = httpx.get(f"{self.proxy}/models", headers={"Authorization": f"Bearer {self.api_key}"}, timeout=30)
+            return await self._send(send, r.status_code, r.json())
         if path == "/models":
             return await self._send(send, 200, {"object": "list", "data": [{"id": STUB_MODEL, "object": "model"}]})
         if path == "/_recorded" and method == "GET":

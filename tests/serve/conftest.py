@@ -150,3 +150,14 @@ def client(serve_settings, store):
     with c:
         c.headers["Authorization"] = "Bearer k1"
         yield c
+
+
+@pytest.fixture
+def make():
+    """make(settings, store, dev=False) -> (TestClient, pool)."""
+    return make_client
+
+
+@pytest.fixture
+def fake_store():
+    return FakeStore
