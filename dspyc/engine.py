@@ -41,7 +41,8 @@ class EngineState(BaseModel):
     port: int
     model: str
     served_model: str
-    loras: dict[str, str] = {}
+    loras: dict[str, str] = {}  # LoRA modules the engine was started with (part of its command)
+    runtime_loras: dict[str, str] = {}  # loaded later with load_lora (not part of the command)
     started_at: float
     command: list[str] = []
 
@@ -211,7 +212,7 @@ def up(s: Settings | None = None, loras: dict[str, str] | None = None, quiet: bo
     if running:
         # Reuse only an engine started with the same settings (port aside); otherwise restart it.
         same = build_command(python, model, served, running.host, running.port, s, running.loras) == running.command
-        if same and running.served_model == served and set(loras) <= set(running.loras):
+        if same and running.served_model == served and set(loras) <= set(running.loras) | set(running.runtime_loras):
             return running
         down(s)
     host = s.engine_host
@@ -292,8 +293,11 @@ def load_lora(name: str, path: str | Path, s: Settings | None = None) -> None:
         raise EngineError(f"engine refused LoRA adapter {name!r}: {r.text[:200]}")
     state = read_state(s)
     if state is not None:
-        state.loras[name] = str(path)
-        _state_file(s).write_text(state.model_dump_json(indent=2))
+        # Not `loras`: those are in the start command, and a mismatch there makes `up` restart the engine.
+        state.runtime_loras[name] = str(path)
+        tmp = _state_file(s).with_suffix(".tmp")
+        tmp.write_text(state.model_dump_json(indent=2))
+        os.replace(tmp, _state_file(s))
 
 
 def state_json(state: EngineState | None) -> str:

@@ -1,0 +1,292 @@
+"""`dspyc distill PROGRAM`: teacher traces → SFT dataset → LoRA SFT → preference pairs → DPO → student versions,
+ending with the honest table (teacher vs student after SFT vs after DPO on a held-out split).
+
+Every intermediate is kept: the SFT dataset and the pairs (with scores) are versioned by content hash under
+`artifacts/<program>/datasets/`; training checkpoints live under `<cache>/distill/` keyed by the run's
+inputs, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dspy
+from dspy.utils.callback import BaseCallback
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from dspyc import artifacts, engine, registry
+from dspyc.adapter import ConstrainedJSONAdapter
+from dspyc.distill import pairs as P
+from dspyc.distill import recipe as R
+from dspyc.distill import student as S
+from dspyc.distill import traces as T
+from dspyc.distill import train
+from dspyc.errors import DspycError
+from dspyc.lm import build_lm
+from dspyc.models import resolve_lm, served_name
+from dspyc.settings import Settings, get_settings
+
+console = Console()
+
+
+@dataclass
+class CallStats(BaseCallback):
+    """Wall time of every LM call (per call id, so concurrent calls are timed separately)."""
+
+    starts: dict[str, float] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def on_lm_start(self, call_id, instance, inputs):
+        self.starts[call_id] = time.perf_counter()
+
+    def on_lm_end(self, call_id, outputs, exception):
+        with self._lock:
+            if call_id in self.starts:
+                self.latencies.append(time.perf_counter() - self.starts.pop(call_id))
+
+
+def student_config(spec: registry.ProgramSpec) -> dict[str, Any]:
+    """The program's `STUDENT_CONFIG` (what the student's prompt drops: instructions, demos); {} if none."""
+    return dict(getattr(importlib.import_module(spec.import_path), "STUDENT_CONFIG", {}))
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console)
+
+
+def _write_dataset(program: str, kind: str, rows: list, s: Settings) -> tuple[str, Path]:
+    version = T.dataset_version(rows)
+    d = artifacts.program_dir(program, s) / "datasets"
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"{kind}-{version}.jsonl"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(T.to_jsonl(rows))
+    os.replace(tmp, path)
+    return version, path
+
+
+def evaluate_system(label: str, program: dspy.Module, lm: dspy.LM, examples: list[dspy.Example],
+                    spec: registry.ProgramSpec, num_threads: int) -> dict[str, float]:
+    """Adherence (the spec's report), prompt tokens per call and latency per call, uncached, through the engine."""
+    from dspyc.compiler import evaluate
+
+    stats = CallStats()
+    lm = lm.copy(cache=False)
+    lm.history.clear()
+    with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter(), callbacks=[*dspy.settings.callbacks, stats]):
+        scores = evaluate(program, examples, spec, num_threads, label)
+    usage = [h.get("usage") or {} for h in lm.history]
+    calls = max(1, len(usage))
+    scores["prompt_tokens_per_call"] = sum(int(u.get("prompt_tokens") or 0) for u in usage) / calls
+    scores["completion_tokens_per_call"] = sum(int(u.get("completion_tokens") or 0) for u in usage) / calls
+    scores["latency_s_per_call"] = sum(stats.latencies) / max(1, len(stats.latencies))
+    scores["lm_calls"] = len(usage)
+    return scores
+
+
+def _teacher(spec, dataset, teacher_ref: str | None, s: Settings) -> tuple[dspy.Module, str]:
+    if teacher_ref:
+        module, manifest, _ = artifacts.build_version(teacher_ref, s=s)
+        if manifest.kind != "program":
+            raise DspycError(f"teacher {teacher_ref} is a {manifest.kind}, not a compiled program")
+        return module, f"{manifest.program}@{manifest.version}"
+    return spec.build(dataset, spec.config), f"{spec.name} (uncompiled, default config)"
+
+
+def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None = "dpo_default", *,
+            teacher: str | None = None, teacher_url: str | None = None, data: str | None = None, seed: int = 0,
+            sizes: tuple[int, int, int] | None = None, eval_split: str = "test", eval_threads: int = 2,
+            num_threads: int = 4, track: bool = True, s: Settings | None = None) -> dict[str, Any]:
+    """The whole distillation; returns {"table": rows, "versions": {...}}."""
+    s = s or get_settings()
+    t0 = time.perf_counter()
+    spec = registry.get(program)
+    sft = R.load(sft_recipe, "sft")
+    dpo = R.load(dpo_recipe, "dpo") if dpo_recipe else None
+    dataset = spec.load_data(data or spec.dataset, seed)
+    if sizes:
+        dataset.split(seed, *sizes)
+    train_ex = dataset.splits["train"][: sft.max_examples] if sft.max_examples else dataset.splits["train"]
+    held_out = dataset.splits.get(eval_split) or []
+    base_path = resolve_lm(sft.base_model, s)
+    teacher_module, teacher_label = _teacher(spec, dataset, teacher, s)
+    s_cfg = spec.config | student_config(spec)
+    student_module = spec.build(dataset, s_cfg)
+    teacher_settings = s.model_copy(update={"lm_url": teacher_url, "lm_backend": "url"}) if teacher_url else s
+    t_lm = build_lm(teacher_settings, temperature=sft.teacher_temperature, cache=sft.teacher_repeats == 1)
+    console.print(f"[bold]distill {program}[/bold] · teacher {teacher_label} on {t_lm.model} · student "
+                  f"{served_name(sft.base_model, s)} + LoRA · sft [cyan]{sft.name}[/cyan] · dpo [cyan]{dpo.name if dpo else '-'}[/cyan] · "
+                  f"train {len(train_ex)} / {eval_split} {len(held_out)} · seed {seed}")
+
+    # 1. Teacher traces, kept where the metric passes, become the SFT dataset (the student's own prompts).
+    with _progress() as progress, dspy.context(adapter=ConstrainedJSONAdapter()):
+        runs = T.collect(teacher_module, train_ex, spec.metric, repeats=sft.teacher_repeats, min_score=sft.min_score,
+                         num_threads=num_threads, lm=t_lm, progress=progress)
+    rows = T.sft_rows(runs, student_module)
+    sft_version, sft_path = _write_dataset(program, "sft", rows, s)
+    kept = sum(r.passed for r in runs)
+    console.print(f"teacher traces: {kept}/{len(runs)} passed the metric → {len(rows)} SFT examples "
+                  f"(dataset sft-{sft_version}: {sft_path})")
+
+    # 2. LoRA SFT (resumable: the work folder is keyed by the dataset and the recipe).
+    work = s.cache_dir / "distill" / program
+    sft_key = hashlib.sha256(f"{sft_version}{sft.model_dump_json()}{base_path}".encode()).hexdigest()[:12]
+    sft_out = train.run_sft([r.model_dump() for r in rows], base_path, sft, work / f"sft-{sft_key}")
+    sft_adapter = Path(sft_out["adapter"])
+    console.print(f"SFT: {sft_out['steps']} steps in {sft_out['train_runtime_s']}s ({sft_out['precision']}); "
+                  f"loss {_loss_span(sft_out['losses'])}")
+
+    # 3. Preference pairs from the metric, then DPO from the SFT adapter.
+    dpo_out, pair_rows, pairs_version, dpo_adapter = None, [], None, None
+    if dpo:
+        groups = _candidate_groups(runs, train_ex, student_module, spec, base_path, sft_adapter, dpo, seed)
+        pair_rows = P.build_pairs(groups, dpo.min_margin)
+        pairs_version, pairs_path = _write_dataset(program, "pairs", pair_rows, s)
+        console.print(f"preference pairs: {len(pair_rows)} of {len(groups)} inputs had a score gap "
+                      f"(dataset pairs-{pairs_version}: {pairs_path})")
+        dpo_key = hashlib.sha256(f"{pairs_version}{sft_key}{dpo.model_dump_json()}".encode()).hexdigest()[:12]
+        dpo_out = train.run_dpo([p.model_dump() for p in pair_rows], base_path, sft_adapter, dpo, work / f"dpo-{dpo_key}")
+        dpo_adapter = Path(dpo_out["adapter"])
+        console.print(f"DPO: {dpo_out['steps']} steps in {dpo_out['train_runtime_s']}s; loss {_loss_span(dpo_out['losses'])}")
+
+    # 4. The honest table: every system through the engine on the held-out split.
+    systems: dict[str, dict[str, float]] = {}
+    base_lm = build_lm(teacher_settings, temperature=0.0)
+    systems["teacher"] = evaluate_system(f"teacher · {eval_split}", teacher_module, base_lm, held_out, spec, eval_threads)
+    for stage, adapter in (("student_sft", sft_adapter), ("student_dpo", dpo_adapter)):
+        if adapter is None:
+            continue
+        name = S.lora_name(program, adapter)
+        engine.load_lora(name, adapter, s)
+        systems[stage] = evaluate_system(f"{stage} · {eval_split}", student_module, build_lm(s, model=name, temperature=0.0),
+                                         held_out, spec, eval_threads)
+
+    # 5. Student versions in the artifact store (adapter files, never a merged model), tracked like compiles.
+    versions = {}
+    common = dict(teacher=teacher_label, teacher_lm=t_lm.model, base_model=sft.base_model,
+                  sft_dataset={"version": sft_version, "examples": len(rows), "traces_kept": kept, "traces": len(runs)},
+                  sft_train=sft_out)
+    for stage, adapter, extra in (("sft", sft_adapter, {}),
+                                  ("dpo", dpo_adapter, {"pairs": {"version": pairs_version, "pairs": len(pair_rows)},
+                                                        "dpo_train": dpo_out})):
+        if adapter is None:
+            continue
+        files: dict[str, Any] = {S.ADAPTER_DIR: adapter, "sft.jsonl": sft_path.read_text()}
+        if stage == "dpo":
+            files["pairs.jsonl"] = T.to_jsonl(pair_rows)
+        with _state_file(student_module) as state:
+            files[artifacts.PROGRAM_FILE] = state.read_bytes()
+        info = {"stage": stage, "adapter": S.ADAPTER_DIR, "lora_name": S.lora_name(program, adapter)} | common | extra
+        manifest = artifacts.Manifest(
+            program=program, version=0, import_path=spec.import_path, source_hash=registry.source_hash(program),
+            recipe={"name": sft.name if stage == "sft" else f"{sft.name}+{dpo.name}", "optimizer": stage.upper(),
+                    "sft": sft.model_dump(), "dpo": dpo.model_dump() if stage == "dpo" else None},
+            dataset=artifacts.DatasetRef(name=dataset.name, path=str(dataset.path), version=dataset.version),
+            lm=artifacts.LMRef(backend=s.lm_backend, model=sft.base_model, served_name=info["lora_name"]),
+            seed=seed, config=s_cfg | {"student": info},
+            metrics={"teacher": {eval_split: systems["teacher"]}, "student": {eval_split: systems[f"student_{stage}"]}},
+            usage={"stage_wall_time_s": {}}, wall_time_s=round(time.perf_counter() - t0, 1),
+            library_versions=artifacts.library_versions() | _train_versions(), git_commit=artifacts.git_commit(s.project_dir),
+            kind="student")
+        out = artifacts.save(program, files, manifest, s)
+        versions[stage] = manifest.version
+        console.print(f"[green]✓[/green] student ({stage}) {program}@{manifest.version} → {out} (served as {info['lora_name']})")
+        if track:
+            from dspyc import tracking
+
+            tracking.log_compile(manifest, out, s)
+    print_table(program, systems, eval_split, len(held_out))
+    return {"systems": systems, "versions": versions, "sft_examples": len(rows), "pairs": len(pair_rows),
+            "wall_time_s": round(time.perf_counter() - t0, 1)}
+
+
+def _candidate_groups(runs: list[T.TeacherRun], examples: list[dspy.Example], student: dspy.Module,
+                      spec: registry.ProgramSpec, base_path: str, adapter: Path, dpo: R.DPORecipe,
+                      seed: int) -> list[P.CandidateGroup]:
+    """N student samples per input (plus the teacher's best passing output), each scored by the program's metric.
+    Pairs are built for single-predictor programs; the student's predictor is scored through the whole metric."""
+    preds = student.named_predictors()
+    if len(preds) != 1:
+        raise DspycError(f"DPO pairs need a single-predictor program; {spec.name} has {len(preds)} predictors (use --no-dpo)")
+    pname, predictor = preds[0]
+    sig = predictor.signature
+    adapter_fmt = ConstrainedJSONAdapter()
+    examples = examples[: dpo.max_inputs] if dpo.max_inputs else examples
+    prompts = [[{"role": m["role"], "content": m["content"]} for m in adapter_fmt.format(sig, demos=[], inputs=dict(ex.inputs()))]
+               for ex in examples]
+    with _progress() as progress:
+        samples = train.sample_completions(base_path, adapter, prompts, dpo.samples, dpo.temperature, dpo.top_p,
+                                           dpo.max_new_tokens, seed=seed, progress=progress)
+    best_teacher: dict[str, T.TeacherRun] = {}
+    for run in runs:
+        if run.passed and run.calls and (run.example_id not in best_teacher or run.score > best_teacher[run.example_id].score):
+            best_teacher[run.example_id] = run
+    groups = []
+    for ex, prompt, texts in zip(examples, prompts, samples):
+        cands = [P.Candidate(text=t, score=P.score_completion(t, sig, ex, spec.metric), source="student") for t in texts]
+        run = best_teacher.get(str(ex.get("id")))
+        if dpo.include_teacher and run:
+            cands.append(P.Candidate(text=T.compact_json(run.calls[-1].outputs, sig), score=run.score, source="teacher"))
+        groups.append(P.CandidateGroup(example_id=str(ex.get("id")), prompt=prompt, candidates=cands))
+    return groups
+
+
+class _state_file:
+    def __init__(self, module: dspy.Module):
+        self.module = module
+
+    def __enter__(self) -> Path:
+        import tempfile
+
+        self.dir = tempfile.TemporaryDirectory()
+        path = Path(self.dir.name) / artifacts.PROGRAM_FILE
+        self.module.save(str(path))
+        return path
+
+    def __exit__(self, *exc):
+        self.dir.cleanup()
+        return False
+
+
+def _train_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for dist in ("peft", "trl", "accelerate", "datasets"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _loss_span(losses: list[tuple[int, float]]) -> str:
+    return f"{losses[0][1]:.3f} → {losses[-1][1]:.3f}" if losses else "n/a"
+
+
+def print_table(program: str, systems: dict[str, dict[str, float]], split: str, n: int) -> None:
+    teacher = systems.get("teacher", {})
+    table = Table(title=f"{program}: teacher vs distilled students on {split} ({n} examples, through the engine)")
+    for col in ("system", "adherence", "pass rate", "% of teacher", "prompt tok/call", "tok saving", "latency s/call", "errors"):
+        table.add_column(col, justify="left" if col == "system" else "right")
+    labels = {"teacher": "teacher (few-shot program)", "student_sft": "student after SFT", "student_dpo": "student after DPO"}
+    for key, row in systems.items():
+        ratio = row.get("adherence", 0) / teacher["adherence"] if teacher.get("adherence") else 0.0
+        saving = teacher.get("prompt_tokens_per_call", 0) / row["prompt_tokens_per_call"] if row.get("prompt_tokens_per_call") else 0.0
+        table.add_row(labels.get(key, key), f"{row.get('adherence', 0):.3f}", f"{row.get('pass_rate', 0):.2f}",
+                      f"{ratio:.0%}", f"{row.get('prompt_tokens_per_call', 0):.0f}", f"{saving:.1f}×",
+                      f"{row.get('latency_s_per_call', 0):.2f}", str(row.get("errors", 0)))
+    console.print(table)
+    console.print("goal: student ≥ 90% of the teacher's adherence with ≥ 3× fewer prompt tokens per call")

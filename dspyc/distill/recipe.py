@@ -1,0 +1,121 @@
+"""Fine-tuning recipes: `optimizers/sft_*.yaml` and `optimizers/dpo_*.yaml`.
+
+Kept apart from the prompt-optimizer `Recipe` (dspyc/optimizers.py): different knobs, same one-line errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dspyc.errors import DspycError
+from dspyc.optimizers import recipes_dir
+
+LORA_TARGETS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+
+class LoraSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(16, ge=1, le=64)  # the engine serves ranks up to --max-lora-rank 64
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = ["q_proj", "v_proj"]
+
+    @field_validator("target_modules")
+    @classmethod
+    def _known_modules(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("needs at least one module")
+        unknown = set(v) - LORA_TARGETS
+        if unknown:
+            raise ValueError(f"unknown module(s) {', '.join(sorted(unknown))}; choose from {', '.join(sorted(LORA_TARGETS))}")
+        return v
+
+
+class TrainSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int = -1  # > 0 overrides epochs (CI-sized runs)
+    learning_rate: float = Field(2e-4, gt=0, lt=1)
+    batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_length: int = Field(512, ge=32)
+    # "auto": bf16 on CUDA and on CPUs with native bf16, fp32 elsewhere (emulated bf16 is slower on AVX2 CPUs).
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    gradient_checkpointing: bool = False  # TRL turns it on by default; a 135M model does not need it
+    # QLoRA: load the base in 4-bit (bitsandbytes). CUDA only.
+    quantization: Literal["none", "4bit"] = "none"
+    save_steps: int = Field(5, ge=1)  # checkpoint every N steps so a killed run resumes
+    logging_steps: int = Field(1, ge=1)
+    seed: int = 0
+
+
+class SFTRecipe(BaseModel):
+    """Teacher traces → SFT dataset → LoRA SFT."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = ""
+    kind: Literal["sft"] = "sft"
+    description: str = ""
+    base_model: str = "smollm2-135m-instruct"  # a known model key or a local HF folder (dspyc.models.resolve_lm)
+    lora: LoraSpec = LoraSpec()
+    train: TrainSpec = TrainSpec()
+    # None: a trace is kept when the program's metric passes (metric(..., trace) is truthy);
+    # a number: when its score is at least this.
+    min_score: float | None = None
+    teacher_repeats: int = Field(1, ge=1)  # teacher runs per train input (temperature > 0 when > 1)
+    teacher_temperature: float = Field(0.0, ge=0.0, le=2.0)
+    max_examples: int | None = None  # cap on train inputs the teacher sees
+
+
+class DPOSpec(TrainSpec):
+    beta: float = Field(0.1, gt=0)
+    loss_type: str = "sigmoid"
+    learning_rate: float = Field(5e-5, gt=0, lt=1)
+    epochs: float = Field(1.0, gt=0)
+    batch_size: int = Field(4, ge=1)
+
+
+class DPORecipe(BaseModel):
+    """Preference pairs from the program's own metric → DPO continuing from the SFT adapter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = ""
+    kind: Literal["dpo"] = "dpo"
+    description: str = ""
+    samples: int = Field(4, ge=2)  # student samples per input; the teacher's kept output joins them
+    temperature: float = Field(1.0, gt=0.0, le=2.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(96, ge=8)
+    include_teacher: bool = True
+    min_margin: float = Field(0.0, ge=0.0)  # keep a pair only when best - worst > this
+    max_inputs: int | None = None
+    train: DPOSpec = DPOSpec()
+
+
+def available(kind: Literal["sft", "dpo"]) -> list[str]:
+    return sorted(p.stem for p in recipes_dir().glob(f"{kind}_*.yaml"))
+
+
+def load(name: str, kind: Literal["sft", "dpo"]) -> SFTRecipe | DPORecipe:
+    """`sft_r16_qv` (a file in optimizers/) or a path to a YAML file → a validated recipe."""
+    model = SFTRecipe if kind == "sft" else DPORecipe
+    path = Path(name) if name.endswith((".yaml", ".yml")) else recipes_dir() / f"{name}.yaml"
+    if not path.is_file():
+        raise DspycError(f"unknown {kind} recipe {name!r}; available: {', '.join(available(kind)) or 'none'}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ValueError("expected a mapping at the top level")
+        return model(name=path.stem, **{k: v for k, v in raw.items() if k != "name"})
+    except (yaml.YAMLError, ValidationError, TypeError, ValueError) as exc:
+        first = exc.errors()[0] if isinstance(exc, ValidationError) else None
+        detail = f"field '{'.'.join(map(str, first['loc']))}': {first['msg']}" if first else str(exc).splitlines()[0]
+        raise DspycError(f"{path}: {detail}") from None

@@ -1,0 +1,60 @@
+"""Student artifacts: a LoRA adapter stored as a version of its program (manifest kind "student"), served by
+the running vLLM engine as a LoRA module (loaded at runtime, never merged), with the program's predictors
+pointed at it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dspy
+
+from dspyc import artifacts, engine
+from dspyc.errors import ArtifactError
+from dspyc.settings import Settings, get_settings
+
+ADAPTER_DIR = "adapter"
+
+
+def lora_name(program: str, adapter_dir: Path) -> str:
+    """The engine's name for an adapter: program plus a content hash, so equal weights share one name."""
+    digest = artifacts.sha256_file(Path(adapter_dir) / "adapter_model.safetensors")[:10]
+    return f"{program}-student-{digest}"
+
+
+def student_info(manifest: artifacts.Manifest) -> dict[str, Any]:
+    info = manifest.config.get("student")
+    if manifest.kind != "student" or not isinstance(info, dict):
+        raise ArtifactError(f"{manifest.program}@{manifest.version} is not a student (kind {manifest.kind!r})")
+    return info
+
+
+def serve(manifest: artifacts.Manifest, s: Settings | None = None) -> str:
+    """Load the student's adapter into the running engine (no restart); returns the served model name."""
+    s = s or get_settings()
+    info = student_info(manifest)
+    path = artifacts.program_dir(manifest.program, s) / str(manifest.version) / info.get("adapter", ADAPTER_DIR)
+    engine.load_lora(info["lora_name"], path, s)
+    return info["lora_name"]
+
+
+def attach(module: dspy.Module, manifest: artifacts.Manifest, s: Settings | None = None, **lm_overrides) -> dspy.Module:
+    """Point every predictor of a loaded student program at its adapter in the engine."""
+    from dspyc.lm import build_lm
+
+    s = s or get_settings()
+    name = serve(manifest, s)
+    module.set_lm(build_lm(s, model=name, **lm_overrides))
+    return module
+
+
+def load_student(ref: str, s: Settings | None = None) -> dspy.Module:
+    """`tone@4` (a student version) → the program, its predictors on the student adapter, ready to call.
+    `dspyc.load` does the same for any version whose manifest kind is "student"."""
+    from dspyc.adapter import ConstrainedJSONAdapter
+
+    s = s or get_settings()
+    module, manifest, _ = artifacts.build_version(ref, s=s)
+    attach(module, manifest, s)
+    dspy.configure(adapter=ConstrainedJSONAdapter())
+    return module

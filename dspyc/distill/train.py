@@ -1,0 +1,209 @@
+"""LoRA SFT (TRL `SFTTrainer`) and DPO (TRL `DPOTrainer`, continuing from the SFT adapter), with PEFT.
+
+Runs on CPU (fp32, or bf16 where the CPU has it natively) and on CUDA; QLoRA (bitsandbytes 4-bit) on CUDA.
+Checkpoints go to a folder keyed by the run's inputs, so rerunning a killed run resumes it. The result is
+always an adapter folder (adapter_config.json + adapter_model.safetensors), never a merged model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from dspyc.distill.recipe import DPORecipe, LoraSpec, SFTRecipe, TrainSpec
+from dspyc.errors import DspycError
+
+console = Console(stderr=True)
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def precision(spec: TrainSpec) -> str:
+    """fp32 or bf16: "auto" picks bf16 on CUDA and on CPUs with native bf16, fp32 elsewhere (emulated bf16 is slow)."""
+    if spec.precision != "auto":
+        return spec.precision
+    from dspyc.engine import cpu_has_native_bf16
+
+    return "bf16" if _cuda() or cpu_has_native_bf16() else "fp32"
+
+
+def load_base(model_path: str, spec: TrainSpec):
+    """(model, tokenizer) for training; 4-bit when the recipe asks for QLoRA."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if precision(spec) == "bf16" else torch.float32}
+    if spec.quantization == "4bit":
+        if not _cuda():
+            raise DspycError("QLoRA (quantization: 4bit) needs CUDA; use a recipe without it on CPU (e.g. sft_r16_qv)")
+        try:
+            from transformers import BitsAndBytesConfig
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise DspycError("QLoRA needs bitsandbytes: pip install bitsandbytes") from None
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                           bnb_4bit_compute_dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    tok = AutoTokenizer.from_pretrained(model_path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if spec.quantization == "4bit":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=spec.gradient_checkpointing)
+    return model, tok
+
+
+def lora_config(spec: LoraSpec):
+    from peft import LoraConfig
+
+    return LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=list(spec.target_modules),
+                      bias="none", task_type="CAUSAL_LM")
+
+
+def _common_args(spec: TrainSpec, out_dir: Path) -> dict[str, Any]:
+    bf16 = precision(spec) == "bf16"
+    return dict(output_dir=str(out_dir), num_train_epochs=spec.epochs, max_steps=spec.max_steps,
+                per_device_train_batch_size=spec.batch_size, gradient_accumulation_steps=spec.gradient_accumulation_steps,
+                learning_rate=spec.learning_rate, bf16=bf16, fp16=False, gradient_checkpointing=spec.gradient_checkpointing,
+                save_strategy="steps", save_steps=spec.save_steps, save_total_limit=2, logging_steps=spec.logging_steps,
+                report_to=[], seed=spec.seed, disable_tqdm=True, use_cpu=not _cuda(), dataloader_num_workers=0,
+                max_length=spec.max_length)
+
+
+def _last_checkpoint(out_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(out_dir)) if out_dir.is_dir() else None
+
+
+def progress_callback(label: str):
+    """A rich progress bar over optimizer steps that shows the latest loss (TrainerCallback)."""
+    from transformers import TrainerCallback
+
+    class RichProgress(TrainerCallback):
+        def __init__(self):
+            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                     console=console)
+            self.task = None
+            self.losses: list[tuple[int, float]] = []
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.progress.start()
+            self.task = self.progress.add_task(label, total=state.max_steps, completed=state.global_step, loss="")
+
+        def on_step_end(self, args, state, control, **kw):
+            self.progress.update(self.task, completed=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                self.losses.append((state.global_step, float(logs["loss"])))
+                self.progress.update(self.task, loss=f"loss {logs['loss']:.3f}")
+
+        def on_train_end(self, args, state, control, **kw):
+            self.progress.stop()
+
+    return RichProgress()
+
+
+def _save_adapter(model, dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    # DPO adds a frozen "ref" copy of the adapter; only the trained one is the student.
+    model.save_pretrained(str(dest), selected_adapters=["default"])
+    missing = [f for f in ADAPTER_FILES if not (dest / f).exists()]
+    if missing:
+        raise DspycError(f"adapter save left no {', '.join(missing)} in {dest}")
+    return dest
+
+
+def _threads() -> None:
+    import torch
+
+    torch.set_num_threads(max(1, int(os.environ.get("DSPYC_TRAIN_THREADS", os.cpu_count() or 1))))
+
+
+def run_sft(rows: list[dict], model_path: str, recipe: SFTRecipe, work_dir: Path) -> dict[str, Any]:
+    """LoRA SFT on prompt/completion chat rows (loss on the completion only). Returns the adapter path and losses."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    if not rows:
+        raise DspycError("no SFT examples: no teacher trace passed the metric (lower min_score or raise teacher_repeats)")
+    _threads()
+    model, tok = load_base(model_path, recipe.train)
+    data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    args = SFTConfig(**_common_args(recipe.train, work_dir / "checkpoints"), completion_only_loss=True, packing=False)
+    cb = progress_callback(f"SFT {recipe.name}")
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
+                         peft_config=lora_config(recipe.lora), callbacks=[cb])
+    resume = _last_checkpoint(work_dir / "checkpoints")
+    if resume:
+        console.print(f"[dim]resuming SFT from {resume}[/dim]")
+    result = trainer.train(resume_from_checkpoint=resume)
+    adapter = _save_adapter(trainer.model, work_dir / "adapter")
+    return {"adapter": str(adapter), "losses": cb.losses, "steps": result.global_step,
+            "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1), "examples": len(rows),
+            "precision": precision(recipe.train)}
+
+
+def run_dpo(pairs: list[dict], model_path: str, sft_adapter: Path, recipe: DPORecipe, work_dir: Path) -> dict[str, Any]:
+    """DPO continuing from the SFT adapter (TRL keeps a frozen copy of it as the reference)."""
+    from datasets import Dataset
+    from peft import PeftModel
+    from trl import DPOConfig, DPOTrainer
+
+    if not pairs:
+        raise DspycError("no preference pairs: every input's samples scored the same (raise samples or temperature)")
+    _threads()
+    base, tok = load_base(model_path, recipe.train)
+    model = PeftModel.from_pretrained(base, str(sft_adapter), is_trainable=True)
+    data = Dataset.from_list([{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs])
+    args = DPOConfig(**_common_args(recipe.train, work_dir / "checkpoints"), beta=recipe.train.beta,
+                     loss_type=[recipe.train.loss_type])
+    cb = progress_callback(f"DPO {recipe.name}")
+    trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tok, callbacks=[cb])
+    resume = _last_checkpoint(work_dir / "checkpoints")
+    if resume:
+        console.print(f"[dim]resuming DPO from {resume}[/dim]")
+    result = trainer.train(resume_from_checkpoint=resume)
+    adapter = _save_adapter(trainer.model, work_dir / "adapter")
+    return {"adapter": str(adapter), "losses": cb.losses, "steps": result.global_step,
+            "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1), "pairs": len(pairs),
+            "precision": precision(recipe.train)}
+
+
+def sample_completions(model_path: str, adapter: Path, prompts: list[list[dict[str, str]]], n: int,
+                       temperature: float, top_p: float, max_new_tokens: int, seed: int = 0,
+                       progress: Progress | None = None) -> list[list[str]]:
+    """n sampled assistant messages per chat prompt from base + adapter, in process (no engine needed)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _threads()
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(model_path)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32), str(adapter))
+    model.eval()
+    task = progress.add_task("sampling candidates", total=len(prompts)) if progress else None
+    out = []
+    for messages in prompts:
+        ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        with torch.no_grad():
+            gen = model.generate(**ids, do_sample=True, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                                 num_return_sequences=n, pad_token_id=tok.pad_token_id or tok.eos_token_id)
+        prompt_len = ids["input_ids"].shape[1]
+        out.append([tok.decode(g[prompt_len:], skip_special_tokens=True).strip() for g in gen])
+        if progress:
+            progress.advance(task)
+    return out

@@ -1,0 +1,82 @@
+import json
+
+import dspy
+
+from dspyc.distill.traces import collect, dataset_version, sft_rows
+
+
+class Sig(dspy.Signature):
+    """Short instruction."""
+
+    text: str = dspy.InputField()
+    rewrite: str = dspy.OutputField()
+
+
+class Prog(dspy.Module):
+    def __init__(self, instructions=None, demos=()):
+        super().__init__()
+        self.rewrite = dspy.Predict(Sig.with_instructions(instructions) if instructions else Sig)
+        self.rewrite.demos = [dspy.Example(**d) for d in demos]
+
+    def forward(self, text):
+        return dspy.Prediction(rewrite=self.rewrite(text=text).rewrite)
+
+
+def metric(ex, pred, trace=None):
+    score = 1.0 if pred.rewrite.startswith("We") else 0.2
+    return score >= 0.5 if trace is not None else score
+
+
+def teacher_lm():
+    # Answers follow the input: "good ..." inputs get a passing rewrite.
+    answers = {"good one": "We are pleased.", "bad one": "lol", "good two": "We note it."}
+
+    class LM(dspy.utils.DummyLM):
+        def forward(self, prompt=None, messages=None, **kw):
+            user = messages[-1]["content"]
+            key = next(k for k in answers if k in user)
+            self.answers = iter([{"rewrite": answers[key]}])
+            return super().forward(prompt=prompt, messages=messages, **kw)
+
+    return LM([{"rewrite": ""}], adapter=dspy.JSONAdapter())
+
+
+def examples():
+    return [dspy.Example(id=str(i), text=t).with_inputs("text") for i, t in enumerate(["good one", "bad one", "good two"])]
+
+
+def test_only_passing_traces_are_kept_and_use_the_students_prompt():
+    teacher = Prog(instructions="THE LONG STYLE GUIDE", demos=[{"text": "demo in", "rewrite": "demo out"}])
+    with dspy.context(adapter=dspy.JSONAdapter()):
+        runs = collect(teacher, examples(), metric, num_threads=2, lm=teacher_lm())
+    assert [r.passed for r in runs] == [True, False, True]
+    assert runs[0].calls[0].predictor == "rewrite" and runs[0].calls[0].outputs == {"rewrite": "We are pleased."}
+    rows = sft_rows(runs, Prog())
+    assert [r.example_id for r in rows] == ["0", "2"]
+    prompt = json.dumps(rows[0].prompt)
+    # The student's prompt: its own short instruction, no demos, none of the teacher's guide.
+    assert "Short instruction." in prompt and "THE LONG STYLE GUIDE" not in prompt and "demo in" not in prompt
+    assert [m["role"] for m in rows[0].prompt] == ["system", "user"] and "good one" in rows[0].prompt[-1]["content"]
+    assert rows[0].completion == [{"role": "assistant", "content": '{"rewrite":"We are pleased."}'}]
+
+
+def test_min_score_overrides_the_metric_pass():
+    with dspy.context(adapter=dspy.JSONAdapter()):
+        runs = collect(Prog(), examples(), metric, min_score=0.0, num_threads=1, lm=teacher_lm())
+    assert all(r.passed for r in runs) and len(sft_rows(runs, Prog())) == 3
+
+
+def test_a_failing_call_is_a_failed_trace():
+    class Boom(dspy.Module):
+        def forward(self, text):
+            raise RuntimeError("engine down")
+
+    runs = collect(Boom(), examples()[:1], metric, num_threads=1, lm=teacher_lm())
+    assert not runs[0].passed and "engine down" in runs[0].error
+
+
+def test_dataset_version_is_a_content_hash():
+    with dspy.context(adapter=dspy.JSONAdapter()):
+        runs = collect(Prog(), examples(), metric, num_threads=1, lm=teacher_lm())
+    rows = sft_rows(runs, Prog())
+    assert dataset_version(rows) == dataset_version(list(rows)) != dataset_version(rows[:1])
