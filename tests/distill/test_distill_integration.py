@@ -1,0 +1,75 @@
+"""The whole distillation, CI-sized, against the real engine: teacher traces on 2 inputs, a few real SFT and
+DPO steps (PEFT + TRL), student versions in a private artifact store, then the DPO adapter served by the
+running engine as a LoRA module (loaded at runtime) and compared with the base model."""
+
+import json
+
+import httpx
+import pytest
+
+from dspyc import artifacts, engine
+
+pytestmark = pytest.mark.integration
+
+# Overfits 2 examples in a few steps, so the adapter surely changes greedy output.
+SFT = """kind: sft
+lora: {r: 8, alpha: 16, target_modules: [q_proj, v_proj]}
+train: {max_steps: 4, learning_rate: 3.0e-3, batch_size: 2, max_length: 384, save_steps: 2}
+min_score: 0.0
+"""
+
+
+@pytest.fixture(scope="module")
+def distilled(live_engine, tmp_path_factory):
+    from dspyc.distill.pipeline import distill
+    from dspyc.settings import get_settings
+
+    tmp = tmp_path_factory.mktemp("distill")
+    (tmp / "sft_ci.yaml").write_text(SFT)
+    s = get_settings().model_copy(update={"artifacts_root": tmp / "artifacts", "cache_dir": get_settings().cache_dir})
+    result = distill("tone", str(tmp / "sft_ci.yaml"), "dpo_tiny", sizes=(2, 0, 2), eval_threads=2, num_threads=2,
+                     track=False, s=s)
+    return result, s
+
+
+def test_students_are_versions_with_adapter_datasets_and_scores(distilled):
+    result, s = distilled
+    assert set(result["versions"]) == {"sft", "dpo"} and set(result["systems"]) == {"teacher", "student_sft", "student_dpo"}
+    d = artifacts.program_dir("tone", s) / str(result["versions"]["dpo"])
+    m = artifacts.read_manifest("tone", result["versions"]["dpo"], s)  # verifies every file's hash
+    assert m.kind == "student" and m.config["student"]["stage"] == "dpo" and m.config["prompt"] == "short"
+    assert (d / "adapter" / "adapter_config.json").exists() and (d / "adapter" / "adapter_model.safetensors").exists()
+    assert not (d / "adapter" / "model.safetensors").exists()  # an adapter, never a merged model
+    sft_rows = [json.loads(line) for line in (d / "sft.jsonl").read_text().splitlines()]
+    assert sft_rows and all("Kind regards" not in json.dumps(r["prompt"]) for r in sft_rows)  # the student's prompt
+    pairs = [json.loads(line) for line in (d / "pairs.jsonl").read_text().splitlines()]
+    assert pairs and all(p["chosen_score"] > p["rejected_score"] for p in pairs)
+    assert m.config["student"]["sft_train"]["steps"] == 4 and m.config["student"]["dpo_train"]["losses"]
+    teacher, student = result["systems"]["teacher"], result["systems"]["student_dpo"]
+    assert student["prompt_tokens_per_call"] < teacher["prompt_tokens_per_call"]  # no guide, no demos
+    assert student["lm_calls"] == 2 and 0.0 <= student["adherence"] <= 1.0
+
+
+def test_served_adapter_answers_differently_from_the_base_model(distilled):
+    from dspyc.distill.student import load_student, serve
+
+    result, s = distilled
+    m = artifacts.read_manifest("tone", result["versions"]["dpo"], s)
+    name = serve(m, s)
+    state = engine.status(s)
+    models = httpx.get(f"{state.base_url}/models", headers={"Authorization": f"Bearer {s.lm_api_key}"}).json()
+    assert name in [x["id"] for x in models["data"]]
+    prompt = json.loads((artifacts.program_dir("tone", s) / str(m.version) / "sft.jsonl").read_text().splitlines()[0])["prompt"]
+
+    def complete(model):
+        r = httpx.post(f"{state.base_url}/chat/completions", timeout=300,
+                       headers={"Authorization": f"Bearer {s.lm_api_key}"},
+                       json={"model": model, "messages": prompt, "max_tokens": 24, "temperature": 0})
+        r.raise_for_status()
+        return r.json()["choices"][0]["message"]["content"]
+
+    assert complete(name) != complete(state.served_model)
+    # The program itself, loaded from the store with its predictors on the student.
+    student = load_student(f"tone@{m.version}", s)
+    assert student.rewrite.lm.model == f"openai/{name}"
+    assert isinstance(student(text="our new office coffee machine is basically a disaster").rewrite, str)
