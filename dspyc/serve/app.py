@@ -172,6 +172,8 @@ class Server:
         acquired = False
         try:
             deadline = t0 + self.s.serve_timeout_s
+            if self.limiter is None:  # an ASGI host that skips lifespan events
+                self.limiter = Limiter(self.s.serve_max_concurrency, self.s.serve_max_queue)
             await self.limiter.acquire(self.s.serve_timeout_s)
             acquired = True
             loop = asyncio.get_running_loop()

@@ -82,12 +82,12 @@ def make_project(root: Path) -> dict[str, str]:
     (root / "pyproject.toml").write_text("[project]\nname = 'bench'\n")
     ns: dict[str, Any] = {}
     exec(compile(PROGRAM_SOURCE, "bench_qa.py", "exec"), ns)
-    state = ns["BenchQA"]().dump_state()
+    ns["BenchQA"]().save(str(root / "program.json"))  # DSPy's own save format, as a compile writes it
     s = Settings(project_dir=root, artifacts_root=root / "artifacts")
     manifest = Manifest(program="bench_qa", version=0, import_path="programs.bench_qa", source_hash="bench", recipe={"name": "none"},
                         dataset=DatasetRef(name="none", path="", version="none"),
                         lm=LMRef(backend="url", model="bench", served_name="bench"), seed=0)
-    artifacts.save("bench_qa", {"program.json": json.dumps(state)}, manifest, s)
+    artifacts.save("bench_qa", {"program.json": root / "program.json"}, manifest, s)
     return {"DSPYC_PROJECT_DIR": str(root), "DSPYC_ARTIFACTS_DIR": str(root / "artifacts"),
             "DSPYC_SERVE_LOG_PATH": str(root / "requests.jsonl")}
 
