@@ -88,6 +88,10 @@ def load_from_store(name: str, version: int, s: Settings) -> Loaded:
     spec = registry.get(name)
     module, manifest, _ = artifacts.build_version(f"{name}@{version}", s=s)
     io = program_io(name, module, spec.inputs, spec.outputs, s.serve_max_input_chars)
+    if manifest.kind == "student":  # a LoRA student: its predictors call its adapter (loaded into the engine)
+        from dspyc.distill.student import attach
+
+        attach(module, manifest, s, cache=False, timeout=s.serve_timeout_s, num_retries=1)
     return Loaded(name=name, version=manifest.version, module=module, lm=build_serving_lm(manifest, s),
                   adapter=ConstrainedJSONAdapter(), io=io, description=spec.description)
 

@@ -14,8 +14,8 @@ console = Console(stderr=True)
 
 
 def student_adapters(s: Settings) -> dict[str, Path]:
-    """LoRA adapters in the artifact store: versions whose manifest says `kind: student`, served under the
-    manifest's LM name (the name programs compiled against the student call), else `<program>-v<version>`."""
+    """LoRA adapters in the artifact store: versions whose manifest says `kind: student`, under the name
+    `dspyc distill` gave them (`config.student.lora_name`), else `<program>-v<version>`."""
     found: dict[str, Path] = {}
     root = s.artifacts_dir
     for manifest_file in sorted(root.glob("*/*/manifest.json")) if root.is_dir() else []:
@@ -29,7 +29,11 @@ def student_adapters(s: Settings) -> dict[str, Path]:
         configs = sorted(folder.rglob("adapter_config.json"))
         if not configs:
             continue
-        name = (m.get("lm") or {}).get("served_name") or f"{m.get('program')}-v{m.get('version')}"
+        # dspyc.distill records the engine's name for the adapter as config.student.lora_name
+        student = (m.get("config") or {}).get("student") or {}
+        name = student.get("lora_name") or f"{m.get('program')}-v{m.get('version')}"
+        if student.get("adapter") and (folder / student["adapter"] / "adapter_config.json").exists():
+            configs = [folder / student["adapter"] / "adapter_config.json"]
         found[name] = configs[0].parent
     return found
 
@@ -44,7 +48,7 @@ def prepare_engine(s: Settings) -> None:
     base = engine.ensure(s)
     students = student_adapters(s)
     if students and s.lm_backend == "engine":
-        for name, path in students.items():
+        for name, path in students.items():  # runtime loading: the shared engine is never restarted for this
             engine.load_lora(name, path, s)
         console.print(f"[dim]students loaded into the engine: {', '.join(students)}[/dim]")
     console.print(f"[dim]LM upstream: {base}[/dim]")

@@ -252,3 +252,17 @@ def test_failed_swap_keeps_serving_the_old_version(serve_settings, store, make, 
         assert pool.refresh() == []
         assert pool.current("qa").version == 1 and "not found" in pool.status("qa").error
         assert c.post("/v1/programs/qa/predict", json={"question": "q"}, headers={"Authorization": "Bearer k1"}).status_code == 200
+
+
+def test_student_adapters_are_found_in_the_store(serve_settings):
+    from dspyc.serve.server import student_adapters
+
+    root = serve_settings.artifacts_dir
+    v = root / "tone" / "4"
+    (v / "adapter").mkdir(parents=True)
+    (v / "adapter" / "adapter_config.json").write_text("{}")
+    (v / "manifest.json").write_text(json.dumps({"program": "tone", "version": 4, "kind": "student",
+                                                 "config": {"student": {"lora_name": "tone-abc", "adapter": "adapter"}}}))
+    (root / "rag" / "1").mkdir(parents=True)
+    (root / "rag" / "1" / "manifest.json").write_text(json.dumps({"program": "rag", "version": 1, "kind": "program"}))
+    assert student_adapters(serve_settings) == {"tone-abc": v / "adapter"}
