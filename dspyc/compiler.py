@@ -154,8 +154,11 @@ def optimizer_trials(compiled: dspy.Module) -> list[float]:
 def compile_program(name: str, recipe_name: str | None = None, data: str | None = None, seed: int = 0,
                     token_budget: int | None = None, s: Settings | None = None, skip_test: bool = False,
                     config: dict[str, Any] | None = None, sizes: tuple[int, int, int] | None = None,
-                    lm_overrides: dict[str, Any] | None = None, save: bool = True) -> artifacts.Manifest:
-    """Compile `name` with a recipe. `sizes` overrides the (train, dev, test) split sizes; `save=False` is for benchmarks."""
+                    lm_overrides: dict[str, Any] | None = None, save: bool = True,
+                    warm_start: Path | None = None) -> artifacts.Manifest:
+    """Compile `name` with a recipe. `sizes` overrides the (train, dev, test) split sizes; `save=False` is for
+    benchmarks; `warm_start` is a program.json whose state the student starts from (instructions carry over
+    for MIPROv2/GEPA; bootstrap-style optimizers reset demos by design)."""
     s = s or get_settings()
     t0 = time.perf_counter()
     spec = registry.get(name)
@@ -173,6 +176,8 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
     usage = Usage(budget=token_budget)
     with console.status("building retrieval indexes and the program (cached by corpus hash)"):
         program = spec.build(dataset, cfg)
+    if warm_start:
+        program.load(str(warm_start))
     results: dict[str, dict[str, dict[str, float]]] = {"baseline": {}, "compiled": {}}
     table: list[dict[str, Any]] = []  # per-example rows of the compiled program's evaluations
     stage_times: dict[str, float] = {}
@@ -212,7 +217,8 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
         lm=artifacts.LMRef(backend=s.lm_backend, model=s.lm_model, served_name=served_name(s.lm_model, s)),
         seed=seed, config=cfg, metrics=results, usage=usage.as_dict(s) | {"stage_wall_time_s": stage_times},
         wall_time_s=wall, library_versions=artifacts.library_versions(), git_commit=artifacts.git_commit(s.project_dir),
-        trials=optimizer_trials(compiled))
+        trials=optimizer_trials(compiled),
+        trained_on=[str(ex.get("id")) for split in ("train", "dev") for ex in splits[split] if ex.get("id") is not None])
     if not save:
         return manifest
     with _tmp_state(compiled) as state_file:

@@ -77,7 +77,9 @@ def build_optimizer(recipe: Recipe, metric, num_threads: int = 8, seed: int = 0,
     unknown = set(params) - set(accepted) if "kwargs" not in accepted else set()
     if unknown:
         raise DspycError(f"recipe {recipe.name!r}: {recipe.optimizer} has no parameter(s) {', '.join(sorted(unknown))}")
-    optimizer = cls(metric=metric, **params)
+    if "metric" in accepted:  # LabeledFewShot takes none: it copies labelled examples as demos
+        params["metric"] = metric
+    optimizer = cls(**params)
     compile_kwargs = dict(recipe.compile)
     if "seed" in inspect.signature(cls.compile).parameters and "seed" not in accepted:
         compile_kwargs.setdefault("seed", seed)

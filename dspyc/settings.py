@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     # BFCL split sizes, per category (prompts carry function schemas: keep them small on a CPU engine).
     bfcl_train: int = 6
     bfcl_dev: int = 4
-    bfcl_test: int = 10
+    bfcl_test: int = 8
 
     # The program server (`dspyc serve`).
     serve_host: str = "127.0.0.1"
@@ -80,6 +80,14 @@ class Settings(BaseSettings):
     serve_log: str = "full"  # request log payloads: full, redact (hashes and lengths) or none
     serve_log_path: Path | None = None  # default: <artifacts>/serve/requests.jsonl
     mlflow_traces: bool = True  # DSPy traces of evaluations via mlflow.dspy.autolog
+
+    # Re-optimization: promote a challenger only if it beats the champion by `margin` with p < `alpha`
+    # (paired bootstrap over the same held-out examples).
+    reoptimize_margin: float = 0.02
+    reoptimize_alpha: float = 0.05
+    reoptimize_resamples: int = 10_000
+    schedule_cron: str = "0 3 * * *"
+    schedule_programs: list[str] = ["rag"]
 
     artifacts_root: Path | None = Field(default=None, alias="DSPYC_ARTIFACTS_DIR")  # default: <project>/artifacts
 

@@ -6,7 +6,6 @@ file, the line and the field. The dataset's version is a content hash of both fi
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import dspy
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from dspyc.data import versions as data_versions
 from dspyc.errors import DataError
 from dspyc.settings import get_settings
 
@@ -67,16 +67,6 @@ def read_jsonl(path: Path, model: type[BaseModel]) -> list[BaseModel]:
     return rows
 
 
-def file_hash(*paths: Path) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(p.name.encode())
-        with p.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()[:16]
-
-
 @dataclass
 class QADataset:
     name: str
@@ -121,16 +111,44 @@ def resolve_dataset_dir(name_or_path: str | Path) -> Path:
 
 
 def load_qa_dataset(name_or_path: str | Path) -> QADataset:
-    path = resolve_dataset_dir(name_or_path)
+    """A QA folder (or dataset name), optionally at an earlier version: `wiki`, `wiki@3f2a…`, `/data/hotpot`."""
+    ref, _, at = str(name_or_path).partition("@") if not Path(str(name_or_path)).is_dir() else (str(name_or_path), "", "")
+    path = resolve_dataset_dir(ref)
     qfile, cfile = path / "questions.jsonl", path / "corpus.jsonl"
     for f in (qfile, cfile):
         if not f.is_file():
             raise DataError(f"{path} is not a QA dataset folder: {f.name} is missing (expected questions.jsonl and corpus.jsonl)")
+    chosen = data_versions.select(path, [qfile, cfile], at or None)
     questions = read_jsonl(qfile, Question)
     corpus = read_jsonl(cfile, CorpusRow)
+    for extra in chosen.additions:
+        (questions if extra.name.endswith("-questions.jsonl") else corpus).extend(
+            read_jsonl(extra, Question if extra.name.endswith("-questions.jsonl") else CorpusRow))
     ids = [q.id for q in questions]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise DataError(f"{qfile}: duplicate id {dup!r}")
-    return QADataset(name=path.name, path=path, questions=questions, corpus=corpus, version=file_hash(qfile, cfile))
+    return QADataset(name=path.name, path=path, questions=questions, corpus=corpus, version=chosen.version)
 
+
+def add_questions(name_or_path: str | Path, questions_file: Path, corpus_file: Path | None = None) -> QADataset:
+    """Validate new rows against the current version (ids unique, gold titles in the corpus) and append them
+    as a new version. A bad row stops everything with one line; nothing is merged."""
+    current = load_qa_dataset(name_or_path)
+    new_questions = read_jsonl(Path(questions_file), Question)
+    new_corpus = read_jsonl(Path(corpus_file), CorpusRow) if corpus_file else []
+    seen = {q.id for q in current.questions}
+    titles = {p.title for p in current.corpus} | {p.title for p in new_corpus}
+    for lineno, q in enumerate(new_questions, 1):
+        if q.id in seen:
+            raise DataError(f"{questions_file}:{lineno}: field 'id': {q.id!r} is already in {current.name}@{current.version}")
+        seen.add(q.id)
+        missing = [t for t in q.gold_titles if t not in titles]
+        if missing:
+            raise DataError(f"{questions_file}:{lineno}: field 'supporting_titles': {missing[0]!r} is not in the corpus "
+                            f"(add its passages with --corpus)")
+    contents = {"questions": Path(questions_file).read_text(encoding="utf-8")}
+    if corpus_file:
+        contents["corpus"] = Path(corpus_file).read_text(encoding="utf-8")
+    data_versions.add(current.path, contents)
+    return load_qa_dataset(current.path)
