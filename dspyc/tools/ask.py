@@ -13,7 +13,7 @@ from dspyc.settings import Settings, get_settings
 from dspyc.tools.builtin import default_registry
 from dspyc.tools.providers import PROVIDERS
 
-console = Console()
+console = Console(soft_wrap=True)  # a tool line stays one line, also when piped
 
 
 def build_agent(s: Settings, version: str | None = None, max_steps: int | None = None) -> dspy.Module:
