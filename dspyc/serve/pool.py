@@ -65,20 +65,11 @@ def parse_model_ref(ref: str) -> tuple[str, str | None]:
 
 
 def build_serving_lm(manifest: Any, s: Settings) -> Any:
-    """The program's LM without DSPy's cache (every request is a real call whose tokens are billed); a
-    program compiled against a LoRA student keeps talking to that adapter when the engine serves it."""
+    """The program's LM without DSPy's cache: every request is a real call whose tokens are billed.
+    (A student's predictors get their LoRA adapter from `attach` in `load_from_store`.)"""
     from dspyc.lm import build_lm
-    from dspyc.models import served_name
 
-    overrides = dict(cache=False, timeout=s.serve_timeout_s, num_retries=1)
-    student = getattr(getattr(manifest, "lm", None), "served_name", None)
-    lm = build_lm(s, **overrides)
-    if student and student != lm.model.removeprefix("openai/") and student != served_name(s.lm_model, s):
-        try:
-            return build_lm(s, model=student, **overrides)
-        except DspycError:
-            return lm
-    return lm
+    return build_lm(s, cache=False, timeout=s.serve_timeout_s, num_retries=1)
 
 
 def load_from_store(name: str, version: int, s: Settings) -> Loaded:
