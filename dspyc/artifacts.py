@@ -197,9 +197,13 @@ def load_program(ref: str, configure_lm: bool = True, s: Settings | None = None)
     from dspyc.lm import configure
 
     s = s or get_settings()
-    module, _, _ = build_version(ref, s=s)
+    module, manifest, _ = build_version(ref, s=s)
     if configure_lm:
         configure(s)
+        if manifest.kind == "student":  # a LoRA student: its predictors call its adapter in the engine
+            from dspyc.distill.student import attach
+
+            attach(module, manifest, s)
     return module
 
 

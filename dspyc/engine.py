@@ -205,10 +205,13 @@ def up(s: Settings | None = None, loras: dict[str, str] | None = None, quiet: bo
     """Start the engine (or reuse a healthy one serving the same model) and wait until it answers."""
     s = s or get_settings()
     loras = loras or {}
+    running = status(s)
+    if running is None and s.engine_port is not None and not port_free(s.engine_host, s.engine_port):
+        # before provisioning anything: a busy port is a setup mistake, not a reason to install vLLM
+        raise EngineError(f"port {s.engine_port} on {s.engine_host} is in use; free it or unset DSPYC_ENGINE_PORT to pick a free one")
     served = served_name(s.lm_model, s)
     model = resolve_lm(s.lm_model, s)
     python = engine_python(s)
-    running = status(s)
     if running:
         # Reuse only an engine started with the same settings (port aside); otherwise restart it.
         same = build_command(python, model, served, running.host, running.port, s, running.loras) == running.command
