@@ -30,12 +30,33 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def compiled(live_engine, data_dir, tmp_path_factory):
+def fresh_cache(tmp_path_factory):
+    """A DSPy cache of this module's own: the first compile is truly cold (tokens billed), later ones can hit it."""
+    import dspy
+
+    before = dspy.cache
+    dspy.configure_cache(disk_cache_dir=str(tmp_path_factory.mktemp("dspy-cache")))
+    yield
+    dspy.cache = before
+
+
+@pytest.fixture(scope="module")
+def compiled(live_engine, data_dir, tmp_path_factory, fresh_cache):
     from dspyc.settings import Settings
 
     settings = Settings(artifacts_root=tmp_path_factory.mktemp("artifacts"))
-    # cache off: a warm DSPy disk cache (an earlier run on this machine) bills no tokens, and the usage asserts need some
-    return settings, compile_program("rag", data=data_dir, s=settings, lm_overrides={"cache": False}, **TINY)
+    return settings, compile_program("rag", data=data_dir, s=settings, **TINY)
+
+
+def test_same_seed_data_and_cache_give_the_same_program(compiled, data_dir, tmp_path):
+    from dspyc.settings import Settings
+
+    settings, m = compiled
+    again = Settings(artifacts_root=tmp_path / "again")
+    m2 = compile_program("rag", data=data_dir, s=again, **TINY)
+    first = (settings.artifacts_dir / "rag" / str(m.version) / "program.json").read_text()
+    assert (again.artifacts_dir / "rag" / str(m2.version) / "program.json").read_text() == first
+    assert m2.usage["input_tokens"] == 0  # every call was served from the cache
 
 
 def test_compile_writes_a_complete_artifact(compiled):
