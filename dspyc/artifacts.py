@@ -12,6 +12,8 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -205,6 +207,15 @@ def load_program(ref: str, configure_lm: bool = True, s: Settings | None = None)
 
             attach(module, manifest, s)
     return module
+
+
+@contextmanager
+def state_file(module: dspy.Module) -> Iterator[Path]:
+    """The module's DSPy state (JSON, never a pickle) in a temporary `program.json`, for `save`."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / PROGRAM_FILE
+        module.save(str(path))
+        yield path
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -221,7 +221,7 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
         trained_on=[str(ex.get("id")) for split in ("train", "dev") for ex in splits[split] if ex.get("id") is not None])
     if not save:
         return manifest
-    with _tmp_state(compiled) as state_file:
+    with artifacts.state_file(compiled) as state_file:
         evaluation = "".join(json.dumps(row, default=str) + "\n" for row in table)
         out = artifacts.save(name, {artifacts.PROGRAM_FILE: state_file, EVALUATION_FILE: evaluation}, manifest, s)
     print_summary(manifest, lm_model=lm.model)
@@ -232,28 +232,10 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
     return manifest
 
 
-class _tmp_state:
-    """The compiled module's DSPy state (JSON, never a pickle) in a temp file."""
-
-    def __init__(self, module: dspy.Module):
-        self.module = module
-
-    def __enter__(self) -> Path:
-        import tempfile
-
-        self.dir = tempfile.TemporaryDirectory()
-        path = Path(self.dir.name) / artifacts.PROGRAM_FILE
-        self.module.save(str(path))
-        return path
-
-    def __exit__(self, *exc):
-        self.dir.cleanup()
-        return False
-
-
 def print_summary(m: artifacts.Manifest, lm_model: str = "") -> None:
-    keys = [k for k in ("exact_match", "f1", "retrieval_recall", "citation_recall", "accuracy", "metric")
-            if k in m.metrics.get("compiled", {}).get("dev", {})]
+    # every metric the program's report gives (e.g. per-category accuracy), the DSPy metric last
+    first = m.metrics.get("compiled", {}).get("test") or m.metrics.get("compiled", {}).get("dev", {})
+    keys = [k for k in first if k not in ("errors", "metric")] + ["metric"] * ("metric" in first)
     table = Table(title=f"{m.program}@{m.version} · {m.recipe.get('name')} · {lm_model or m.lm.served_name}")
     table.add_column("split")
     table.add_column("program")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import os
 import threading
 import time
@@ -186,7 +185,7 @@ def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None
         files: dict[str, Any] = {S.ADAPTER_DIR: adapter, "sft.jsonl": sft_path.read_text()}
         if stage == "dpo":
             files["pairs.jsonl"] = T.to_jsonl(pair_rows)
-        with _state_file(student_module) as state:
+        with artifacts.state_file(student_module) as state:
             files[artifacts.PROGRAM_FILE] = state.read_bytes()
         info = {"stage": stage, "adapter": S.ADAPTER_DIR, "lora_name": S.lora_name(program, adapter)} | common | extra
         manifest = artifacts.Manifest(
@@ -241,23 +240,6 @@ def _candidate_groups(runs: list[T.TeacherRun], examples: list[dspy.Example], st
             cands.append(P.Candidate(text=T.compact_json(run.calls[-1].outputs, sig), score=run.score, source="teacher"))
         groups.append(P.CandidateGroup(example_id=str(ex.get("id")), prompt=prompt, candidates=cands))
     return groups
-
-
-class _state_file:
-    def __init__(self, module: dspy.Module):
-        self.module = module
-
-    def __enter__(self) -> Path:
-        import tempfile
-
-        self.dir = tempfile.TemporaryDirectory()
-        path = Path(self.dir.name) / artifacts.PROGRAM_FILE
-        self.module.save(str(path))
-        return path
-
-    def __exit__(self, *exc):
-        self.dir.cleanup()
-        return False
 
 
 def _train_versions() -> dict[str, str]:

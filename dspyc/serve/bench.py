@@ -16,7 +16,6 @@ The served program is a one-predictor QA program in a throwaway project (`bench_
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 import subprocess

@@ -10,9 +10,7 @@ from dspyc.data.tone import build_inputs, build_reference, load_tone_dataset
 
 @pytest.fixture(scope="module")
 def tone():
-    import programs.tone as T  # noqa: F401 (the registry puts the project on the path)
-
-    registry.get("tone")
+    registry.get("tone")  # puts the project on the path and imports the program
     import programs.tone as T
 
     return T
