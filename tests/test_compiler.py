@@ -8,6 +8,8 @@ from dspyc import artifacts
 from dspyc.compiler import BudgetExceeded, compile_program
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parent.parent
+HOTPOT = ROOT.parent / "shared" / "datasets" / "hotpotqa-mini"  # beside the project in dev and CI
 TINY = dict(recipe_name="bootstrap", sizes=(3, 3, 3), config={"hops": 1, "retriever": "hybrid"})
 
 
@@ -15,8 +17,6 @@ TINY = dict(recipe_name="bootstrap", sizes=(3, 3, 3), config={"hops": 1, "retrie
 def data_dir(tmp_path_factory):
     """A small real corpus: 12 questions and only their own paragraphs (embedding thousands takes minutes on CPU)."""
     import json
-
-    from conftest import HOTPOT, ROOT
 
     src = HOTPOT if (HOTPOT / "questions.jsonl").exists() else ROOT / "datasets" / "wiki"
     questions = [json.loads(line) for line in (src / "questions.jsonl").open()][:12]

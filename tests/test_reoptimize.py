@@ -69,11 +69,15 @@ def decisions(root):
     return [json.loads(line) for line in (root / "artifacts" / "capitals" / "decisions.jsonl").read_text().splitlines()]
 
 
-def champion(env) -> int:
+def client(env):
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{env['DSPYC_ARTIFACTS_DIR']}/mlflow.db")
-    return int(mlflow.MlflowClient().get_model_version_by_alias("capitals", "champion").tags["dspyc.version"])
+    uri = f"sqlite:///{env['DSPYC_ARTIFACTS_DIR']}/mlflow.db"
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def champion(env) -> int:
+    return int(client(env).get_model_version_by_alias("capitals", "champion").tags["dspyc.version"])
 
 
 @pytest.mark.integration
@@ -95,10 +99,9 @@ def test_noise_is_not_promoted_better_data_is_and_rollback_returns(project):
     assert last["action"] == "promoted" and last["p_value"] < 0.01 and last["delta"] > 0.5, out
     assert champion(env) == last["challenger"] == 3
 
-    import mlflow
-
-    runs = mlflow.search_runs(experiment_names=["dspyc/capitals"], filter_string="tags.`dspyc.kind` = 'reoptimize'",
-                              output_format="list")
+    mlflow = client(env)
+    runs = mlflow.search_runs([mlflow.get_experiment_by_name("dspyc/capitals").experiment_id],
+                              filter_string="tags.`dspyc.kind` = 'reoptimize'")
     assert sorted(r.data.tags["dspyc.decision"] for r in runs) == ["kept", "promoted"]  # both visible in MLflow
 
     assert "3 → 1" in dspyc(env, "rollback", "capitals")

@@ -85,7 +85,7 @@ def evaluate_system(label: str, program: dspy.Module, lm: dspy.LM, examples: lis
     lm = lm.copy(cache=False)
     lm.history.clear()
     with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter(), callbacks=[*dspy.settings.callbacks, stats]):
-        scores = evaluate(program, examples, spec, num_threads, label)
+        scores = evaluate(program, examples, spec, num_threads, label).scores
     usage = [h.get("usage") or {} for h in lm.history]
     calls = max(1, len(usage))
     scores["prompt_tokens_per_call"] = sum(int(u.get("prompt_tokens") or 0) for u in usage) / calls

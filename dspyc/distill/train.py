@@ -96,7 +96,6 @@ def progress_callback(label: str):
                                      TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                                      console=console)
             self.task = None
-            self.losses: list[tuple[int, float]] = []
 
         def on_train_begin(self, args, state, control, **kw):
             self.progress.start()
@@ -107,13 +106,17 @@ def progress_callback(label: str):
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs:
-                self.losses.append((state.global_step, float(logs["loss"])))
                 self.progress.update(self.task, loss=f"loss {logs['loss']:.3f}")
 
         def on_train_end(self, args, state, control, **kw):
             self.progress.stop()
 
     return RichProgress()
+
+
+def _losses(trainer) -> list[tuple[int, float]]:
+    """Loss per logged step, from the trainer's state: a resumed run restores it from the checkpoint."""
+    return [(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h and "step" in h]
 
 
 def _save_adapter(model, dest: Path) -> Path:
@@ -151,7 +154,7 @@ def run_sft(rows: list[dict], model_path: str, recipe: SFTRecipe, work_dir: Path
         console.print(f"[dim]resuming SFT from {resume}[/dim]")
     result = trainer.train(resume_from_checkpoint=resume)
     adapter = _save_adapter(trainer.model, work_dir / "adapter")
-    return {"adapter": str(adapter), "losses": cb.losses, "steps": result.global_step,
+    return {"adapter": str(adapter), "losses": _losses(trainer), "steps": result.global_step,
             "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1), "examples": len(rows),
             "precision": precision(recipe.train)}
 
@@ -177,7 +180,7 @@ def run_dpo(pairs: list[dict], model_path: str, sft_adapter: Path, recipe: DPORe
         console.print(f"[dim]resuming DPO from {resume}[/dim]")
     result = trainer.train(resume_from_checkpoint=resume)
     adapter = _save_adapter(trainer.model, work_dir / "adapter")
-    return {"adapter": str(adapter), "losses": cb.losses, "steps": result.global_step,
+    return {"adapter": str(adapter), "losses": _losses(trainer), "steps": result.global_step,
             "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1), "pairs": len(pairs),
             "precision": precision(recipe.train)}
 

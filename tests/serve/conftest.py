@@ -68,6 +68,12 @@ class ThreadServer:
         self.thread.join(timeout=10)
 
 
+@pytest.fixture
+def serve_live():
+    """Run an ASGI app on a free loopback port for the test: `with serve_live(app) as srv: srv.url`."""
+    return lambda app: ThreadServer(app, free_port())
+
+
 @pytest.fixture(scope="session")
 def stub():
     app = StubApp()

@@ -10,12 +10,10 @@ from dspyc.serve.pool import ProgramPool
 
 
 @pytest.fixture
-def live(serve_settings, store):
-    from conftest import ThreadServer, free_port
-
+def live(serve_settings, store, serve_live):
     pool = ProgramPool(serve_settings, loader=store.loader, resolver=store.resolver, catalog=store.catalog)
     pool.start(poll=False)
-    with ThreadServer(create_app(serve_settings, pool), free_port()) as srv:
+    with serve_live(create_app(serve_settings, pool)) as srv:
         yield srv
 
 
