@@ -109,11 +109,28 @@ def compile_(program: Annotated[str, typer.Argument(help="A program in programs/
              recipe: Annotated[Optional[str], typer.Argument(help="A recipe in optimizers/ (default: the program's).")] = None,
              data: Annotated[Optional[str], typer.Option(help="Dataset name in datasets/ or a folder (HotPotQA JSONL format).")] = None,
              seed: Annotated[int, typer.Option(help="Seed for splits and optimizers.")] = 0,
-             token_budget: Annotated[Optional[int], typer.Option(help="Stop cleanly once this many tokens were used.")] = None):
+             token_budget: Annotated[Optional[int], typer.Option(help="Stop cleanly once this many tokens were used.")] = None,
+             set_: Annotated[Optional[list[str]], typer.Option("--set", help="Program config KEY=VALUE (YAML value), "
+                                                               "e.g. --set hops=1 --set sources='[wiki]'.")] = None):
     """Compile a program: baseline on dev → optimize on train → dev and test → versioned artifact."""
     from dspyc.compiler import compile_program
 
-    compile_program(program, recipe, data=data, seed=seed, token_budget=token_budget)
+    compile_program(program, recipe, data=data, seed=seed, token_budget=token_budget, config=parse_overrides(set_ or []))
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise DspycError(f"--set {pair!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise DspycError(f"--set {pair!r}: VALUE is not valid YAML") from None
+    return out
 
 
 @app.command("eval")

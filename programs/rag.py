@@ -7,6 +7,7 @@ the notes. The answer cites the passages it used. Every step is a DSPy predictor
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import dspy
@@ -76,8 +77,10 @@ class MultiHopRAG(dspy.Module):
 
 # --- what dspyc needs: data, build, metric, report ---------------------------------------------------
 
-CONFIG = {"hops": 2, "k": 3, "max_rewrites": 1, "max_passages": 6, "retriever": "hybrid",
-          "train": 24, "dev": 30, "test": 50}
+# Sizes fit a 2-core CPU engine (~25 min for `just compile rag`); raise them where a GPU serves the LM.
+# `sources`: more corpora (QA folders or dataset names) routed to by query, e.g. --set sources='[wiki, /data/hotpot]'.
+CONFIG = {"hops": 2, "k": 3, "max_rewrites": 1, "max_passages": 6, "retriever": "hybrid", "sources": [],
+          "train": 8, "dev": 10, "test": 20}
 
 
 def load_data(dataset: str, seed: int) -> QADataset:
@@ -87,13 +90,24 @@ def load_data(dataset: str, seed: int) -> QADataset:
 
 
 def build(data: QADataset, config: dict[str, Any]) -> MultiHopRAG:
-    from dspyc.retrieval import build_retrievers
-
     cfg = CONFIG | config
-    train = [(ex.question, set(ex.gold_titles)) for ex in data.splits["train"]] if "rerank" in cfg["retriever"] else None
-    retrievers = build_retrievers(data.documents, train_questions=train)
-    return MultiHopRAG(retrievers[cfg["retriever"]], hops=cfg["hops"], k=cfg["k"], max_rewrites=cfg["max_rewrites"],
+    return MultiHopRAG(build_retriever(data, cfg), hops=cfg["hops"], k=cfg["k"], max_rewrites=cfg["max_rewrites"],
                        max_passages=cfg["max_passages"])
+
+
+def build_retriever(data: QADataset, cfg: dict[str, Any]):
+    """The configured retriever over the dataset's corpus; with `sources` (more QA folders or dataset names),
+    one retriever per corpus behind a semantic router that sends each query to the closest corpus."""
+    from dspyc.retrieval import SemanticRouter, build_retrievers, chunk_documents, describe_with_samples, load_embedder
+
+    train = [(ex.question, set(ex.gold_titles)) for ex in data.splits["train"]] if "rerank" in cfg["retriever"] else None
+    corpora = {data.name: data.documents} | {Path(src).name: load_qa_dataset(src).documents for src in cfg.get("sources", [])}
+    per_source = {name: build_retrievers(docs, train_questions=train if name == data.name else None)[cfg["retriever"]]
+                  for name, docs in corpora.items()}
+    if len(per_source) == 1:
+        return per_source[data.name]
+    descriptions = {name: describe_with_samples(chunk_documents(docs)) for name, docs in corpora.items()}
+    return SemanticRouter(per_source, descriptions, load_embedder())
 
 
 def metric(example: dspy.Example, pred: dspy.Prediction, trace=None) -> float | bool:

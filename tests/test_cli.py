@@ -31,3 +31,20 @@ def test_eval_of_missing_version(tmp_path):
 def test_help_teaches():
     r = dspyc("compile", "--help")
     assert r.returncode == 0 and "--data" in r.stdout and "recipe" in r.stdout.lower()
+
+
+def test_set_overrides_parse_yaml_values():
+    from dspyc.cli import parse_overrides
+
+    assert parse_overrides(["hops=1", "sources=[wiki, /data/x]", "retriever=bm25"]) == {
+        "hops": 1, "sources": ["wiki", "/data/x"], "retriever": "bm25"}
+
+
+def test_set_without_equals_is_a_one_line_error():
+    import pytest
+
+    from dspyc.cli import parse_overrides
+    from dspyc.errors import DspycError
+
+    with pytest.raises(DspycError, match="expected KEY=VALUE"):
+        parse_overrides(["hops"])
