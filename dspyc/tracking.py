@@ -101,7 +101,8 @@ def _log(manifest: Manifest, version_dir: Path, s: Settings) -> str:
     metrics = flatten(manifest.metrics) | flatten(manifest.usage, "usage.") | {"wall_time_s": manifest.wall_time_s}
     with tempfile.TemporaryDirectory() as tmp:
         figures = plots.version_plots(manifest.program, Path(tmp), s, upto=manifest.version)
-        run_id = log_run(manifest.program, "compile", f"compile {manifest.program}@{manifest.version}", params, metrics,
+        kind = "distill" if manifest.kind == "student" else "compile"  # a LoRA student comes from `dspyc distill`
+        run_id = log_run(manifest.program, kind, f"{kind} {manifest.program}@{manifest.version}", params, metrics,
                          s, artifact_dirs={"artifact": version_dir}, files=figures,
                          steps={"trial.score": manifest.trials}, tags={VERSION_TAG: str(manifest.version)})
     mlflow = _mlflow(s)
