@@ -55,9 +55,10 @@ def quality_cost_plot(manifests: list[artifacts.Manifest], path: Path, champion:
         ax.scatter(x, y, s=60, marker="*" if m.version == champion else "o", zorder=3)
         ax.annotate(f"v{m.version} {m.recipe.get('name', '')}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
         base = score(m, which="baseline")
-        if base is not None:  # where each version started from: what compiling bought
-            ax.annotate("", (x, y), (x, base), arrowprops={"arrowstyle": "->", "alpha": 0.3})
-    ax.set(xlabel="tokens per LM call (in + out)", ylabel="score (compiled, test)",
+        if base is not None:  # where each version started from (uncompiled, hollow): what compiling bought
+            ax.scatter(x, base, s=40, facecolors="none", edgecolors="grey", zorder=2)
+            ax.annotate("", (x, y), (x, base), arrowprops={"arrowstyle": "->", "alpha": 0.4})
+    ax.set(xlabel="tokens per LM call (in + out)", ylabel="score on test (● compiled, ○ uncompiled)",
            title=f"{points[0][0].program}: quality vs cost across versions")
     ax.grid(alpha=0.3)
     fig.tight_layout()
