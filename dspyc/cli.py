@@ -342,11 +342,13 @@ def usage(since: Annotated[str, typer.Option(help="Time window: 30m, 24h, 7d or 
 
 
 @app.command("adapter-check")
-def adapter_check(n: Annotated[int, typer.Option("-n", "--n", help="Calls per adapter.")] = 200):
+def adapter_check(n: Annotated[int, typer.Option("-n", "--n", help="Calls per adapter.")] = 200,
+                  stock_n: Annotated[Optional[int], typer.Option(help="Fewer calls for the stock adapters (their failures "
+                                                                  "run to max_tokens: slow on a CPU engine).")] = None):
     """Parse failures of the constrained adapter vs DSPy's ChatAdapter and JSONAdapter on the same calls."""
     from dspyc.bench import adapter_check as run
 
-    run(n)
+    run(n, stock_n=stock_n)
 
 
 def main() -> None:
