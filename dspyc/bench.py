@@ -168,49 +168,6 @@ def bench_compile(sizes: tuple[int, int, int] = (4, 4, 0), s: Settings | None = 
     return result
 
 
-def _adapter_calls() -> list[tuple[Any, dict[str, Any]]]:
-    """200 calls mixing Predict, ChainOfThought, a typed pydantic output, a list and a Literal field."""
-    from typing import Literal
-
-    import dspy
-    import pydantic
-
-    class City(pydantic.BaseModel):
-        name: str
-        country: str
-        population_millions: float
-
-    class Describe(dspy.Signature):
-        """Give structured facts about the city."""
-
-        city: str = dspy.InputField()
-        facts: City = dspy.OutputField()
-
-    class Keywords(dspy.Signature):
-        """List the keywords of the text."""
-
-        text: str = dspy.InputField()
-        keywords: list[str] = dspy.OutputField()
-
-    class Sentiment(dspy.Signature):
-        """Classify the sentiment of the review."""
-
-        review: str = dspy.InputField()
-        sentiment: Literal["positive", "negative", "neutral"] = dspy.OutputField()
-        confidence: float = dspy.OutputField()
-
-    cities = ["Paris", "Tokyo", "Lagos", "Lima", "Oslo", "Cairo", "Delhi", "Quito", "Rome", "Seoul"] * 4
-    topics = [f"the {t} of {c}" for t, c in zip(["history", "food", "weather", "music"] * 10, cities)]
-    reviews = [f"{a} {t}." for a, t in zip(["I loved", "I hated", "It was fine:", "Terrible,", "Wonderful"] * 8, topics)]
-    qa, cot = dspy.Predict("question -> answer"), dspy.ChainOfThought("question -> answer")
-    calls = []
-    for i in range(40):
-        calls += [(qa, {"question": f"What is {topics[i]} like?"}), (cot, {"question": f"Which country is {cities[i]} in?"}),
-                  (dspy.Predict(Describe), {"city": cities[i]}), (dspy.Predict(Keywords), {"text": reviews[i]}),
-                  (dspy.Predict(Sentiment), {"review": reviews[i]})]
-    return calls
-
-
 def adapter_check(n: int = 200, max_tokens: int = 192, s: Settings | None = None, stock_n: int | None = None,
                   only: tuple[str, ...] = ("constrained", "ChatAdapter", "JSONAdapter")) -> dict[str, Any]:
     """Parse failures over the same calls: the constrained adapter vs DSPy's stock ChatAdapter and JSONAdapter.
@@ -222,7 +179,9 @@ def adapter_check(n: int = 200, max_tokens: int = 192, s: Settings | None = None
 
     s = s or get_settings()
     lm = build_lm(s, cache=False, max_tokens=max_tokens)
-    calls = _adapter_calls()[:n]
+    from dspyc.adapter_probe import adapter_calls
+
+    calls = adapter_calls()[:n]
     results = {}
     for name, adapter in (("constrained", ConstrainedJSONAdapter()), ("ChatAdapter", dspy.ChatAdapter()),
                           ("JSONAdapter", dspy.JSONAdapter())):

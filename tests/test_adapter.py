@@ -60,3 +60,14 @@ def test_adapter_always_sends_schema_and_parses():
         out = dspy.Predict(Sig)(text="hi")
     assert out.label == "a" and out.item.score == 3 and out.tags == ["x"]
     assert lm.seen and lm.seen[0]["response_format"]["type"] == "json_schema"
+
+
+def test_every_adapter_check_call_gets_a_strict_schema():
+    """The adapter-check calls must all be schema-constrained; a signature DSPy cannot resolve would fail before the LM."""
+    from dspyc.adapter_probe import adapter_calls
+
+    calls = adapter_calls()
+    assert len(calls) == 200
+    for module, _ in calls[:5]:
+        predictor = module.predict if hasattr(module, "predict") else module
+        assert response_format_for(predictor.signature)["type"] == "json_schema"
