@@ -57,7 +57,7 @@ adapter-check n="200":
 
 # Distill a program into a LoRA student (SFT then DPO), served by the engine as an adapter: just distill tone [--no-dpo]
 distill program *args:
-    flock /tmp/dspyc-heavy.lock dspyc distill "$@"
+    dspyc distill "$@"
 
 # Re-optimize when the data or code changed: promote a challenger only on a significant win
 reoptimize program="rag" *args:
