@@ -71,3 +71,12 @@ def test_every_adapter_check_call_gets_a_strict_schema():
     for module, _ in calls[:5]:
         predictor = module.predict if hasattr(module, "predict") else module
         assert response_format_for(predictor.signature)["type"] == "json_schema"
+
+
+def test_numbers_are_bounded():
+    """An unbounded number let SmolLM2 write digits until max_tokens (measured); the schema gives a range."""
+    from dspyc.adapter_probe import Describe
+
+    schema = response_format_for(Describe)["json_schema"]["schema"]
+    population = schema["$defs"]["City"]["properties"]["population_millions"]
+    assert population["maximum"] == 1e9 and population["minimum"] == -1e9
