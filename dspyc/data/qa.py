@@ -6,13 +6,13 @@ file, the line and the field. The dataset's version is a content hash of both fi
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dspy
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from dspyc.data import seeded_split
 from dspyc.data import versions as data_versions
 from dspyc.errors import DataError
 from dspyc.settings import get_settings
@@ -77,16 +77,8 @@ class QADataset:
     splits: dict[str, list[dspy.Example]] = field(default_factory=dict)
 
     def split(self, seed: int, train: int, dev: int, test: int) -> dict[str, list[dspy.Example]]:
-        """Deterministic train/dev/test from a seed; sizes are capped by what the data holds (test takes the rest)."""
-        order = sorted(self.questions, key=lambda q: q.id)
-        random.Random(seed).shuffle(order)
-        n = len(order)
-        n_train = min(train, n // 3)
-        n_dev = min(dev, (n - n_train) // 2)
-        parts = {"train": order[:n_train], "dev": order[n_train:n_train + n_dev],
-                 "test": order[n_train + n_dev:n_train + n_dev + test]}
-        self.splits = {k: [to_example(q) for q in v] for k, v in parts.items()}
-        self.splits["all"] = [to_example(q) for q in order]
+        """Deterministic train/dev/test from a seed; sizes are capped by what the data holds."""
+        self.splits = seeded_split(sorted(self.questions, key=lambda q: q.id), to_example, seed, train, dev, test, 3)
         return self.splits
 
     @property

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from dspyc.data.qa import read_jsonl, resolve_dataset_dir
 from dspyc.errors import DataError
+from dspyc.data import seeded_split
 
 EVALS = ("evals", "3.0.1.post1", "evals/registry/data/sarcasm/samples.jsonl")
 INSPECT = ("inspect-evals", "0.26.0", "inspect_evals/tau2/data/domains/banking_knowledge/documents.json.gz")
@@ -114,15 +115,7 @@ class ToneDataset:
 
     def split(self, seed: int, train: int, dev: int, test: int) -> dict[str, list[dspy.Example]]:
         """Deterministic train/dev/test from a seed; sizes are capped by what the data holds."""
-        order = list(self.inputs)
-        random.Random(seed).shuffle(order)
-        n = len(order)
-        n_train = min(train, n // 2)
-        n_dev = min(dev, (n - n_train) // 2)
-        parts = {"train": order[:n_train], "dev": order[n_train:n_train + n_dev],
-                 "test": order[n_train + n_dev:n_train + n_dev + test]}
-        self.splits = {k: [to_example(r) for r in v] for k, v in parts.items()}
-        self.splits["all"] = [to_example(r) for r in order]
+        self.splits = seeded_split(self.inputs, to_example, seed, train, dev, test, 2)
         return self.splits
 
 
