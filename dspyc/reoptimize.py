@@ -94,8 +94,7 @@ def _record(d: Decision, source_hash: str, s: Settings) -> None:
     with open(artifacts.program_dir(d.program, s) / DECISIONS, "a") as f:  # one short line per append
         f.write(json.dumps(d.model_dump() | {"source_hash": source_hash}) + "\n")
     try:
-        metrics = {k: float(v) for k, v in d.model_dump().items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-                   and v is not None}
+        metrics = {k: float(v) for k, v in d.model_dump().items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         tracking.log_run(d.program, "reoptimize", f"reoptimize {d.program}: {d.action}",
                          {"action": d.action, "reason": d.reason, "champion": d.champion, "challenger": d.challenger,
                           "dataset_before": d.dataset_before, "dataset_after": d.dataset_after}, metrics, s,
@@ -107,7 +106,7 @@ def _record(d: Decision, source_hash: str, s: Settings) -> None:
 def _scores(ref: str, examples: list, spec: registry.ProgramSpec, data: str, s: Settings) -> list[float]:
     from dspyc.compiler import evaluate
 
-    module, manifest, _ = artifacts.build_version(ref, data=data, s=s)
+    module, _, _ = artifacts.build_version(ref, data=data, s=s)
     return evaluate(module, examples, spec, s.num_threads, f"{ref} · held-out").per_example
 
 

@@ -119,6 +119,17 @@ def _losses(trainer) -> list[tuple[int, float]]:
     return [(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h and "step" in h]
 
 
+def _train_and_save(trainer, label: str, work_dir: Path, train_spec) -> dict[str, Any]:
+    """Train (resuming from the last checkpoint in `work_dir` if any), save the adapter, report the run."""
+    resume = _last_checkpoint(work_dir / "checkpoints")
+    if resume:
+        console.print(f"[dim]resuming {label} from {resume}[/dim]")
+    result = trainer.train(resume_from_checkpoint=resume)
+    adapter = _save_adapter(trainer.model, work_dir / "adapter")
+    return {"adapter": str(adapter), "losses": _losses(trainer), "steps": result.global_step,
+            "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1), "precision": precision(train_spec)}
+
+
 def _save_adapter(model, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     # DPO adds a frozen "ref" copy of the adapter; only the trained one is the student.
@@ -149,14 +160,7 @@ def run_sft(rows: list[dict], model_path: str, recipe: SFTRecipe, work_dir: Path
     cb = progress_callback(f"SFT {recipe.name}")
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
                          peft_config=lora_config(recipe.lora), callbacks=[cb])
-    resume = _last_checkpoint(work_dir / "checkpoints")
-    if resume:
-        console.print(f"[dim]resuming SFT from {resume}[/dim]")
-    result = trainer.train(resume_from_checkpoint=resume)
-    adapter = _save_adapter(trainer.model, work_dir / "adapter")
-    return {"adapter": str(adapter), "losses": _losses(trainer), "steps": result.global_step,
-            "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1), "examples": len(rows),
-            "precision": precision(recipe.train)}
+    return _train_and_save(trainer, "SFT", work_dir, recipe.train) | {"examples": len(rows)}
 
 
 def run_dpo(pairs: list[dict], model_path: str, sft_adapter: Path, recipe: DPORecipe, work_dir: Path) -> dict[str, Any]:
@@ -175,14 +179,7 @@ def run_dpo(pairs: list[dict], model_path: str, sft_adapter: Path, recipe: DPORe
                      loss_type=[recipe.train.loss_type])
     cb = progress_callback(f"DPO {recipe.name}")
     trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tok, callbacks=[cb])
-    resume = _last_checkpoint(work_dir / "checkpoints")
-    if resume:
-        console.print(f"[dim]resuming DPO from {resume}[/dim]")
-    result = trainer.train(resume_from_checkpoint=resume)
-    adapter = _save_adapter(trainer.model, work_dir / "adapter")
-    return {"adapter": str(adapter), "losses": _losses(trainer), "steps": result.global_step,
-            "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1), "pairs": len(pairs),
-            "precision": precision(recipe.train)}
+    return _train_and_save(trainer, "DPO", work_dir, recipe.train) | {"pairs": len(pairs)}
 
 
 def sample_completions(model_path: str, adapter: Path, prompts: list[list[dict[str, str]]], n: int,
