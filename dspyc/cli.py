@@ -144,9 +144,13 @@ def eval_(ref: Annotated[str, typer.Argument(help="PROGRAM[@VERSION|@ALIAS], e.g
 
 
 @app.command("eval-retrieval")
-def eval_retrieval(program: str = "rag", data: Annotated[Optional[str], typer.Option()] = None,
-                   split: str = "dev", seed: int = 0):
-    """Recall@k and MRR of gold titles for BM25, dense, hybrid and hybrid+rerank."""
+def eval_retrieval(program: Annotated[str, typer.Option(help="A retrieval program, e.g. rag.")] = "rag",
+                   data: Annotated[Optional[str], typer.Option(help="Dataset name or QA folder (default: the program's).")] = None,
+                   split: Annotated[str, typer.Option(help="dev or test: the reranker trains on every other question.")] = "dev",
+                   seed: Annotated[int, typer.Option(help="The split seed.")] = 0):
+    """Recall@k and MRR of gold titles for BM25, dense, hybrid and hybrid+rerank (no LM calls)."""
+    if split not in ("dev", "test"):
+        raise DspycError(f"--split {split!r}: use dev or test (the reranker trains on every question outside them)")
     from dspyc.retrieval_report import report
 
     report(program, data=data, split=split, seed=seed)

@@ -100,7 +100,8 @@ def build_retriever(data: QADataset, cfg: dict[str, Any]):
     one retriever per corpus behind a semantic router that sends each query to the closest corpus."""
     from dspyc.retrieval import SemanticRouter, build_retrievers, chunk_documents, describe_with_samples, load_embedder
 
-    train = [(ex.question, set(ex.gold_titles)) for ex in data.splits["train"]] if "rerank" in cfg["retriever"] else None
+    # The reranker learns from every question outside dev and test: its training costs no LM calls.
+    train = [(ex.question, set(ex.gold_titles)) for ex in data.outside("dev", "test")] if "rerank" in cfg["retriever"] else None
     corpora = {data.name: data.documents} | {Path(src).name: load_qa_dataset(src).documents for src in cfg.get("sources", [])}
     per_source = {name: build_retrievers(docs, train_questions=train if name == data.name else None)[cfg["retriever"]]
                   for name, docs in corpora.items()}

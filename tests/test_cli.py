@@ -13,6 +13,7 @@ def dspyc(*args, env=None):
     (("compile", "rag", "nope"), "unknown recipe 'nope'"),
     (("compile", "rag", "--data", "/no/such/folder"), "dataset '/no/such/folder' not found"),
     (("bench", "nothing"), "unknown benchmark"),
+    (("eval-retrieval", "--split", "all"), "use dev or test"),
 ])
 def test_user_mistakes_are_one_line_errors(args, message):
     r = dspyc(*args)

@@ -81,6 +81,12 @@ class QADataset:
         self.splits = seeded_split(sorted(self.questions, key=lambda q: q.id), to_example, seed, train, dev, test, 3)
         return self.splits
 
+    def outside(self, *splits: str) -> list[dspy.Example]:
+        """Every example in none of `splits`, e.g. the reranker's training pool: all but dev and test.
+        (The program's train split is kept small because each of its examples costs LM calls.)"""
+        held = {ex.id for name in splits for ex in self.splits.get(name, [])}
+        return [ex for ex in self.splits["all"] if ex.id not in held]
+
     @property
     def documents(self) -> list[dict[str, str]]:
         return [p.model_dump() for p in self.corpus]

@@ -55,6 +55,15 @@ def test_splits_are_deterministic_and_disjoint(tmp_path):
     assert other["train"] != ids["train"]
 
 
+def test_outside_is_everything_but_the_named_splits(tmp_path):
+    ds = load_qa_dataset(write(tmp_path / "d", Q, C))
+    ds.split(seed=1, train=5, dev=5, test=10)
+    pool = {e.id for e in ds.outside("dev", "test")}
+    held = {e.id for name in ("dev", "test") for e in ds.splits[name]}
+    assert len(pool) == 15 and not pool & held and pool | held == {q["id"] for q in Q}
+    assert {e.id for e in ds.splits["train"]} <= pool
+
+
 def test_version_is_content_hash(tmp_path):
     v1 = load_qa_dataset(write(tmp_path / "d", Q, C)).version
     v2 = load_qa_dataset(write(tmp_path / "e", Q, C)).version

@@ -1,0 +1,30 @@
+import json
+
+import pytest
+
+from tests.data.test_qa import write
+
+TOPICS = ["Paris", "Berlin", "Rome", "Madrid", "Vienna", "Lisbon", "Prague", "Dublin", "Oslo", "Athens", "Warsaw", "Bern"]
+
+
+@pytest.mark.integration
+def test_eval_retrieval_trains_the_reranker_outside_dev_and_test_and_writes_json(tmp_path, monkeypatch):
+    monkeypatch.setenv("DSPYC_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    from dspyc.settings import get_settings
+
+    get_settings.cache_clear()
+    corpus = [{"title": t, "text": f"{t} is a European capital. The river of {t} is called the {t} river."} for t in TOPICS]
+    questions = [{"id": f"q{i}", "question": f"Which river flows through {t}?", "answer": f"the {t} river",
+                  "supporting_titles": [t]} for i, t in enumerate(TOPICS * 2)]
+    data = write(tmp_path / "caps", questions, corpus)
+    from dspyc.retrieval_report import report
+
+    scores = report("rag", data=str(data), split="dev")
+    assert list(scores) == ["bm25", "dense", "hybrid", "hybrid+rerank"]
+    assert all(0.0 <= v <= 1.0 for row in scores.values() for v in row.values())
+    saved = json.loads((tmp_path / "artifacts" / "rag" / "report" / "retrieval-caps-dev.json").read_text())
+    assert saved["scores"] == scores
+    # 24 questions split 8/8/8 (train is capped at a third, dev at half the rest): the reranker trains on the
+    # 8 outside dev and test
+    assert saved["questions"] == 8 and saved["reranker_train_questions"] == 8
+    get_settings.cache_clear()
