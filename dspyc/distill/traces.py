@@ -46,9 +46,10 @@ class SFTRow(BaseModel):
     completion: list[dict[str, str]]
 
 
-def _run_one(teacher: dspy.Module, example: dspy.Example, metric: Callable, names: dict[int, str],
-             min_score: float | None) -> TeacherRun:
+def _run_one(teacher: dspy.Module, example: dspy.Example, metric: Callable, min_score: float | None) -> TeacherRun:
     inputs = dict(example.inputs())
+    # Names from the module that runs: a repeat runs a copy, whose predictors are new objects.
+    names = {id(p): n for n, p in teacher.named_predictors()}
     ex_id = str(example.get("id", json.dumps(inputs, sort_keys=True)[:80]))
     try:
         with dspy.context(trace=[]):
@@ -69,7 +70,6 @@ def collect(teacher: dspy.Module, examples: list[dspy.Example], metric: Callable
             progress: Progress | None = None) -> list[TeacherRun]:
     """Run the teacher `repeats` times over each example; every run with its trace, score and pass flag.
     With repeats > 1 the LM should sample (temperature > 0) and calls must not hit DSPy's cache."""
-    names = {id(p): n for n, p in teacher.named_predictors()}
     jobs = [(ex, r) for ex in examples for r in range(repeats)]
     task = progress.add_task("teacher traces", total=len(jobs)) if progress else None
     lm = lm or dspy.settings.lm
@@ -79,7 +79,7 @@ def collect(teacher: dspy.Module, examples: list[dspy.Example], metric: Callable
         ex, r = job
         # rollout_id makes each repeat a distinct request (and cache key) in DSPy 3.
         with dspy.context(lm=lm, adapter=adapter):
-            run = _run_one(teacher if r == 0 else _with_rollout(teacher, lm, r), ex, metric, names, min_score)
+            run = _run_one(teacher if r == 0 else _with_rollout(teacher, lm, r), ex, metric, min_score)
         if progress:
             progress.advance(task)
         return run

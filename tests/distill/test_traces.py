@@ -66,6 +66,14 @@ def test_min_score_overrides_the_metric_pass():
     assert all(r.passed for r in runs) and len(sft_rows(runs, Prog())) == 3
 
 
+def test_every_repeat_keeps_its_predictor_names():
+    # Repeats run a copy of the teacher; their calls must still map to the student's predictors.
+    with dspy.context(adapter=dspy.JSONAdapter()):
+        runs = collect(Prog(), examples(), metric, repeats=3, num_threads=2, lm=teacher_lm())
+    assert len(runs) == 9 and {c.predictor for r in runs for c in r.calls} == {"rewrite"}
+    assert len(sft_rows(runs, Prog())) == 6  # 3 repeats of the 2 passing inputs
+
+
 def test_a_failing_call_is_a_failed_trace():
     class Boom(dspy.Module):
         def forward(self, text):
