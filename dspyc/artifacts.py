@@ -59,7 +59,7 @@ class Manifest(BaseModel):
     files: dict[str, str] = {}  # file name -> sha256
     kind: str = "program"  # "program" or "student" (a LoRA adapter)
     trials: list[float] = []  # the optimizer's score per trial, in order, where it exposes trials
-    trained_on: list[str] = []  # ids of the train and dev examples: never part of a later held-out comparison
+    trained_on: list[str] = []  # ids of train, dev and anything else learned from: never in a later held-out comparison
 
 
 def sha256_file(path: Path) -> str:

@@ -218,7 +218,8 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
         seed=seed, config=cfg, metrics=results, usage=usage.as_dict(s) | {"stage_wall_time_s": stage_times},
         wall_time_s=wall, library_versions=artifacts.library_versions(), git_commit=artifacts.git_commit(s.project_dir),
         trials=optimizer_trials(compiled),
-        trained_on=[str(ex.get("id")) for split in ("train", "dev") for ex in splits[split] if ex.get("id") is not None])
+        trained_on=[str(ex.get("id")) for split in ("train", "dev") for ex in splits[split] if ex.get("id") is not None]
+        + (spec.learned_from(dataset, cfg) if spec.learned_from else []))
     if not save:
         return manifest
     with artifacts.state_file(compiled) as state_file:

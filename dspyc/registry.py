@@ -36,6 +36,9 @@ class ProgramSpec:
     # None: inputs from `forward`'s annotated parameters, outputs from the last predictor's signature.
     inputs: dict[str, Any] | None = None
     outputs: dict[str, Any] | None = None
+    # Ids of examples the built program learned from besides train and dev (e.g. a reranker's training pool), so
+    # that re-optimization never scores on them: (data, config) -> ids.
+    learned_from: Callable[[Any, dict[str, Any]], list[str]] | None = None
 
     @property
     def import_path(self) -> str:

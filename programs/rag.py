@@ -100,8 +100,8 @@ def build_retriever(data: QADataset, cfg: dict[str, Any]):
     one retriever per corpus behind a semantic router that sends each query to the closest corpus."""
     from dspyc.retrieval import SemanticRouter, build_retrievers, chunk_documents, describe_with_samples, load_embedder
 
-    # The reranker learns from every question outside dev and test: its training costs no LM calls.
-    train = [(ex.question, set(ex.gold_titles)) for ex in data.outside("dev", "test")] if "rerank" in cfg["retriever"] else None
+    pool = set(reranker_questions(data, cfg))
+    train = [(ex.question, set(ex.gold_titles)) for ex in data.splits["all"] if ex.id in pool] or None
     corpora = {data.name: data.documents} | {Path(src).name: load_qa_dataset(src).documents for src in cfg.get("sources", [])}
     per_source = {name: build_retrievers(docs, train_questions=train if name == data.name else None)[cfg["retriever"]]
                   for name, docs in corpora.items()}
@@ -109,6 +109,11 @@ def build_retriever(data: QADataset, cfg: dict[str, Any]):
         return per_source[data.name]
     descriptions = {name: describe_with_samples(chunk_documents(docs)) for name, docs in corpora.items()}
     return SemanticRouter(per_source, descriptions, load_embedder())
+
+
+def reranker_questions(data: QADataset, config: dict[str, Any]) -> list[str]:
+    """Ids the reranker learns from: every question outside dev and test (its training costs no LM calls)."""
+    return [ex.id for ex in data.outside("dev", "test")] if "rerank" in (CONFIG | config)["retriever"] else []
 
 
 def metric(example: dspy.Example, pred: dspy.Prediction, trace=None) -> float | bool:
@@ -128,7 +133,7 @@ def report(results: list[tuple[dspy.Example, dspy.Prediction]]) -> dict[str, flo
 
 
 PROGRAM = ProgramSpec(name="rag", build=build, load_data=load_data, metric=metric, report=report, dataset="wiki",
-                      default_recipe="bootstrap", config=CONFIG,
+                      default_recipe="bootstrap", config=CONFIG, learned_from=reranker_questions,
                       outputs={"answer": str, "reasoning": str, "citations": list[str], "context_titles": list[str],
                                "queries": list[str], "notes": list[str], "rewrites": int},
                       description="Reflective multi-hop RAG with hybrid retrieval, a reranker and cited answers.")

@@ -46,3 +46,12 @@ def test_one_corpus_needs_no_router(tmp_path):
     data = spec.load_data(str(qa_folder(tmp_path, "football", CORPORA["football"])), 0)
     program = spec.build(data, {"retriever": "bm25"})
     assert not isinstance(program.retriever.retriever, SemanticRouter)
+
+
+def test_the_rerankers_questions_count_as_learned_from(tmp_path):
+    spec = registry.get("rag")
+    data = spec.load_data(str(qa_folder(tmp_path, "football", CORPORA["football"] * 4)), 0)
+    held = {ex.id for name in ("dev", "test") for ex in data.splits[name]}
+    assert spec.learned_from(data, {"retriever": "hybrid"}) == []
+    pool = spec.learned_from(data, {"retriever": "hybrid+rerank"})
+    assert pool and not set(pool) & held and set(pool) | held == {ex.id for ex in data.splits["all"]}
