@@ -2,8 +2,6 @@ import json
 
 import pytest
 
-from tests.data.test_qa import write
-
 TOPICS = ["Paris", "Berlin", "Rome", "Madrid", "Vienna", "Lisbon", "Prague", "Dublin", "Oslo", "Athens", "Warsaw", "Bern"]
 
 
@@ -16,7 +14,10 @@ def test_eval_retrieval_trains_the_reranker_outside_dev_and_test_and_writes_json
     corpus = [{"title": t, "text": f"{t} is a European capital. The river of {t} is called the {t} river."} for t in TOPICS]
     questions = [{"id": f"q{i}", "question": f"Which river flows through {t}?", "answer": f"the {t} river",
                   "supporting_titles": [t]} for i, t in enumerate(TOPICS * 2)]
-    data = write(tmp_path / "caps", questions, corpus)
+    data = tmp_path / "caps"
+    data.mkdir()
+    (data / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    (data / "corpus.jsonl").write_text("".join(json.dumps(c) + "\n" for c in corpus))
     from dspyc.retrieval_report import report
 
     scores = report("rag", data=str(data), split="dev")
