@@ -100,8 +100,7 @@ def build_retriever(data: QADataset, cfg: dict[str, Any]):
     one retriever per corpus behind a semantic router that sends each query to the closest corpus."""
     from dspyc.retrieval import SemanticRouter, build_retrievers, chunk_documents, describe_with_samples, load_embedder
 
-    pool = set(reranker_questions(data, cfg))
-    train = [(ex.question, set(ex.gold_titles)) for ex in data.splits["all"] if ex.id in pool] or None
+    train = [(ex.question, set(ex.gold_titles)) for ex in _reranker_pool(data, cfg)] or None
     corpora = {data.name: data.documents} | {Path(src).name: load_qa_dataset(src).documents for src in cfg.get("sources", [])}
     per_source = {name: build_retrievers(docs, train_questions=train if name == data.name else None)[cfg["retriever"]]
                   for name, docs in corpora.items()}
@@ -111,9 +110,13 @@ def build_retriever(data: QADataset, cfg: dict[str, Any]):
     return SemanticRouter(per_source, descriptions, load_embedder())
 
 
+def _reranker_pool(data: QADataset, config: dict[str, Any]) -> list[dspy.Example]:
+    """What the reranker learns from: every question outside dev and test (its training costs no LM calls)."""
+    return data.outside("dev", "test") if "rerank" in (CONFIG | config)["retriever"] else []
+
+
 def reranker_questions(data: QADataset, config: dict[str, Any]) -> list[str]:
-    """Ids the reranker learns from: every question outside dev and test (its training costs no LM calls)."""
-    return [ex.id for ex in data.outside("dev", "test")] if "rerank" in (CONFIG | config)["retriever"] else []
+    return [ex.id for ex in _reranker_pool(data, config)]
 
 
 def metric(example: dspy.Example, pred: dspy.Prediction, trace=None) -> float | bool:

@@ -6,11 +6,12 @@ TOPICS = ["Paris", "Berlin", "Rome", "Madrid", "Vienna", "Lisbon", "Prague", "Du
 
 
 @pytest.mark.integration
-def test_eval_retrieval_trains_the_reranker_outside_dev_and_test_and_writes_json(tmp_path, monkeypatch):
+def test_eval_retrieval_trains_the_reranker_outside_dev_and_test_and_writes_json(tmp_path, monkeypatch, request):
     monkeypatch.setenv("DSPYC_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
     from dspyc.settings import get_settings
 
     get_settings.cache_clear()
+    request.addfinalizer(get_settings.cache_clear)  # later tests must not see this test's artifact folder
     corpus = [{"title": t, "text": f"{t} is a European capital. The river of {t} is called the {t} river."} for t in TOPICS]
     questions = [{"id": f"q{i}", "question": f"Which river flows through {t}?", "answer": f"the {t} river",
                   "supporting_titles": [t]} for i, t in enumerate(TOPICS * 2)]
@@ -28,4 +29,3 @@ def test_eval_retrieval_trains_the_reranker_outside_dev_and_test_and_writes_json
     # 24 questions split 8/8/8 (train is capped at a third, dev at half the rest): the reranker trains on the
     # 8 outside dev and test
     assert saved["questions"] == 8 and saved["reranker_train_questions"] == 8
-    get_settings.cache_clear()
