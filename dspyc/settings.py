@@ -29,7 +29,9 @@ class Settings(BaseSettings):
     # at `lm_url`), "transformers" (in-process), or "litellm" (`lm_model` is any LiteLLM/DSPy model string).
     lm_backend: str = "engine"
     lm_url: str | None = None  # setting DSPYC_LM_URL implies lm_backend="url"
-    lm_model: str = "smollm2-135m-instruct"  # a known model key, a local HF folder, or a hub id when online
+    # A known model key (dspyc.models.KNOWN_LMS), a local HF folder, or a hub id when online. Qwen2.5-Coder-0.5B
+    # follows a short prompt; SmolLM2-135M (`smollm2-135m-instruct`) is the student base and what tests pin.
+    lm_model: str = "qwen2.5-coder-0.5b-instruct"
     lm_api_key: str = "dspyc-local"
     temperature: float = 0.0
     max_tokens: int = 512  # above the worst case the adapter's string and list bounds allow
@@ -43,10 +45,12 @@ class Settings(BaseSettings):
 
     # The local vLLM engine.
     engine_host: str = "127.0.0.1"
-    engine_port: int | None = None  # None: the first free port from 8400
+    engine_port: int | None = None  # the program LM's engine; None (and for other engines): the first free port from 8400
     engine_start_timeout: float = 600.0
     engine_max_model_len: int = 4096
-    engine_enable_lora: bool = True  # students are served as LoRA adapters; costs ~1.5x per token on CPU (measured)
+    # LoRA on an engine: None (auto) only where adapters are served (a student's base model, or `engine up --lora`);
+    # True on every engine; False only while adapters are given. On CPU LoRA turns torch.compile off (1.7-2.6x slower).
+    engine_enable_lora: bool | None = None
     engine_dtype: str = "auto"  # auto: bfloat16 on GPUs and CPUs with native bf16, float32 elsewhere
     engine_kv_cache_gb: int = 2  # CPU KV cache; vLLM's default reserves 92% of a NUMA node's memory
     engine_extra_args: str = ""

@@ -4,6 +4,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tests pin the fast 135M model; benchmarks and `just compile` use the default (Qwen2.5-Coder-0.5B).
+os.environ.setdefault("DSPYC_LM_MODEL", "smollm2-135m-instruct")
 ROOT = Path(__file__).resolve().parent.parent
 HOTPOT = ROOT.parent / "shared" / "datasets" / "hotpotqa-mini"
 

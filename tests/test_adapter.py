@@ -4,7 +4,8 @@ import dspy
 import pydantic
 from dspy.utils import DummyLM
 
-from dspyc.adapter import ConstrainedJSONAdapter, response_format_for
+from dspyc.adapter import (DEFAULT_MAX_STRING_LENGTH, ConstrainedJSONAdapter, DSPyFormatJSONAdapter, response_format_for,
+                           worst_case_tokens)
 
 
 class Typed(pydantic.BaseModel):
@@ -28,7 +29,7 @@ def test_schema_is_strict_and_complete():
     assert schema["required"] == ["label", "tags", "item"]
     assert schema["additionalProperties"] is False
     assert schema["properties"]["label"]["enum"] == ["a", "b"]
-    assert schema["properties"]["tags"]["items"]["maxLength"] == 300  # free text is bounded
+    assert schema["properties"]["tags"]["items"]["maxLength"] == DEFAULT_MAX_STRING_LENGTH  # free text is bounded
     assert schema["properties"]["tags"]["maxItems"] == 4
     assert "maxLength" not in schema["properties"]["label"]
 
@@ -80,3 +81,51 @@ def test_numbers_are_bounded():
     schema = response_format_for(Describe)["json_schema"]["schema"]
     population = schema["$defs"]["City"]["properties"]["population_millions"]
     assert population["maximum"] == 1e9 and population["minimum"] == -1e9
+
+
+class Answer(dspy.Signature):
+    """Answer the question from the passages."""
+
+    question: str = dspy.InputField()
+    passages: list[str] = dspy.InputField()
+    answer: str = dspy.OutputField(desc="a few words", max_length=40)
+    citations: list[int] = dspy.OutputField(desc="passage numbers", max_length=2)
+
+
+def test_a_field_sets_its_own_bound():
+    props = response_format_for(Answer)["json_schema"]["schema"]["properties"]
+    assert props["answer"]["maxLength"] == 40 and props["citations"]["maxItems"] == 2
+    assert set(props["answer"]) == {"type", "maxLength"}  # DSPy's prompt text stays out of the schema
+
+
+def test_lean_prompt_has_nothing_to_copy():
+    demo = {"question": "Who wrote Hamlet?", "passages": ["[1] Hamlet: a play by Shakespeare."], "answer": "Shakespeare",
+            "citations": [1]}
+    msgs = ConstrainedJSONAdapter().format(Answer, [demo], {"question": "Who?", "passages": ["[1] T: text"]})
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
+    text = "\n".join(m["content"] for m in msgs)
+    assert "[[ ##" not in text and "{answer}" not in text and "{question}" not in text
+    assert msgs[0]["content"].startswith("Answer the question from the passages.")
+    assert '"answer" (a few words)' in msgs[0]["content"]
+    assert msgs[-1]["content"] == "Question: Who?\n\nPassages:\n[1] T: text"
+    assert msgs[2]["content"] == '{"answer":"Shakespeare","citations":[1]}'
+    # the old format, kept for adapter-check, is DSPy's
+    assert "[[ ## question ## ]]" in "\n".join(m["content"] for m in DSPyFormatJSONAdapter().format(Answer, [], demo))
+
+
+def test_chain_of_thought_reasoning_is_bounded_and_described():
+    cot = dspy.ChainOfThought(Answer)
+    sig = cot.predict.signature
+    assert response_format_for(sig)["json_schema"]["schema"]["properties"]["reasoning"]["maxLength"] == 300
+    assert "${" not in ConstrainedJSONAdapter().format_system_message(sig)
+
+
+def test_max_tokens_covers_the_worst_case_reply():
+    """A reply cut at max_tokens does not parse (seen on Qwen: a 300-character reasoning under max_tokens=192)."""
+    schema = response_format_for(dspy.ChainOfThought(Answer).predict.signature)["json_schema"]["schema"]
+    need = worst_case_tokens(schema)
+    assert need >= 2 * (300 + 40)
+    lm = RecordingLM([{"reasoning": "r", "answer": "a", "citations": [1]}], adapter=ConstrainedJSONAdapter())
+    with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
+        dspy.ChainOfThought(Answer)(question="q", passages=["p"], config={"max_tokens": 64})
+    assert lm.seen[0]["max_tokens"] == need
