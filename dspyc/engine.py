@@ -1,14 +1,17 @@
 """The local vLLM engine as a managed process on loopback.
 
 vLLM pins torch/transformers/fastapi versions that fight the app's, so it lives in its own virtualenv
-(`<cache>/engine/venv`, made on first use). State (pid, port, model) is a JSON file beside its log, so
-`dspyc engine up` from any shell reuses a healthy engine instead of starting a second one.
+(`<cache>/engine/venv`, made on first use). There is one engine per base model (the program LM, a
+distillation student's base carrying its LoRA adapters, ...), each on its own port with its own folder
+`<cache>/engine/<served name>/` holding `state.json` (pid, port, model, adapters) and `engine.log`, so
+`dspyc engine up` from any shell reuses a healthy engine instead of starting a second one. LoRA is on only
+for an engine that serves adapters: on CPU it turns torch.compile off (1.7-2.6x slower per token).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
-from contextlib import nullcontext
 import os
 import re
 import shlex
@@ -18,6 +21,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import httpx
@@ -39,8 +44,9 @@ class EngineState(BaseModel):
     pid: int
     host: str
     port: int
-    model: str
+    model: str  # what vLLM loads (a folder or a hub id)
     served_model: str
+    key: str = ""  # the model setting it was started for (a known key, a folder or a hub id)
     loras: dict[str, str] = {}  # LoRA modules the engine was started with (part of its command)
     runtime_loras: dict[str, str] = {}  # loaded later with load_lora (not part of the command)
     started_at: float
@@ -50,13 +56,50 @@ class EngineState(BaseModel):
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
+    @property
+    def lora_enabled(self) -> bool:
+        return "--enable-lora" in self.command
 
-def _state_file(s: Settings) -> Path:
-    return s.engine_dir / "state.json"
+    @property
+    def adapters(self) -> list[str]:
+        return sorted(set(self.loras) | set(self.runtime_loras))
+
+    @property
+    def dtype(self) -> str:
+        return self.command[self.command.index("--dtype") + 1] if "--dtype" in self.command[:-1] else "?"
 
 
-def log_file(s: Settings | None = None) -> Path:
-    return (s or get_settings()).engine_dir / "engine.log"
+def _key(s: Settings, model: str | None) -> str:
+    return model or s.lm_model
+
+
+def _safe_name(served: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "-", served.replace("/", "--"))
+
+
+def engine_name(s: Settings, model: str | None = None) -> str:
+    """The folder name of a model's engine: its served name, made safe for a path (`org/name` → `org--name`)."""
+    return _safe_name(served_name(_key(s, model), s))
+
+
+def engine_folder(s: Settings | None = None, model: str | None = None) -> Path:
+    """`<cache>/engine/<served name>/`: one engine per base model, each with its own state and log."""
+    s = s or get_settings()
+    return s.engine_dir / engine_name(s, model)
+
+
+def _state_file(s: Settings, model: str | None = None) -> Path:
+    return engine_folder(s, model) / "state.json"
+
+
+def log_file(s: Settings | None = None, model: str | None = None) -> Path:
+    return engine_folder(s, model) / "engine.log"
+
+
+def _write_state(state: EngineState, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(state.model_dump_json(indent=2))
+    os.replace(tmp, path)
 
 
 def has_cuda() -> bool:
@@ -124,11 +167,25 @@ def port_free(host: str, port: int) -> bool:
         return True
 
 
-def pick_port(host: str, start: int = 8400, tries: int = 100) -> int:
+def pick_port(host: str, start: int = 8400, tries: int = 100, exclude: Collection[int] = ()) -> int:
+    """The first free port from `start`, skipping `exclude` (ports other engines recorded but may not bind yet)."""
     for port in range(start, start + tries):
-        if port_free(host, port):
+        if port not in exclude and port_free(host, port):
             return port
     raise EngineError(f"no free port on {host} in {start}..{start + tries - 1}")
+
+
+@contextmanager
+def _port_lock(s: Settings) -> Iterator[None]:
+    """Held from picking a port until the state file records it, so two engines starting at once never pick
+    the same one (vLLM binds its port only seconds after it starts)."""
+    s.engine_dir.mkdir(parents=True, exist_ok=True)
+    with (s.engine_dir / ".port.lock").open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _alive(pid: int) -> bool:
@@ -149,36 +206,91 @@ def healthy(base_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def read_state(s: Settings | None = None) -> EngineState | None:
-    s = s or get_settings()
+def _parse_state(path: Path) -> EngineState | None:
     try:
-        return EngineState.model_validate_json(_state_file(s).read_text())
+        return EngineState.model_validate_json(path.read_text())
     except (FileNotFoundError, ValueError):
         return None
 
 
-def status(s: Settings | None = None) -> EngineState | None:
-    """The running engine, if it is alive and healthy; clears stale state."""
+def _migrate_legacy(s: Settings) -> None:
+    """Before one engine per model there was one `<cache>/engine/state.json`: move a live one (and its log)
+    into its model's folder, drop a dead one."""
+    legacy = s.engine_dir / "state.json"
+    if not legacy.exists():
+        return
+    state = _parse_state(legacy)
+    if state is None or not _alive(state.pid):
+        legacy.unlink(missing_ok=True)
+        return
+    folder = s.engine_dir / _safe_name(state.served_model)
+    if (folder / "state.json").exists():
+        legacy.unlink(missing_ok=True)
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    if (s.engine_dir / "engine.log").exists():
+        os.replace(s.engine_dir / "engine.log", folder / "engine.log")  # the running engine keeps writing to it
+    os.replace(legacy, folder / "state.json")
+
+
+def read_state(s: Settings | None = None, model: str | None = None) -> EngineState | None:
     s = s or get_settings()
-    state = read_state(s)
+    _migrate_legacy(s)
+    return _parse_state(_state_file(s, model))
+
+
+def engines(s: Settings | None = None) -> list[EngineState]:
+    """Every engine whose process is alive (healthy or still starting), by served name; clears stale state."""
+    s = s or get_settings()
+    _migrate_legacy(s)
+    found = []
+    for path in sorted(s.engine_dir.glob("*/state.json")) if s.engine_dir.is_dir() else []:
+        state = _parse_state(path)
+        if state is None:
+            continue
+        if not _alive(state.pid):
+            path.unlink(missing_ok=True)
+            continue
+        found.append(state)
+    return found
+
+
+def status(s: Settings | None = None, model: str | None = None) -> EngineState | None:
+    """The engine of `model` (default: the program LM), if it is alive and healthy; clears stale state."""
+    s = s or get_settings()
+    state = read_state(s, model)
     if state is None:
         return None
     if not _alive(state.pid):
-        _state_file(s).unlink(missing_ok=True)
+        _state_file(s, model).unlink(missing_ok=True)
         return None
     return state if healthy(state.base_url) else None
 
 
-def log_tail(s: Settings | None = None, lines: int = 15) -> str:
+def _await_starting(s: Settings, model: str | None = None) -> EngineState | None:
+    """An engine of `model` that is alive but not yet healthy (started from another shell, say): wait for it
+    within its start timeout instead of starting a second one; stop it if it never answers."""
+    state = read_state(s, model)
+    if state is None or not _alive(state.pid):
+        return None
+    while time.time() < state.started_at + s.engine_start_timeout and _alive(state.pid):
+        if healthy(state.base_url, timeout=1.0):
+            return read_state(s, model) or state
+        time.sleep(1.0)
+    down(s, model)
+    return None
+
+
+def log_tail(s: Settings | None = None, model: str | None = None, lines: int = 15) -> str:
     try:
-        return "\n".join(log_file(s).read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(log_file(s, model).read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return ""
 
 
-def _last_error_line(s: Settings) -> str:
+def _last_error_line(s: Settings, model: str | None = None) -> str:
     """The most telling line of a failed start's log, for a one-line error."""
-    lines = [ln.strip() for ln in log_tail(s, 400).splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in log_tail(s, model, lines=400).splitlines() if ln.strip()]
     # The first "XxxError: message" is the root cause; later ones are vLLM re-raising it.
     for ln in lines:
         if m := re.search(r"\b(\w*(Error|Exception)): (.*)$", ln):
@@ -187,79 +299,140 @@ def _last_error_line(s: Settings) -> str:
 
 
 def build_command(python: Path, model: str, served: str, host: str, port: int, s: Settings,
-                  loras: dict[str, str]) -> list[str]:
+                  loras: dict[str, str], lora: bool | None = None) -> list[str]:
+    """vLLM's command line. LoRA is on when adapters are given, when `lora` asks for it, or (lora None) when
+    `DSPYC_ENGINE_ENABLE_LORA=true` forces it: on CPU it turns torch.compile off (1.7-2.6x slower per token)."""
     cmd = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", model,
            "--served-model-name", served, "--host", host, "--port", str(port),
            "--max-model-len", str(s.engine_max_model_len), "--dtype", engine_dtype(s),
            # Compact JSON only: with free whitespace a small model can pad a reply until max_tokens.
            "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}',
            "--disable-uvicorn-access-log", "--api-key", s.lm_api_key]
-    if s.engine_enable_lora or loras:
+    if loras or (lora if lora is not None else s.engine_enable_lora is True):
         cmd += ["--enable-lora", "--max-lora-rank", "64", "--max-loras", "4"]
     if loras:
         cmd += ["--lora-modules", *(f"{name}={path}" for name, path in sorted(loras.items()))]
     return cmd + shlex.split(s.engine_extra_args)
 
 
-def up(s: Settings | None = None, loras: dict[str, str] | None = None, quiet: bool = False) -> EngineState:
-    """Start the engine (or reuse a healthy one serving the same model) and wait until it answers."""
+def _want_lora(s: Settings, running: EngineState | None, loras: dict[str, str], lora: bool | None) -> bool:
+    if loras or lora is True or s.engine_enable_lora is True:
+        return True
+    if lora is False or running is None or not running.lora_enabled:
+        return False
+    # lora None keeps LoRA on a running engine; with DSPYC_ENGINE_ENABLE_LORA=false only while it serves adapters
+    return s.engine_enable_lora is None or bool(running.adapters)
+
+
+def up(s: Settings | None = None, model: str | None = None, loras: dict[str, str] | None = None,
+       lora: bool | None = None, quiet: bool = False) -> EngineState:
+    """Start the engine of `model` (a model key, folder or hub id; default: the program LM), or reuse a healthy
+    one started with the same command, and wait until it answers.
+
+    LoRA is on when `loras` are given, when `lora=True` asks for it, or (`lora=None`) when the running engine
+    already has it; an engine without LoRA asked to serve adapters is restarted with it (on its port, runtime
+    adapters reloaded). `lora=False` asks for an engine without LoRA unless `loras` are given."""
     s = s or get_settings()
-    loras = loras or {}
-    running = status(s)
-    if running is None and s.engine_port is not None and not port_free(s.engine_host, s.engine_port):
+    key = _key(s, model)
+    loras = dict(loras or {})
+    fixed_port = s.engine_port if key == s.lm_model else None  # DSPYC_ENGINE_PORT is the default model's
+    running = status(s, key) or _await_starting(s, key)
+    if running is None and fixed_port is not None and not port_free(s.engine_host, fixed_port):
         # before provisioning anything: a busy port is a setup mistake, not a reason to install vLLM
-        raise EngineError(f"port {s.engine_port} on {s.engine_host} is in use; free it or unset DSPYC_ENGINE_PORT to pick a free one")
-    served = served_name(s.lm_model, s)
-    model = resolve_lm(s.lm_model, s)
+        raise EngineError(f"port {fixed_port} on {s.engine_host} is in use; free it or unset DSPYC_ENGINE_PORT to pick a free one")
+    served = served_name(key, s)
+    resolved = resolve_lm(key, s)
     python = engine_python(s)
+    enable = _want_lora(s, running, loras, lora)
+    reload: dict[str, str] = {}
+    prev_port = None
     if running:
         # Reuse only an engine started with the same settings (port aside); otherwise restart it.
-        same = build_command(python, model, served, running.host, running.port, s, running.loras) == running.command
-        if same and running.served_model == served and set(loras) <= set(running.loras) | set(running.runtime_loras):
+        same = build_command(python, resolved, served, running.host, running.port, s, running.loras, enable) == running.command
+        if same and running.served_model == served and set(loras) <= set(running.adapters):
             return running
-        down(s)
+        if enable and not running.lora_enabled:
+            console.print(f"[yellow]restarting the {served} engine with LoRA to serve adapters[/yellow] "
+                          f"(on CPU LoRA turns torch.compile off)")
+        loras = {**running.loras, **loras} if enable else loras
+        reload = {n: p for n, p in running.runtime_loras.items() if n not in loras} if enable else {}
+        prev_port = running.port
+        down(s, key)
     host = s.engine_host
-    if s.engine_port is not None and not port_free(host, s.engine_port):
-        raise EngineError(f"port {s.engine_port} on {host} is in use; free it or unset DSPYC_ENGINE_PORT to pick a free one")
-    port = s.engine_port or pick_port(host)
-    cmd = build_command(python, model, served, host, port, s, loras)
-    s.engine_dir.mkdir(parents=True, exist_ok=True)
+    folder = engine_folder(s, key)
+    folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
            "VLLM_CPU_KVCACHE_SPACE": str(s.engine_kv_cache_gb), "HF_HUB_OFFLINE": "1",
            "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
-    with log_file(s).open("w") as log:
-        log.write("$ " + shlex.join(cmd) + "\n")
-        log.flush()
-        # A new session so the engine outlives this CLI process and `down` can kill its whole group.
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True)
-    state = EngineState(pid=proc.pid, host=host, port=port, model=model, served_model=served, loras=loras,
-                        started_at=time.time(), command=cmd)
-    tmp = _state_file(s).with_suffix(".tmp")
-    tmp.write_text(state.model_dump_json(indent=2))
-    os.replace(tmp, _state_file(s))
+    log_path = log_file(s, key)
+    with _port_lock(s):
+        if fixed_port is not None:
+            if not port_free(host, fixed_port):
+                raise EngineError(f"port {fixed_port} on {host} is in use; free it or unset DSPYC_ENGINE_PORT to pick a free one")
+            port = fixed_port
+        else:
+            taken = {st.port for st in engines(s) if st.host == host and _safe_name(st.served_model) != folder.name}
+            # a restart keeps its port, so LMs already pointing at it keep working
+            port = prev_port if prev_port and prev_port not in taken and port_free(host, prev_port) else pick_port(host, exclude=taken)
+        cmd = build_command(python, resolved, served, host, port, s, loras, enable)
+        with log_path.open("w") as log:
+            log.write("$ " + shlex.join(cmd) + "\n")
+            log.flush()
+            # A new session so the engine outlives this CLI process and `down` can kill its whole group.
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=env, start_new_session=True)
+        state = EngineState(pid=proc.pid, host=host, port=port, model=resolved, served_model=served, key=key,
+                            loras=loras, started_at=time.time(), command=cmd)
+        _write_state(state, _state_file(s, key))
     deadline = time.monotonic() + s.engine_start_timeout
-    with console.status(f"starting vLLM on {host}:{port} ({served}); log: {log_file(s)}") if not quiet else nullcontext():
+    with console.status(f"starting vLLM on {host}:{port} ({served}); log: {log_path}") if not quiet else nullcontext():
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                _state_file(s).unlink(missing_ok=True)
-                raise EngineError(f"vLLM exited with code {proc.returncode} during start: {_last_error_line(s)} "
-                                  f"(full log: {log_file(s)})")
+                _state_file(s, key).unlink(missing_ok=True)
+                raise EngineError(f"vLLM ({served}) exited with code {proc.returncode} during start: "
+                                  f"{_last_error_line(s, key)} (full log: {log_path})")
             if healthy(state.base_url, timeout=1.0):
                 if not quiet:
-                    console.print(f"[green]✓[/green] engine up at {state.base_url} (pid {proc.pid})")
+                    console.print(f"[green]✓[/green] engine up at {state.base_url} ({served}, pid {proc.pid}"
+                                  f"{', LoRA' if enable else ''})")
+                for name, path in reload.items():
+                    try:
+                        _load_adapter(state.base_url, name, path, s)
+                    except EngineError as exc:
+                        console.print(f"[yellow]{exc}[/yellow]")
+                        continue
+                    state.runtime_loras[name] = path
+                if reload:
+                    _write_state(state, _state_file(s, key))
                 return state
             time.sleep(1.0)
-    down(s)
-    raise EngineError(f"vLLM did not become healthy within {s.engine_start_timeout:.0f}s: {_last_error_line(s)} "
-                      f"(full log: {log_file(s)})")
+    down(s, key)
+    raise EngineError(f"vLLM ({served}) did not become healthy within {s.engine_start_timeout:.0f}s: "
+                      f"{_last_error_line(s, key)} (full log: {log_path})")
 
 
-def down(s: Settings | None = None, timeout: float = 30.0) -> bool:
-    """Stop the engine's process group; True if one was running."""
+def down(s: Settings | None = None, model: str | None = None, timeout: float = 30.0) -> bool:
+    """Stop the engine of `model` (default: the program LM) and its process group; True if one was running."""
     s = s or get_settings()
-    state = read_state(s)
-    _state_file(s).unlink(missing_ok=True)
+    _migrate_legacy(s)
+    return _stop(_state_file(s, model), timeout)
+
+
+def down_all(s: Settings | None = None, timeout: float = 30.0) -> list[str]:
+    """Stop every engine; returns the served names of those that were running."""
+    s = s or get_settings()
+    _migrate_legacy(s)
+    stopped = []
+    for path in sorted(s.engine_dir.glob("*/state.json")) if s.engine_dir.is_dir() else []:
+        state = _parse_state(path)
+        if _stop(path, timeout) and state:
+            stopped.append(state.served_model)
+    return stopped
+
+
+def _stop(state_path: Path, timeout: float) -> bool:
+    state = _parse_state(state_path)
+    state_path.unlink(missing_ok=True)
     if state is None or not _alive(state.pid):
         return False
     try:
@@ -278,29 +451,40 @@ def down(s: Settings | None = None, timeout: float = 30.0) -> bool:
     return True
 
 
-def ensure(s: Settings | None = None) -> str:
-    """The OpenAI-compatible base URL to talk to: `DSPYC_LM_URL` if set, else the local engine (started)."""
+def ensure(s: Settings | None = None, model: str | None = None, lora: bool = False) -> str:
+    """The OpenAI-compatible base URL serving `model` (default: the program LM): `DSPYC_LM_URL` for the program
+    LM when set, else the model's local engine (started; with LoRA when `lora`)."""
     s = s or get_settings()
-    if s.lm_url:
+    key = _key(s, model)
+    if s.lm_url and key == s.lm_model:
         return s.lm_url.rstrip("/")
-    return up(s).base_url
+    return up(s, key, lora=True if lora else None).base_url
 
 
-def load_lora(name: str, path: str | Path, s: Settings | None = None) -> None:
-    """Load a LoRA adapter into the running engine without a restart."""
-    s = s or get_settings()
-    base = ensure(s)
-    r = httpx.post(f"{base}/load_lora_adapter", json={"lora_name": name, "lora_path": str(path)},
+def _load_adapter(base_url: str, name: str, path: str | Path, s: Settings) -> None:
+    r = httpx.post(f"{base_url}/load_lora_adapter", json={"lora_name": name, "lora_path": str(path)},
                    headers={"Authorization": f"Bearer {s.lm_api_key}"}, timeout=120)
     if r.status_code >= 400 and "already" not in r.text:
         raise EngineError(f"engine refused LoRA adapter {name!r}: {r.text[:200]}")
-    state = read_state(s)
-    if state is not None:
+
+
+def load_lora(name: str, path: str | Path, s: Settings | None = None, model: str | None = None) -> str:
+    """Load a LoRA adapter into the engine of its base `model` (default: the program LM) without a restart,
+    starting that engine, or restarting it with LoRA, if needed. Returns the engine's base URL."""
+    s = s or get_settings()
+    key = _key(s, model)
+    if s.lm_url and key == s.lm_model:  # a remote program LM: its server loads the adapter
+        base = s.lm_url.rstrip("/")
+        _load_adapter(base, name, path, s)
+        return base
+    state = up(s, key, lora=True)
+    if name not in state.adapters:
+        _load_adapter(state.base_url, name, path, s)
         # Not `loras`: those are in the start command, and a mismatch there makes `up` restart the engine.
-        state.runtime_loras[name] = str(path)
-        tmp = _state_file(s).with_suffix(".tmp")
-        tmp.write_text(state.model_dump_json(indent=2))
-        os.replace(tmp, _state_file(s))
+        current = read_state(s, key) or state
+        current.runtime_loras[name] = str(path)
+        _write_state(current, _state_file(s, key))
+    return state.base_url
 
 
 def state_json(state: EngineState | None) -> str:

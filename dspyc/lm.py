@@ -23,35 +23,40 @@ def _served_models(base_url: str, api_key: str) -> list[str]:
     return [m["id"] for m in r.json().get("data", [])]
 
 
-def build_lm(settings: Settings | None = None, *, model: str | None = None, **overrides) -> dspy.LM:
+def build_lm(settings: Settings | None = None, *, model: str | None = None, adapter: str | None = None,
+             **overrides) -> dspy.LM:
     """Build the LM the settings describe.
 
-    `model` picks another name on the same server, e.g. a LoRA adapter the engine serves.
-    `overrides` are LM defaults (temperature, max_tokens, cache, ...).
+    `model` is a model key, folder or hub id (None: the program LM, `lm_model`) whose engine serves the calls;
+    `adapter` is a LoRA adapter that engine serves (load it first with `engine.load_lora(..., model=model)`),
+    so the call goes to `openai/<adapter>`. `overrides` are LM defaults (temperature, max_tokens, cache, ...).
     """
     s = settings or get_settings()
+    key = model or s.lm_model
     kwargs = dict(temperature=s.temperature, max_tokens=s.max_tokens, num_retries=2) | overrides
     if s.lm_backend not in BACKENDS:
         raise DspycError(f"unknown lm_backend {s.lm_backend!r}: choose one of {', '.join(BACKENDS)}")
     if s.lm_backend in ("engine", "url"):
-        base = engine.ensure(s)
-        if s.lm_backend == "url":
-            served, wanted = _served_models(base, s.lm_api_key), served_name(s.lm_model, s)
+        base = engine.ensure(s, key, lora=adapter is not None)
+        if s.lm_backend == "url" and key == s.lm_model:
+            served, wanted = _served_models(base, s.lm_api_key), served_name(key, s)
             # The configured model if the server has it, else whatever it serves.
-            name = model or (wanted if wanted in served else served[0] if served else None)
+            name = adapter or (wanted if wanted in served else served[0] if served else None)
             if name is None:
                 raise DspycError(f"LM server at {base} serves no models")
         else:
-            name = model or served_name(s.lm_model, s)
+            name = adapter or served_name(key, s)
         # openai/ talks the plain chat-completions wire to any compatible server (vLLM included).
         return dspy.LM(f"openai/{name}", api_base=base, api_key=s.lm_api_key, **kwargs)
     if s.lm_backend == "transformers":
         from dspyc.inprocess import TransformersEngine
 
-        name = served_name(s.lm_model, s)
+        if adapter is not None:
+            raise DspycError(f"LoRA adapter {adapter!r} needs the engine (vLLM) backend, not lm_backend=transformers")
+        name = served_name(key, s)
         kwargs.pop("num_retries")
-        return dspy.LM(f"transformers/{name}", engine=TransformersEngine(resolve_lm(s.lm_model, s), name), **kwargs)
-    return dspy.LM(model or s.lm_model, **kwargs)
+        return dspy.LM(f"transformers/{name}", engine=TransformersEngine(resolve_lm(key, s), name), **kwargs)
+    return dspy.LM(adapter or key, **kwargs)
 
 
 def configure(settings: Settings | None = None, **overrides) -> dspy.LM:

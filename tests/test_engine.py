@@ -1,4 +1,6 @@
+import os
 import socket
+import subprocess
 
 import httpx
 import pytest
@@ -32,19 +34,139 @@ def test_command_has_lora_and_loopback(tmp_path):
     assert cmd[cmd.index("--lora-modules") + 1] == "tone=/a"
 
 
-def test_status_clears_stale_state(tmp_path):
-    s = Settings(cache_dir=tmp_path)
+def test_lora_only_when_adapters_or_asked(tmp_path):
+    auto, forced, never = (Settings(cache_dir=tmp_path, engine_enable_lora=v) for v in (None, True, False))
+    cmd = lambda s, loras={}, lora=None: engine.build_command(tmp_path / "py", "/m", "m", "127.0.0.1", 8400, s, loras, lora)  # noqa: E731
+    assert "--enable-lora" not in cmd(auto)  # torch.compile stays on for engines serving no adapters
+    assert "--enable-lora" in cmd(auto, lora=True) and "--enable-lora" in cmd(auto, {"t": "/a"})
+    assert "--enable-lora" in cmd(forced) and "--enable-lora" not in cmd(never)
+    assert "--enable-lora" in cmd(never, {"t": "/a"})
+
+
+def test_each_model_has_its_own_state_and_log(tmp_path):
+    s = Settings(cache_dir=tmp_path, lm_model="smollm2-135m-instruct")
+    assert engine.log_file(s) == tmp_path / "engine" / "smollm2-135m-instruct" / "engine.log"
+    assert engine._state_file(s, "other-model") == tmp_path / "engine" / "other-model" / "state.json"
+    assert engine.engine_folder(s, "org/name") == tmp_path / "engine" / "org--name"  # a hub id
+    engine.log_file(s, "other-model").parent.mkdir(parents=True)
+    engine.log_file(s, "other-model").write_text("a\nb\nc\n")
+    assert engine.log_tail(s, "other-model", lines=2) == "b\nc" and engine.log_tail(s) == ""
+
+
+def _write_state(s, model, pid, port, **kw):
+    path = engine._state_file(s, model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(engine.EngineState(pid=pid, host="127.0.0.1", port=port, model=f"/models/{model}", key=model,
+                                       served_model=model, started_at=0, **kw).model_dump_json())
+    return path
+
+
+def test_status_and_engines_clear_stale_state(tmp_path):
+    s = Settings(cache_dir=tmp_path, lm_model="m")
+    stale = _write_state(s, "m", 2**22 + 7, 1)
+    assert engine.status(s) is None and not stale.exists()
+    stale = _write_state(s, "dead", 2**22 + 7, 2)
+    live = _write_state(s, "live", os.getpid(), 3)
+    assert [st.served_model for st in engine.engines(s)] == ["live"]
+    assert not stale.exists() and live.exists()
+
+
+def test_legacy_single_engine_state_moves_to_its_model_folder(tmp_path):
+    s = Settings(cache_dir=tmp_path, lm_model="m")
     s.engine_dir.mkdir(parents=True)
-    (s.engine_dir / "state.json").write_text(engine.EngineState(pid=2**22 + 7, host="127.0.0.1", port=1, model="m",
+    (s.engine_dir / "state.json").write_text(engine.EngineState(pid=os.getpid(), host="127.0.0.1", port=1, model="/x",
                                                                  served_model="m", started_at=0).model_dump_json())
-    assert engine.status(s) is None and not (s.engine_dir / "state.json").exists()
+    (s.engine_dir / "engine.log").write_text("old\n")
+    assert engine.read_state(s).port == 1 and engine.log_tail(s) == "old"
+    assert not (s.engine_dir / "state.json").exists()
 
 
 def test_failed_start_reports_root_cause_from_log(tmp_path):
     s = Settings(cache_dir=tmp_path)
-    s.engine_dir.mkdir(parents=True)
+    engine.log_file(s).parent.mkdir(parents=True)
     engine.log_file(s).write_text("INFO ok\nERROR ValueError: Available memory is low\nRuntimeError: Engine core initialization failed\n")
     assert engine._last_error_line(s) == "ValueError: Available memory is low"
+
+
+@pytest.fixture
+def fake_vllm(tmp_path, monkeypatch):
+    """`engine.up` without vLLM: each engine is a `sleep` in its own session (so `down` kills a real process
+    group), always healthy; models resolve to fake paths and adapter loads are recorded."""
+    real_popen = subprocess.Popen
+    loaded = []
+    monkeypatch.setattr(engine, "resolve_lm", lambda name, s=None: f"/models/{name}")
+    monkeypatch.setattr(engine, "engine_python", lambda s=None, install=True: tmp_path / "venv" / "python")
+    monkeypatch.setattr(engine, "healthy", lambda url, timeout=2.0: True)
+    monkeypatch.setattr(engine.subprocess, "Popen", lambda cmd, **kw: real_popen(["sleep", "120"], **kw))
+    monkeypatch.setattr(engine, "_load_adapter", lambda base, name, path, s: loaded.append((base, name, str(path))))
+    s = Settings(cache_dir=tmp_path / "cache", lm_model="program-lm", engine_port=None)
+    yield s, loaded
+    engine.down_all(s, timeout=5)
+
+
+def test_two_engines_get_their_own_ports_and_lora_only_where_adapters_are(fake_vllm):
+    s, loaded = fake_vllm
+    program = engine.up(s, quiet=True)
+    student_base = engine.up(s, "student-base", quiet=True)
+    assert program.port != student_base.port  # the first engine's port is excluded though nothing binds it yet
+    assert program.key == "program-lm" and student_base.key == "student-base"
+    assert not program.lora_enabled and not student_base.lora_enabled
+    assert engine.up(s, quiet=True).pid == program.pid  # same command: reused
+    assert engine.ensure(s, "student-base") == student_base.base_url
+    assert [st.served_model for st in engine.engines(s)] == ["program-lm", "student-base"]
+
+
+def test_load_lora_restarts_an_engine_without_lora_on_its_port(fake_vllm, capsys):
+    s, loaded = fake_vllm
+    before = engine.up(s, "student-base", quiet=True)
+    base = engine.load_lora("tone-abc", "/adapters/tone", s, model="student-base")
+    after = engine.status(s, "student-base")
+    assert after.pid != before.pid and after.port == before.port and after.lora_enabled  # restarted with LoRA
+    assert "restarting the student-base engine with LoRA" in capsys.readouterr().err
+    assert base == after.base_url and loaded == [(base, "tone-abc", "/adapters/tone")]
+    assert after.runtime_loras == {"tone-abc": "/adapters/tone"} and after.adapters == ["tone-abc"]
+    # an engine that has LoRA is reused, not restarted, to add an adapter; asking it without lora keeps LoRA on
+    engine.load_lora("tone-def", "/adapters/tone2", s, model="student-base")
+    assert engine.up(s, "student-base", quiet=True).pid == after.pid
+    assert engine.status(s, "student-base").adapters == ["tone-abc", "tone-def"]
+    assert engine.read_state(s) is None  # the program LM's engine was never started
+
+
+def test_engine_port_setting_is_the_default_models_only(fake_vllm):
+    s, _ = fake_vllm
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    s = s.model_copy(update={"engine_port": port})
+    assert engine.up(s, quiet=True).port == port
+    assert engine.up(s, "student-base", quiet=True).port != port
+
+
+def test_cli_status_lists_every_engine(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from dspyc import cli
+    from dspyc.settings import get_settings
+
+    runner = CliRunner()
+    monkeypatch.setenv("DSPYC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("DSPYC_LM_MODEL", "qwen-x")
+    monkeypatch.setenv("COLUMNS", "250")
+    get_settings.cache_clear()
+    try:
+        assert runner.invoke(cli.app, ["engine", "status"]).exit_code == 1  # none runs
+        s = get_settings()
+        _write_state(s, "qwen-x", os.getpid(), 1)
+        _write_state(s, "smol-y", os.getpid(), 2, loras={"tone-abc": "/a"},
+                     command=["py", "--dtype", "float32", "--enable-lora"])
+        r = runner.invoke(cli.app, ["engine", "status"])
+        assert r.exit_code == 0, r.output
+        rows = [ln for ln in r.output.splitlines() if "127.0.0.1" in ln]
+        assert len(rows) == 2 and "qwen-x (program LM)" in rows[0] and "off" in rows[0]
+        assert "smol-y" in rows[1] and " on " in rows[1] and "tone-abc" in rows[1] and "float32" in rows[1]
+        assert runner.invoke(cli.app, ["engine", "status", "nope"]).exit_code == 1
+    finally:
+        get_settings.cache_clear()
 
 
 def test_unreachable_url_is_a_one_line_error():
@@ -52,6 +174,28 @@ def test_unreachable_url_is_a_one_line_error():
 
     with pytest.raises(DspycError, match="unreachable"):
         build_lm(Settings(lm_url="http://127.0.0.1:9/v1"))
+
+
+def test_build_lm_calls_the_engine_of_its_model_and_adapter(tmp_path, monkeypatch):
+    from dspyc.lm import build_lm
+
+    calls = []
+    monkeypatch.setattr(engine, "ensure", lambda s, model=None, lora=False: calls.append((model, lora)) or f"http://{model}/v1")
+    s = Settings(cache_dir=tmp_path, lm_model="qwen-x")
+    assert build_lm(s).model == "openai/qwen-x"
+    lm = build_lm(s, model="smol-y", adapter="tone-abc")
+    assert lm.model == "openai/tone-abc" and lm.kwargs.get("api_base", "http://smol-y/v1") == "http://smol-y/v1"
+    assert calls == [("qwen-x", False), ("smol-y", True)]  # LoRA is asked only for the adapter's engine
+    remote = Settings(cache_dir=tmp_path, lm_model="qwen-x", lm_url="http://remote:9/v1")
+    assert build_lm(remote, model="smol-y", adapter="tone-abc").model == "openai/tone-abc"  # a local engine still
+
+
+def test_ensure_honours_lm_url_for_the_program_lm_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(engine, "up", lambda s, model=None, lora=None, quiet=False: engine.EngineState(
+        pid=1, host="127.0.0.1", port=8401, model="/m", served_model=model, started_at=0))
+    s = Settings(cache_dir=tmp_path, lm_model="qwen-x", lm_url="http://remote:9/v1/")
+    assert engine.ensure(s) == "http://remote:9/v1"
+    assert engine.ensure(s, "smol-y") == "http://127.0.0.1:8401/v1"
 
 
 def test_unknown_backend_is_refused():
@@ -65,7 +209,8 @@ def test_unknown_backend_is_refused():
 def test_engine_serves_and_is_reused(live_engine):
     s = Settings()
     assert engine.healthy(live_engine.base_url)
-    assert engine.up(s, quiet=True).pid == live_engine.pid  # healthy engine reused, not restarted
+    running = engine.status(s)  # live_engine's, or its restart with LoRA by an earlier distillation test
+    assert running.port == live_engine.port and engine.up(s, quiet=True).pid == running.pid  # reused, not restarted
     r = httpx.get(f"{live_engine.base_url}/models", headers={"Authorization": f"Bearer {s.lm_api_key}"})
     assert live_engine.served_model in [m["id"] for m in r.json()["data"]]
 

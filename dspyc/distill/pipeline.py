@@ -168,9 +168,9 @@ def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None
         if adapter is None:
             continue
         name = S.lora_name(program, adapter)
-        engine.load_lora(name, adapter, s)
-        systems[stage] = evaluate_system(f"{stage} · {eval_split}", student_module, build_lm(s, model=name, temperature=0.0),
-                                         held_out, spec, eval_threads)
+        engine.load_lora(name, adapter, s, model=sft.base_model)  # the base model's engine, with LoRA
+        student_lm = build_lm(s, model=sft.base_model, adapter=name, temperature=0.0)
+        systems[stage] = evaluate_system(f"{stage} · {eval_split}", student_module, student_lm, held_out, spec, eval_threads)
 
     # 5. Student versions in the artifact store (adapter files, never a merged model), tracked like compiles.
     versions = {}

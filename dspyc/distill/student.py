@@ -1,6 +1,6 @@
 """Student artifacts: a LoRA adapter stored as a version of its program (manifest kind "student"), served by
-the running vLLM engine as a LoRA module (loaded at runtime, never merged), with the program's predictors
-pointed at it."""
+the vLLM engine of its base model as a LoRA module (loaded at runtime, never merged), with the program's
+predictors pointed at it."""
 
 from __future__ import annotations
 
@@ -29,22 +29,28 @@ def student_info(manifest: artifacts.Manifest) -> dict[str, Any]:
     return info
 
 
+def base_model(manifest: artifacts.Manifest) -> str:
+    """The model key the adapter was trained on (the SFT recipe's `base_model`): its engine serves the student."""
+    return student_info(manifest).get("base_model") or manifest.lm.model
+
+
 def serve(manifest: artifacts.Manifest, s: Settings | None = None) -> str:
-    """Load the student's adapter into the running engine (no restart); returns the served model name."""
+    """Load the student's adapter into its base model's engine (started, or restarted with LoRA, if needed;
+    an engine that has LoRA is never restarted to add one); returns the adapter's served name."""
     s = s or get_settings()
     info = student_info(manifest)
     path = artifacts.program_dir(manifest.program, s) / str(manifest.version) / info.get("adapter", ADAPTER_DIR)
-    engine.load_lora(info["lora_name"], path, s)
+    engine.load_lora(info["lora_name"], path, s, model=base_model(manifest))
     return info["lora_name"]
 
 
 def attach(module: dspy.Module, manifest: artifacts.Manifest, s: Settings | None = None, **lm_overrides) -> dspy.Module:
-    """Point every predictor of a loaded student program at its adapter in the engine."""
+    """Point every predictor of a loaded student program at its adapter in its base model's engine."""
     from dspyc.lm import build_lm
 
     s = s or get_settings()
     name = serve(manifest, s)
-    module.set_lm(build_lm(s, model=name, **lm_overrides))
+    module.set_lm(build_lm(s, model=base_model(manifest), adapter=name, **lm_overrides))
     return module
 
 

@@ -1,4 +1,5 @@
-"""`dspyc serve`: the engine with every registered LoRA student, then the program server on uvicorn."""
+"""`dspyc serve`: the engines the served versions need (one per model, LoRA only where students are served,
+their adapters loaded), then the program server on uvicorn."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from dspyc.settings import Settings, get_settings
 console = Console(stderr=True)
 
 
-def student_adapters(s: Settings) -> dict[str, Path]:
+def student_adapters(s: Settings, model: str | None = None) -> dict[str, Path]:
     """LoRA adapters in the artifact store: versions whose manifest says `kind: student`, under the name
-    `dspyc distill` gave them (`config.student.lora_name`), else `<program>-v<version>`."""
+    `dspyc distill` gave them (`config.student.lora_name`), else `<program>-v<version>`. With `model`, only
+    the students of that base model (`config.student.base_model`, else `lm.model`)."""
     found: dict[str, Path] = {}
     root = s.artifacts_dir
     for manifest_file in sorted(root.glob("*/*/manifest.json")) if root.is_dir() else []:
@@ -31,6 +33,8 @@ def student_adapters(s: Settings) -> dict[str, Path]:
             continue
         # dspyc.distill records the engine's name for the adapter as config.student.lora_name
         student = (m.get("config") or {}).get("student") or {}
+        if model is not None and (student.get("base_model") or (m.get("lm") or {}).get("model")) != model:
+            continue
         name = student.get("lora_name") or f"{m.get('program')}-v{m.get('version')}"
         if student.get("adapter") and (folder / student["adapter"] / "adapter_config.json").exists():
             configs = [folder / student["adapter"] / "adapter_config.json"]
@@ -38,20 +42,42 @@ def student_adapters(s: Settings) -> dict[str, Path]:
     return found
 
 
-def prepare_engine(s: Settings) -> None:
-    """Start (or reuse) the engine and load every student into it at runtime: the shared engine is never
-    restarted just to add an adapter."""
+def engine_plan(s: Settings) -> dict[str, bool]:
+    """{model: serves adapters} for the versions at the served alias: the engines `dspyc serve` needs. A version
+    that does not resolve is left to the pool, which reports it on /readyz."""
+    from dspyc import artifacts, registry
+    from dspyc.serve.pool import serving_model
+
+    plan: dict[str, bool] = {}
+    for name in registry.available():
+        try:
+            manifest = artifacts.read_manifest(name, artifacts.resolve_version(name, s.serve_alias, s), s, verify=False)
+        except Exception:  # noqa: BLE001 - the pool loads it again and keeps the error
+            continue
+        model = serving_model(manifest, s) or s.lm_model
+        plan[model] = plan.get(model, False) or manifest.kind == "student"
+    return plan
+
+
+def prepare_engine(s: Settings) -> dict[str, str]:
+    """Start (or reuse) one engine per model the served versions need, with LoRA only where students are
+    served, and load every stored student of that base model into it at runtime (an engine with LoRA is
+    never restarted to add an adapter). Returns {model: base URL}."""
     from dspyc import engine
 
     if s.lm_backend not in ("engine", "url"):
-        return
-    base = engine.ensure(s)
-    students = student_adapters(s)
-    if students and s.lm_backend == "engine":
-        for name, path in students.items():  # runtime loading: the shared engine is never restarted for this
-            engine.load_lora(name, path, s)
-        console.print(f"[dim]students loaded into the engine: {', '.join(students)}[/dim]")
-    console.print(f"[dim]LM upstream: {base}[/dim]")
+        return {}
+    upstreams: dict[str, str] = {}
+    for model, lora in engine_plan(s).items():
+        upstreams[model] = engine.ensure(s, model, lora=lora)
+        if lora and not (s.lm_url and model == s.lm_model):
+            students = student_adapters(s, model)
+            for name, path in students.items():
+                engine.load_lora(name, path, s, model=model)
+            console.print(f"[dim]students loaded into the {model} engine: {', '.join(students) or 'none'}[/dim]")
+    for model, base in upstreams.items():
+        console.print(f"[dim]LM upstream for {model}: {base}[/dim]")
+    return upstreams
 
 
 def serve(host: str | None = None, port: int | None = None, dev: bool = False, alias: str | None = None,

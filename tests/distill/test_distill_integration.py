@@ -51,12 +51,13 @@ def test_students_are_versions_with_adapter_datasets_and_scores(distilled):
 
 
 def test_served_adapter_answers_differently_from_the_base_model(distilled):
-    from dspyc.distill.student import load_student, serve
+    from dspyc.distill.student import base_model, load_student, serve
 
     result, s = distilled
     m = artifacts.read_manifest("tone", result["versions"]["dpo"], s)
     name = serve(m, s)
-    state = engine.status(s)
+    state = engine.status(s, base_model(m))  # the student's base model's engine, with LoRA on
+    assert state.lora_enabled and name in state.adapters
     models = httpx.get(f"{state.base_url}/models", headers={"Authorization": f"Bearer {s.lm_api_key}"}).json()
     assert name in [x["id"] for x in models["data"]]
     prompt = json.loads((artifacts.program_dir("tone", s) / str(m.version) / "sft.jsonl").read_text().splitlines()[0])["prompt"]

@@ -266,3 +266,48 @@ def test_student_adapters_are_found_in_the_store(serve_settings):
     (root / "rag" / "1").mkdir(parents=True)
     (root / "rag" / "1" / "manifest.json").write_text(json.dumps({"program": "rag", "version": 1, "kind": "program"}))
     assert student_adapters(serve_settings) == {"tone-abc": v / "adapter"}
+
+
+def _manifest(kind: str, backend: str, model: str, base: str | None = None):
+    from types import SimpleNamespace
+
+    student = {"lora_name": "tone-abc", "base_model": base} if kind == "student" else None
+    return SimpleNamespace(program="tone", version=1, kind=kind, lm=SimpleNamespace(backend=backend, model=model),
+                           config={"student": student} if student else {})
+
+
+def test_each_version_routes_to_the_engine_of_its_model(serve_settings):
+    from dspyc.serve.pool import serving_model
+
+    s = serve_settings.model_copy(update={"lm_model": "qwen-x"})
+    assert serving_model(_manifest("program", "engine", "smol-y"), s) == "smol-y"  # compiled on another model
+    assert serving_model(_manifest("program", "url", "remote"), s) is None  # the program LM (DSPYC_LM_*)
+    assert serving_model(_manifest("student", "engine", "smol-y", base="smol-z"), s) == "smol-z"  # its base model
+    assert serving_model(_manifest("program", "engine", "smol-y"), s.model_copy(update={"lm_backend": "transformers"})) is None
+
+
+def test_serve_starts_only_the_engines_it_needs_and_lora_only_for_students(serve_settings, monkeypatch):
+    from dspyc import artifacts, engine, registry
+    from dspyc.serve import server
+
+    s = serve_settings.model_copy(update={"lm_model": "qwen-x", "serve_alias": "latest"})
+    root = s.artifacts_dir
+    for program, version, base in (("tone", 2, "smol-y"), ("other", 1, "tiny-z")):
+        v = root / program / str(version)
+        (v / "adapter").mkdir(parents=True)
+        (v / "adapter" / "adapter_config.json").write_text("{}")
+        (v / "manifest.json").write_text(json.dumps({"program": program, "version": version, "kind": "student",
+                                                     "config": {"student": {"lora_name": f"{program}-a", "adapter": "adapter",
+                                                                            "base_model": base}}}))
+    assert server.student_adapters(s, "smol-y") == {"tone-a": root / "tone" / "2" / "adapter"}
+    served = {"rag": _manifest("program", "engine", "qwen-x"), "agent": _manifest("program", "url", "remote"),
+              "tone": _manifest("student", "engine", "smol-y", base="smol-y")}
+    monkeypatch.setattr(registry, "available", lambda: list(served) + ["broken"])
+    monkeypatch.setattr(artifacts, "resolve_version", lambda name, tag, s=None: 1)
+    monkeypatch.setattr(artifacts, "read_manifest", lambda name, version, s=None, verify=True: served[name])
+    calls = []
+    monkeypatch.setattr(engine, "ensure", lambda s, model=None, lora=False: calls.append(("ensure", model, lora)) or f"http://{model}")
+    monkeypatch.setattr(engine, "load_lora", lambda name, path, s, model=None: calls.append(("load", name, model)))
+    assert server.prepare_engine(s) == {"qwen-x": "http://qwen-x", "smol-y": "http://smol-y"}
+    # the program LM without LoRA, the student's base with it and its stored adapters; tiny-z is not served
+    assert calls == [("ensure", "qwen-x", False), ("ensure", "smol-y", True), ("load", "tone-a", "smol-y")]
