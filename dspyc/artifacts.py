@@ -60,6 +60,16 @@ class Manifest(BaseModel):
     kind: str = "program"  # "program" or "student" (a LoRA adapter)
     trials: list[float] = []  # the optimizer's score per trial, in order, where it exposes trials
     trained_on: list[str] = []  # ids of train, dev and anything else learned from: never in a later held-out comparison
+    # "compiled", or "uncompiled" when the compiled program scored below the uncompiled one on dev: program.json
+    # then holds the uncompiled program's state (both score sets stay under metrics)
+    kept: str = "compiled"
+    split_ids: dict[str, str] = {}  # split -> hash of the example ids evaluated on it: same hash, same examples
+
+    def score(self, split: str = "dev", metric: str = "metric") -> float | None:
+        """The kept program's score on a split (None when not measured)."""
+        which = "baseline" if self.kept == "uncompiled" else "compiled"
+        value = self.metrics.get(which, {}).get(split, {}).get(metric)
+        return float(value) if isinstance(value, (int, float)) else None
 
 
 def sha256_file(path: Path) -> str:
@@ -172,6 +182,7 @@ def build_version(ref: str, data: str | None = None, s: Settings | None = None) 
     """The compiled module of `ref` (not yet given an LM), its manifest, and the dataset it was built over:
     the one it was compiled on, or `data` (retrieval then indexes that corpus)."""
     from dspyc import registry
+    from dspyc.data import apply_split_config
 
     s = s or get_settings()
     name, tag = parse_ref(ref)
@@ -188,6 +199,7 @@ def build_version(ref: str, data: str | None = None, s: Settings | None = None) 
                           f"the data now has {dataset.version}", stacklevel=2)
     else:
         dataset = spec.load_data(data, manifest.seed)
+    apply_split_config(dataset, manifest.config, manifest.seed)  # the split sizes it was compiled with (--set test=60)
     module = spec.build(dataset, manifest.config)
     module.load(str(program_dir(name, s) / str(version) / PROGRAM_FILE))
     module.dspyc_manifest = manifest

@@ -9,15 +9,15 @@ import time
 from typing import Any
 
 import httpx
-from rich.console import Console
 from rich.table import Table
 
 from dspyc import engine
 from dspyc.artifacts import now_iso, write_json_atomic
+from dspyc.console import console as make_console
 from dspyc.models import resolve_lm, served_name
 from dspyc.settings import Settings, get_settings
 
-console = Console()
+console = make_console()
 PROMPTS = ["Write a short paragraph about the history of {}.", "Explain to a child what {} is.",
            "List three facts about {}.", "Describe {} in a few sentences."]
 TOPICS = ["Paris", "the ocean", "volcanoes", "computers", "music", "the moon", "trees", "bicycles"]

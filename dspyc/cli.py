@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
+from dspyc.console import console as make_console
 from dspyc.errors import DspycError
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -19,8 +19,8 @@ data_app = typer.Typer(help="Datasets: add labelled rows as a new version, prepa
 app.add_typer(models_app, name="models")
 app.add_typer(engine_app, name="engine")
 app.add_typer(data_app, name="data")
-err = Console(stderr=True, soft_wrap=True)
-out = Console()
+err = make_console(stderr=True, soft_wrap=True)
+out = make_console()
 
 
 @models_app.command("pull")
@@ -149,7 +149,8 @@ def compile_(program: Annotated[str, typer.Argument(help="A program in programs/
              seed: Annotated[int, typer.Option(help="Seed for splits and optimizers.")] = 0,
              token_budget: Annotated[Optional[int], typer.Option(help="Stop cleanly once this many tokens were used.")] = None,
              set_: Annotated[Optional[list[str]], typer.Option("--set", help="Program config KEY=VALUE (YAML value), "
-                                                               "e.g. --set hops=1 --set sources='[wiki]'.")] = None):
+                                                               "e.g. --set hops=1 --set sources='[wiki]'; --set train=N, "
+                                                               "dev=N, test=N set the split sizes.")] = None):
     """Compile a program: baseline on dev → optimize on train → dev and test → versioned artifact."""
     from dspyc.compiler import compile_program
 
@@ -174,11 +175,16 @@ def parse_overrides(pairs: list[str]) -> dict:
 @app.command("eval")
 def eval_(ref: Annotated[str, typer.Argument(help="PROGRAM[@VERSION|@ALIAS], e.g. rag, rag@3, rag@champion.")],
           data: Annotated[Optional[str], typer.Option(help="Dataset name or folder (default: the one compiled on).")] = None,
-          split: Annotated[str, typer.Option(help="train, dev, test or all.")] = "test"):
-    """Evaluate a compiled version on any dataset folder, without compiling."""
+          split: Annotated[str, typer.Option(help="train, dev, test or all.")] = "test",
+          uncompiled: Annotated[bool, typer.Option("--uncompiled", help="Score the uncompiled program instead (PROGRAM: "
+                                                   "its default config; PROGRAM@VERSION: that version's config).")] = False,
+          with_baseline: Annotated[bool, typer.Option("--with-baseline", help="Score the version and its uncompiled "
+                                                      "program on the same examples: both, and the difference with "
+                                                      "its paired-bootstrap 95% interval.")] = False):
+    """Evaluate a compiled version, or the uncompiled program, on any dataset folder without compiling."""
     from dspyc.compiler import evaluate_version
 
-    evaluate_version(ref, data=data, split=split)
+    evaluate_version(ref, data=data, split=split, uncompiled=uncompiled, with_baseline=with_baseline)
 
 
 @app.command("eval-retrieval")
@@ -247,7 +253,7 @@ def promote(program: Annotated[str, typer.Argument(help="A program, e.g. rag.")]
     """Move an alias (default `champion`) to a version; `dspyc.load("rag@champion")` and the server follow it."""
     from dspyc.tracking import promote as run
 
-    previous = run(program, version, alias=alias, reason="manual")
+    previous = run(program, version, alias=alias, reason="manual")  # warns (stderr) if its dev score is lower
     out.print(f"{program}@{alias}: {previous if previous is not None else 'none'} → {version}")
 
 

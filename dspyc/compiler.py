@@ -16,18 +16,21 @@ from typing import Any
 import dspy
 from dspy.utils.callback import BaseCallback
 from dspy.utils.usage_tracker import UsageTracker
-from rich.console import Console
 from rich.table import Table
 
 from dspyc import artifacts, registry
+from dspyc.console import console as make_console
+from dspyc.data import SPLIT_KEYS, apply_split_config
 from dspyc.errors import DspycError
 from dspyc.lm import configure
 from dspyc.models import served_name
 from dspyc.optimizers import build_optimizer, load_recipe
 from dspyc.settings import Settings, get_settings
+from dspyc.stats import format_delta, paired_delta
 
-console = Console()
-EVALUATION_FILE = "evaluation.jsonl"  # per-example rows of the compiled program on dev and test
+console = make_console()
+EVALUATION_FILE = "evaluation.jsonl"  # per-example rows of the kept program on dev and test
+OTHER_EVALUATION_FILE = "evaluation_{which}.jsonl"  # the same for the program not kept (compiled or uncompiled)
 
 
 class BudgetExceeded(DspycError):
@@ -155,10 +158,13 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
                     token_budget: int | None = None, s: Settings | None = None, skip_test: bool = False,
                     config: dict[str, Any] | None = None, sizes: tuple[int, int, int] | None = None,
                     lm_overrides: dict[str, Any] | None = None, save: bool = True,
-                    warm_start: Path | None = None) -> artifacts.Manifest:
-    """Compile `name` with a recipe. `sizes` overrides the (train, dev, test) split sizes; `save=False` is for
-    benchmarks; `warm_start` is a program.json whose state the student starts from (instructions carry over
-    for MIPROv2/GEPA; bootstrap-style optimizers reset demos by design)."""
+                    warm_start: Path | None = None, auto_champion: bool = True) -> artifacts.Manifest:
+    """Compile `name` with a recipe. `sizes` overrides the (train, dev, test) split sizes, which otherwise come
+    from the config's `train`/`dev`/`test` keys (`--set test=60`); `save=False` is for benchmarks; `warm_start`
+    is a program.json whose state the student starts from (instructions carry over for MIPROv2/GEPA;
+    bootstrap-style optimizers reset demos by design). If the compiled program scores below the uncompiled one
+    on dev, the uncompiled one is what is saved (`kept`). `auto_champion=False` registers the version without
+    ever moving `champion` (re-optimization decides that with its own test)."""
     s = s or get_settings()
     t0 = time.perf_counter()
     spec = registry.get(name)
@@ -166,8 +172,9 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
     cfg = spec.config | (config or {})
     with console.status(f"loading dataset {data or spec.dataset}"):
         dataset = spec.load_data(data or spec.dataset, seed)
+    apply_split_config(dataset, cfg, seed, sizes)  # `sizes`, else --set train/dev/test: never silently ignored
     if sizes:
-        dataset.split(seed, *sizes)
+        cfg = cfg | dict(zip(SPLIT_KEYS, sizes))  # the manifest records the sizes actually used
     splits = dataset.splits
     console.print(f"[bold]{name}[/bold] · recipe [cyan]{recipe.name}[/cyan] ({recipe.optimizer}) · dataset "
                   f"{dataset.name}@{dataset.version} · train {len(splits['train'])} / dev {len(splits['dev'])} / "
@@ -179,7 +186,7 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
     if warm_start:
         program.load(str(warm_start))
     results: dict[str, dict[str, dict[str, float]]] = {"baseline": {}, "compiled": {}}
-    table: list[dict[str, Any]] = []  # per-example rows of the compiled program's evaluations
+    rows: dict[str, dict[str, list[dict[str, Any]]]] = {"baseline": {}, "compiled": {}}  # per-example, both programs
     stage_times: dict[str, float] = {}
     if save:
         from dspyc import tracking
@@ -199,8 +206,7 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
             ev = stage(f"{which} {split}", lambda: evaluate(module, splits[split], spec, s.num_threads,
                                                             f"{'uncompiled' if which == 'baseline' else which} · {split}"))
             results[which][split] = ev.scores
-            if which == "compiled":
-                table.extend({"split": split, **row} for row in ev.rows)
+            rows[which][split] = ev.rows
 
         run_eval("baseline", program, "dev")
         optimizer, compile_kwargs = build_optimizer(recipe, spec.metric, num_threads=s.num_threads, seed=seed)
@@ -211,43 +217,87 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
             run_eval("baseline", program, "test")
             run_eval("compiled", compiled, "test")
     wall = round(time.perf_counter() - t0, 1)
+    kept = keep(results)
+    metrics: dict[str, Any] = results | {"delta": deltas(rows, s.reoptimize_resamples, seed)}
     manifest = artifacts.Manifest(
         program=name, version=0, import_path=spec.import_path, source_hash=registry.source_hash(name),
         recipe=recipe.model_dump(), dataset=artifacts.DatasetRef(name=dataset.name, path=str(dataset.path), version=dataset.version),
         lm=artifacts.LMRef(backend=s.lm_backend, model=s.lm_model, served_name=served_name(s.lm_model, s)),
-        seed=seed, config=cfg, metrics=results, usage=usage.as_dict(s) | {"stage_wall_time_s": stage_times},
+        seed=seed, config=cfg, metrics=metrics, kept=kept, split_ids={k: ids_hash(splits[k]) for k in ("dev", "test")},
+        usage=usage.as_dict(s) | {"stage_wall_time_s": stage_times},
         wall_time_s=wall, library_versions=artifacts.library_versions(), git_commit=artifacts.git_commit(s.project_dir),
         trials=optimizer_trials(compiled),
         trained_on=[str(ex.get("id")) for split in ("train", "dev") for ex in splits[split] if ex.get("id") is not None]
         + (spec.learned_from(dataset, cfg) if spec.learned_from else []))
     if not save:
         return manifest
-    with artifacts.state_file(compiled) as state_file:
-        evaluation = "".join(json.dumps(row, default=str) + "\n" for row in table)
-        out = artifacts.save(name, {artifacts.PROGRAM_FILE: state_file, EVALUATION_FILE: evaluation}, manifest, s)
+    other = "uncompiled" if kept == "compiled" else "compiled"
+    with artifacts.state_file(compiled if kept == "compiled" else program) as state_file:
+        out = artifacts.save(name, {artifacts.PROGRAM_FILE: state_file, EVALUATION_FILE: _jsonl(rows, kept),
+                                    OTHER_EVALUATION_FILE.format(which=other): _jsonl(rows, other)}, manifest, s)
     print_summary(manifest, lm_model=lm.model)
     console.print(f"[green]✓[/green] {name}@{manifest.version} → {out}")
     from dspyc import tracking
 
-    tracking.log_compile(manifest, out, s)
+    tracking.log_compile(manifest, out, s, auto_champion=auto_champion)
     return manifest
+
+
+def keep(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    """"uncompiled" when the compiled program's dev metric is below the uncompiled one's, else "compiled"."""
+    base, comp = (results.get(w, {}).get("dev", {}).get("metric") for w in ("baseline", "compiled"))
+    return "uncompiled" if base is not None and comp is not None and comp < base else "compiled"
+
+
+def deltas(rows: dict[str, dict[str, list[dict[str, Any]]]], n_resamples: int, seed: int) -> dict[str, dict[str, float]]:
+    """Per split: compiled − uncompiled over the same examples, with its paired-bootstrap 95% interval."""
+    out = {}
+    for split in ("dev", "test"):
+        d = paired_delta(rows["compiled"].get(split, []), rows["baseline"].get(split, []), n_resamples, seed=seed)
+        if d:
+            out[split] = d
+    return out
+
+
+def ids_hash(examples: list[dspy.Example]) -> str:
+    """Which examples a split holds, as a short hash of their sorted ids (positions when they have none)."""
+    import hashlib
+
+    ids = sorted(str(ex.get("id", i)) for i, ex in enumerate(examples))
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+def _jsonl(rows: dict[str, dict[str, list[dict[str, Any]]]], which: str) -> str:
+    key = "baseline" if which == "uncompiled" else "compiled"
+    return "".join(json.dumps({"split": split, "program": which, **row}, default=str) + "\n"
+                   for split in ("dev", "test") for row in rows[key].get(split, []))
+
+
+KEPT_UNCOMPILED = "compiled scored below uncompiled on dev: kept the uncompiled program"
+DELTA_COLUMN = "compiled − uncompiled [95% CI]"
 
 
 def print_summary(m: artifacts.Manifest, lm_model: str = "") -> None:
     # every metric the program's report gives (e.g. per-category accuracy), the DSPy metric last
     first = m.metrics.get("compiled", {}).get("test") or m.metrics.get("compiled", {}).get("dev", {})
     keys = [k for k in first if k not in ("errors", "metric")] + ["metric"] * ("metric" in first)
-    table = Table(title=f"{m.program}@{m.version} · {m.recipe.get('name')} · {lm_model or m.lm.served_name}")
+    table = Table(title=f"{m.program}@{m.version} · {m.recipe.get('name')} · {lm_model or m.lm.served_name}",
+                  caption=KEPT_UNCOMPILED if m.kept == "uncompiled" else None)
     table.add_column("split")
     table.add_column("program")
     for k in keys:
         table.add_column(k, justify="right")
+    delta = m.metrics.get("delta", {})
+    if delta:
+        table.add_column(DELTA_COLUMN, justify="right")
     for split in ("dev", "test"):
         for which in ("baseline", "compiled"):
             row = m.metrics.get(which, {}).get(split)
             if row:
-                table.add_row(split, "uncompiled" if which == "baseline" else "compiled",
-                              *(f"{row.get(k, 0.0):.3f}" for k in keys))
+                label = "uncompiled" if which == "baseline" else "compiled"
+                table.add_row(split, f"{label} (kept)" if m.kept == "uncompiled" and which == "baseline" else label,
+                              *(f"{row.get(k, 0.0):.3f}" for k in keys),
+                              *([format_delta(delta.get(split)) if which == "compiled" else ""] if delta else []))
     console.print(table)
     u = m.usage
     console.print(f"LM calls {u.get('lm_calls', 0):,} · tokens in {u.get('input_tokens', 0):,} / out "
@@ -255,37 +305,89 @@ def print_summary(m: artifacts.Manifest, lm_model: str = "") -> None:
                   f"wall time {m.wall_time_s:.0f}s {u.get('stage_wall_time_s', '')}")
 
 
-def evaluate_version(ref: str, data: str | None = None, split: str = "test", s: Settings | None = None) -> dict[str, float]:
-    """Evaluate a compiled version on any dataset folder without compiling."""
-    s = s or get_settings()
-    name, _ = artifacts.parse_ref(ref)
+def build_uncompiled(name: str, data: str | None = None, config: dict[str, Any] | None = None, seed: int = 0,
+                     dataset: Any = None) -> tuple[dspy.Module, Any, dict[str, Any]]:
+    """The program as compile starts from it (spec.build on the data with its default config, `config` on top),
+    the data it was built over (`dataset`, or `data` loaded and split by the config) and the merged config."""
     spec = registry.get(name)
+    cfg = spec.config | (config or {})
+    if dataset is None:
+        dataset = spec.load_data(data or spec.dataset, seed)
+        apply_split_config(dataset, cfg, seed)
+    return spec.build(dataset, cfg), dataset, cfg
+
+
+def evaluate_version(ref: str, data: str | None = None, split: str = "test", s: Settings | None = None,
+                     uncompiled: bool = False, with_baseline: bool = False) -> dict[str, Any]:
+    """Evaluate a compiled version on any dataset folder without compiling. `uncompiled`: the uncompiled program
+    instead (`rag`: the default config; `rag@3`: that version's config); `with_baseline`: the version and its
+    uncompiled program on the same examples, with compiled − uncompiled and its paired-bootstrap 95% interval."""
+    s = s or get_settings()
+    name, tag = artifacts.parse_ref(ref)
+    spec = registry.get(name)
+    if uncompiled and with_baseline:
+        raise DspycError("--uncompiled and --with-baseline exclude each other (--with-baseline already scores both)")
+    systems: list[tuple[str, dspy.Module]] = []  # (label, module): the first is what the scores returned are of
     with console.status("building retrieval indexes and the program"):
-        program, manifest, dataset = artifacts.build_version(ref, data=data, s=s)
-    version = manifest.version
+        if uncompiled and tag is None:
+            module, dataset, _ = build_uncompiled(name, data)
+            systems.append(("uncompiled", module))
+            version = None
+        else:
+            program, manifest, dataset = artifacts.build_version(ref, data=data, s=s)
+            version = manifest.version
+            if not uncompiled:
+                systems.append((f"{name}@{version}", program))
+            if uncompiled or with_baseline:  # the version's own starting point: its config, uncompiled
+                systems.append(("uncompiled", build_uncompiled(name, config=manifest.config, dataset=dataset)[0]))
     if split not in dataset.splits:
         raise DspycError(f"unknown split {split!r}; choose one of {', '.join(dataset.splits)}")
+    examples = dataset.splits[split]
     configure(s)
     from dspyc import tracking
 
     tracking.enable_traces(name, s)
     usage = Usage()
     t0 = time.perf_counter()
+    evs: list[Evaluation] = []
     with usage.context():
-        ev = evaluate(program, dataset.splits[split], spec, s.num_threads, f"{name}@{version} · {dataset.name} · {split}")
-    scores = ev.scores
-    table = Table("metric", "value", title=f"{name}@{version} on {dataset.name}/{split} ({len(dataset.splits[split])} examples)")
-    for k, v in scores.items():
-        table.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
+        for label, module in systems:
+            evs.append(evaluate(module, examples, spec, s.num_threads, f"{label} · {dataset.name} · {split}"))
+    scores = evs[0].scores
+    if not uncompiled:
+        shown = f"{name}@{version}"
+    else:
+        shown = f"{name} (uncompiled{f', config of {name}@{version}' if version is not None else ''})"
+    table = Table("metric", *(label for label, _ in systems),
+                  title=f"{shown} on {dataset.name}/{split} ({len(examples)} examples)")
+    for k in scores:
+        table.add_row(k, *(_cell(ev.scores.get(k)) for ev in evs))
     console.print(table)
+    delta = None
+    if with_baseline:
+        delta = paired_delta(evs[0].rows, evs[1].rows, s.reoptimize_resamples, seed=manifest.seed)
+        console.print(f"{name}@{version} − uncompiled [95% CI]: {format_delta(delta)}"
+                      + (f" (paired bootstrap over n={delta['n']})" if delta else ""))
     console.print(f"LM calls {usage.calls:,} · tokens in {usage.input_tokens:,} / out {usage.output_tokens:,}")
-    params = {"ref": ref, "version": version, "dataset": dataset.name, "dataset_hash": dataset.version, "split": split,
-              "lm": served_name(s.lm_model, s)}
+    params = {"ref": ref, "version": "uncompiled" if uncompiled else version, "dataset": dataset.name,
+              "dataset_hash": dataset.version, "split": split, "lm": served_name(s.lm_model, s),
+              "with_baseline": with_baseline}
     metrics = {f"eval.{k}": float(v) for k, v in scores.items()} | {f"usage.{k}": float(v) for k, v in usage.as_dict(s).items()}
+    if with_baseline:
+        metrics |= {f"baseline.{k}": float(v) for k, v in evs[1].scores.items()}
+        metrics |= {f"delta.{k}": float(v) for k, v in (delta or {}).items()}
+    tags = {tracking.VERSION_TAG: str(version)} if version is not None and not uncompiled else {"dspyc.uncompiled": "true"}
     try:
-        tracking.log_run(name, "eval", f"eval {name}@{version} on {dataset.name}/{split}", params,
-                         metrics | {"wall_time_s": time.perf_counter() - t0}, s,
-                         tags={tracking.VERSION_TAG: str(version)}, tables={"evaluation.json": ev.rows})
+        tracking.log_run(name, "eval", f"eval {shown} on {dataset.name}/{split}", params,
+                         metrics | {"wall_time_s": time.perf_counter() - t0}, s, tags=tags,
+                         tables={"evaluation.json": [{"program": label, **row} for (label, _), ev in zip(systems, evs)
+                                                     for row in ev.rows]})
     except Exception as exc:  # the numbers are printed above; tracking is best effort here
         console.print(f"[yellow]tracking skipped[/yellow] ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})")
+    if with_baseline:
+        return scores | {"baseline": evs[1].scores, "delta": delta}
     return scores
+
+
+def _cell(v: Any) -> str:
+    return "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import time
 
 import httpx
-from rich.console import Console
 from rich.table import Table
 
 from dspyc import engine
+from dspyc.console import console as make_console
 from dspyc.errors import DspycError
 from dspyc.models import KNOWN_LMS, resolve_lm, served_name
 from dspyc.settings import Settings, get_settings
 
-console = Console()
+console = make_console()
 
 
 def _tokenizer(s: Settings):

@@ -9,19 +9,20 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import random
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from pydantic import BaseModel
-from rich.console import Console
 
 from dspyc import artifacts, registry, tracking
+from dspyc.console import console as make_console
+from dspyc.data import apply_split_config
 from dspyc.errors import DspycError
 from dspyc.settings import Settings, get_settings
+from dspyc.stats import paired_bootstrap
 
-console = Console()
+console = make_console()
 DECISIONS = "decisions.jsonl"
 
 
@@ -42,21 +43,6 @@ class Decision(BaseModel):
     margin: float = 0.0
     alpha: float = 0.05
     created: str = ""
-
-
-def paired_bootstrap(challenger: list[float], champion: list[float], n_resamples: int = 10_000,
-                     seed: int = 0) -> tuple[float, tuple[float, float], float]:
-    """(mean difference, 95% interval, one-sided p-value that the challenger is not better), resampling
-    examples with their pair of scores: the comparison is on the same inputs, so pairing removes their variance."""
-    if len(challenger) != len(champion) or not champion:
-        raise ValueError("paired scores must be non-empty and of equal length")
-    diffs = [a - b for a, b in zip(challenger, champion)]
-    n = len(diffs)
-    mean = sum(diffs) / n
-    rng = random.Random(seed)
-    boots = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_resamples))
-    p = (sum(1 for b in boots if b <= 0) + 1) / (n_resamples + 1)
-    return mean, (boots[int(0.025 * n_resamples)], boots[int(0.975 * n_resamples) - 1]), p
 
 
 @contextmanager
@@ -124,6 +110,7 @@ def reoptimize(program: str, s: Settings | None = None, *, margin: float | None 
         champ = artifacts.read_manifest(program, champion, s)
         data = champ.dataset.path if Path(champ.dataset.path).is_dir() else champ.dataset.name
         current = spec.load_data(data, champ.seed)
+        apply_split_config(current, spec.config | champ.config, champ.seed)  # the champion's split sizes (--set test=60)
         source = registry.source_hash(program)
         base = dict(program=program, champion=champion, dataset_before=champ.dataset.version,
                     dataset_after=current.version, margin=margin, alpha=alpha, created=artifacts.now_iso())
@@ -141,7 +128,7 @@ def reoptimize(program: str, s: Settings | None = None, *, margin: float | None 
                       f"{program}@{champion}; compiling a challenger with recipe {champ.recipe.get('name')}")
         warm = artifacts.program_dir(program, s) / str(champion) / artifacts.PROGRAM_FILE if warm_start else None
         chal = compile_program(program, champ.recipe.get("name"), data=data, seed=champ.seed, s=s, config=champ.config,
-                               warm_start=warm)
+                               warm_start=warm, auto_champion=False)  # only the held-out test below promotes
         # The same fresh held-out examples for both: the current test split, minus anything either trained on.
         used = set(champ.trained_on) | set(chal.trained_on)
         held_out = [ex for ex in current.splits["test"] if str(ex.get("id")) not in used]

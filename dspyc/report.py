@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
 from dspyc import artifacts, plots, tracking
+from dspyc.console import console as make_console
 from dspyc.errors import ArtifactError
 from dspyc.settings import Settings, get_settings
 
-console = Console()
+console = make_console()
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -35,17 +35,19 @@ def version_rows(program: str, s: Settings | None = None) -> list[dict]:
         rows.append({"version": v, "aliases": alias_of.get(v, []), "kind": m.kind, "recipe": m.recipe.get("name", ""),
                      "dataset": f"{m.dataset.name}@{m.dataset.version}", "dev": plots.score(m, "dev"),
                      "test": plots.score(m, "test"), "tokens": m.usage.get("input_tokens", 0) + m.usage.get("output_tokens", 0),
-                     "tokens_per_call": plots.tokens_per_call(m), "created": m.created, "manifest": m})
+                     "tokens_per_call": plots.tokens_per_call(m), "created": m.created, "manifest": m,
+                     "lm": m.lm.served_name or m.lm.model, "kept": m.kept})
     return rows
 
 
 def print_versions(program: str, s: Settings | None = None) -> None:
     rows = version_rows(program, s)
-    table = Table(title=f"{program}: versions (score = the program's metric, compiled)")
-    for col in ("version", "alias", "recipe", "dataset", "dev", "test", "tokens", "created"):
+    table = Table(title=f"{program}: versions (score = the program's metric, of the program each version holds)")
+    for col in ("version", "alias", "recipe", "lm", "dataset", "dev", "test", "tokens", "created"):
         table.add_column(col, justify="right" if col in ("version", "dev", "test", "tokens") else "left")
     for r in rows:
-        table.add_row(str(r["version"]), ", ".join(r["aliases"]), r["recipe"], r["dataset"], _fmt(r["dev"]),
+        recipe = r["recipe"] + (" (uncompiled kept)" if r["kept"] == "uncompiled" else "")
+        table.add_row(str(r["version"]), ", ".join(r["aliases"]), recipe, r["lm"], r["dataset"], _fmt(r["dev"]),
                       _fmt(r["test"]), f"{r['tokens']:,}", r["created"].replace("T", " ")[:16])
     console.print(table)
 
@@ -59,7 +61,8 @@ def write_report(program: str, out: Path | None = None, s: Settings | None = Non
     figures = plots.version_plots(program, out, s, champion=champion)
     lines = [f"# {program}: compiled versions", "",
              f"Champion: {f'v{champion}' if champion else 'none'}. Scores are the program's metric on the split "
-             "(compiled; uncompiled in brackets). Tokens are all LM tokens of the compile run.", "",
+             "(compiled, or uncompiled where that was kept for scoring higher on dev; uncompiled in brackets). "
+             "Tokens are all LM tokens of the compile run.", "",
              "| version | alias | recipe | dataset | dev | test | tokens/call | tokens | created |",
              "|---:|---|---|---|---:|---:|---:|---:|---|"]
     for r in rows:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from rich.console import Console
 from rich.table import Table
 
 from dspyc import artifacts, registry
+from dspyc.console import console as make_console
 from dspyc.retrieval import build_retrievers, evaluate_retrievers
 
-console = Console()
+console = make_console()
 
 
 def report(program: str = "rag", data: str | None = None, split: str = "dev", seed: int = 0,

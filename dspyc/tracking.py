@@ -13,13 +13,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from dspyc.artifacts import Manifest, now_iso, program_dir, read_manifest, write_json_atomic
+from dspyc.console import console as make_console
 from dspyc.errors import ArtifactError
 from dspyc.settings import Settings, get_settings
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
 VERSION_TAG = "dspyc.version"
 
 
@@ -73,16 +72,17 @@ def _pending_dir(s: Settings) -> Path:
     return s.artifacts_dir / ".pending-tracking"
 
 
-def log_compile(manifest: Manifest, version_dir: Path, s: Settings | None = None) -> str | None:
-    """Log a compile as an MLflow run and register its artifact; returns the run id (None if skipped)."""
+def log_compile(manifest: Manifest, version_dir: Path, s: Settings | None = None, auto_champion: bool = True) -> str | None:
+    """Log a compile as an MLflow run and register its artifact; returns the run id (None if skipped).
+    `auto_champion`: the version may become `champion` by the rule of `champion_decision`."""
     s = s or get_settings()
     try:
-        run_id = _log(manifest, version_dir, s)
+        run_id = _log(manifest, version_dir, s, auto_champion)
     except Exception as exc:  # tracking must never lose a compiled artifact
         pending = _pending_dir(s)
         pending.mkdir(parents=True, exist_ok=True)
         write_json_atomic(pending / f"{manifest.program}@{manifest.version}.json",
-                          {"program": manifest.program, "version": manifest.version})
+                          {"program": manifest.program, "version": manifest.version, "auto_champion": auto_champion})
         console.print(f"[yellow]tracking skipped[/yellow] ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
                       f"the artifact is saved; run `dspyc sync` to log it later")
         return None
@@ -90,7 +90,7 @@ def log_compile(manifest: Manifest, version_dir: Path, s: Settings | None = None
     return run_id
 
 
-def _log(manifest: Manifest, version_dir: Path, s: Settings) -> str:
+def _log(manifest: Manifest, version_dir: Path, s: Settings, auto_champion: bool = True) -> str:
     from dspyc import plots
 
     params = {"program": manifest.program, "recipe": manifest.recipe.get("name"), "optimizer": manifest.recipe.get("optimizer"),
@@ -106,7 +106,7 @@ def _log(manifest: Manifest, version_dir: Path, s: Settings) -> str:
                          s, artifact_dirs={"artifact": version_dir}, files=figures,
                          steps={"trial.score": manifest.trials}, tags={VERSION_TAG: str(manifest.version)})
     mlflow = _mlflow(s)
-    register(manifest, f"{mlflow.get_run(run_id).info.artifact_uri}/artifact", run_id, s)
+    register(manifest, f"{mlflow.get_run(run_id).info.artifact_uri}/artifact", run_id, s, auto_champion)
     return run_id
 
 
@@ -167,8 +167,9 @@ def disable_traces() -> None:
         pass
 
 
-def register(manifest: Manifest, source: str, run_id: str | None, s: Settings) -> int:
-    """A registry version whose source is the artifact files (not a pickled module); returns its number."""
+def register(manifest: Manifest, source: str, run_id: str | None, s: Settings, auto_champion: bool = True) -> int:
+    """A registry version whose source is the artifact files (not a pickled module); returns its number. With
+    `auto_champion`, a program version then becomes `champion` if `champion_decision` says so."""
     client = _mlflow(s).MlflowClient()
     try:
         client.get_registered_model(manifest.program)
@@ -178,10 +179,70 @@ def register(manifest: Manifest, source: str, run_id: str | None, s: Settings) -
             "dataset_hash": manifest.dataset.version, "kind": manifest.kind}
     mv = client.create_model_version(manifest.program, source=source, run_id=run_id, tags=tags,
                                      description=f"{manifest.program}@{manifest.version} ({manifest.recipe.get('name')})")
-    if manifest.kind == "program" and not any(CHAMPION in names for names in aliases(manifest.program, s).values()):
-        promote(manifest.program, manifest.version, s, reason="first version")  # nothing to beat yet
-        console.print(f"[dim]{manifest.program}@{manifest.version} is the first version: now {CHAMPION}[/dim]")
+    if manifest.kind == "program" and auto_champion:
+        current = next((v for v, names in aliases(manifest.program, s).items() if CHAMPION in names), None)
+        try:
+            champ = read_manifest(manifest.program, current, s, verify=False) if current is not None else None
+            ok, reason = champion_decision(manifest, champ)
+        except ArtifactError as exc:  # the champion's artifact is gone or unreadable: nothing to compare with
+            ok, reason = False, f"{manifest.program}@{current} stays {CHAMPION}: its manifest is unreadable ({exc})"
+        if ok:
+            promote(manifest.program, manifest.version, s, reason=reason, warn=False)
+            console.print(f"[dim]{manifest.program}@{manifest.version} is now {CHAMPION}: {reason}[/dim]")
+        else:
+            console.print(f"[yellow]{reason}[/yellow]", highlight=False)
     return int(mv.version)
+
+
+def comparable(a: Manifest, b: Manifest) -> str | None:
+    """Why the dev scores of two versions are not like for like (None when they are: same dataset version,
+    same dev examples, same LM)."""
+    if a.dataset.version != b.dataset.version:
+        return f"different data ({a.dataset.name}@{a.dataset.version} vs {b.dataset.name}@{b.dataset.version})"
+    if not a.split_ids.get("dev") or not b.split_ids.get("dev"):
+        return "the dev examples of one of them are not recorded"
+    if a.split_ids["dev"] != b.split_ids["dev"]:
+        return "different dev examples"
+    if a.lm.served_name != b.lm.served_name:
+        return f"compiled for different LMs ({a.lm.served_name} vs {b.lm.served_name})"
+    return None
+
+
+def champion_decision(new: Manifest, champion: Manifest | None) -> tuple[bool, str]:
+    """Whether a newly registered version becomes `champion`, and why (one line). With no champion yet: unless it
+    scores below its own uncompiled program on dev. Otherwise: only with a dev score at least the champion's,
+    measured on the same data, dev examples and LM (else the champion stays; re-optimization and `dspyc promote`
+    remain the ways to move it)."""
+    ref, dev = f"{new.program}@{new.version}", new.score("dev")
+    if champion is None:
+        base = new.metrics.get("baseline", {}).get("dev", {}).get("metric")
+        if dev is not None and isinstance(base, (int, float)) and dev < base:
+            return False, f"no {CHAMPION} yet: {ref} scores {dev:.3f} on dev, below its uncompiled program ({base:.3f})"
+        return True, "first version"
+    cref, cdev = f"{champion.program}@{champion.version}", champion.score("dev")
+    why = comparable(new, champion)
+    if why is None and (dev is None or cdev is None):
+        why = "a dev score is missing"
+    if why:
+        return False, f"{cref} stays {CHAMPION}: {ref} is not compared with it ({why})"
+    if dev >= cdev:
+        return True, f"dev {dev:.3f} >= {cref}'s {cdev:.3f} on the same examples"
+    return False, f"{cref} stays {CHAMPION}: {ref} scores {dev:.3f} on dev, below {cref}'s {cdev:.3f}"
+
+
+def dev_regression(program: str, version: int, s: Settings | None = None, alias: str | None = None) -> str | None:
+    """A warning line when `version` scores below the version `alias` (champion) points at on dev (None otherwise)."""
+    s, alias = s or get_settings(), alias or CHAMPION
+    current = next((v for v, names in aliases(program, s).items() if alias in names), None)
+    if current is None or current == version:
+        return None
+    new, old = read_manifest(program, version, s, verify=False), read_manifest(program, current, s, verify=False)
+    dev, cdev = new.score("dev"), old.score("dev")
+    if dev is None or cdev is None or dev >= cdev:
+        return None
+    why = comparable(new, old)
+    return (f"{program}@{version} scores {dev:.3f} on dev, below {program}@{current} ({cdev:.3f})"
+            + (f"; not like for like: {why}" if why else ""))
 
 
 def sync(s: Settings | None = None) -> list[str]:
@@ -191,7 +252,7 @@ def sync(s: Settings | None = None) -> list[str]:
     for f in sorted(_pending_dir(s).glob("*.json")) if _pending_dir(s).is_dir() else []:
         ref = json.loads(f.read_text())
         manifest = read_manifest(ref["program"], ref["version"], s)
-        _log(manifest, program_dir(ref["program"], s) / str(ref["version"]), s)
+        _log(manifest, program_dir(ref["program"], s) / str(ref["version"]), s, ref.get("auto_champion", True))
         f.unlink()
         done.append(f"{ref['program']}@{ref['version']}")
     return done
@@ -245,11 +306,16 @@ def champion_history(program: str, s: Settings | None = None) -> list[int]:
         return []
 
 
-def promote(program: str, version: int, s: Settings | None = None, alias: str = CHAMPION, reason: str = "") -> int | None:
+def promote(program: str, version: int, s: Settings | None = None, alias: str = CHAMPION, reason: str = "",
+            warn: bool = True) -> int | None:
     """Point `alias` at `version` (one registry call, so a crash leaves the old or the new champion, never
-    neither); returns the version it moved from."""
+    neither); returns the version it moved from. Moving it to a version with a lower dev score is allowed (a
+    person or re-optimization's held-out test decided) but never silent: a warning line says so."""
     s = s or get_settings()
     read_manifest(program, version, s)  # refuse a missing or corrupt artifact before touching the registry
+    regression = dev_regression(program, version, s, alias) if warn else None
+    if regression:
+        console.print(f"[yellow]warning:[/yellow] {regression}", highlight=False)
     client = _mlflow(s).MlflowClient()
     reg_version = _registry_version(client, program, version)
     previous = next((v for v, names in aliases(program, s).items() if alias in names), None)

@@ -14,6 +14,8 @@ def dspyc(*args, env=None):
     (("compile", "rag", "--data", "/no/such/folder"), "dataset '/no/such/folder' not found"),
     (("bench", "nothing"), "unknown benchmark"),
     (("eval-retrieval", "--split", "all"), "use dev or test"),
+    (("eval", "rag", "--uncompiled", "--with-baseline"), "exclude each other"),
+    (("compile", "rag", "--set", "test=many"), "split sizes must be whole numbers"),
 ])
 def test_user_mistakes_are_one_line_errors(args, message):
     r = dspyc(*args)

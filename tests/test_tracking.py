@@ -14,27 +14,69 @@ from dspyc.errors import ArtifactError
 from test_artifacts import manifest
 
 
-def compiled(settings, dev: float, test: float, trials=(), tokens=(100, 20, 4)):
-    """A saved and tracked toy version, as compile leaves it."""
-    metrics = {which: {"dev": {"metric": dev * k}, "test": {"metric": test * k}} for which, k in (("baseline", 0.5), ("compiled", 1))}
+def compiled(settings, dev: float, test: float, trials=(), tokens=(100, 20, 4), baseline=0.5, auto_champion=True, **kw):
+    """A saved and tracked toy version, as compile leaves it (`baseline`: uncompiled scores as a share of these;
+    `kw`: more manifest fields, e.g. split_ids; without them, like old manifests, dev examples are not recorded)."""
+    metrics = {which: {"dev": {"metric": dev * k}, "test": {"metric": test * k}} for which, k in (("baseline", baseline), ("compiled", 1))}
     usage = {"input_tokens": tokens[0], "output_tokens": tokens[1], "lm_calls": tokens[2]}
-    d = artifacts.save("toy", {"program.json": "{}"}, manifest(metrics=metrics, usage=usage, trials=list(trials)), settings)
+    d = artifacts.save("toy", {"program.json": "{}"}, manifest(metrics=metrics, usage=usage, trials=list(trials), **kw), settings)
     m = artifacts.read_manifest("toy", int(d.name), settings)
-    assert tracking.log_compile(m, d, settings)
+    assert tracking.log_compile(m, d, settings, auto_champion=auto_champion)
     return m
+
+
+SAME_DEV = {"split_ids": {"dev": "dev-ids", "test": "test-ids"}}  # versions measured on the same dev examples
 
 
 def test_first_version_becomes_champion_then_promote_and_rollback(settings):
     compiled(settings, 0.2, 0.3)
     assert tracking.resolve_alias("toy", "champion", settings) == 1
     compiled(settings, 0.4, 0.5)
-    assert tracking.resolve_alias("toy", "champion", settings) == 1  # a later compile does not promote itself
+    assert tracking.resolve_alias("toy", "champion", settings) == 1  # dev examples not recorded: not compared, no move
     assert tracking.promote("toy", 2, settings) == 1
     assert artifacts.resolve_version("toy", "champion", settings) == 2
     assert tracking.rollback("toy", settings) == (2, 1)
     assert tracking.resolve_alias("toy", "champion", settings) == 1
     with pytest.raises(ArtifactError, match="no earlier champion"):
         tracking.rollback("toy", settings)
+
+
+def test_a_later_compile_becomes_champion_only_when_not_worse_on_the_same_dev_examples(settings, capsys):
+    compiled(settings, 0.4, 0.5, **SAME_DEV)
+    compiled(settings, 0.3, 0.9, **SAME_DEV)  # better on test, worse on dev: not champion
+    assert tracking.resolve_alias("toy", "champion", settings) == 1
+    assert "toy@1 stays champion: toy@2 scores 0.300 on dev, below toy@1's 0.400" in capsys.readouterr().err
+    compiled(settings, 0.5, 0.5, **SAME_DEV)
+    assert tracking.resolve_alias("toy", "champion", settings) == 3
+    other_data = artifacts.DatasetRef(name="d", path="/d", version="h2")
+    compiled(settings, 0.9, 0.9, dataset=other_data, **SAME_DEV)  # higher, but on other data: not like for like
+    assert tracking.resolve_alias("toy", "champion", settings) == 3
+    assert "toy@3 stays champion: toy@4 is not compared with it (different data" in capsys.readouterr().err
+    other_lm = artifacts.LMRef(backend="engine", model="big", served_name="big")
+    compiled(settings, 0.9, 0.9, lm=other_lm, **SAME_DEV)
+    assert tracking.resolve_alias("toy", "champion", settings) == 3
+    compiled(settings, 0.9, 0.9, auto_champion=False, **SAME_DEV)  # re-optimization's challengers: its own test decides
+    assert tracking.resolve_alias("toy", "champion", settings) == 3
+
+
+def test_a_first_version_worse_than_its_uncompiled_program_is_not_champion(settings, capsys):
+    compiled(settings, 0.2, 0.3, baseline=2.0)  # uncompiled 0.4 on dev, compiled 0.2 (and kept)
+    assert "no champion yet: toy@1 scores 0.200 on dev, below its uncompiled program (0.400)" in capsys.readouterr().err
+    with pytest.raises(ArtifactError, match="no such alias"):
+        tracking.resolve_alias("toy", "champion", settings)
+    compiled(settings, 0.2, 0.3, baseline=2.0, kept="uncompiled")  # what compile saves now: the uncompiled, 0.4
+    assert tracking.resolve_alias("toy", "champion", settings) == 2
+
+
+def test_promoting_a_version_with_a_lower_dev_score_warns(settings, capsys):
+    compiled(settings, 0.4, 0.5, **SAME_DEV)
+    compiled(settings, 0.2, 0.9, **SAME_DEV)
+    capsys.readouterr()
+    assert tracking.promote("toy", 2, settings, reason="manual") == 1  # a person may; it is not silent
+    assert "warning: toy@2 scores 0.200 on dev, below toy@1 (0.400)" in capsys.readouterr().err
+    assert tracking.resolve_alias("toy", "champion", settings) == 2
+    tracking.promote("toy", 1, settings)
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_promote_refuses_a_missing_version(settings):
@@ -57,13 +99,14 @@ def test_runs_carry_params_metrics_trials_and_artifacts(settings):
 
 
 def test_versions_table_and_report(settings, capsys):
-    compiled(settings, 0.2, 0.3, trials=[1.0, 2.0])
+    compiled(settings, 0.2, 0.3, trials=[1.0, 2.0], lm=artifacts.LMRef(backend="engine", model="m", served_name="served-m"))
     compiled(settings, 0.4, 0.6, tokens=(300, 40, 4))
     rows = report.version_rows("toy", settings)
     assert [(r["version"], r["aliases"], r["test"]) for r in rows] == [(1, ["champion"], 0.3), (2, [], 0.6)]
     assert rows[1]["tokens_per_call"] == 85
     report.print_versions("toy", settings)
-    assert "champion" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "champion" in table and " lm " in table and "served-m" in table  # the LM each version was compiled for
     md = report.write_report("toy", s=settings)
     text = md.read_text()
     assert "| 2 |  | r | d@h | 0.400 (0.200) | 0.600 (0.300) | 85 |" in text

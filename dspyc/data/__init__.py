@@ -23,3 +23,35 @@ def seeded_split(rows: Sequence[Row], to_example: Callable[[Row], dspy.Example],
     parts = {"train": order[:n_train], "dev": order[n_train:n_train + n_dev],
              "test": order[n_train + n_dev:n_train + n_dev + test], "all": order}
     return {k: [to_example(r) for r in v] for k, v in parts.items()}
+
+
+SPLIT_KEYS = ("train", "dev", "test")
+
+
+def apply_split_config(dataset, config: dict | None, seed: int, sizes: Sequence[int] | None = None) -> bool:
+    """Re-split what a program's `load_data` returned: with `sizes` (train, dev, test) if given, else with the
+    `train`/`dev`/`test` keys of the program's merged config (`--set test=60`), a missing key keeping the size
+    the data was split with. Returns whether it re-split (not when the sizes are the ones already used)."""
+    from dspyc.errors import DataError
+
+    config = config or {}
+    if sizes is None:
+        if not any(k in config for k in SPLIT_KEYS):
+            return False
+        splits = getattr(dataset, "splits", {}) or {}
+        current = getattr(dataset, "split_sizes", None) or tuple(len(splits.get(k, [])) for k in SPLIT_KEYS)
+        try:
+            sizes = tuple(int(config[k]) if k in config else int(c) for k, c in zip(SPLIT_KEYS, current))
+        except (TypeError, ValueError):
+            raise DataError(f"split sizes must be whole numbers: "
+                            f"{ {k: config[k] for k in SPLIT_KEYS if k in config} }") from None
+        if sizes == getattr(dataset, "split_sizes", None):
+            return False
+    sizes = tuple(int(n) for n in sizes)
+    if len(sizes) != 3 or min(sizes) < 0:
+        raise DataError(f"split sizes (train, dev, test) must be three numbers >= 0, got {sizes}")
+    if not callable(getattr(dataset, "split", None)):
+        raise DataError(f"{getattr(dataset, 'name', 'the data')} cannot be re-split (its dataset has no split(seed, "
+                        "train, dev, test)); drop --set train/dev/test")
+    dataset.split(seed, *sizes)
+    return True

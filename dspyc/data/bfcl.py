@@ -160,10 +160,12 @@ class BFCLDataset:
     examples: dict[str, list[dspy.Example]]
     version: str
     splits: dict[str, list[dspy.Example]] = field(default_factory=dict)
+    split_sizes: tuple[int, int, int] | None = None  # the (train, dev, test) asked for by the last split()
 
     def split(self, seed: int, train: int, dev: int, test: int) -> dict[str, list[dspy.Example]]:
         """Per category: deterministic train/dev/test from a seed (sizes are per category, capped by the data)."""
         self.splits = {"train": [], "dev": [], "test": [], "all": []}
+        self.split_sizes = (train, dev, test)
         for cat, rows in self.examples.items():
             order = sorted(rows, key=lambda ex: ex.id)
             random.Random(f"{seed}:{cat}").shuffle(order)

@@ -75,10 +75,12 @@ class QADataset:
     corpus: list[CorpusRow]
     version: str
     splits: dict[str, list[dspy.Example]] = field(default_factory=dict)
+    split_sizes: tuple[int, int, int] | None = None  # the (train, dev, test) asked for by the last split()
 
     def split(self, seed: int, train: int, dev: int, test: int) -> dict[str, list[dspy.Example]]:
         """Deterministic train/dev/test from a seed; sizes are capped by what the data holds."""
         self.splits = seeded_split(sorted(self.questions, key=lambda q: q.id), to_example, seed, train, dev, test, 3)
+        self.split_sizes = (train, dev, test)
         return self.splits
 
     def outside(self, *splits: str) -> list[dspy.Example]:

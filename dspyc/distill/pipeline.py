@@ -19,12 +19,12 @@ from typing import Any
 
 import dspy
 from dspy.utils.callback import BaseCallback
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from dspyc import artifacts, engine, registry
 from dspyc.adapter import ConstrainedJSONAdapter
+from dspyc.console import console as make_console
 from dspyc.distill import pairs as P
 from dspyc.distill import recipe as R
 from dspyc.distill import student as S
@@ -35,7 +35,7 @@ from dspyc.lm import build_lm
 from dspyc.models import resolve_lm, served_name
 from dspyc.settings import Settings, get_settings
 
-console = Console()
+console = make_console()
 
 
 @dataclass

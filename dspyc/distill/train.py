@@ -11,13 +11,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from dspyc.console import console as make_console
 from dspyc.distill.recipe import DPORecipe, LoraSpec, SFTRecipe, TrainSpec
 from dspyc.errors import DspycError
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 

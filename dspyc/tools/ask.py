@@ -5,15 +5,15 @@ from __future__ import annotations
 import importlib
 
 import dspy
-from rich.console import Console
 
 from dspyc import artifacts, registry
+from dspyc.console import console as make_console
 from dspyc.errors import DspycError
 from dspyc.settings import Settings, get_settings
 from dspyc.tools.builtin import default_registry
 from dspyc.tools.providers import PROVIDERS
 
-console = Console(soft_wrap=True)  # a tool line stays one line, also when piped
+console = make_console(soft_wrap=True)  # a tool line stays one line, also when piped
 
 
 def build_agent(s: Settings, version: str | None = None, max_steps: int | None = None) -> dspy.Module:
