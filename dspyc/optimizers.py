@@ -24,6 +24,9 @@ class Recipe(BaseModel):
     description: str = ""
     params: dict[str, Any] = {}
     compile: dict[str, Any] = {}
+    # The LM whose passing traces become the demos (DSPy's teacher_settings): a model key or folder, served by its
+    # own local engine, or an OpenAI-compatible URL. None: the program LM teaches itself.
+    teacher: str | None = None
 
     def model_post_init(self, _ctx: Any) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -62,12 +65,28 @@ def _feedback_metric(metric):
     return gepa_metric
 
 
+def teacher_lm(teacher: str) -> dspy.LM:
+    """The recipe's teacher through the one LM factory: a URL, or a model's own local engine."""
+    from dspyc.lm import build_lm
+
+    if teacher.startswith(("http://", "https://")):
+        return build_lm(url=teacher)
+    return build_lm(model=teacher)
+
+
 def build_optimizer(recipe: Recipe, metric, num_threads: int = 8, seed: int = 0,
-                    reflection_lm: dspy.LM | None = None) -> tuple[Any, dict[str, Any]]:
-    """(optimizer, compile kwargs) for a recipe; settings the optimizer accepts are filled in."""
+                    reflection_lm: dspy.LM | None = None, teacher: dspy.LM | None = None) -> tuple[Any, dict[str, Any]]:
+    """(optimizer, compile kwargs) for a recipe; settings the optimizer accepts are filled in. `teacher` (or the
+    recipe's `teacher`) runs the bootstrapping, so a weak student still gets demos that pass the metric."""
     cls = getattr(dspy, recipe.optimizer)
     accepted = inspect.signature(cls.__init__).parameters
     params = dict(recipe.params)
+    if teacher is None and recipe.teacher:
+        teacher = teacher_lm(recipe.teacher)
+    if teacher is not None:
+        if "teacher_settings" not in accepted:
+            raise DspycError(f"recipe {recipe.name!r}: {recipe.optimizer} takes no teacher (use a Bootstrap* or MIPROv2 recipe)")
+        params.setdefault("teacher_settings", {"lm": teacher})
     if recipe.optimizer == "GEPA":
         metric = _feedback_metric(metric)
         params.setdefault("reflection_lm", reflection_lm or dspy.settings.lm)

@@ -1,44 +1,33 @@
-"""Signatures of the reflective multi-hop RAG program (`programs/rag.py`)."""
+"""Signatures of the reflective multi-hop RAG program (`programs/rag.py`).
+
+Written for a 0.5B chat model: one short instruction each, and every output bounded by what it means
+(`max_length` is characters for a string, items for a list), so the constrained adapter's schema keeps a
+small model from filling a field with junk.
+"""
 
 import dspy
 
 
 class GenerateQuery(dspy.Signature):
-    """Write a short search query that finds the missing fact needed to answer the question, given the notes so far."""
+    """The passages answer only part of the question. Name the person, place, work or thing to look up next to answer the rest."""
 
+    passages: list[str] = dspy.InputField(desc="what the first search found")
     question: str = dspy.InputField()
-    notes: list[str] = dspy.InputField(desc="facts found so far")
-    query: str = dspy.OutputField(desc="a few keywords, not a sentence")
-
-
-class JudgeContext(dspy.Signature):
-    """Decide whether the passages contain the facts needed to answer the question."""
-
-    question: str = dspy.InputField()
-    passages: list[str] = dspy.InputField()
-    supported: bool = dspy.OutputField(desc="true if the passages are enough to answer")
+    query: str = dspy.OutputField(desc="a name or a few keywords", max_length=60)
 
 
 class RewriteQuery(dspy.Signature):
-    """The last search did not find what the question needs. Write a different, more specific search query."""
+    """The passages found so far do not answer the question. Write a different, more specific search query."""
 
     question: str = dspy.InputField()
     failed_query: str = dspy.InputField()
-    query: str = dspy.OutputField(desc="a few keywords, not a sentence")
-
-
-class TakeNotes(dspy.Signature):
-    """Extract the facts from the passages that help answer the question. Keep the notes short."""
-
-    question: str = dspy.InputField()
-    passages: list[str] = dspy.InputField()
-    notes: list[str] = dspy.OutputField(desc="at most 3 short facts")
+    query: str = dspy.OutputField(desc="a few keywords, not a sentence", max_length=80)
 
 
 class AnswerWithCitations(dspy.Signature):
-    """Answer the question from the passages with a short span (a name, date, number or yes/no). Cite the passages used by their [number]."""
+    """Answer the question from the passages with a short span: a name, date, number, or yes/no. If the passages do not contain the answer, answer "unknown"."""
 
-    question: str = dspy.InputField()
     passages: list[str] = dspy.InputField(desc="numbered passages")
-    answer: str = dspy.OutputField(desc="a few words, copied from the passages when possible")
-    citations: list[int] = dspy.OutputField(desc="numbers of the passages that support the answer")
+    question: str = dspy.InputField()
+    answer: str = dspy.OutputField(desc="a few words", max_length=60)
+    citations: list[int] = dspy.OutputField(desc="numbers of the passages used", max_length=2)

@@ -38,3 +38,31 @@ def test_unknown_recipe_and_bad_fields_are_one_line_errors(tmp_path):
 def test_unknown_param_is_refused():
     with pytest.raises(DspycError, match="has no parameter"):
         build_optimizer(Recipe(name="x", optimizer="BootstrapFewShot", params={"bogus": 1}), metric)
+
+
+def test_a_teacher_lm_writes_the_demos():
+    """The student LM answers wrong; the recipe's teacher answers right, so its passing traces become the demos."""
+    from dspyc.adapter import ConstrainedJSONAdapter
+
+    adapter = ConstrainedJSONAdapter()
+    student = dspy.utils.DummyLM([{"answer": "wrong"}] * 8, adapter=adapter)
+    teacher = dspy.utils.DummyLM([{"answer": "Paris"}] * 8, adapter=adapter)
+    train = [dspy.Example(question=f"Capital of France? ({i})", answer="Paris").with_inputs("question") for i in range(3)]
+
+    def exact(ex, pred, trace=None):
+        return pred.answer == ex.answer
+
+    recipe = Recipe(name="t", optimizer="BootstrapFewShot", params={"max_bootstrapped_demos": 2, "max_labeled_demos": 0})
+    with dspy.context(lm=student, adapter=adapter):
+        optimizer, kwargs = build_optimizer(recipe, exact, teacher=teacher)
+        compiled = optimizer.compile(dspy.Predict("question -> answer"), trainset=train, **kwargs)
+    demos = compiled.demos
+    assert len(demos) == 2 and all(d.answer == "Paris" for d in demos)
+    with dspy.context(lm=student, adapter=adapter):  # without the teacher nothing passes, so no demos
+        optimizer, kwargs = build_optimizer(recipe, exact)
+        assert optimizer.compile(dspy.Predict("question -> answer"), trainset=train, **kwargs).demos == []
+
+
+def test_a_teacher_needs_an_optimizer_that_takes_one():
+    with pytest.raises(DspycError, match="takes no teacher"):
+        build_optimizer(Recipe(name="x", optimizer="GEPA", params={"auto": "light"}), metric, teacher=dspy.utils.DummyLM([]))
