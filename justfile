@@ -31,9 +31,9 @@ eval-retrieval program="rag" *args:
 smoke:
     dspyc smoke
 
-# The local vLLM engine: just engine up|down|status|logs
-engine action="status":
-    dspyc engine {{action}}
+# The local vLLM engines, one per model: just engine up|down|status|logs [MODEL] (default: the program LM)
+engine action="status" *args:
+    dspyc engine {{action}} {{args}}
 
 # Provision models offline
 models:
@@ -51,9 +51,10 @@ usage *args:
 bench what="engine" *args:
     dspyc bench "$@"
 
-# Parse failures: constrained adapter vs DSPy's ChatAdapter and JSONAdapter (200 calls each)
-adapter-check n="200":
-    dspyc adapter-check -n {{n}}
+# Answer quality and parse failures on a labelled probe: new vs old format vs DSPy's ChatAdapter/JSONAdapter, on the
+# program LM and the student base: just adapter-check [N] [--stock-n 30] [--model KEY] [--adapter new]
+adapter-check n="60" *args:
+    dspyc adapter-check -n "$@"
 
 # Distill a program into a LoRA student (SFT then DPO), served by the engine as an adapter: just distill tone [--no-dpo]
 distill program *args:

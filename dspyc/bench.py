@@ -171,44 +171,161 @@ def bench_compile(sizes: tuple[int, int, int] = (4, 4, 0), s: Settings | None = 
     return result
 
 
-def adapter_check(n: int = 200, max_tokens: int = 192, s: Settings | None = None, stock_n: int | None = None,
-                  only: tuple[str, ...] = ("constrained", "ChatAdapter", "JSONAdapter")) -> dict[str, Any]:
-    """Parse failures over the same calls: the constrained adapter vs DSPy's stock ChatAdapter and JSONAdapter.
-    `stock_n` caps the stock adapters' calls: each of their failures runs to max_tokens (slow on a CPU engine)."""
-    import dspy
+ADAPTERS = {  # name → (class path, what it is); new and old run n calls, the stock ones stock_n
+    "new": ("dspyc.adapter.ConstrainedJSONAdapter", "lean prompt + schema (dspyc now)"),
+    "old": ("dspyc.adapter.DSPyFormatJSONAdapter", "DSPy's JSON prompt + schema (dspyc before)"),
+    "ChatAdapter": ("dspy.ChatAdapter", "DSPy stock, no schema"),
+    "JSONAdapter": ("dspy.JSONAdapter", "DSPy stock, no schema for a self-hosted model"),
+}
+STOCK = ("ChatAdapter", "JSONAdapter")
 
-    from dspyc.adapter import ConstrainedJSONAdapter
-    from dspyc.lm import build_lm
+
+def cpu_info() -> dict[str, str]:
+    """This CPU's model name and flags line (/proc/cpuinfo): which vector/bf16 instructions the engine had."""
+    info = {"model": "", "flags": ""}
+    try:
+        lines = open("/proc/cpuinfo", encoding="utf-8").read().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:  # the first CPU's lines; "Features" on ARM
+        key, _, value = (part.strip() for part in line.partition(":"))
+        field = {"model name": "model", "flags": "flags", "Features": "flags"}.get(key)
+        if field and not info[field]:
+            info[field] = value
+    info["model"] = info["model"] or platform.processor() or platform.machine()
+    return info
+
+
+def _make_adapter(name: str):
+    import importlib
+
+    module, _, cls = ADAPTERS[name][0].rpartition(".")
+    return getattr(importlib.import_module(module), cls)()
+
+
+def _empty(pred: Any) -> bool:
+    """No answer at all: every output (reasoning aside) is missing, blank or an empty list."""
+    values = [v for k, v in pred.items() if k != "reasoning"]
+    return all(v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, (list, dict)) and not v) for v in values)
+
+
+def _run_calls(lm: Any, adapter: Any, calls: list, threads: int) -> dict[str, Any]:
+    """The calls concurrently under one adapter; parse failures, answers right, tokens from the LM's history."""
+    import dspy
+    from dspy.utils.exceptions import AdapterParseError
+
+    lm = lm.copy()  # its own history, so the usage below is this run's
+
+    def one(call) -> tuple[str, bool | None, str]:  # (outcome, right or None when unlabelled, error)
+        module, inputs, check = call
+        try:
+            with dspy.context(lm=lm, adapter=adapter):
+                pred = module(**inputs)
+        except AdapterParseError:
+            return "parse_failure", False if check else None, ""
+        except Exception as exc:  # the LM call itself failed (server error, context window): not a parse failure
+            return "error", False if check else None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        if _empty(pred):
+            return "parse_failure", False if check else None, ""
+        if check is None:
+            return "ok", None, ""
+        try:
+            return "ok", bool(check(pred)), ""
+        except Exception:
+            return "ok", False, ""
+
+    t0 = time.perf_counter()
+    with cf.ThreadPoolExecutor(threads) as pool:
+        outcomes = list(pool.map(one, calls))
+    seconds = time.perf_counter() - t0
+    n = len(calls)
+    failures = sum(o == "parse_failure" for o, _, _ in outcomes)
+    errors = [e for o, _, e in outcomes if o == "error"]
+    labelled = [(o, r) for o, r, _ in outcomes if r is not None]
+    right = sum(r for _, r in labelled)
+    parsed = [r for o, r in labelled if o == "ok"]
+    usage = [h.get("usage") or {} for h in lm.history]
+    prompt = [u.get("prompt_tokens", u.get("input_tokens")) for u in usage]
+    completion = [u.get("completion_tokens", u.get("output_tokens")) for u in usage]
+    by_kind: dict[str, dict[str, int]] = {}
+    for call, (o, r, _) in zip(calls, outcomes):
+        k = by_kind.setdefault(getattr(call, "kind", "?"), {"calls": 0, "parse_failures": 0, "labelled": 0, "right": 0})
+        k["calls"] += 1
+        k["parse_failures"] += o == "parse_failure"
+        k["labelled"] += r is not None
+        k["right"] += bool(r)
+    return {"calls": n, "parse_failures": failures, "failure_rate": round(failures / n, 4), "errors": len(errors),
+            "error_sample": errors[0] if errors else None,
+            "labelled": len(labelled), "right": right, "accuracy": round(right / len(labelled), 4) if labelled else None,
+            "accuracy_parsed": round(sum(parsed) / len(parsed), 4) if parsed else None,
+            "seconds": round(seconds, 1), "lm_calls": len(usage),
+            "prompt_tokens_per_call": round(sum(prompt) / n, 1) if usage and None not in prompt else None,
+            "completion_tokens_per_call": round(sum(completion) / n, 1) if usage and None not in completion else None,
+            "by_kind": by_kind}
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def adapter_check(n: int = 60, max_tokens: int = 192, s: Settings | None = None, stock_n: int | None = 30,
+                  models: tuple[str, ...] | list[str] | None = None,
+                  only: tuple[str, ...] | list[str] | None = None) -> dict[str, Any]:
+    """Answer quality and parse failures on the labelled probe (dspyc/adapter_probe.py), per model and adapter.
+
+    Models: the program LM (`lm_model`) and the student base (SmolLM2-135M), or `models`. Adapters (ADAPTERS):
+    the new lean format and the old DSPy-format prompt, both schema-constrained, on the first `n` calls; DSPy's
+    stock ChatAdapter and JSONAdapter on the first `stock_n` (each of their failures runs to max_tokens: slow on
+    a CPU engine; None: n, 0: skip them). Calls are uncached and concurrent (`num_threads`). Writes
+    artifacts/bench/adapters.json after each model."""
+    from dspyc import lm as lm_module
+    from dspyc.adapter_probe import labelled_calls
+    from dspyc.errors import DspycError
+    from dspyc.models import STUDENT_BASE
 
     s = s or get_settings()
-    lm = build_lm(s, cache=False, max_tokens=max_tokens)
-    from dspyc.adapter_probe import adapter_calls
-
-    calls = adapter_calls()[:n]
-    results = {}
-    for name, adapter in (("constrained", ConstrainedJSONAdapter()), ("ChatAdapter", dspy.ChatAdapter()),
-                          ("JSONAdapter", dspy.JSONAdapter())):
-        if name not in only:
-            continue
-        these = calls if name == "constrained" or stock_n is None else calls[:stock_n]
-
-        def one(call):
-            module, kwargs = call
-            with dspy.context(lm=lm, adapter=adapter):
-                try:
-                    module(**kwargs)
-                    return True
-                except Exception:
-                    return False
-
-        t0 = time.perf_counter()
-        with console.status(f"{name}: {len(these)} calls"), cf.ThreadPoolExecutor(s.num_threads) as pool:
-            ok = list(pool.map(one, these))
-        results[name] = {"calls": len(these), "failures": ok.count(False), "failure_rate": round(ok.count(False) / len(these), 4),
-                         "seconds": round(time.perf_counter() - t0, 1)}
-    table = Table("adapter", "calls", "parse failures", "failure rate", "seconds", title=f"{lm.model}: the same calls per adapter")
-    for k, v in results.items():
-        table.add_row(k, str(v["calls"]), str(v["failures"]), f"{100 * v['failure_rate']:.1f}%", f"{v['seconds']:.0f}")
+    keys = list(dict.fromkeys(models or (s.lm_model, STUDENT_BASE)))
+    for key in keys:
+        resolve_lm(key, s, pull=False)  # an unknown model is a one-line error before any engine starts
+    names = list(dict.fromkeys(only or ADAPTERS))
+    if unknown := [a for a in names if a not in ADAPTERS]:
+        raise DspycError(f"unknown adapter {unknown[0]!r}: choose from {', '.join(ADAPTERS)}")
+    if n < 1:
+        raise DspycError("-n must be at least 1")
+    probe = labelled_calls()
+    stock_n = n if stock_n is None else stock_n
+    result: dict[str, Any] = {"models": keys, "served": {}, "adapters": {a: ADAPTERS[a][1] for a in names},
+                              "n": n, "stock_n": stock_n, "max_tokens": max_tokens, "lm_backend": s.lm_backend,
+                              "num_threads": s.num_threads, "cpu": cpu_info(),
+                              "probe": {"calls": len(probe), "labelled": sum(c.check is not None for c in probe)},
+                              "results": {}}
+    table = Table("model", "adapter", "calls", "parse failures", "failure rate", "errors", "labelled", "accuracy",
+                  "accuracy (parsed)", "prompt tok/call", "seconds",
+                  title=f"adapter check: answer quality and parse failures on the labelled probe (max_tokens {max_tokens})")
+    for key in keys:
+        if key != keys[0]:
+            table.add_section()
+        with console.status(f"{key}: starting its engine"):
+            lm = lm_module.build_lm(s, model=key, cache=False, max_tokens=max_tokens)
+        result["served"][key] = lm.model
+        rows = result["results"][key] = {}
+        for name in names:
+            calls = probe[:stock_n if name in STOCK else n]
+            if not calls:
+                continue
+            with console.status(f"{key} · {name}: {len(calls)} calls"):
+                r = rows[name] = _run_calls(lm, _make_adapter(name), calls, s.num_threads)
+            table.add_row(key, name, str(r["calls"]), str(r["parse_failures"]), _pct(r["failure_rate"]), str(r["errors"]),
+                          str(r["labelled"]), _pct(r["accuracy"]), _pct(r["accuracy_parsed"]),
+                          "-" if r["prompt_tokens_per_call"] is None else f"{r['prompt_tokens_per_call']:.0f}",
+                          f"{r['seconds']:.0f}")
+            console.print(f"[dim]{key} · {name}: {r['parse_failures']}/{r['calls']} parse failures, "
+                          f"accuracy {_pct(r['accuracy'])}, {r['seconds']:.0f} s[/dim]")
+            if r["error_sample"]:
+                console.print(f"[yellow]{key} · {name}: {r['errors']} LM errors, e.g. {r['error_sample']}[/yellow]",
+                              highlight=False)
+        _save("adapters", result, s)  # after each model, so a later model's failure keeps this one's numbers
     console.print(table)
-    _save("adapters", {"model": lm.model, "max_tokens": max_tokens, "results": results}, s)
-    return results
+    console.print("[dim]parse failures: AdapterParseError or no output; accuracy: right answers over labelled calls "
+                  "(a failure counts as wrong); accuracy (parsed): over labelled calls that parsed[/dim]")
+    return result

@@ -393,13 +393,29 @@ def usage(since: Annotated[str, typer.Option(help="Time window: 30m, 24h, 7d or 
 
 
 @app.command("adapter-check")
-def adapter_check(n: Annotated[int, typer.Option("-n", "--n", help="Calls per adapter.")] = 200,
-                  stock_n: Annotated[Optional[int], typer.Option(help="Fewer calls for the stock adapters (their failures "
-                                                                  "run to max_tokens: slow on a CPU engine).")] = None):
-    """Parse failures of the constrained adapter vs DSPy's ChatAdapter and JSONAdapter on the same calls."""
+def adapter_check(n: Annotated[int, typer.Option("-n", "--n", help="Calls for the new and the old format: the first N "
+                                                 "of the labelled probe (its seven kinds interleaved, so any N mixes them).")] = 60,
+                  stock_n: Annotated[int, typer.Option(help="Calls for DSPy's stock ChatAdapter and JSONAdapter (each of "
+                                                       "their failures runs to max_tokens: slow on a CPU engine); 0 skips them.")] = 30,
+                  model: Annotated[Optional[list[str]], typer.Option("--model", help="Only this model (repeatable), e.g. "
+                                                                     "smollm2-135m-instruct; default: the program LM "
+                                                                     "(DSPYC_LM_MODEL) and the student base.", show_default=False)] = None,
+                  adapter: Annotated[Optional[list[str]], typer.Option("--adapter", help="Only this adapter (repeatable): new, "
+                                                                       "old, ChatAdapter or JSONAdapter.", show_default=False)] = None,
+                  max_tokens: Annotated[int, typer.Option(help="max_tokens of every call; the new and old formats raise it "
+                                                          "to their schema's worst case.")] = 192):
+    """Answer quality beside parse failures, on a labelled probe, per model and adapter: the same uncached calls
+    (short facts, a country by ChainOfThought, a Literal + number + list signature, sentiment, a pydantic output,
+    keywords, open questions) go through the new lean format (ConstrainedJSONAdapter), the old one (DSPy's JSON
+    prompt under the same schema) and DSPy's stock ChatAdapter and JSONAdapter, on the program LM and the student
+    base, each model on its own engine. Accuracy counts a parse failure as wrong; "accuracy (parsed)" scores only
+    the replies that parsed. Writes artifacts/bench/adapters.json.
+
+    Example: dspyc adapter-check -n 20 --stock-n 10 --model smollm2-135m-instruct
+    """
     from dspyc.bench import adapter_check as run
 
-    run(n, stock_n=stock_n)
+    run(n, max_tokens=max_tokens, stock_n=stock_n, models=model, only=adapter)
 
 
 def main() -> None:

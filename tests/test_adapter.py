@@ -129,3 +129,124 @@ def test_max_tokens_covers_the_worst_case_reply():
     with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
         dspy.ChainOfThought(Answer)(question="q", passages=["p"], config={"max_tokens": 64})
     assert lm.seen[0]["max_tokens"] == need
+
+
+def _parse(module, outputs: dict) -> dspy.Prediction:
+    """Outputs as an LM would send them, parsed by the adapter (typed values: pydantic models, ints, lists)."""
+    import json
+
+    predictor = module.predict if hasattr(module, "predict") else module
+    return dspy.Prediction(**ConstrainedJSONAdapter().parse(predictor.signature, json.dumps(outputs)))
+
+
+def test_every_labelled_probe_check_accepts_a_right_answer_and_rejects_a_wrong_one():
+    from dspyc.adapter_probe import KINDS, labelled_calls
+
+    calls = labelled_calls()
+    assert len(calls) >= 200 and {c.kind for c in calls} == set(KINDS)
+    assert {c.kind for c in calls[:len(KINDS)]} == set(KINDS)  # any prefix mixes the kinds
+    assert sum(c.check is not None for c in calls) / len(calls) > 0.8
+    for call in calls:
+        module, inputs, check = call
+        gold = _parse(module, call.gold)  # every call's gold parses under its schema
+        if check is None:
+            continue
+        assert check(gold), (call.kind, inputs, call.gold)
+        assert not check(_parse(module, call.wrong)), (call.kind, inputs, call.wrong)
+        assert not check(dspy.Prediction(**{k: None for k in call.gold}))  # nothing is not an answer
+
+
+def test_short_answers_match_whole_words_and_do_not_hedge():
+    from dspyc.adapter_probe import mentions, text_check
+
+    assert mentions("It has 8 legs.", "8") and not mentions("18 legs", "8") and mentions("São Paulo!", "sao paulo")
+    yes = text_check("answer", ("yes",), ("no",))
+    assert yes(dspy.Prediction(answer="Yes, it is.")) and not yes(dspy.Prediction(answer="Yes or no"))
+    seoul = text_check("answer", ("South Korea", "Korea"), ("North Korea",))
+    assert seoul(dspy.Prediction(answer="Korea")) and not seoul(dspy.Prediction(answer="North Korea"))
+
+
+class ProbeLM(DummyLM):
+    """Answers every probe call right, in JSON, and reports 7 prompt tokens per call."""
+
+    def __init__(self, model_key: str):
+        from dspyc.adapter_probe import labelled_calls
+
+        super().__init__([])
+        self.key, self.probe = model_key, labelled_calls()
+        self._engine_spec = self._make_engine()
+
+    def _make_engine(self):
+        import json
+
+        from dspy.clients.engines.dummy_engine import DummyEngine
+        from dspy.lm15 import Message, Response, TextPart, Usage
+
+        probe = self.probe
+
+        class Engine(DummyEngine):
+            def _complete_messages(self, messages):
+                system, last = messages[0]["content"], messages[-1]["content"]
+
+                def matches(call):
+                    predictor = call.module.predict if hasattr(call.module, "predict") else call.module
+                    return predictor.signature.instructions in system and all(v in last for v in call.inputs.values())
+
+                call = max((c for c in probe if matches(c)), key=lambda c: sum(map(len, c.inputs.values())))
+                return Response(id=None, model="dummy", message=Message.assistant([TextPart(json.dumps(call.gold))]),
+                                finish_reason="stop", usage=Usage(input_tokens=7, output_tokens=3, total_tokens=10))
+
+        return Engine(self)
+
+    def copy(self, **kwargs):
+        copied = super().copy(**kwargs)
+        copied._engine_spec = copied._make_engine()  # DummyLM.copy would put its own engine back
+        return copied
+
+
+def test_adapter_check_reports_accuracy_and_failures_per_model_and_adapter(tmp_path, monkeypatch):
+    import json
+
+    import dspyc.lm
+    from dspyc.bench import adapter_check
+    from dspyc.settings import Settings
+
+    built = []
+
+    def fake_build_lm(settings=None, *, model=None, **overrides):
+        built.append((model, overrides))
+        return ProbeLM(model)
+
+    monkeypatch.setattr(dspyc.lm, "build_lm", fake_build_lm)
+    s = Settings(artifacts_root=tmp_path, num_threads=4, lm_model="qwen2.5-coder-0.5b-instruct")
+    out = adapter_check(n=14, stock_n=7, s=s)
+    assert [m for m, _ in built] == [s.lm_model, "smollm2-135m-instruct"]
+    assert all(o["cache"] is False for _, o in built)
+    assert set(out["results"]) == {s.lm_model, "smollm2-135m-instruct"}
+    for rows in out["results"].values():
+        assert list(rows) == ["new", "old", "ChatAdapter", "JSONAdapter"]
+        for name in ("new", "old"):
+            r = rows[name]
+            assert r["calls"] == 14 and r["parse_failures"] == 0 and r["errors"] == 0 and r["failure_rate"] == 0
+            assert r["labelled"] == 12 and r["accuracy"] == 1.0 and r["accuracy_parsed"] == 1.0
+            assert r["prompt_tokens_per_call"] == 7 and len(r["by_kind"]) == 7
+        assert rows["ChatAdapter"]["calls"] == rows["JSONAdapter"]["calls"] == 7
+    saved = json.loads((tmp_path / "bench" / "adapters.json").read_text())
+    assert saved["max_tokens"] == 192 and saved["models"] == out["models"] and "flags" in saved["cpu"]
+    assert saved["results"][s.lm_model]["new"]["accuracy"] == 1.0
+
+
+def test_adapter_check_restricts_models_and_adapters(tmp_path, monkeypatch):
+    import pytest
+
+    import dspyc.lm
+    from dspyc.bench import adapter_check
+    from dspyc.errors import DspycError
+    from dspyc.settings import Settings
+
+    monkeypatch.setattr(dspyc.lm, "build_lm", lambda settings=None, *, model=None, **kw: ProbeLM(model))
+    s = Settings(artifacts_root=tmp_path, num_threads=2)
+    out = adapter_check(n=7, stock_n=0, s=s, models=["smollm2-135m-instruct"], only=["new", "JSONAdapter"])
+    assert list(out["results"]) == ["smollm2-135m-instruct"] and list(out["results"]["smollm2-135m-instruct"]) == ["new"]
+    with pytest.raises(DspycError, match="unknown model 'nope'"):
+        adapter_check(n=7, s=s, models=["nope"])

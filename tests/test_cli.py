@@ -16,6 +16,8 @@ def dspyc(*args, env=None):
     (("eval-retrieval", "--split", "all"), "use dev or test"),
     (("eval", "rag", "--uncompiled", "--with-baseline"), "exclude each other"),
     (("compile", "rag", "--set", "test=many"), "split sizes must be whole numbers"),
+    (("adapter-check", "--model", "nope"), "unknown model 'nope'"),
+    (("adapter-check", "--adapter", "Chat"), "unknown adapter 'Chat'"),
 ])
 def test_user_mistakes_are_one_line_errors(args, message):
     r = dspyc(*args)
