@@ -23,27 +23,36 @@ def _served_models(base_url: str, api_key: str) -> list[str]:
     return [m["id"] for m in r.json().get("data", [])]
 
 
+def _pick_served(base: str, wanted: str, api_key: str) -> str:
+    """The wanted model if the server has it, else whatever it serves."""
+    served = _served_models(base, api_key)
+    if not served:
+        raise DspycError(f"LM server at {base} serves no models")
+    return wanted if wanted in served else served[0]
+
+
 def build_lm(settings: Settings | None = None, *, model: str | None = None, adapter: str | None = None,
-             **overrides) -> dspy.LM:
+             url: str | None = None, **overrides) -> dspy.LM:
     """Build the LM the settings describe.
 
     `model` is a model key, folder or hub id (None: the program LM, `lm_model`) whose engine serves the calls;
     `adapter` is a LoRA adapter that engine serves (load it first with `engine.load_lora(..., model=model)`),
-    so the call goes to `openai/<adapter>`. `overrides` are LM defaults (temperature, max_tokens, cache, ...).
+    so the call goes to `openai/<adapter>`. `url` is any OpenAI-compatible server (e.g. a teacher elsewhere).
+    `overrides` are LM defaults (temperature, max_tokens, cache, ...).
     """
     s = settings or get_settings()
     key = model or s.lm_model
     kwargs = dict(temperature=s.temperature, max_tokens=s.max_tokens, num_retries=2) | overrides
+    if url:
+        base = url.rstrip("/")
+        name = adapter or _pick_served(base, served_name(key, s), s.lm_api_key)
+        return dspy.LM(f"openai/{name}", api_base=base, api_key=s.lm_api_key, **kwargs)
     if s.lm_backend not in BACKENDS:
         raise DspycError(f"unknown lm_backend {s.lm_backend!r}: choose one of {', '.join(BACKENDS)}")
     if s.lm_backend in ("engine", "url"):
         base = engine.ensure(s, key, lora=adapter is not None)
         if s.lm_backend == "url" and key == s.lm_model:
-            served, wanted = _served_models(base, s.lm_api_key), served_name(key, s)
-            # The configured model if the server has it, else whatever it serves.
-            name = adapter or (wanted if wanted in served else served[0] if served else None)
-            if name is None:
-                raise DspycError(f"LM server at {base} serves no models")
+            name = adapter or _pick_served(base, served_name(key, s), s.lm_api_key)
         else:
             name = adapter or served_name(key, s)
         # openai/ talks the plain chat-completions wire to any compatible server (vLLM included).
