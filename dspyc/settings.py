@@ -65,10 +65,10 @@ class Settings(BaseSettings):
     tools_http_timeout_s: float = 4.0
     agent_max_steps: int = 3  # tool-calling steps before the agent must answer
     agent_tool_calling: str = "auto"  # constrained (JSON schema), native (the server's tool parser), or auto
-    # BFCL split sizes, per category (prompts carry function schemas: keep them small on a CPU engine).
-    bfcl_train: int = 6
-    bfcl_dev: int = 4
-    bfcl_test: int = 8
+    # BFCL split sizes, per category: 20 test items each, so a compile's gain shows through its interval.
+    bfcl_train: int = 10
+    bfcl_dev: int = 6
+    bfcl_test: int = 20
 
     # The program server (`dspyc serve`).
     serve_host: str = "127.0.0.1"

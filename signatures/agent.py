@@ -25,7 +25,7 @@ class CallFunctions(dspy.Signature):
 
 
 class NextStep(dspy.Signature):
-    """Decide the next step: call another function if the results so far do not answer the request yet, or call `finish` when they do."""
+    """Decide the next step. If the results so far answer the request, call `finish`. Call another function only for a part of the request that no result covers yet."""
 
     question: str = dspy.InputField(desc="the user's request")
     functions: list[str] = dspy.InputField(desc="available functions")
@@ -34,8 +34,8 @@ class NextStep(dspy.Signature):
 
 
 class AnswerFromResults(dspy.Signature):
-    """Answer the request in one or two sentences using only the function results."""
+    """Answer the request in one or two sentences that state the values the function results give (for weather: the temperature and the conditions). Use only the results."""
 
-    question: str = dspy.InputField(desc="the user's request")
     results: list[str] = dspy.InputField(desc="function calls and what they returned")
-    answer: str = dspy.OutputField(desc="a short answer stating the values from the results")
+    question: str = dspy.InputField(desc="the user's request")
+    answer: str = dspy.OutputField(desc="one or two sentences", max_length=240)

@@ -11,4 +11,5 @@ class CorporateRewrite(dspy.Signature):
     """Rewrite the text in the house corporate tone."""
 
     text: str = dspy.InputField()
-    rewrite: str = dspy.OutputField()
+    # room for a few sentences and the sign-off: a bound that cuts the text drops the sign-off first
+    rewrite: str = dspy.OutputField(max_length=400)
