@@ -24,7 +24,7 @@ from dspyc.data import SPLIT_KEYS, apply_split_config
 from dspyc.errors import DspycError
 from dspyc.lm import configure
 from dspyc.models import served_name
-from dspyc.optimizers import build_optimizer, load_recipe
+from dspyc.optimizers import build_optimizer, load_recipe, prewarm_bootstrap
 from dspyc.settings import Settings, get_settings
 from dspyc.stats import format_delta, paired_delta
 
@@ -211,6 +211,8 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
         run_eval("baseline", program, "dev")
         optimizer, compile_kwargs = build_optimizer(recipe, spec.metric, num_threads=s.num_threads, seed=seed)
         console.print(f"[bold]compiling[/bold] with {recipe.optimizer} on train ({len(splits['train'])} examples)")
+        # Bootstrap* optimizers trace one example at a time: run the teacher over train concurrently first.
+        stage("teacher traces", lambda: prewarm_bootstrap(optimizer, program, splits["train"], spec.metric, s.num_threads))
         compiled = stage("compile", lambda: optimizer.compile(program, trainset=splits["train"], **compile_kwargs))
         run_eval("compiled", compiled, "dev")
         if not skip_test:

@@ -103,3 +103,24 @@ def build_optimizer(recipe: Recipe, metric, num_threads: int = 8, seed: int = 0,
     if "seed" in inspect.signature(cls.compile).parameters and "seed" not in accepted:
         compile_kwargs.setdefault("seed", seed)
     return optimizer, compile_kwargs
+
+
+def prewarm_bootstrap(optimizer: Any, program: dspy.Module, trainset: list[dspy.Example], metric,
+                      num_threads: int) -> bool:
+    """Run the teacher over every train example concurrently before a Bootstrap* optimizer's sequential pass.
+
+    BootstrapFewShot bootstraps one example after another, so on an engine it runs at single-stream speed. Its
+    first round sends exactly the requests this sends (the uncompiled teacher, the same LM and settings), so
+    those are then served from DSPy's cache: traces are collected in parallel, and the demos are still picked
+    in train order, so the same seed gives the same program. True if it ran (it needs the LM's cache, and a
+    teacher without labelled demos: those differ per example)."""
+    settings = getattr(optimizer, "teacher_settings", None)
+    if settings is None or getattr(optimizer, "max_labeled_demos", 0) or not trainset:
+        return False
+    lm = settings.get("lm") or dspy.settings.lm
+    if lm is None or not getattr(lm, "cache", False):
+        return False
+    with dspy.context(**settings):
+        dspy.Evaluate(devset=trainset, metric=metric, num_threads=num_threads, display_progress=True,
+                      max_errors=len(trainset) + 1, provide_traceback=False)(program.deepcopy())
+    return True

@@ -66,3 +66,29 @@ def test_a_teacher_lm_writes_the_demos():
 def test_a_teacher_needs_an_optimizer_that_takes_one():
     with pytest.raises(DspycError, match="takes no teacher"):
         build_optimizer(Recipe(name="x", optimizer="GEPA", params={"auto": "light"}), metric, teacher=dspy.utils.DummyLM([]))
+
+
+def test_prewarm_runs_the_teacher_over_all_train_examples_only_when_it_can_help():
+    from dspyc.optimizers import prewarm_bootstrap
+
+    seen = []
+
+    class Echo(dspy.Module):
+        def forward(self, question):
+            seen.append(question)
+            return dspy.Prediction(answer=question)
+
+    train = [dspy.Example(question=f"q{i}", answer=f"q{i}").with_inputs("question") for i in range(5)]
+    cached = dspy.utils.DummyLM([])
+    cached.cache = True
+    plain = Recipe(name="b", optimizer="BootstrapFewShot", params={"max_labeled_demos": 0})
+    with dspy.context(lm=cached):
+        optimizer, _ = build_optimizer(plain, metric)
+        assert prewarm_bootstrap(optimizer, Echo(), train, metric, num_threads=3)
+        assert sorted(seen) == [ex.question for ex in train]
+        labelled, _ = build_optimizer(Recipe(name="l", optimizer="BootstrapFewShot", params={"max_labeled_demos": 2}), metric)
+        assert not prewarm_bootstrap(labelled, Echo(), train, metric, num_threads=3)  # its teacher's demos differ per example
+    cached.cache = False
+    with dspy.context(lm=cached):
+        assert not prewarm_bootstrap(optimizer, Echo(), train, metric, num_threads=3)  # nothing would be reused
+    assert len(seen) == 5
