@@ -97,6 +97,14 @@ def engine_status(model: Annotated[Optional[str], typer.Argument(
         table.add_row(label, st.base_url, str(st.pid), "on" if st.lora_enabled else "off", ", ".join(st.adapters) or "-",
                       st.dtype, "healthy" if engine.healthy(st.base_url, timeout=1.0) else "starting")
     out.print(table)
+    from dspyc.engine_tuning import cpu_summary
+
+    cpu = cpu_summary()
+    out.print(f"CPU: {cpu['model']} · {cpu['cores']} cores · flags {' '.join(cpu['flags']) or '-'} · native bf16 "
+              f"{'yes' if cpu['native_bf16'] else 'no'}", highlight=False)
+    for st in states:  # what was chosen for each engine, and why
+        for name, why in (st.tuning.get("why") or {}).items():
+            out.print(f"  {st.served_model} · {name}: {why}", highlight=False)
 
 
 @engine_app.command("logs")

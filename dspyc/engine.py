@@ -29,6 +29,7 @@ import httpx
 from pydantic import BaseModel
 from rich.console import Console
 
+from dspyc.engine_tuning import cpu_tuning
 from dspyc.errors import EngineError
 from dspyc.models import resolve_lm, served_name
 from dspyc.settings import Settings, get_settings
@@ -51,6 +52,7 @@ class EngineState(BaseModel):
     runtime_loras: dict[str, str] = {}  # loaded later with load_lora (not part of the command)
     started_at: float
     command: list[str] = []
+    tuning: dict = {}  # the CPU settings chosen for it and why (dspyc.engine_tuning), with the CPU they rest on
 
     @property
     def base_url(self) -> str:
@@ -361,9 +363,9 @@ def up(s: Settings | None = None, model: str | None = None, loras: dict[str, str
     host = s.engine_host
     folder = engine_folder(s, key)
     folder.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
-           "VLLM_CPU_KVCACHE_SPACE": str(s.engine_kv_cache_gb), "HF_HUB_OFFLINE": "1",
-           "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+    tuning = None if has_cuda() else cpu_tuning(s, python)
+    env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "HF_HUB_OFFLINE": "1",
+           "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", **(tuning.env if tuning else {})}
     log_path = log_file(s, key)
     with _port_lock(s):
         if fixed_port is not None:
@@ -382,7 +384,8 @@ def up(s: Settings | None = None, model: str | None = None, loras: dict[str, str
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env, start_new_session=True)
         state = EngineState(pid=proc.pid, host=host, port=port, model=resolved, served_model=served, key=key,
-                            loras=loras, started_at=time.time(), command=cmd)
+                            loras=loras, started_at=time.time(), command=cmd,
+                            tuning=(tuning.as_dict() if tuning else {}) | {"dtype": engine_dtype(s)})
         _write_state(state, _state_file(s, key))
     deadline = time.monotonic() + s.engine_start_timeout
     with console.status(f"starting vLLM on {host}:{port} ({served}); log: {log_path}") if not quiet else nullcontext():

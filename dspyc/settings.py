@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     # True on every engine; False only while adapters are given. On CPU LoRA turns torch.compile off (1.7-2.6x slower).
     engine_enable_lora: bool | None = None
     engine_dtype: str = "auto"  # auto: bfloat16 on GPUs and CPUs with native bf16, float32 elsewhere
+    engine_preload_iomp: bool = False  # LD_PRELOAD the engine venv's Intel OpenMP on CPU (vLLM's CPU install docs)
     engine_kv_cache_gb: int = 2  # CPU KV cache; vLLM's default reserves 92% of a NUMA node's memory
     engine_extra_args: str = ""
 

