@@ -15,7 +15,7 @@ from dspyc.settings import Settings, get_settings  # noqa: E402
 
 def load(ref: str, **kwargs):
     """Load a compiled program: `load("rag")` (latest), `load("rag@<version>")`, `load("rag@champion")`."""
-    from dspyc.artifacts import load_program
+    from dspyc.loading import load_program
 
     return load_program(ref, **kwargs)
 

@@ -164,63 +164,6 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
     return name, tag or None
 
 
-def resolve_version(program: str, tag: str | None, s: Settings | None = None) -> int:
-    """A version number from `None`/"latest", a number, or a registry alias such as "champion"."""
-    if tag is None or tag == "latest":
-        have = versions(program, s)
-        if not have:
-            raise ArtifactError(f"no compiled versions of {program!r}: run `just compile {program}` first")
-        return have[-1]
-    if tag.isdigit():
-        return int(tag)
-    from dspyc import tracking
-
-    return tracking.resolve_alias(program, tag, s)
-
-
-def build_version(ref: str, data: str | None = None, s: Settings | None = None) -> tuple[dspy.Module, Manifest, Any]:
-    """The compiled module of `ref` (not yet given an LM), its manifest, and the dataset it was built over:
-    the one it was compiled on, or `data` (retrieval then indexes that corpus)."""
-    from dspyc import registry
-    from dspyc.data import apply_split_config
-
-    s = s or get_settings()
-    name, tag = parse_ref(ref)
-    spec = registry.get(name)
-    version = resolve_version(name, tag, s)
-    manifest = read_manifest(name, version, s)
-    if data is None:
-        data = manifest.dataset.path if Path(manifest.dataset.path).is_dir() else manifest.dataset.name
-        dataset = spec.load_data(data, manifest.seed)
-        if getattr(dataset, "version", manifest.dataset.version) != manifest.dataset.version:
-            import warnings
-
-            warnings.warn(f"{name}@{version} was compiled on dataset version {manifest.dataset.version}; "
-                          f"the data now has {dataset.version}", stacklevel=2)
-    else:
-        dataset = spec.load_data(data, manifest.seed)
-    apply_split_config(dataset, manifest.config, manifest.seed)  # the split sizes it was compiled with (--set test=60)
-    module = spec.build(dataset, manifest.config)
-    module.load(str(program_dir(name, s) / str(version) / PROGRAM_FILE))
-    module.dspyc_manifest = manifest
-    return module, manifest, dataset
-
-
-def load_program(ref: str, configure_lm: bool = True, s: Settings | None = None) -> dspy.Module:
-    """`rag`, `rag@3`, `rag@champion` → the compiled module, ready to call (LM configured)."""
-    from dspyc.lm import configure
-
-    s = s or get_settings()
-    module, manifest, _ = build_version(ref, s=s)
-    if configure_lm:
-        configure(s)
-        if manifest.kind == "student":  # a LoRA student: its predictors call its adapter in the engine
-            from dspyc.distill.student import attach
-
-            attach(module, manifest, s)
-    return module
-
-
 @contextmanager
 def state_file(module: dspy.Module) -> Iterator[Path]:
     """The module's DSPy state (JSON, never a pickle) in a temporary `program.json`, for `save`."""

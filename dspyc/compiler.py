@@ -18,7 +18,7 @@ from dspy.utils.callback import BaseCallback
 from dspy.utils.usage_tracker import UsageTracker
 from rich.table import Table
 
-from dspyc import artifacts, registry
+from dspyc import artifacts, loading, registry
 from dspyc.console import console as make_console
 from dspyc.data import SPLIT_KEYS, apply_split_config
 from dspyc.errors import DspycError
@@ -336,7 +336,7 @@ def evaluate_version(ref: str, data: str | None = None, split: str = "test", s: 
             systems.append(("uncompiled", module))
             version = None
         else:
-            program, manifest, dataset = artifacts.build_version(ref, data=data, s=s)
+            program, manifest, dataset = loading.build_version(ref, data=data, s=s)
             version = manifest.version
             if not uncompiled:
                 systems.append((f"{name}@{version}", program))

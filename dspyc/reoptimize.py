@@ -15,7 +15,7 @@ from typing import Iterator
 
 from pydantic import BaseModel
 
-from dspyc import artifacts, registry, tracking
+from dspyc import artifacts, loading, registry, tracking
 from dspyc.console import console as make_console
 from dspyc.data import apply_split_config
 from dspyc.errors import DspycError
@@ -92,7 +92,7 @@ def _record(d: Decision, source_hash: str, s: Settings) -> None:
 def _scores(ref: str, examples: list, spec: registry.ProgramSpec, data: str, s: Settings) -> list[float]:
     from dspyc.compiler import evaluate
 
-    module, _, _ = artifacts.build_version(ref, data=data, s=s)
+    module, _, _ = loading.build_version(ref, data=data, s=s)
     return evaluate(module, examples, spec, s.num_threads, f"{ref} · held-out").per_example
 
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from dspyc import artifacts
+from dspyc import artifacts, loading
 from dspyc.errors import ArtifactError
 
 
@@ -34,7 +34,7 @@ def test_missing_version_is_a_clear_error(settings):
     with pytest.raises(ArtifactError, match=r"toy@7 not found; versions: 1"):
         artifacts.read_manifest("toy", 7, settings)
     with pytest.raises(ArtifactError, match="no compiled versions of 'nothing'"):
-        artifacts.resolve_version("nothing", None, settings)
+        loading.resolve_version("nothing", None, settings)
 
 
 def test_killed_save_leaves_no_version(settings, monkeypatch):

@@ -12,7 +12,7 @@ import dspy
 import pytest
 from rich.table import Table
 
-from dspyc import artifacts, compiler, registry, tracking
+from dspyc import artifacts, compiler, loading, registry, tracking
 from dspyc.console import LOG_WIDTH, console
 from dspyc.data import apply_split_config
 from dspyc.data.qa import load_qa_dataset
@@ -101,7 +101,7 @@ def test_compiling_that_hurts_keeps_the_uncompiled_program_and_says_so(toy, caps
     rows = _rows(toy, m.version)
     assert {r["program"] for r in rows} == {"uncompiled"} and {r["split"] for r in rows} == {"dev", "test"}
     assert {r["program"] for r in _rows(toy, m.version, "evaluation_compiled.jsonl")} == {"compiled"}
-    loaded = artifacts.load_program("toyqa@1", configure_lm=False, s=toy)
+    loaded = loading.load_program("toyqa@1", configure_lm=False, s=toy)
     assert not loaded.answer.demos
     # it is not worse than the program it started from, so as the first version it is champion
     assert tracking.resolve_alias("toyqa", "champion", toy) == 1
@@ -126,7 +126,7 @@ def test_set_train_dev_test_change_the_splits(toy):
 
 def test_a_version_reloads_with_the_split_sizes_it_was_compiled_with(toy):
     m = compiler.compile_program("toyqa", LABELED, s=toy, config={"test": 3})
-    _, manifest, dataset = artifacts.build_version(f"toyqa@{m.version}", s=toy)
+    _, manifest, dataset = loading.build_version(f"toyqa@{m.version}", s=toy)
     assert len(dataset.splits["test"]) == 3 and manifest.split_ids["test"] == compiler.ids_hash(dataset.splits["test"])
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from dspyc import artifacts
+from dspyc import artifacts, loading
 from dspyc.compiler import BudgetExceeded, compile_program
 
 pytestmark = pytest.mark.integration
@@ -77,7 +77,7 @@ def test_compile_writes_a_complete_artifact(compiled):
 
 def test_compiled_program_loads_and_answers(compiled):
     settings, m = compiled
-    program = artifacts.load_program(f"rag@{m.version}", s=settings)
+    program = loading.load_program(f"rag@{m.version}", s=settings)
     pred = program(question="What is the capital of France?")
     assert isinstance(pred.answer, str) and pred.context_titles
 
@@ -115,7 +115,7 @@ def test_tampered_artifact_is_refused_on_load(compiled):
     try:
         f.write_text(original.replace("{", "{ ", 1))
         with pytest.raises(artifacts.ArtifactError, match="does not match"):
-            artifacts.load_program(f"rag@{m.version}", s=settings)
+            loading.load_program(f"rag@{m.version}", s=settings)
     finally:
         f.write_text(original)
 

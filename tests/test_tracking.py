@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from dspyc import artifacts, report, tracking
+from dspyc import artifacts, loading, report, tracking
 from dspyc.errors import ArtifactError
 from test_artifacts import manifest
 
@@ -34,7 +34,7 @@ def test_first_version_becomes_champion_then_promote_and_rollback(settings):
     compiled(settings, 0.4, 0.5)
     assert tracking.resolve_alias("toy", "champion", settings) == 1  # dev examples not recorded: not compared, no move
     assert tracking.promote("toy", 2, settings) == 1
-    assert artifacts.resolve_version("toy", "champion", settings) == 2
+    assert loading.resolve_version("toy", "champion", settings) == 2
     assert tracking.rollback("toy", settings) == (2, 1)
     assert tracking.resolve_alias("toy", "champion", settings) == 1
     with pytest.raises(ArtifactError, match="no earlier champion"):
@@ -156,7 +156,7 @@ def test_against_a_real_mlflow_server(settings, mlflow_server, monkeypatch):
     compiled(remote, 0.2, 0.3, trials=[5.0])
     compiled(remote, 0.5, 0.6)
     assert tracking.promote("toy", 2, remote) == 1
-    assert artifacts.resolve_version("toy", "champion", remote) == 2
+    assert loading.resolve_version("toy", "champion", remote) == 2
     assert [r["aliases"] for r in report.version_rows("toy", remote)] == [[], ["champion"]]
     assert tracking.rollback("toy", remote) == (2, 1)
 

@@ -22,7 +22,7 @@ from dspy.utils.callback import BaseCallback
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dspyc import artifacts, engine, registry
+from dspyc import artifacts, engine, loading, registry
 from dspyc.adapter import ConstrainedJSONAdapter
 from dspyc.console import console as make_console
 from dspyc.distill import pairs as P
@@ -97,7 +97,7 @@ def evaluate_system(label: str, program: dspy.Module, lm: dspy.LM, examples: lis
 
 def _teacher(spec, dataset, teacher_ref: str | None, s: Settings) -> tuple[dspy.Module, str]:
     if teacher_ref:
-        module, manifest, _ = artifacts.build_version(teacher_ref, s=s)
+        module, manifest, _ = loading.build_version(teacher_ref, s=s)
         if manifest.kind != "program":
             raise DspycError(f"teacher {teacher_ref} is a {manifest.kind}, not a compiled program")
         return module, f"{manifest.program}@{manifest.version}"

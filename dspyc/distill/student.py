@@ -60,7 +60,9 @@ def load_student(ref: str, s: Settings | None = None) -> dspy.Module:
     from dspyc.adapter import ConstrainedJSONAdapter
 
     s = s or get_settings()
-    module, manifest, _ = artifacts.build_version(ref, s=s)
+    from dspyc.loading import build_version  # loading is above distillation: imported here, not at the top
+
+    module, manifest, _ = build_version(ref, s=s)
     attach(module, manifest, s)
     dspy.configure(adapter=ConstrainedJSONAdapter())
     return module

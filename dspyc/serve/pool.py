@@ -64,33 +64,21 @@ def parse_model_ref(ref: str) -> tuple[str, str | None]:
     return name, tag or None
 
 
-def serving_model(manifest: Any, s: Settings) -> str | None:
-    """The model whose engine serves a version: a student's base model (its adapter is loaded there), the model a
-    version was compiled on with the local engine (`lm.model`), else None (the program LM, `DSPYC_LM_MODEL`)."""
-    if manifest is None or s.lm_backend not in ("engine", "url"):
-        return None
-    if manifest.kind == "student":
-        from dspyc.distill.student import base_model
-
-        return base_model(manifest)
-    lm = getattr(manifest, "lm", None)
-    return lm.model if lm is not None and lm.backend == "engine" else None
-
-
 def build_serving_lm(manifest: Any, s: Settings) -> Any:
     """The program's LM, on the engine of its model (`serving_model`), without DSPy's cache: every request is a
     real call whose tokens are billed. (A student's predictors get their LoRA adapter from `attach`.)"""
     from dspyc.lm import build_lm
+    from dspyc.loading import serving_model
 
     return build_lm(s, model=serving_model(manifest, s), cache=False, timeout=s.serve_timeout_s, num_retries=1)
 
 
 def load_from_store(name: str, version: int, s: Settings) -> Loaded:
-    from dspyc import artifacts, registry
+    from dspyc import loading, registry
     from dspyc.adapter import ConstrainedJSONAdapter
 
     spec = registry.get(name)
-    module, manifest, _ = artifacts.build_version(f"{name}@{version}", s=s)
+    module, manifest, _ = loading.build_version(f"{name}@{version}", s=s)
     io = program_io(name, module, spec.inputs, spec.outputs, s.serve_max_input_chars)
     if manifest.kind == "student":  # a LoRA student: its predictors call its adapter (in its base model's engine)
         from dspyc.distill.student import attach
@@ -101,9 +89,9 @@ def load_from_store(name: str, version: int, s: Settings) -> Loaded:
 
 
 def resolve_from_store(name: str, tag: str, s: Settings) -> int:
-    from dspyc import artifacts
+    from dspyc import loading
 
-    return artifacts.resolve_version(name, tag, s)
+    return loading.resolve_version(name, tag, s)
 
 
 def catalog_from_store(s: Settings) -> list[str]:

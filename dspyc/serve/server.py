@@ -45,13 +45,13 @@ def student_adapters(s: Settings, model: str | None = None) -> dict[str, Path]:
 def engine_plan(s: Settings) -> dict[str, bool]:
     """{model: serves adapters} for the versions at the served alias: the engines `dspyc serve` needs. A version
     that does not resolve is left to the pool, which reports it on /readyz."""
-    from dspyc import artifacts, registry
-    from dspyc.serve.pool import serving_model
+    from dspyc import artifacts, loading, registry
+    from dspyc.loading import serving_model
 
     plan: dict[str, bool] = {}
     for name in registry.available():
         try:
-            manifest = artifacts.read_manifest(name, artifacts.resolve_version(name, s.serve_alias, s), s, verify=False)
+            manifest = artifacts.read_manifest(name, loading.resolve_version(name, s.serve_alias, s), s, verify=False)
         except Exception:  # noqa: BLE001 - the pool loads it again and keeps the error
             continue
         model = serving_model(manifest, s) or s.lm_model

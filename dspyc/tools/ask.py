@@ -6,7 +6,7 @@ import importlib
 
 import dspy
 
-from dspyc import artifacts, registry
+from dspyc import artifacts, loading, registry
 from dspyc.console import console as make_console
 from dspyc.errors import DspycError
 from dspyc.settings import Settings, get_settings
@@ -24,7 +24,7 @@ def build_agent(s: Settings, version: str | None = None, max_steps: int | None =
     agent = mod.ToolAgent(default_registry(s), max_steps=max_steps or s.agent_max_steps,
                           tool_calling=mod.resolve_tool_calling(s.agent_tool_calling))
     if version:
-        v = artifacts.resolve_version("agent", version, s)
+        v = loading.resolve_version("agent", version, s)
         artifacts.read_manifest("agent", v, s)  # verifies the files against the manifest
         agent.caller.load(str(artifacts.program_dir("agent", s) / str(v) / artifacts.PROGRAM_FILE))
     return agent

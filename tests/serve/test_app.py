@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from dspyc import loading
 from dspyc.errors import DspycError
 
 
@@ -277,7 +278,7 @@ def _manifest(kind: str, backend: str, model: str, base: str | None = None):
 
 
 def test_each_version_routes_to_the_engine_of_its_model(serve_settings):
-    from dspyc.serve.pool import serving_model
+    from dspyc.loading import serving_model
 
     s = serve_settings.model_copy(update={"lm_model": "qwen-x"})
     assert serving_model(_manifest("program", "engine", "smol-y"), s) == "smol-y"  # compiled on another model
@@ -303,7 +304,7 @@ def test_serve_starts_only_the_engines_it_needs_and_lora_only_for_students(serve
     served = {"rag": _manifest("program", "engine", "qwen-x"), "agent": _manifest("program", "url", "remote"),
               "tone": _manifest("student", "engine", "smol-y", base="smol-y")}
     monkeypatch.setattr(registry, "available", lambda: list(served) + ["broken"])
-    monkeypatch.setattr(artifacts, "resolve_version", lambda name, tag, s=None: 1)
+    monkeypatch.setattr(loading, "resolve_version", lambda name, tag, s=None: 1)
     monkeypatch.setattr(artifacts, "read_manifest", lambda name, version, s=None, verify=True: served[name])
     calls = []
     monkeypatch.setattr(engine, "ensure", lambda s, model=None, lora=False: calls.append(("ensure", model, lora)) or f"http://{model}")

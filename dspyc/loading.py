@@ -1,0 +1,80 @@
+"""Versions by reference: `rag`, `rag@3`, `rag@champion` -> a built, loaded program on the right engine.
+
+Above the artifact store (which knows files and manifests only), the registry (aliases) and distillation
+(students' adapters), so none of those has to import another upward.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dspy
+
+from dspyc import registry, tracking
+from dspyc.artifacts import PROGRAM_FILE, Manifest, parse_ref, program_dir, read_manifest, versions
+from dspyc.data import apply_split_config
+from dspyc.distill.student import attach, base_model
+from dspyc.errors import ArtifactError
+from dspyc.lm import configure
+from dspyc.settings import Settings, get_settings
+
+
+def resolve_version(program: str, tag: str | None, s: Settings | None = None) -> int:
+    """A version number from `None`/"latest", a number, or a registry alias such as "champion"."""
+    if tag is None or tag == "latest":
+        have = versions(program, s)
+        if not have:
+            raise ArtifactError(f"no compiled versions of {program!r}: run `just compile {program}` first")
+        return have[-1]
+    if tag.isdigit():
+        return int(tag)
+    return tracking.resolve_alias(program, tag, s)
+
+
+def build_version(ref: str, data: str | None = None, s: Settings | None = None) -> tuple[dspy.Module, Manifest, Any]:
+    """The compiled module of `ref` (not yet given an LM), its manifest, and the dataset it was built over:
+    the one it was compiled on, or `data` (retrieval then indexes that corpus)."""
+    s = s or get_settings()
+    name, tag = parse_ref(ref)
+    spec = registry.get(name)
+    version = resolve_version(name, tag, s)
+    manifest = read_manifest(name, version, s)
+    if data is None:
+        data = manifest.dataset.path if Path(manifest.dataset.path).is_dir() else manifest.dataset.name
+        dataset = spec.load_data(data, manifest.seed)
+        if getattr(dataset, "version", manifest.dataset.version) != manifest.dataset.version:
+            import warnings
+
+            warnings.warn(f"{name}@{version} was compiled on dataset version {manifest.dataset.version}; "
+                          f"the data now has {dataset.version}", stacklevel=2)
+    else:
+        dataset = spec.load_data(data, manifest.seed)
+    apply_split_config(dataset, manifest.config, manifest.seed)  # the split sizes it was compiled with (--set test=60)
+    module = spec.build(dataset, manifest.config)
+    module.load(str(program_dir(name, s) / str(version) / PROGRAM_FILE))
+    module.dspyc_manifest = manifest
+    return module, manifest, dataset
+
+
+def load_program(ref: str, configure_lm: bool = True, s: Settings | None = None) -> dspy.Module:
+    """`rag`, `rag@3`, `rag@champion` → the compiled module, ready to call (LM configured)."""
+    s = s or get_settings()
+    module, manifest, _ = build_version(ref, s=s)
+    if configure_lm:
+        # the engine of the model the version was compiled for (a student: its base model, adapter attached)
+        configure(s, model=serving_model(manifest, s))
+        if manifest.kind == "student":
+            attach(module, manifest, s)
+    return module
+
+
+def serving_model(manifest: Manifest | None, s: Settings) -> str | None:
+    """The model whose engine serves a version: a student's base model (its adapter is loaded there), the model a
+    version was compiled on with the local engine (`lm.model`), else None (the program LM, `DSPYC_LM_MODEL`)."""
+    if manifest is None or s.lm_backend not in ("engine", "url"):
+        return None
+    if manifest.kind == "student":
+        return base_model(manifest)
+    lm = getattr(manifest, "lm", None)
+    return lm.model if lm is not None and lm.backend == "engine" else None
