@@ -122,19 +122,63 @@ def _jsonable(v: Any) -> Any:
 def evaluate(program: dspy.Module, examples: list[dspy.Example], spec: registry.ProgramSpec, num_threads: int,
              label: str) -> Evaluation:
     """Run the program on examples concurrently. A failed call leaves an empty Prediction, scored as wrong."""
-    if not examples:
+    return evaluate_many([(label, program, examples)], spec, num_threads)[0]
+
+
+class _Item:
+    """One (job, example) pair of a shared evaluation pool; `inputs()` is what dspy.Evaluate calls the program with."""
+
+    __slots__ = ("label", "module", "example")
+
+    def __init__(self, label: str, module: dspy.Module, example: dspy.Example):
+        self.label, self.module, self.example = label, module, example
+
+    def inputs(self) -> dict[str, Any]:
+        return {"item": self}
+
+    def __repr__(self) -> str:  # what DSPy logs for a failed call
+        return f"{self.label}: {self.example!r}"
+
+
+def evaluate_many(jobs: list[tuple[str, dspy.Module, list[dspy.Example]]], spec: registry.ProgramSpec,
+                  num_threads: int) -> list[Evaluation]:
+    """Evaluate (label, module, examples) jobs in ONE pool of `num_threads`: one dspy.Evaluate over every
+    (job, example) pair, with one progress bar, so one job's tail overlaps the next one's start and a batching
+    engine keeps `num_threads` requests in flight. Each job's Evaluation is the one it gets on its own (rows in
+    example order; a failed call leaves an empty Prediction, scored as wrong)."""
+    items = [_Item(label, module, ex) for label, module, examples in jobs for ex in examples]
+    if not items:
+        return [Evaluation({}, []) for _ in jobs]
+    for label, _, examples in jobs:
+        if examples:
+            console.print(f"[bold]{label}[/bold] ({len(examples)} examples)")
+
+    def metric(item: _Item, pred: dspy.Prediction, trace=None):
+        return spec.metric(item.example, pred)
+
+    metric.__name__ = getattr(spec.metric, "__name__", "metric")  # MLflow names a trace's assessment after it
+    evaluator = dspy.Evaluate(devset=items, metric=metric, num_threads=num_threads, display_progress=True,
+                              max_errors=len(items) + 1, provide_traceback=False)
+    results = evaluator(lambda item: item.module(**item.example.inputs())).results  # in `items` order
+    evs, start = [], 0
+    for _, _, examples in jobs:
+        part = [(item.example, pred, score) for item, pred, score in results[start:start + len(examples)]]
+        start += len(examples)
+        evs.append(_evaluation(part, spec))
+    return evs
+
+
+def _evaluation(results: list[tuple[dspy.Example, dspy.Prediction, Any]], spec: registry.ProgramSpec) -> Evaluation:
+    """Scores and rows of one job, exactly as a dspy.Evaluate of that job alone reports them."""
+    if not results:
         return Evaluation({}, [])
-    console.print(f"[bold]{label}[/bold] ({len(examples)} examples)")
-    evaluator = dspy.Evaluate(devset=examples, metric=spec.metric, num_threads=num_threads, display_progress=True,
-                              max_errors=len(examples) + 1, provide_traceback=False)
-    result = evaluator(program)
-    scores = spec.report([(ex, pred) for ex, pred, _score in result.results])
-    scores["metric"] = float(result.score) / 100.0
-    scores["errors"] = sum(1 for _, p, _ in result.results if not p.keys())
+    scores = spec.report([(ex, pred) for ex, pred, _score in results])
+    scores["metric"] = round(100 * sum(score for *_, score in results) / len(results), 2) / 100.0  # Evaluate's score
+    scores["errors"] = sum(1 for _, p, _ in results if not p.keys())
     rows = [{"id": ex.get("id", str(i)), "inputs": {k: _jsonable(ex[k]) for k in ex.inputs().keys()},
              "gold": {k: _jsonable(v) for k, v in ex.labels().items()},
              "outputs": {k: _jsonable(v) for k, v in pred.items()}, "score": float(score or 0.0)}
-            for i, (ex, pred, score) in enumerate(result.results)]
+            for i, (ex, pred, score) in enumerate(results)]
     return Evaluation(scores, rows)
 
 
@@ -202,22 +246,24 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
                                      f"({usage.total:,} tokens used); no artifact written")
             return out
 
-        def run_eval(which: str, module: dspy.Module, split: str) -> None:
-            ev = stage(f"{which} {split}", lambda: evaluate(module, splits[split], spec, s.num_threads,
-                                                            f"{'uncompiled' if which == 'baseline' else which} · {split}"))
-            results[which][split] = ev.scores
-            rows[which][split] = ev.rows
+        def run_evals(label: str, jobs: list[tuple[str, dspy.Module, str]]) -> None:
+            """(which, module, split) jobs in one pool of `num_threads`, timed as one stage."""
+            evs = stage(label, lambda: evaluate_many(
+                [(f"{'uncompiled' if which == 'baseline' else which} · {split}", module, splits[split])
+                 for which, module, split in jobs], spec, s.num_threads))
+            for (which, _, split), ev in zip(jobs, evs, strict=True):
+                results[which][split] = ev.scores
+                rows[which][split] = ev.rows
 
-        run_eval("baseline", program, "dev")
+        run_evals("baseline dev", [("baseline", program, "dev")])  # before compiling: nothing else to run yet
         optimizer, compile_kwargs = build_optimizer(recipe, spec.metric, num_threads=s.num_threads, seed=seed)
         console.print(f"[bold]compiling[/bold] with {recipe.optimizer} on train ({len(splits['train'])} examples)")
         # Bootstrap* optimizers trace one example at a time: run the teacher over train concurrently first.
         stage("teacher traces", lambda: prewarm_bootstrap(optimizer, program, splits["train"], spec.metric, s.num_threads))
         compiled = stage("compile", lambda: optimizer.compile(program, trainset=splits["train"], **compile_kwargs))
-        run_eval("compiled", compiled, "dev")
-        if not skip_test:
-            run_eval("baseline", program, "test")
-            run_eval("compiled", compiled, "test")
+        # compiled on dev, then both programs on test, in one pool (one stage; an MLflow metric name, so no "+")
+        run_evals("compiled dev" + ("" if skip_test else " and test"), [("compiled", compiled, "dev")]
+                  + ([] if skip_test else [("baseline", program, "test"), ("compiled", compiled, "test")]))
     wall = round(time.perf_counter() - t0, 1)
     kept = keep(results)
     metrics: dict[str, Any] = results | {"delta": deltas(rows, s.reoptimize_resamples, seed)}
