@@ -397,10 +397,10 @@ def evaluate_version(ref: str, data: str | None = None, split: str = "test", s: 
     tracking.enable_traces(name, s)
     usage = Usage()
     t0 = time.perf_counter()
-    evs: list[Evaluation] = []
-    with usage.context():
-        for label, module in systems:
-            evs.append(evaluate(module, examples, spec, s.num_threads, f"{label} · {dataset.name} · {split}"))
+    with usage.context():  # the version and its baseline share one pool
+        console.print(f"[bold]{' and '.join(label for label, _ in systems)}[/bold] · {dataset.name} · {split} "
+                      f"({len(examples)} examples)")
+        evs = evaluate_many([(label, module, examples) for label, module in systems], spec, s.num_threads)
     scores = evs[0].scores
     if not uncompiled:
         shown = f"{name}@{version}"
