@@ -295,6 +295,8 @@ def _last_error_line(s: Settings, model: str | None = None) -> str:
     lines = [ln.strip() for ln in log_tail(s, model, lines=400).splitlines() if ln.strip()]
     # The first "XxxError: message" is the root cause; later ones are vLLM re-raising it.
     for ln in lines:
+        if "WARNING" in ln:  # e.g. vLLM's ulimit warning quotes an OSError it did not raise
+            continue
         if m := re.search(r"\b(\w*(Error|Exception)): (.*)$", ln):
             return f"{m.group(1)}: {m.group(3)}"[:300]
     return lines[-1][-300:] if lines else "no log output"
@@ -363,7 +365,9 @@ def up(s: Settings | None = None, model: str | None = None, loras: dict[str, str
     host = s.engine_host
     folder = engine_folder(s, key)
     folder.mkdir(parents=True, exist_ok=True)
-    tuning = None if has_cuda() else cpu_tuning(s, python)
+    others = [st for st in engines(s) if _safe_name(st.served_model) != folder.name]
+    auto = list(range(max((os.cpu_count() or 1) - 1, 1)))  # where vLLM's default binds an engine with no record
+    tuning = None if has_cuda() else cpu_tuning(s, python, busy=[c for st in others for c in st.tuning.get("cores", auto)])
     env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "HF_HUB_OFFLINE": "1",
            "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", **(tuning.env if tuning else {})}
     log_path = log_file(s, key)

