@@ -60,8 +60,8 @@ def _iomp(engine_python: Path) -> Path | None:
 
 def cpu_tuning(s: Settings, engine_python: Path, busy: list[int] | None = None) -> Tuning:
     """The vLLM-CPU settings for this machine. vLLM's default binds OpenMP to all cores but one, which it leaves to
-    the API server and scheduler; binding every core (none left) was slower on the 2-core AVX2 development machine
-    (README, known limits). A second engine (one per model) binds to the cores the running ones leave free: left to
+    the API server and scheduler. Binding every core (none left) was 3.5x slower in one measurement on the 2-core
+    AVX2 development machine (README, known limits; not yet repeated on an idle machine), so the default stays. A second engine (one per model) binds to the cores the running ones leave free: left to
     vLLM's default, both would pin themselves to the same cores and the others would idle."""
     t = Tuning()
     n = os.cpu_count() or 1
