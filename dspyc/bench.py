@@ -225,8 +225,8 @@ def _run_calls(lm: Any, adapter: Any, calls: list, threads: int) -> dict[str, An
             return "parse_failure", False if check else None, ""
         except Exception as exc:  # the LM call itself failed (server error, context window): not a parse failure
             return "error", False if check else None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-        if _empty(pred):
-            return "parse_failure", False if check else None, ""
+        if _empty(pred):  # it parsed, but answers nothing (e.g. an empty list): wrong, not a parse failure
+            return "empty", False if check else None, ""
         if check is None:
             return "ok", None, ""
         try:
@@ -240,6 +240,7 @@ def _run_calls(lm: Any, adapter: Any, calls: list, threads: int) -> dict[str, An
     seconds = time.perf_counter() - t0
     n = len(calls)
     failures = sum(o == "parse_failure" for o, _, _ in outcomes)
+    empty = sum(o == "empty" for o, _, _ in outcomes)
     errors = [e for o, _, e in outcomes if o == "error"]
     labelled = [(o, r) for o, r, _ in outcomes if r is not None]
     right = sum(r for _, r in labelled)
@@ -249,12 +250,15 @@ def _run_calls(lm: Any, adapter: Any, calls: list, threads: int) -> dict[str, An
     completion = [u.get("completion_tokens", u.get("output_tokens")) for u in usage]
     by_kind: dict[str, dict[str, int]] = {}
     for call, (o, r, _) in zip(calls, outcomes):
-        k = by_kind.setdefault(getattr(call, "kind", "?"), {"calls": 0, "parse_failures": 0, "labelled": 0, "right": 0})
+        k = by_kind.setdefault(getattr(call, "kind", "?"), {"calls": 0, "parse_failures": 0, "empty": 0, "labelled": 0,
+                                                             "right": 0})
         k["calls"] += 1
         k["parse_failures"] += o == "parse_failure"
+        k["empty"] += o == "empty"
         k["labelled"] += r is not None
         k["right"] += bool(r)
-    return {"calls": n, "parse_failures": failures, "failure_rate": round(failures / n, 4), "errors": len(errors),
+    return {"calls": n, "parse_failures": failures, "failure_rate": round(failures / n, 4), "empty": empty,
+            "errors": len(errors),
             "error_sample": errors[0] if errors else None,
             "labelled": len(labelled), "right": right, "accuracy": round(right / len(labelled), 4) if labelled else None,
             "accuracy_parsed": round(sum(parsed) / len(parsed), 4) if parsed else None,
@@ -299,7 +303,7 @@ def adapter_check(n: int = 60, max_tokens: int = 192, s: Settings | None = None,
                               "num_threads": s.num_threads, "cpu": cpu_info(),
                               "probe": {"calls": len(probe), "labelled": sum(c.check is not None for c in probe)},
                               "results": {}}
-    table = Table("model", "adapter", "calls", "parse failures", "failure rate", "errors", "labelled", "accuracy",
+    table = Table("model", "adapter", "calls", "parse failures", "failure rate", "empty answers", "errors", "labelled", "accuracy",
                   "accuracy (parsed)", "prompt tok/call", "seconds",
                   title=f"adapter check: answer quality and parse failures on the labelled probe (max_tokens {max_tokens})")
     for key in keys:
@@ -315,7 +319,8 @@ def adapter_check(n: int = 60, max_tokens: int = 192, s: Settings | None = None,
                 continue
             with console.status(f"{key} · {name}: {len(calls)} calls"):
                 r = rows[name] = _run_calls(lm, _make_adapter(name), calls, s.num_threads)
-            table.add_row(key, name, str(r["calls"]), str(r["parse_failures"]), _pct(r["failure_rate"]), str(r["errors"]),
+            table.add_row(key, name, str(r["calls"]), str(r["parse_failures"]), _pct(r["failure_rate"]), str(r["empty"]),
+                          str(r["errors"]),
                           str(r["labelled"]), _pct(r["accuracy"]), _pct(r["accuracy_parsed"]),
                           "-" if r["prompt_tokens_per_call"] is None else f"{r['prompt_tokens_per_call']:.0f}",
                           f"{r['seconds']:.0f}")
@@ -326,6 +331,6 @@ def adapter_check(n: int = 60, max_tokens: int = 192, s: Settings | None = None,
                               highlight=False)
         _save("adapters", result, s)  # after each model, so a later model's failure keeps this one's numbers
     console.print(table)
-    console.print("[dim]parse failures: AdapterParseError or no output; accuracy: right answers over labelled calls "
+    console.print("[dim]parse failures: AdapterParseError; empty answers: parsed but blank (wrong); accuracy: right answers over labelled calls "
                   "(a failure counts as wrong); accuracy (parsed): over labelled calls that parsed[/dim]")
     return result

@@ -227,7 +227,7 @@ def test_adapter_check_reports_accuracy_and_failures_per_model_and_adapter(tmp_p
         assert list(rows) == ["new", "old", "ChatAdapter", "JSONAdapter"]
         for name in ("new", "old"):
             r = rows[name]
-            assert r["calls"] == 14 and r["parse_failures"] == 0 and r["errors"] == 0 and r["failure_rate"] == 0
+            assert r["calls"] == 14 and r["parse_failures"] == 0 and r["empty"] == 0 and r["errors"] == 0 and r["failure_rate"] == 0
             assert r["labelled"] == 12 and r["accuracy"] == 1.0 and r["accuracy_parsed"] == 1.0
             assert r["prompt_tokens_per_call"] == 7 and len(r["by_kind"]) == 7
         assert rows["ChatAdapter"]["calls"] == rows["JSONAdapter"]["calls"] == 7
