@@ -125,8 +125,12 @@ def bench_engine(requests: int = 32, max_tokens: int = 64, inprocess_requests: i
     console.print(f"roofline: {roof['bf16_matmul_gflops']} GFLOP/s bf16 matmul → ≤ {roof['compute_bound_tokens_per_s']:,.0f} tok/s "
                   f"compute-bound; {roof['memory_gb_per_s']} GB/s → ≤ {roof['bandwidth_bound_single_stream_tokens_per_s']:,.0f} tok/s "
                   f"single stream ({roof['params'] / 1e6:.0f}M parameters)")
+    state = engine.status(s)  # what the engine was started with, and the CPU behind those choices
+    from dspyc.engine_tuning import cpu_summary
+
     result = {"model": model, "max_tokens": max_tokens, "engine": rows, "inprocess": naive, "ratio_engine32_vs_inprocess": round(ratio, 2),
-              "roofline": roof}
+              "roofline": roof, "lora": bool(state and state.lora_enabled), "settings": state.tuning if state else {},
+              "cpu": cpu_summary()}
     _save("engine", result, s)
     return result
 
