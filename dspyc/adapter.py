@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from typing import Any
 
 import annotated_types
@@ -35,45 +36,45 @@ REASONING_MAX_LENGTH = 300  # ChainOfThought's field; DSPy gives it no bound of 
 _DSPY_KEYS = ("desc", "prefix", "format", "parser", "__dspy_field_type", "constraints", "json_schema_extra")
 
 
+def _walk(schema: dict[str, Any], visit: Callable[[dict[str, Any]], None]) -> None:
+    """`visit` every (sub)schema, parents before their children: properties, definitions, items, unions."""
+    visit(schema)
+    children: list[Any] = []
+    for key in ("properties", "$defs", "definitions"):
+        children += (schema.get(key) or {}).values()
+    children += [schema.get("items"), schema.get("additionalProperties")]
+    for key in ("anyOf", "oneOf", "allOf"):
+        children += schema.get(key) or []
+    for sub in children:
+        if isinstance(sub, dict):
+            _walk(sub, visit)
+
+
 def _bound(schema: dict[str, Any], max_length: int, max_items: int = DEFAULT_MAX_ITEMS) -> None:
     """Give every unbounded string a maxLength, array a maxItems and number a range (in place, recursively)."""
-    kind = schema.get("type")
-    if kind == "string" and "maxLength" not in schema and "enum" not in schema and "const" not in schema:
-        schema["maxLength"] = max_length
-    if kind == "array" and "maxItems" not in schema:
-        schema["maxItems"] = max_items
-    if kind in ("number", "integer") and "enum" not in schema:
-        schema.setdefault("minimum", -DEFAULT_NUMBER_BOUND)
-        schema.setdefault("maximum", DEFAULT_NUMBER_BOUND)
-    for key in ("properties", "$defs", "definitions"):
-        for sub in (schema.get(key) or {}).values():
-            if isinstance(sub, dict):
-                _bound(sub, max_length, max_items)
-    for key in ("items", "additionalProperties"):
-        if isinstance(schema.get(key), dict):
-            _bound(schema[key], max_length, max_items)
-    for key in ("anyOf", "oneOf", "allOf"):
-        for sub in schema.get(key) or []:
-            if isinstance(sub, dict):
-                _bound(sub, max_length, max_items)
+
+    def visit(node: dict[str, Any]) -> None:
+        kind = node.get("type")
+        if kind == "string" and "maxLength" not in node and "enum" not in node and "const" not in node:
+            node["maxLength"] = max_length
+        if kind == "array" and "maxItems" not in node:
+            node["maxItems"] = max_items
+        if kind in ("number", "integer") and "enum" not in node:
+            node.setdefault("minimum", -DEFAULT_NUMBER_BOUND)
+            node.setdefault("maximum", DEFAULT_NUMBER_BOUND)
+
+    _walk(schema, visit)
 
 
 def _strict(schema: dict[str, Any]) -> None:
     """OpenAI strict mode: every object lists all its properties as required and allows no others."""
-    if schema.get("type") == "object":
-        props = schema.setdefault("properties", {})
-        schema["required"] = list(props)
-        schema["additionalProperties"] = False
-    for key in ("properties", "$defs", "definitions"):
-        for sub in (schema.get(key) or {}).values():
-            if isinstance(sub, dict):
-                _strict(sub)
-    if isinstance(schema.get("items"), dict):
-        _strict(schema["items"])
-    for key in ("anyOf", "oneOf", "allOf"):
-        for sub in schema.get(key) or []:
-            if isinstance(sub, dict):
-                _strict(sub)
+
+    def visit(node: dict[str, Any]) -> None:
+        if node.get("type") == "object":
+            node["required"] = list(node.setdefault("properties", {}))
+            node["additionalProperties"] = False
+
+    _walk(schema, visit)
 
 
 def output_schema(signature: type[Signature], max_string_length: int | None = DEFAULT_MAX_STRING_LENGTH) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from rich.table import Table
 from dspyc import engine
 from dspyc.artifacts import now_iso, write_json_atomic
 from dspyc.console import console as make_console
+from dspyc.engine_tuning import cpu_summary
 from dspyc.models import resolve_lm, served_name
 from dspyc.settings import Settings, get_settings
 
@@ -126,8 +127,6 @@ def bench_engine(requests: int = 32, max_tokens: int = 64, inprocess_requests: i
                   f"compute-bound; {roof['memory_gb_per_s']} GB/s → ≤ {roof['bandwidth_bound_single_stream_tokens_per_s']:,.0f} tok/s "
                   f"single stream ({roof['params'] / 1e6:.0f}M parameters)")
     state = engine.status(s)  # what the engine was started with, and the CPU behind those choices
-    from dspyc.engine_tuning import cpu_summary
-
     result = {"model": model, "max_tokens": max_tokens, "engine": rows, "inprocess": naive, "ratio_engine32_vs_inprocess": round(ratio, 2),
               "roofline": roof, "lora": bool(state and state.lora_enabled), "settings": state.tuning if state else {},
               "cpu": cpu_summary()}
@@ -182,22 +181,6 @@ ADAPTERS = {  # name → (class path, what it is); new and old run n calls, the 
     "JSONAdapter": ("dspy.JSONAdapter", "DSPy stock, no schema for a self-hosted model"),
 }
 STOCK = ("ChatAdapter", "JSONAdapter")
-
-
-def cpu_info() -> dict[str, str]:
-    """This CPU's model name and flags line (/proc/cpuinfo): which vector/bf16 instructions the engine had."""
-    info = {"model": "", "flags": ""}
-    try:
-        lines = open("/proc/cpuinfo", encoding="utf-8").read().splitlines()
-    except OSError:
-        lines = []
-    for line in lines:  # the first CPU's lines; "Features" on ARM
-        key, _, value = (part.strip() for part in line.partition(":"))
-        field = {"model name": "model", "flags": "flags", "Features": "flags"}.get(key)
-        if field and not info[field]:
-            info[field] = value
-    info["model"] = info["model"] or platform.processor() or platform.machine()
-    return info
 
 
 def _make_adapter(name: str):
@@ -304,7 +287,7 @@ def adapter_check(n: int = 60, max_tokens: int = 192, s: Settings | None = None,
     stock_n = n if stock_n is None else stock_n
     result: dict[str, Any] = {"models": keys, "served": {}, "adapters": {a: ADAPTERS[a][1] for a in names},
                               "n": n, "stock_n": stock_n, "max_tokens": max_tokens, "lm_backend": s.lm_backend,
-                              "num_threads": s.num_threads, "cpu": cpu_info(),
+                              "num_threads": s.num_threads, "cpu": cpu_summary(),
                               "probe": {"calls": len(probe), "labelled": sum(c.check is not None for c in probe)},
                               "results": {}}
     table = Table("model", "adapter", "calls", "parse failures", "failure rate", "empty answers", "errors", "labelled", "accuracy",

@@ -398,9 +398,8 @@ def evaluate_version(ref: str, data: str | None = None, split: str = "test", s: 
     usage = Usage()
     t0 = time.perf_counter()
     with usage.context():  # the version and its baseline share one pool
-        console.print(f"[bold]{' and '.join(label for label, _ in systems)}[/bold] · {dataset.name} · {split} "
-                      f"({len(examples)} examples)")
-        evs = evaluate_many([(label, module, examples) for label, module in systems], spec, s.num_threads)
+        evs = evaluate_many([(f"{label} · {dataset.name} · {split}", module, examples) for label, module in systems],
+                            spec, s.num_threads)
     scores = evs[0].scores
     if not uncompiled:
         shown = f"{name}@{version}"

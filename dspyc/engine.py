@@ -29,7 +29,7 @@ import httpx
 from pydantic import BaseModel
 from rich.console import Console
 
-from dspyc.engine_tuning import cpu_tuning
+from dspyc.engine_tuning import cpu_tuning, default_cores, has_native_bf16
 from dspyc.errors import EngineError
 from dspyc.models import resolve_lm, served_name
 from dspyc.settings import Settings, get_settings
@@ -144,19 +144,11 @@ def install_engine(s: Settings | None = None) -> Path:
     return venv / "bin" / "python"
 
 
-def cpu_has_native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
-
-
 def engine_dtype(s: Settings) -> str:
     """vLLM's CPU backend emulates bf16 on CPUs without native support (AVX2-only): float32 is much faster there."""
     if s.engine_dtype != "auto":
         return s.engine_dtype
-    return "bfloat16" if has_cuda() or cpu_has_native_bf16() else "float32"
+    return "bfloat16" if has_cuda() or has_native_bf16() else "float32"
 
 
 def port_free(host: str, port: int) -> bool:
@@ -365,19 +357,20 @@ def up(s: Settings | None = None, model: str | None = None, loras: dict[str, str
     host = s.engine_host
     folder = engine_folder(s, key)
     folder.mkdir(parents=True, exist_ok=True)
-    others = [st for st in engines(s) if _safe_name(st.served_model) != folder.name]
-    auto = list(range(max((os.cpu_count() or 1) - 1, 1)))  # where vLLM's default binds an engine with no record
-    tuning = None if has_cuda() else cpu_tuning(s, python, busy=[c for st in others for c in st.tuning.get("cores", auto)])
-    env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "HF_HUB_OFFLINE": "1",
-           "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", **(tuning.env if tuning else {})}
     log_path = log_file(s, key)
     with _port_lock(s):
+        others = [st for st in engines(s) if _safe_name(st.served_model) != folder.name]
+        # an engine with no record of its cores sits where vLLM's default binds it
+        busy = [c for st in others for c in st.tuning.get("cores", default_cores())]
+        tuning = None if has_cuda() else cpu_tuning(s, python, busy=busy)
+        env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "HF_HUB_OFFLINE": "1",
+               "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", **(tuning.env if tuning else {})}
         if fixed_port is not None:
             if not port_free(host, fixed_port):
                 raise EngineError(f"port {fixed_port} on {host} is in use; free it or unset DSPYC_ENGINE_PORT to pick a free one")
             port = fixed_port
         else:
-            taken = {st.port for st in engines(s) if st.host == host and _safe_name(st.served_model) != folder.name}
+            taken = {st.port for st in others if st.host == host}
             # a restart keeps its port, so LMs already pointing at it keep working
             port = prev_port if prev_port and prev_port not in taken and port_free(host, prev_port) else pick_port(host, exclude=taken)
         cmd = build_command(python, resolved, served, host, port, s, loras, enable)
@@ -389,7 +382,7 @@ def up(s: Settings | None = None, model: str | None = None, loras: dict[str, str
                                     env=env, start_new_session=True)
         state = EngineState(pid=proc.pid, host=host, port=port, model=resolved, served_model=served, key=key,
                             loras=loras, started_at=time.time(), command=cmd,
-                            tuning=(tuning.as_dict() if tuning else {}) | {"dtype": engine_dtype(s)})
+                            tuning=tuning.as_dict() if tuning else {})
         _write_state(state, _state_file(s, key))
     deadline = time.monotonic() + s.engine_start_timeout
     with console.status(f"starting vLLM on {host}:{port} ({served}); log: {log_path}") if not quiet else nullcontext():

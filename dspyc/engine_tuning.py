@@ -5,6 +5,7 @@ and recorded in the bench JSON). A setting is here only where a measurement on t
 from __future__ import annotations
 
 import os
+import platform
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,28 +16,36 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
 
 
-def cpu_flags() -> set[str]:
+def _cpuinfo_field(*names: str) -> str:
+    """The first CPU's value of a /proc/cpuinfo field (`flags` on x86, `Features` on ARM); "" when absent."""
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
-        return set()
-    m = re.search(r"^flags\s*:\s*(.*)$", text, re.M)
-    return set(m.group(1).split()) if m else set()
+        return ""
+    for name in names:
+        if m := re.search(rf"^{name}\s*:\s*(.*)$", text, re.M):
+            return m.group(1).strip()
+    return ""
+
+
+def cpu_flags() -> set[str]:
+    return set(_cpuinfo_field("flags", "Features").split())
 
 
 def cpu_model() -> str:
-    try:
-        m = re.search(r"^model name\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
-    except OSError:
-        return "unknown"
-    return m.group(1).strip() if m else "unknown"
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine() or "unknown"
+
+
+def has_native_bf16() -> bool:
+    """bf16 in hardware (AVX512_BF16 or AMX): elsewhere vLLM-CPU emulates it and float32 is much faster."""
+    return bool(cpu_flags() & set(BF16_FLAGS))
 
 
 def cpu_summary() -> dict[str, object]:
     """What the choices rest on: the CPU model, its core count and the SIMD flags that matter to vLLM-CPU."""
     flags = cpu_flags()
     return {"model": cpu_model(), "cores": os.cpu_count() or 1,
-            "flags": [f for f in REPORTED_FLAGS if f in flags], "native_bf16": bool(flags & set(BF16_FLAGS))}
+            "flags": [f for f in REPORTED_FLAGS if f in flags], "native_bf16": has_native_bf16()}
 
 
 @dataclass
@@ -50,6 +59,11 @@ class Tuning:
 
     def as_dict(self) -> dict[str, object]:
         return {"env": self.env, "args": self.args, "why": self.why, "cores": self.cores, "cpu": cpu_summary()}
+
+
+def default_cores() -> list[int]:
+    """Where vLLM's default binds an engine's OpenMP threads: every core but the one it leaves to its server."""
+    return list(range(max((os.cpu_count() or 1) - 1, 1)))
 
 
 def _iomp(engine_python: Path) -> Path | None:
@@ -78,7 +92,7 @@ def cpu_tuning(s: Settings, engine_python: Path, busy: list[int] | None = None) 
         t.why["VLLM_CPU_OMP_THREADS_BIND"] = (f"cores {t.env['VLLM_CPU_OMP_THREADS_BIND']}: another engine computes on "
                                               f"{','.join(map(str, sorted(set(busy))))}")
     else:
-        t.cores = list(range(max(n - 1, 1)))
+        t.cores = default_cores()
         t.why["VLLM_CPU_OMP_THREADS_BIND"] = (f"auto: {len(t.cores)} of {n} cores compute, one is left to the API server "
                                               "and scheduler")
     lib = _iomp(engine_python)

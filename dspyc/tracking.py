@@ -180,7 +180,7 @@ def register(manifest: Manifest, source: str, run_id: str | None, s: Settings, a
     mv = client.create_model_version(manifest.program, source=source, run_id=run_id, tags=tags,
                                      description=f"{manifest.program}@{manifest.version} ({manifest.recipe.get('name')})")
     if manifest.kind == "program" and auto_champion:
-        current = next((v for v, names in aliases(manifest.program, s).items() if CHAMPION in names), None)
+        current = alias_holder(manifest.program, CHAMPION, s)
         try:
             champ = read_manifest(manifest.program, current, s, verify=False) if current is not None else None
             ok, reason = champion_decision(manifest, champ)
@@ -233,7 +233,7 @@ def champion_decision(new: Manifest, champion: Manifest | None) -> tuple[bool, s
 def dev_regression(program: str, version: int, s: Settings | None = None, alias: str | None = None) -> str | None:
     """A warning line when `version` scores below the version `alias` (champion) points at on dev (None otherwise)."""
     s, alias = s or get_settings(), alias or CHAMPION
-    current = next((v for v, names in aliases(program, s).items() if alias in names), None)
+    current = alias_holder(program, alias, s)
     if current is None or current == version:
         return None
     new, old = read_manifest(program, version, s, verify=False), read_manifest(program, current, s, verify=False)
@@ -277,6 +277,11 @@ CHAMPION = "champion"
 HISTORY_TAG = "dspyc.champion_history"  # JSON list of dspyc versions, oldest first: what rollback walks back
 
 
+def alias_holder(program: str, alias: str, s: Settings | None = None) -> int | None:
+    """The dspyc version `alias` is on, or None when no version holds it (unlike `resolve_alias`, no error)."""
+    return next((v for v, names in aliases(program, s).items() if alias in names), None)
+
+
 def aliases(program: str, s: Settings | None = None) -> dict[int, list[str]]:
     """dspyc version -> registry aliases on it ({} when the program was never registered)."""
     client = _mlflow(s or get_settings()).MlflowClient()
@@ -318,7 +323,7 @@ def promote(program: str, version: int, s: Settings | None = None, alias: str = 
         console.print(f"[yellow]warning:[/yellow] {regression}", highlight=False)
     client = _mlflow(s).MlflowClient()
     reg_version = _registry_version(client, program, version)
-    previous = next((v for v, names in aliases(program, s).items() if alias in names), None)
+    previous = alias_holder(program, alias, s)
     client.set_registered_model_alias(program, alias, reg_version)
     if alias == CHAMPION and previous != version:
         history = [*champion_history(program, s), version][-50:]

@@ -254,7 +254,7 @@ def test_url_backend_talks_to_a_running_server(live_engine, monkeypatch):
 def test_dtype_setting_wins_over_auto(tmp_path):
     assert engine.engine_dtype(Settings(cache_dir=tmp_path, engine_dtype="bfloat16")) == "bfloat16"
     auto = engine.engine_dtype(Settings(cache_dir=tmp_path))
-    assert auto == ("bfloat16" if engine.has_cuda() or engine.cpu_has_native_bf16() else "float32")
+    assert auto == ("bfloat16" if engine.has_cuda() or engine.has_native_bf16() else "float32")
 
 
 def test_cpu_tuning_names_every_choice_and_its_reason(tmp_path, monkeypatch):

@@ -31,9 +31,9 @@ def precision(spec: TrainSpec) -> str:
     """fp32 or bf16: "auto" picks bf16 on CUDA and on CPUs with native bf16, fp32 elsewhere (emulated bf16 is slow)."""
     if spec.precision != "auto":
         return spec.precision
-    from dspyc.engine import cpu_has_native_bf16
+    from dspyc.engine_tuning import has_native_bf16
 
-    return "bf16" if _cuda() or cpu_has_native_bf16() else "fp32"
+    return "bf16" if _cuda() or has_native_bf16() else "fp32"
 
 
 def load_base(model_path: str, spec: TrainSpec):
