@@ -282,10 +282,25 @@ def test_a_second_engine_computes_on_the_cores_the_first_leaves(tmp_path, monkey
 
     monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
     monkeypatch.setattr(engine_tuning.os, "cpu_count", lambda: 2)
-    first = engine_tuning.cpu_tuning(Settings(), tmp_path / "python")
-    assert first.cores == [0] and "VLLM_CPU_OMP_THREADS_BIND" not in first.env
-    second = engine_tuning.cpu_tuning(Settings(), tmp_path / "python", busy=first.cores)
+    alone = engine_tuning.cpu_tuning(Settings(), tmp_path / "python")
+    assert alone.cores == [0, 1] and alone.env["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
+    second = engine_tuning.cpu_tuning(Settings(), tmp_path / "python", busy=[0])
     assert second.cores == [1] and second.env["VLLM_CPU_OMP_THREADS_BIND"] == "1"
+    shared = engine_tuning.cpu_tuning(Settings(), tmp_path / "python", busy=alone.cores)
+    assert shared.cores == [1] and "shares core 1" in shared.why["VLLM_CPU_OMP_THREADS_BIND"]
     monkeypatch.setattr(engine_tuning.os, "cpu_count", lambda: 8)
+    big = engine_tuning.cpu_tuning(Settings(), tmp_path / "python")
+    assert big.cores == list(range(7)) and "VLLM_CPU_OMP_THREADS_BIND" not in big.env
     assert engine_tuning.cpu_tuning(Settings(), tmp_path / "python", busy=list(range(7))).cores == [7]
     assert engine_tuning.cpu_tuning(Settings(), tmp_path / "python", busy=[0, 1, 2]).cores == [3, 4, 5, 6]
+
+
+def test_a_bind_from_the_environment_is_recorded_as_its_cores(tmp_path, monkeypatch):
+    """A second engine must know where a hand-bound first one computes."""
+    from dspyc import engine_tuning
+    from dspyc.settings import Settings
+
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-1,3")
+    t = engine_tuning.cpu_tuning(Settings(), tmp_path / "python")
+    assert t.cores == [0, 1, 3] and "from the environment" in t.why["VLLM_CPU_OMP_THREADS_BIND"]
+    assert engine_tuning.parse_cores("auto") == []
