@@ -82,3 +82,21 @@ def version_plots(program: str, out: Path, s: Settings | None = None, upto: int 
     made = [trials_plot(manifests[-1], out / f"trials_v{manifests[-1].version}.png"),
             quality_cost_plot(manifests, out / "quality_vs_cost.png", champion)]
     return [p for p in made if p]
+
+
+def distill_plot(program: str, rows: list[dict], path: Path) -> Path | None:
+    """Quality against cost per 1,000 calls, one point per system of a distillation table."""
+    quality = next((k for k in rows[0] if k not in ("system", "pass_rate")), None) if rows else None
+    if not quality:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for r in rows:
+        ax.scatter(r["cost_per_1k_calls_usd"], r[quality], s=40)
+        ax.annotate(r["system"][:40], (r["cost_per_1k_calls_usd"], r[quality]), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.set(xlabel="$ per 1,000 calls (machine time)", ylabel=quality, title=f"{program}: teacher vs students")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -77,22 +77,47 @@ def _write_dataset(program: str, kind: str, rows: list, s: Settings) -> tuple[st
 
 
 def evaluate_system(label: str, program: dspy.Module, lm: dspy.LM, examples: list[dspy.Example],
-                    spec: registry.ProgramSpec, num_threads: int) -> dict[str, float]:
-    """Adherence (the spec's report), prompt tokens per call and latency per call, uncached, through the engine."""
+                    spec: registry.ProgramSpec, num_threads: int, s: Settings | None = None) -> dict[str, float]:
+    """Quality (the spec's report and `metric`), tokens per call, p50 latency per call and the machine cost of 1,000
+    calls (wall time of the evaluation per call, priced at `price_machine_hour`), uncached, through the engine."""
     from dspyc.compiler import evaluate
 
+    s = s or get_settings()
     stats = CallStats()
     lm = lm.copy(cache=False)
     lm.history.clear()
+    t0 = time.perf_counter()
     with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter(), callbacks=[*dspy.settings.callbacks, stats]):
         scores = evaluate(program, examples, spec, num_threads, label).scores
+    wall = time.perf_counter() - t0
     usage = [h.get("usage") or {} for h in lm.history]
     calls = max(1, len(usage))
+    lat = sorted(stats.latencies)
     scores["prompt_tokens_per_call"] = sum(int(u.get("prompt_tokens") or 0) for u in usage) / calls
     scores["completion_tokens_per_call"] = sum(int(u.get("completion_tokens") or 0) for u in usage) / calls
-    scores["latency_s_per_call"] = sum(stats.latencies) / max(1, len(stats.latencies))
+    scores["latency_s_per_call"] = sum(lat) / max(1, len(lat))
+    scores["latency_p50_s"] = lat[len(lat) // 2] if lat else 0.0
     scores["lm_calls"] = len(usage)
+    scores["wall_s"] = round(wall, 1)
+    scores["cost_per_1k_calls_usd"] = wall / calls * 1000 / 3600 * s.price_machine_hour
     return scores
+
+
+def choose_decoding(label: str, program: dspy.Module, model: str, adapter: str | None, candidates: list[dict[str, float]],
+                    examples: list[dspy.Example], spec: registry.ProgramSpec, num_threads: int,
+                    s: Settings) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """The decoding settings (of the recipe's candidates) under which the student scores best on `examples` (dev:
+    choosing them on the table's split would fit to it); ties go to the earlier, simpler candidate."""
+    tried = []
+    for cand in candidates or [{}]:
+        lm = build_lm(s, model=model, adapter=adapter, temperature=0.0, **S.decoding_overrides(cand))
+        row = evaluate_system(f"{label} · dev · {cand or 'greedy'}", program, lm, examples, spec, num_threads, s)
+        tried.append({"decoding": cand, "metric": row.get("metric", 0.0),
+                      "completion_tokens_per_call": row["completion_tokens_per_call"]})
+    best = max(tried, key=lambda r: r["metric"])  # max keeps the first of equals
+    console.print("decoding on dev: " + " · ".join(f"{r['decoding'] or 'greedy'} {r['metric']:.3f}" for r in tried)
+                  + f" → {best['decoding'] or 'greedy'}")
+    return best["decoding"], tried
 
 
 def _teacher(spec, dataset, teacher_ref: str | None, s: Settings) -> tuple[dspy.Module, str]:
@@ -160,17 +185,26 @@ def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None
         dpo_adapter = Path(dpo_out["adapter"])
         console.print(f"DPO: {dpo_out['steps']} steps in {dpo_out['train_runtime_s']}s; loss {_loss_span(dpo_out['losses'])}")
 
-    # 4. The honest table: every system through the engine on the held-out split.
+    # 4. The honest table: every system through the engine on the held-out split. Each student decodes with the
+    #    settings it scored best with on dev; the untuned base gets the student's prompt and greedy decoding.
     systems: dict[str, dict[str, float]] = {}
+    decodings: dict[str, dict[str, Any]] = {}
+    dev = dataset.splits.get("dev") or []
     base_lm = build_lm(teacher_settings, temperature=0.0)
-    systems["teacher"] = evaluate_system(f"teacher · {eval_split}", teacher_module, base_lm, held_out, spec, eval_threads)
+    systems["teacher"] = evaluate_system(f"teacher · {eval_split}", teacher_module, base_lm, held_out, spec, eval_threads, s)
     for stage, adapter in (("student_sft", sft_adapter), ("student_dpo", dpo_adapter)):
         if adapter is None:
             continue
         name = S.lora_name(program, adapter)
         engine.load_lora(name, adapter, s, model=sft.base_model)  # the base model's engine, with LoRA
-        student_lm = build_lm(s, model=sft.base_model, adapter=name, temperature=0.0)
-        systems[stage] = evaluate_system(f"{stage} · {eval_split}", student_module, student_lm, held_out, spec, eval_threads)
+        decoding, tried = (choose_decoding(stage, student_module, sft.base_model, name, sft.decoding_candidates, dev,
+                                           spec, eval_threads, s) if dev else ({}, []))
+        decodings[stage] = {"decoding": decoding, "tried_on_dev": tried}
+        student_lm = build_lm(s, model=sft.base_model, adapter=name, temperature=0.0, **S.decoding_overrides(decoding))
+        systems[stage] = evaluate_system(f"{stage} · {eval_split}", student_module, student_lm, held_out, spec, eval_threads, s)
+    untuned = build_lm(s, model=sft.base_model, temperature=0.0)  # same engine, no adapter
+    systems["student_base"] = evaluate_system(f"untuned base · {eval_split}", student_module, untuned, held_out, spec,
+                                              eval_threads, s)
 
     # 5. Student versions in the artifact store (adapter files, never a merged model), tracked like compiles.
     versions = {}
@@ -187,7 +221,8 @@ def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None
             files["pairs.jsonl"] = T.to_jsonl(pair_rows)
         with artifacts.state_file(student_module) as state:
             files[artifacts.PROGRAM_FILE] = state.read_bytes()
-        info = {"stage": stage, "adapter": S.ADAPTER_DIR, "lora_name": S.lora_name(program, adapter)} | common | extra
+        info = ({"stage": stage, "adapter": S.ADAPTER_DIR, "lora_name": S.lora_name(program, adapter)} | common | extra
+                | decodings.get(f"student_{stage}", {}))
         manifest = artifacts.Manifest(
             program=program, version=0, import_path=spec.import_path, source_hash=registry.source_hash(program),
             recipe={"name": sft.name if stage == "sft" else f"{sft.name}+{dpo.name}", "optimizer": stage.upper(),
@@ -195,7 +230,8 @@ def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None
             dataset=artifacts.DatasetRef(name=dataset.name, path=str(dataset.path), version=dataset.version),
             lm=artifacts.LMRef(backend=s.lm_backend, model=sft.base_model, served_name=info["lora_name"]),
             seed=seed, config=s_cfg | {"student": info},
-            metrics={"teacher": {eval_split: systems["teacher"]}, "student": {eval_split: systems[f"student_{stage}"]}},
+            metrics={"teacher": {eval_split: systems["teacher"]}, "student": {eval_split: systems[f"student_{stage}"]},
+                     "untuned_base": {eval_split: systems["student_base"]}},
             usage={"stage_wall_time_s": {}}, wall_time_s=round(time.perf_counter() - t0, 1),
             library_versions=artifacts.library_versions() | _train_versions(), git_commit=artifacts.git_commit(s.project_dir),
             kind="student")
@@ -206,7 +242,9 @@ def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None
             from dspyc import tracking
 
             tracking.log_compile(manifest, out, s)
-    print_table(program, systems, eval_split, len(held_out))
+    print_table(program, systems, eval_split, len(held_out), spec, labels=_labels(teacher_label, t_lm.model, sft.base_model))
+    if track:
+        _track_table(program, systems, eval_split, versions, s)
     return {"systems": systems, "versions": versions, "sft_examples": len(rows), "pairs": len(pair_rows),
             "wall_time_s": round(time.perf_counter() - t0, 1)}
 
@@ -258,17 +296,66 @@ def _loss_span(losses: list[tuple[int, float]]) -> str:
     return f"{losses[0][1]:.3f} → {losses[-1][1]:.3f}" if losses else "n/a"
 
 
-def print_table(program: str, systems: dict[str, dict[str, float]], split: str, n: int) -> None:
+QUALITY_KEYS = ("adherence", "accuracy")  # the program's headline metric, by name, where its report has one
+
+
+def _labels(teacher_label: str, teacher_lm: str, base: str) -> dict[str, str]:
+    return {"teacher": f"teacher: {teacher_label} on {teacher_lm.removeprefix('openai/')}",
+            "student_sft": f"student after SFT ({base} + LoRA)", "student_dpo": f"student after DPO ({base} + LoRA)",
+            "student_base": f"untuned {base}, student prompt"}
+
+
+def table_rows(systems: dict[str, dict[str, float]], spec: registry.ProgramSpec | None = None,
+               labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The table as rows: the same numbers the console shows and MLflow stores."""
+    first = next(iter(systems.values()), {})
+    quality = next((k for k in QUALITY_KEYS if k in first), "metric")
     teacher = systems.get("teacher", {})
-    table = Table(title=f"{program}: teacher vs distilled students on {split} ({n} examples, through the engine)")
-    for col in ("system", "adherence", "pass rate", "% of teacher", "prompt tok/call", "tok saving", "latency s/call", "errors"):
-        table.add_column(col, justify="left" if col == "system" else "right")
-    labels = {"teacher": "teacher (few-shot program)", "student_sft": "student after SFT", "student_dpo": "student after DPO"}
+    rows = []
     for key, row in systems.items():
-        ratio = row.get("adherence", 0) / teacher["adherence"] if teacher.get("adherence") else 0.0
-        saving = teacher.get("prompt_tokens_per_call", 0) / row["prompt_tokens_per_call"] if row.get("prompt_tokens_per_call") else 0.0
-        table.add_row(labels.get(key, key), f"{row.get('adherence', 0):.3f}", f"{row.get('pass_rate', 0):.2f}",
-                      f"{ratio:.0%}", f"{row.get('prompt_tokens_per_call', 0):.0f}", f"{saving:.1f}×",
-                      f"{row.get('latency_s_per_call', 0):.2f}", str(row.get("errors", 0)))
+        q = row.get(quality, row.get("metric", 0.0))
+        rows.append({"system": (labels or {}).get(key, key), quality: round(q, 3),
+                     "pass_rate": round(row.get("pass_rate", row.get("metric", 0.0)), 3),
+                     "pct_of_teacher": round(q / teacher[quality], 3) if teacher.get(quality) else None,
+                     "prompt_tokens_per_call": round(row.get("prompt_tokens_per_call", 0.0), 1),
+                     "output_tokens_per_call": round(row.get("completion_tokens_per_call", 0.0), 1),
+                     "latency_p50_s": round(row.get("latency_p50_s", 0.0), 2),
+                     "cost_per_1k_calls_usd": round(row.get("cost_per_1k_calls_usd", 0.0), 4),
+                     "errors": int(row.get("errors", 0))})
+    return rows
+
+
+def print_table(program: str, systems: dict[str, dict[str, float]], split: str, n: int,
+                spec: registry.ProgramSpec | None = None, labels: dict[str, str] | None = None) -> None:
+    rows = table_rows(systems, spec, labels)
+    if not rows:
+        return
+    table = Table(title=f"{program}: teacher vs distilled students on {split} ({n} examples, through the engines)")
+    headers = {"pass_rate": "pass rate", "pct_of_teacher": "% of teacher", "prompt_tokens_per_call": "prompt tok/call",
+               "output_tokens_per_call": "output tok/call", "latency_p50_s": "p50 s/call",
+               "cost_per_1k_calls_usd": "$ / 1k calls"}
+    for col in rows[0]:
+        table.add_column(headers.get(col, col), justify="left" if col == "system" else "right")
+    for r in rows:
+        table.add_row(*("-" if v is None else f"{v:.0%}" if k == "pct_of_teacher" else str(v) for k, v in r.items()))
     console.print(table)
-    console.print("goal: student ≥ 90% of the teacher's adherence with ≥ 3× fewer prompt tokens per call")
+    console.print("cost: machine time per call at $%.2f/h (DSPYC_PRICE_MACHINE_HOUR)" % get_settings().price_machine_hour)
+
+
+def _track_table(program: str, systems: dict[str, dict[str, float]], split: str, versions: dict[str, int],
+                 s: Settings) -> None:
+    """The table as one MLflow run: every number as a metric, the rows as a table, and a quality-vs-cost chart."""
+    import tempfile
+
+    from dspyc import plots, tracking
+
+    rows = table_rows(systems)
+    metrics = tracking.flatten({k: {m: v for m, v in row.items() if isinstance(v, (int, float))} for k, row in systems.items()})
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            chart = plots.distill_plot(program, rows, Path(tmp) / f"distill-{program}.png")
+            tracking.log_run(program, "distill", f"distill {program} table ({split})",
+                             {"split": split} | {f"version.{k}": v for k, v in versions.items()}, metrics, s,
+                             files=[chart] if chart else [], tables={"distill_table.json": rows})
+    except Exception as exc:  # the students are saved either way
+        console.print(f"[yellow]tracking the table skipped[/yellow] ({type(exc).__name__}: {str(exc)[:160]})")

@@ -72,6 +72,10 @@ class SFTRecipe(BaseModel):
     teacher_repeats: int = Field(1, ge=1)  # teacher runs per train input (temperature > 0 when > 1)
     teacher_temperature: float = Field(0.0, ge=0.0, le=2.0)
     max_examples: int | None = None  # cap on train inputs the teacher sees
+    # Decoding settings the student is tried with on dev after training; the best by the program's metric is
+    # recorded in the student's manifest and used wherever it is served. ({} is plain greedy decoding.) A small
+    # student repeats its sentences under greedy decoding until a length bound, so the sign-off never comes.
+    decoding_candidates: list[dict[str, float]] = [{}, {"repetition_penalty": 1.1}, {"repetition_penalty": 1.2}]
 
 
 class DPOSpec(TrainSpec):

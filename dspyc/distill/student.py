@@ -44,13 +44,26 @@ def serve(manifest: artifacts.Manifest, s: Settings | None = None) -> str:
     return info["lora_name"]
 
 
+# OpenAI's own sampling keys travel as they are; the rest (vLLM's repetition_penalty, ...) in the request body.
+_OPENAI_SAMPLING = {"temperature", "top_p", "frequency_penalty", "presence_penalty", "seed"}
+
+
+def decoding_overrides(decoding: dict[str, float] | None) -> dict[str, object]:
+    """A student's decoding settings (`{"repetition_penalty": 1.1}`) as dspy.LM keyword arguments."""
+    decoding = dict(decoding or {})
+    extra = {k: v for k, v in decoding.items() if k not in _OPENAI_SAMPLING}
+    return {k: v for k, v in decoding.items() if k in _OPENAI_SAMPLING} | ({"extra_body": extra} if extra else {})
+
+
 def attach(module: dspy.Module, manifest: artifacts.Manifest, s: Settings | None = None, **lm_overrides) -> dspy.Module:
-    """Point every predictor of a loaded student program at its adapter in its base model's engine."""
+    """Point every predictor of a loaded student program at its adapter in its base model's engine, decoding
+    with the settings chosen for it on dev (`config.student.decoding`)."""
     from dspyc.lm import build_lm
 
     s = s or get_settings()
     name = serve(manifest, s)
-    module.set_lm(build_lm(s, model=base_model(manifest), adapter=name, **lm_overrides))
+    decoding = decoding_overrides(student_info(manifest).get("decoding"))
+    module.set_lm(build_lm(s, model=base_model(manifest), adapter=name, **(decoding | lm_overrides)))
     return module
 
 
