@@ -228,3 +228,63 @@ class ConstrainedJSONAdapter(_SchemaAdapter):
                                          missing_field_message: str | None = None) -> str:
         values = {k: outputs.get(k, missing_field_message) for k in signature.output_fields}
         return json.dumps(serialize_for_json(values), ensure_ascii=False, separators=(",", ":"))
+
+    # --- one short string, in plain text -------------------------------------------------------------------
+    # A predictor built with `dspy.Predict(Sig, reply="text")` whose only output is a string gets its reply as plain
+    # text: no JSON around it. Measured on Qwen2.5-Coder-0.5B, same 54 HotPotQA questions and passages (answer F1):
+    # plain text 0.277, the same prompt with a JSON `{answer}` schema 0.159 (0.197 with this adapter's inputs).
+    # Any text is a valid string, so every reply still parses; the field's bound becomes max_tokens and a cut.
+
+    def __call__(self, lm, lm_kwargs, signature, demos, inputs):
+        if lm_kwargs.get("reply") == "text":
+            return self._text_reply(lm, lm_kwargs, signature, demos, inputs, lm(**self._text_request(lm_kwargs, signature, demos, inputs)))
+        return super().__call__(lm, lm_kwargs, signature, demos, inputs)
+
+    async def acall(self, lm, lm_kwargs, signature, demos, inputs):
+        if lm_kwargs.get("reply") == "text":
+            request = self._text_request(lm_kwargs, signature, demos, inputs)
+            return self._text_reply(lm, lm_kwargs, signature, demos, inputs, await lm.acall(**request))
+        return await super().acall(lm, lm_kwargs, signature, demos, inputs)
+
+    def _text_request(self, lm_kwargs: dict[str, Any], signature: type[Signature], demos: list[dict[str, Any]],
+                      inputs: dict[str, Any]) -> dict[str, Any]:
+        name, bound = text_field(signature)
+        system = f"{self.format_task_description(signature)}\nReply with the {_label(name).lower()} only.".strip()
+        messages = [{"role": "system", "content": system}]
+        for demo in demos:
+            if name in demo and all(k in demo for k in signature.input_fields):
+                messages += [{"role": "user", "content": self.format_user_message_content(signature, demo)},
+                             {"role": "assistant", "content": str(demo[name])}]
+        messages.append({"role": "user", "content": self.format_user_message_content(signature, inputs)})
+        kwargs = {k: v for k, v in lm_kwargs.items() if k not in ("reply", "response_format")}
+        kwargs["max_tokens"] = min(kwargs.get("max_tokens") or 10**9, text_max_tokens(bound))
+        return {"messages": messages, **kwargs}
+
+    def _text_reply(self, lm, lm_kwargs, signature, demos, inputs, outputs: list[Any]) -> list[dict[str, Any]]:
+        name, bound = text_field(signature)
+        return [{name: clean_text(o.get("text", "") if isinstance(o, dict) else str(o), bound)} for o in outputs]
+
+
+def text_field(signature: type[Signature]) -> tuple[str, int]:
+    """The one string output of a plain-text signature and its bound in characters."""
+    fields = signature.output_fields
+    if len(fields) != 1 or next(iter(fields.values())).annotation is not str:
+        raise ValueError(f"reply='text' needs exactly one string output; {signature.__name__} has {list(fields)}")
+    name, info = next(iter(fields.items()))
+    bound = next((m.max_length for m in info.metadata if getattr(m, "max_length", None)), DEFAULT_MAX_STRING_LENGTH)
+    return name, int(bound)
+
+
+def text_max_tokens(bound: int) -> int:
+    # a BPE token of English text holds ~4 characters; half the bound leaves room for short tokens (digits, names)
+    return max(8, bound // 2 + 4)
+
+
+def clean_text(text: str, bound: int) -> str:
+    """The first line of a plain reply, without a label the model may echo ("Answer: …") or wrapping quotes, cut to the bound."""
+    line = next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
+    head, sep, rest = line.partition(":")
+    if sep and rest.strip() and len(head.split()) == 1 and head.lower() in ("answer", "query", "reply", "response"):
+        line = rest.strip()
+    line = line.strip().strip('"').strip()
+    return line[:bound].rstrip()

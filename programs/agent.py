@@ -157,6 +157,13 @@ def build(data: BFCLDataset, config: dict[str, Any]) -> FunctionCaller:
     return FunctionCaller(max_calls=cfg["max_calls"], tool_calling=cfg["tool_calling"], max_tokens=cfg["max_tokens"])
 
 
+def gold_trace(example: dspy.Example) -> list[dict[str, Any]]:
+    """BFCL's possible answers as a trace of the function caller (for `dspyc distill agent`: gold-labelled calls train
+    the student beside the teacher's passing traces; only train examples are ever passed here)."""
+    return [{"predictor": "call", "inputs": {"question": example.question, "functions": example.functions},
+             "outputs": {"calls": example.calls}}]
+
+
 def check(example: dspy.Example, pred: dspy.Prediction) -> bool:
     return ast_check(example.schemas, to_bfcl_calls(pred.get("calls") or []), example.possible_answer,
                      example.category).valid

@@ -1,15 +1,18 @@
 """Reflective multi-hop RAG, sized for a 0.5B model.
 
 Hop 1 searches with the question itself (cheap, and strong for lexical retrieval); each later hop writes a
-query for the missing fact from what was found. The answer cites its passages; when it says "unknown", the
-program reflects: it rewrites its last query, retrieves again and answers once more (a bounded number of
-times). Every LM step is a DSPy predictor an optimizer can tune. Three calls per question at most on the
-defaults: a small model gains more from one clear question than from a chain of judgements it cannot make.
+query for the missing fact from what was found, and its new passages join hop 1's best. The answer is a short
+span in plain text, and the program cites the passages that hold it. When no passage holds the answer (or it
+is "unknown"), the program reflects: it rewrites its last query, retrieves again and answers once more (a
+bounded number of times). Every LM step is a DSPy predictor an optimizer can tune.
+
+Measured on Qwen2.5-Coder-0.5B, 54 train+dev questions of hotpotqa-mini, the question's hybrid top-6 passages,
+answer F1: the answer alone in plain text 0.277; as JSON `{answer}` 0.197; as JSON `{answer, citations}` 0.123,
+0.103 with an "answer unknown if ..." clause. So the model answers; the program grounds and cites.
 """
 
 from __future__ import annotations
 
-from itertools import chain, zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +21,10 @@ import dspy
 from dspyc.data.qa import QADataset, load_qa_dataset
 from dspyc.metrics import exact_match, mean, normalize_answer, title_recall, token_f1
 from dspyc.registry import ProgramSpec
-from signatures.rag import AnswerWithCitations, GenerateQuery, RewriteQuery
+from signatures.rag import AnswerFromPassages, GenerateQuery, RewriteQuery
 
 UNKNOWN = {"unknown", "", "none", "not mentioned", "n/a", "no answer"}
+YES_NO = {"yes", "no"}
 
 
 class SharedRetriever:
@@ -36,29 +40,49 @@ class SharedRetriever:
         return self.retriever.search(query, k)
 
 
-def _interleave(*lists: list) -> list:
-    """First of each hop, then second of each, ...: the answer's context keeps every hop's best passages."""
-    return [x for x in chain.from_iterable(zip_longest(*lists)) if x is not None]
+def grounding(answer: str, text: str) -> float:
+    """The share of the answer's words that the text holds (1.0: the span is in the passage)."""
+    words = normalize_answer(answer).split()
+    have = set(normalize_answer(text).split())
+    return sum(w in have for w in words) / len(words) if words else 0.0
+
+
+def cite(answer: str, passages: list, max_citations: int = 2, min_grounding: float = 0.5) -> list:
+    """The passages that hold the answer best (title included: a name's passage starts with the name)."""
+    if normalize_answer(answer) in YES_NO | UNKNOWN:
+        return []
+    scored = [(grounding(answer, f"{p.title} {p.text}"), i) for i, p in enumerate(passages)]
+    return [passages[i] for g, i in sorted(scored, key=lambda x: (-x[0], x[1])) if g >= min_grounding][:max_citations]
 
 
 class MultiHopRAG(dspy.Module):
     def __init__(self, retriever, hops: int = 2, k: int = 4, max_rewrites: int = 1, max_passages: int = 6,
-                 query_passage_chars: int = 300):
+                 query_passage_chars: int = 300, later_hop_passages: int = 2):
         super().__init__()
         self.retriever = SharedRetriever(retriever)
         self.hops, self.k, self.max_rewrites, self.max_passages = hops, k, max_rewrites, max_passages
-        self.query_passage_chars = query_passage_chars
+        self.query_passage_chars, self.later_hop_passages = query_passage_chars, later_hop_passages
         self.generate_query = dspy.Predict(GenerateQuery)
         self.rewrite = dspy.Predict(RewriteQuery)
-        self.answer = dspy.Predict(AnswerWithCitations)
+        self.answer = dspy.Predict(AnswerFromPassages, reply="text")
 
-    def retrieve(self, query: str) -> list:
-        return [h.passage for h in self.retriever.search(query, self.k)]
+    def retrieve(self, query: str, k: int | None = None) -> list:
+        return [h.passage for h in self.retriever.search(query, k or self.k)]
 
     def _context(self, per_hop: list[list]) -> list:
+        """Hop 1's best first, then each later hop's best new passages (`later_hop_passages` each), up to
+        max_passages: a later hop adds the bridge entity's passage without pushing out the question's own."""
+        keep = max(self.max_passages - self.later_hop_passages * (len(per_hop) - 1), 1)
         seen, out = set(), []
-        for p in _interleave(*per_hop):
-            if p.id not in seen:
+        for i, hits in enumerate(per_hop):
+            quota = keep if i == 0 else self.later_hop_passages
+            for p in hits:
+                if quota and p.id not in seen:
+                    seen.add(p.id)
+                    out.append(p)
+                    quota -= 1
+        for p in (p for hits in per_hop for p in hits):  # fill what a short hop left free
+            if len(out) < self.max_passages and p.id not in seen:
                 seen.add(p.id)
                 out.append(p)
         return out[: self.max_passages]
@@ -70,31 +94,31 @@ class MultiHopRAG(dspy.Module):
         for hop in range(self.hops):
             if hop == 0:
                 query = question
+                per_hop.append(self.retrieve(query, max(self.k, self.max_passages)))
             else:
                 # The query writer sees what was found so far, cut short: it needs the entities, not every detail.
                 found = [f"{p.title}: {p.text[: self.query_passage_chars]}" for p in self._context(per_hop)]
                 query = self.generate_query(question=question, passages=found).query
-            per_hop.append(self.retrieve(query))
+                per_hop.append(self.retrieve(query))
             queries.append(query)
             hop_titles.append(sorted({p.title for hits in per_hop for p in hits}))
         passages = self._context(per_hop)
-        pred = self._answer(question, passages)
+        answer = self._answer(question, passages)
         rewrites = 0
-        while normalize_answer(pred.answer) in UNKNOWN and rewrites < self.max_rewrites:
+        # Reflect when the answer is "unknown" or no passage holds it (a small model's guess from memory).
+        while not cite(answer, passages) and normalize_answer(answer) not in YES_NO and rewrites < self.max_rewrites:
             query = self.rewrite(question=question, failed_query=queries[-1]).query
-            # The new search's passages go first: the old context did not hold the answer.
-            per_hop.insert(0, self.retrieve(query))
+            per_hop.insert(0, self.retrieve(query))  # the new search's passages go first
             queries.append(query)
             rewrites += 1
             passages = self._context(per_hop)
-            pred = self._answer(question, passages)
-        cited = [passages[c - 1].title for c in pred.citations if 1 <= c <= len(passages)]
-        return dspy.Prediction(answer=pred.answer, citations=cited, context_titles=[p.title for p in passages],
+            answer = self._answer(question, passages)
+        cited = [p.title for p in cite(answer, passages)]
+        return dspy.Prediction(answer=answer, citations=cited, context_titles=[p.title for p in passages],
                                queries=queries, hop_titles=hop_titles, rewrites=rewrites)
 
-    def _answer(self, question: str, passages: list) -> dspy.Prediction:
-        numbered = [f"[{i + 1}] {p.title}: {p.text}" for i, p in enumerate(passages)]
-        return self.answer(question=question, passages=numbered)
+    def _answer(self, question: str, passages: list) -> str:
+        return self.answer(question=question, passages=[f"{p.title}: {p.text}" for p in passages]).answer
 
 
 # --- what dspyc needs: data, build, metric, report ---------------------------------------------------

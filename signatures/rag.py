@@ -2,7 +2,8 @@
 
 Written for a 0.5B chat model: one short instruction each, and every output bounded by what it means
 (`max_length` is characters for a string, items for a list), so the constrained adapter's schema keeps a
-small model from filling a field with junk.
+small model from filling a field with junk. The answer is asked for alone and in plain text (the program builds
+it with `reply="text"`); the program cites the passages that hold it.
 """
 
 import dspy
@@ -24,10 +25,9 @@ class RewriteQuery(dspy.Signature):
     query: str = dspy.OutputField(desc="a few keywords, not a sentence", max_length=80)
 
 
-class AnswerWithCitations(dspy.Signature):
-    """Answer the question from the passages with a short span: a name, date, number, or yes/no. If the passages do not contain the answer, answer "unknown"."""
+class AnswerFromPassages(dspy.Signature):
+    """Answer the question from the passages with a short span (a name, date, number or yes/no)."""
 
-    passages: list[str] = dspy.InputField(desc="numbered passages")
+    passages: list[str] = dspy.InputField()
     question: str = dspy.InputField()
     answer: str = dspy.OutputField(desc="a few words", max_length=60)
-    citations: list[int] = dspy.OutputField(desc="numbers of the passages used", max_length=2)

@@ -250,3 +250,39 @@ def test_adapter_check_restricts_models_and_adapters(tmp_path, monkeypatch):
     assert list(out["results"]) == ["smollm2-135m-instruct"] and list(out["results"]["smollm2-135m-instruct"]) == ["new"]
     with pytest.raises(DspycError, match="unknown model 'nope'"):
         adapter_check(n=7, s=s, models=["nope"])
+
+
+def test_a_single_string_reply_comes_as_plain_text_cut_to_its_bound():
+    """reply="text": no response_format, the label line asks for the value alone, the bound becomes max_tokens."""
+    import dspy
+
+    from dspyc.adapter import ConstrainedJSONAdapter, clean_text
+
+    class Short(dspy.Signature):
+        """Answer briefly."""
+
+        question: str = dspy.InputField()
+        answer: str = dspy.OutputField(max_length=20)
+
+    class LM(dspy.BaseLM):
+        def __init__(self):
+            super().__init__("fake")
+            self.seen = []
+
+        def __call__(self, prompt=None, messages=None, **kw):
+            self.seen.append((messages, kw))
+            return ['Answer: "The city of Paris, France, on the Seine"\nmore']
+
+        def forward(self, *a, **k):
+            raise NotImplementedError
+
+    lm = LM()
+    with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
+        predict = dspy.Predict(Short, reply="text")
+        predict.demos = [dspy.Example(question="Capital of Italy?", answer="Rome")]
+        out = predict(question="Capital of France?")
+    messages, kwargs = lm.seen[0]
+    assert out.answer == "The city of Paris, F" and "response_format" not in kwargs and "reply" not in kwargs
+    assert kwargs["max_tokens"] == 14 and messages[0]["content"].endswith("Reply with the answer only.")
+    assert [m["content"] for m in messages[1:3]] == ["Question: Capital of Italy?", "Rome"]
+    assert clean_text("\n  Query: Eiffel Tower ", 60) == "Eiffel Tower" and clean_text("Note: a b", 60) == "Note: a b"

@@ -158,11 +158,13 @@ def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None
     with _progress() as progress, dspy.context(adapter=ConstrainedJSONAdapter()):
         runs = T.collect(teacher_module, train_ex, spec.metric, repeats=sft.teacher_repeats, min_score=sft.min_score,
                          num_threads=num_threads, lm=t_lm, progress=progress)
-    rows = T.sft_rows(runs, student_module)
-    sft_version, sft_path = _write_dataset(program, "sft", rows, s)
     kept = sum(r.passed for r in runs)
-    console.print(f"teacher traces: {kept}/{len(runs)} passed the metric → {len(rows)} SFT examples "
-                  f"(dataset sft-{sft_version}: {sft_path})")
+    gold_trace = getattr(importlib.import_module(spec.import_path), "gold_trace", None)
+    gold = T.gold_runs(gold_trace, train_ex) if gold_trace else []  # train labels only: never dev or test
+    rows = T.sft_rows(runs + gold, student_module)
+    sft_version, sft_path = _write_dataset(program, "sft", rows, s)
+    console.print(f"teacher traces: {kept}/{len(runs)} passed the metric" + (f", + {len(gold)} gold-labelled" if gold else "")
+                  + f" → {len(rows)} SFT examples (dataset sft-{sft_version}: {sft_path})")
 
     # 2. LoRA SFT (resumable: the work folder is keyed by the dataset and the recipe).
     work = s.cache_dir / "distill" / program
@@ -175,7 +177,7 @@ def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None
     # 3. Preference pairs from the metric, then DPO from the SFT adapter.
     dpo_out, pair_rows, pairs_version, dpo_adapter = None, [], None, None
     if dpo:
-        groups = _candidate_groups(runs, train_ex, student_module, spec, base_path, sft_adapter, dpo, seed)
+        groups = _candidate_groups(runs + gold, train_ex, student_module, spec, base_path, sft_adapter, dpo, seed)
         pair_rows = P.build_pairs(groups, dpo.min_margin)
         pairs_version, pairs_path = _write_dataset(program, "pairs", pair_rows, s)
         console.print(f"preference pairs: {len(pair_rows)} of {len(groups)} inputs had a score gap "
@@ -254,9 +256,10 @@ def _candidate_groups(runs: list[T.TeacherRun], examples: list[dspy.Example], st
                       seed: int) -> list[P.CandidateGroup]:
     """N student samples per input (plus the teacher's best passing output), each scored by the program's metric.
     Pairs are built for single-predictor programs; the student's predictor is scored through the whole metric."""
-    preds = student.named_predictors()
+    used = {c.predictor for r in runs if r.passed for c in r.calls}  # a program may hold predictors it did not call
+    preds = [(n, p) for n, p in student.named_predictors() if n in used or not used]
     if len(preds) != 1:
-        raise DspycError(f"DPO pairs need a single-predictor program; {spec.name} has {len(preds)} predictors (use --no-dpo)")
+        raise DspycError(f"DPO pairs need a program that calls one predictor; {spec.name} calls {len(preds)} (use --no-dpo)")
     pname, predictor = preds[0]
     sig = predictor.signature
     adapter_fmt = ConstrainedJSONAdapter()

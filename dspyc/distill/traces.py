@@ -34,6 +34,17 @@ class TeacherRun(BaseModel):
     score: float
     passed: bool
     error: str | None = None
+    source: str = "teacher"  # or "gold": a labelled answer the program supplies (`gold_trace`), not a teacher run
+
+
+def gold_runs(gold_trace: Callable[[dspy.Example], list[dict[str, Any]]], examples: Iterable[dspy.Example]) -> list[TeacherRun]:
+    """A program's gold labels as passing runs (score 1), one per example: SFT data beside the teacher's traces."""
+    runs = []
+    for ex in examples:
+        calls = [PredictorCall(**c) for c in gold_trace(ex)]
+        runs.append(TeacherRun(example_id=str(ex.get("id")), inputs=dict(ex.inputs()), calls=calls, score=1.0,
+                               passed=True, source="gold"))
+    return runs
 
 
 class SFTRow(BaseModel):

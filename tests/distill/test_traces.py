@@ -88,3 +88,21 @@ def test_dataset_version_is_a_content_hash():
         runs = collect(Prog(), examples(), metric, num_threads=1, lm=teacher_lm())
     rows = sft_rows(runs, Prog())
     assert dataset_version(rows) == dataset_version(list(rows)) != dataset_version(rows[:1])
+
+
+def test_gold_labels_become_sft_rows_in_the_students_own_prompt():
+    """The agent's BFCL answers train the student beside the teacher's traces: one row per train example."""
+    import dspy
+
+    from dspyc.distill import traces as T
+    from programs import agent
+
+    ex = dspy.Example(id="simple_1", question="Area of a circle of radius 3?", functions=["area(radius: int)"],
+                      schemas=[{"name": "area", "parameters": {"type": "dict", "properties": {"radius": {"type": "integer"}}}}],
+                      calls=[{"name": "area", "arguments": {"radius": 3}}]).with_inputs("question", "functions", "schemas")
+    runs = T.gold_runs(agent.gold_trace, [ex])
+    assert runs[0].passed and runs[0].source == "gold" and runs[0].score == 1.0
+    rows = T.sft_rows(runs, agent.FunctionCaller())
+    assert len(rows) == 1 and rows[0].predictor == "call"
+    assert rows[0].completion[0]["content"] == '{"calls":[{"name":"area","arguments":{"radius":3}}]}'
+    assert "Area of a circle" in rows[0].prompt[-1]["content"] and "area(radius: int)" in rows[0].prompt[-1]["content"]

@@ -55,3 +55,64 @@ def test_the_rerankers_questions_count_as_learned_from(tmp_path):
     assert spec.learned_from(data, {"retriever": "hybrid"}) == []
     pool = spec.learned_from(data, {"retriever": "hybrid+rerank"})
     assert pool and not set(pool) & held and set(pool) | held == {ex.id for ex in data.splits["all"]}
+
+
+class _P:
+    def __init__(self, pid, title, text=""):
+        self.id, self.title, self.text = pid, title, text
+
+
+def test_a_later_hop_adds_its_best_new_passages_without_pushing_out_the_questions():
+    from programs.rag import MultiHopRAG
+
+    rag = MultiHopRAG(retriever=None, max_passages=6, later_hop_passages=2)
+    hop1 = [_P(i, f"q{i}") for i in range(6)]
+    hop2 = [_P(3, "q3"), _P(10, "b0"), _P(11, "b1"), _P(12, "b2")]
+    assert [p.title for p in rag._context([hop1, hop2])] == ["q0", "q1", "q2", "q3", "b0", "b1"]
+    assert [p.title for p in rag._context([hop1])] == [f"q{i}" for i in range(6)]
+    assert [p.title for p in rag._context([hop1[:2], hop2])] == ["q0", "q1", "q3", "b0", "b1", "b2"]
+
+
+def test_citations_are_the_passages_that_hold_the_answer():
+    from programs.rag import cite
+
+    ps = [_P(1, "Paris", "Paris is the capital of France."), _P(2, "Lyon", "Lyon is a city on the Rhone."),
+          _P(3, "Eiffel Tower", "The tower in Paris was built by Gustave Eiffel.")]
+    assert [p.title for p in cite("Gustave Eiffel", ps)] == ["Eiffel Tower"]
+    assert [p.title for p in cite("Paris", ps)] == ["Paris", "Eiffel Tower"]
+    assert cite("Marseille", ps) == [] and cite("yes", ps) == [] and cite("unknown", ps) == []
+
+
+def test_the_program_reflects_when_no_passage_holds_the_answer():
+    import dspy
+
+    from dspyc.adapter import ConstrainedJSONAdapter
+    from programs.rag import MultiHopRAG
+
+    class Retriever:
+        def search(self, query, k):
+            hits = [_P(1, "Lyon", "Lyon is a city.")] if "rewritten" not in query else [_P(2, "Paris", "Paris is the capital.")]
+            return [type("Hit", (), {"passage": p}) for p in hits]
+
+    class LM(dspy.BaseLM):
+        def __init__(self):
+            super().__init__("fake")
+            self.calls = []
+
+        def __call__(self, prompt=None, messages=None, **kw):
+            user = messages[-1]["content"]
+            self.calls.append(user)
+            if "Failed query" in user:
+                return ['{"query":"rewritten capital"}']
+            if "Name the person" in messages[0]["content"]:
+                return ['{"query":"France"}']
+            return ["Paris"]
+
+        def forward(self, *a, **k):
+            raise NotImplementedError
+
+    lm = LM()
+    with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
+        pred = MultiHopRAG(Retriever(), hops=2, k=2)(question="What is the capital of France?")
+    assert pred.answer == "Paris" and pred.rewrites == 1 and pred.citations == ["Paris"]
+    assert len(lm.calls) == 4  # query, answer (ungrounded), rewrite, answer
