@@ -34,7 +34,8 @@ def distilled(live_engine, tmp_path_factory):
 
 def test_students_are_versions_with_adapter_datasets_and_scores(distilled):
     result, s = distilled
-    assert set(result["versions"]) == {"sft", "dpo"} and set(result["systems"]) == {"teacher", "student_sft", "student_dpo"}
+    assert set(result["versions"]) == {"sft", "dpo"} and set(result["systems"]) == {"teacher", "student_sft", "student_dpo",
+                                                                                 "student_base"}
     d = artifacts.program_dir("tone", s) / str(result["versions"]["dpo"])
     m = artifacts.read_manifest("tone", result["versions"]["dpo"], s)  # verifies every file's hash
     assert m.kind == "student" and m.config["student"]["stage"] == "dpo" and m.config["prompt"] == "short"
@@ -48,6 +49,9 @@ def test_students_are_versions_with_adapter_datasets_and_scores(distilled):
     teacher, student = result["systems"]["teacher"], result["systems"]["student_dpo"]
     assert student["prompt_tokens_per_call"] < teacher["prompt_tokens_per_call"]  # no guide, no demos
     assert student["lm_calls"] == 2 and 0.0 <= student["adherence"] <= 1.0
+    base = result["systems"]["student_base"]  # the untuned base answers the same prompt
+    assert base["prompt_tokens_per_call"] == student["prompt_tokens_per_call"] and base["cost_per_1k_calls_usd"] > 0
+    assert m.config["student"]["decoding"] == {}  # no dev split here: greedy, recorded
 
 
 def test_served_adapter_answers_differently_from_the_base_model(distilled):
