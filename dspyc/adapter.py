@@ -237,18 +237,19 @@ class ConstrainedJSONAdapter(_SchemaAdapter):
 
     def __call__(self, lm, lm_kwargs, signature, demos, inputs):
         if lm_kwargs.get("reply") == "text":
-            return self._text_reply(lm, lm_kwargs, signature, demos, inputs, lm(**self._text_request(lm_kwargs, signature, demos, inputs)))
+            name, bound = text_field(signature)
+            return _text_outputs(name, bound, lm(**self._text_request(name, bound, lm_kwargs, signature, demos, inputs)))
         return super().__call__(lm, lm_kwargs, signature, demos, inputs)
 
     async def acall(self, lm, lm_kwargs, signature, demos, inputs):
         if lm_kwargs.get("reply") == "text":
-            request = self._text_request(lm_kwargs, signature, demos, inputs)
-            return self._text_reply(lm, lm_kwargs, signature, demos, inputs, await lm.acall(**request))
+            name, bound = text_field(signature)
+            request = self._text_request(name, bound, lm_kwargs, signature, demos, inputs)
+            return _text_outputs(name, bound, await lm.acall(**request))
         return await super().acall(lm, lm_kwargs, signature, demos, inputs)
 
-    def _text_request(self, lm_kwargs: dict[str, Any], signature: type[Signature], demos: list[dict[str, Any]],
-                      inputs: dict[str, Any]) -> dict[str, Any]:
-        name, bound = text_field(signature)
+    def _text_request(self, name: str, bound: int, lm_kwargs: dict[str, Any], signature: type[Signature],
+                      demos: list[dict[str, Any]], inputs: dict[str, Any]) -> dict[str, Any]:
         system = f"{self.format_task_description(signature)}\nReply with the {_label(name).lower()} only.".strip()
         messages = [{"role": "system", "content": system}]
         for demo in demos:
@@ -260,9 +261,10 @@ class ConstrainedJSONAdapter(_SchemaAdapter):
         kwargs["max_tokens"] = min(kwargs.get("max_tokens") or 10**9, text_max_tokens(bound))
         return {"messages": messages, **kwargs}
 
-    def _text_reply(self, lm, lm_kwargs, signature, demos, inputs, outputs: list[Any]) -> list[dict[str, Any]]:
-        name, bound = text_field(signature)
-        return [{name: clean_text(o.get("text", "") if isinstance(o, dict) else str(o), bound)} for o in outputs]
+
+def _text_outputs(name: str, bound: int, outputs: list[Any]) -> list[dict[str, Any]]:
+    """The LM's completions (strings, or dicts with "text") as DSPy output dicts."""
+    return [{name: clean_text(o.get("text", "") if isinstance(o, dict) else str(o), bound)} for o in outputs]
 
 
 def text_field(signature: type[Signature]) -> tuple[str, int]:

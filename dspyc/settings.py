@@ -35,13 +35,13 @@ class Settings(BaseSettings):
     lm_api_key: str = "dspyc-local"
     temperature: float = 0.0
     max_tokens: int = 512  # above the worst case the adapter's string and list bounds allow
-    num_threads: int = 16
+    num_threads: int = 16  # concurrent LM calls for evaluation and compilation
     # Estimated cost per million tokens (self-hosted default: a small share of a CPU hour; set your own).
     price_input_per_mtok: float = 0.02
     price_output_per_mtok: float = 0.08
     # What an hour of the machine an engine runs on costs (a 2-vCPU cloud VM); distillation tables price a call by
     # the machine time it took, so a smaller model is cheaper by what it really saves.
-    price_machine_hour: float = 0.10  # concurrent LM calls for evaluation and compilation
+    price_machine_hour: float = 0.10
 
     embed_model: str = "all-minilm-l6-v2"
     qdrant_url: str | None = None  # None: Qdrant local mode under the cache dir

@@ -104,17 +104,17 @@ class MultiHopRAG(dspy.Module):
             hop_titles.append(sorted({p.title for hits in per_hop for p in hits}))
         passages = self._context(per_hop)
         answer = self._answer(question, passages)
-        rewrites = 0
+        cited, rewrites = cite(answer, passages), 0
         # Reflect when the answer is "unknown" or no passage holds it (a small model's guess from memory).
-        while not cite(answer, passages) and normalize_answer(answer) not in YES_NO and rewrites < self.max_rewrites:
+        while not cited and normalize_answer(answer) not in YES_NO and rewrites < self.max_rewrites:
             query = self.rewrite(question=question, failed_query=queries[-1]).query
             per_hop.insert(0, self.retrieve(query))  # the new search's passages go first
             queries.append(query)
             rewrites += 1
             passages = self._context(per_hop)
             answer = self._answer(question, passages)
-        cited = [p.title for p in cite(answer, passages)]
-        return dspy.Prediction(answer=answer, citations=cited, context_titles=[p.title for p in passages],
+            cited = cite(answer, passages)
+        return dspy.Prediction(answer=answer, citations=[p.title for p in cited], context_titles=[p.title for p in passages],
                                queries=queries, hop_titles=hop_titles, rewrites=rewrites)
 
     def _answer(self, question: str, passages: list) -> str:

@@ -244,9 +244,10 @@ def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None
             from dspyc import tracking
 
             tracking.log_compile(manifest, out, s)
-    print_table(program, systems, eval_split, len(held_out), spec, labels=_labels(teacher_label, t_lm.model, sft.base_model))
+    rows_out = table_rows(systems, labels=_labels(teacher_label, t_lm.model, sft.base_model))
+    print_table(program, rows_out, eval_split, len(held_out), s)
     if track:
-        _track_table(program, systems, eval_split, versions, s)
+        _track_table(program, systems, rows_out, eval_split, versions, s)
     return {"systems": systems, "versions": versions, "sft_examples": len(rows), "pairs": len(pair_rows),
             "wall_time_s": round(time.perf_counter() - t0, 1)}
 
@@ -308,8 +309,7 @@ def _labels(teacher_label: str, teacher_lm: str, base: str) -> dict[str, str]:
             "student_base": f"untuned {base}, student prompt"}
 
 
-def table_rows(systems: dict[str, dict[str, float]], spec: registry.ProgramSpec | None = None,
-               labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def table_rows(systems: dict[str, dict[str, float]], labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The table as rows: the same numbers the console shows and MLflow stores."""
     first = next(iter(systems.values()), {})
     quality = next((k for k in QUALITY_KEYS if k in first), "metric")
@@ -328,9 +328,7 @@ def table_rows(systems: dict[str, dict[str, float]], spec: registry.ProgramSpec 
     return rows
 
 
-def print_table(program: str, systems: dict[str, dict[str, float]], split: str, n: int,
-                spec: registry.ProgramSpec | None = None, labels: dict[str, str] | None = None) -> None:
-    rows = table_rows(systems, spec, labels)
+def print_table(program: str, rows: list[dict[str, Any]], split: str, n: int, s: Settings) -> None:
     if not rows:
         return
     table = Table(title=f"{program}: teacher vs distilled students on {split} ({n} examples, through the engines)")
@@ -342,17 +340,16 @@ def print_table(program: str, systems: dict[str, dict[str, float]], split: str, 
     for r in rows:
         table.add_row(*("-" if v is None else f"{v:.0%}" if k == "pct_of_teacher" else str(v) for k, v in r.items()))
     console.print(table)
-    console.print("cost: machine time per call at $%.2f/h (DSPYC_PRICE_MACHINE_HOUR)" % get_settings().price_machine_hour)
+    console.print(f"cost: machine time per call at ${s.price_machine_hour:.2f}/h (DSPYC_PRICE_MACHINE_HOUR)")
 
 
-def _track_table(program: str, systems: dict[str, dict[str, float]], split: str, versions: dict[str, int],
-                 s: Settings) -> None:
+def _track_table(program: str, systems: dict[str, dict[str, float]], rows: list[dict[str, Any]], split: str,
+                 versions: dict[str, int], s: Settings) -> None:
     """The table as one MLflow run: every number as a metric, the rows as a table, and a quality-vs-cost chart."""
     import tempfile
 
     from dspyc import plots, tracking
 
-    rows = table_rows(systems)
     metrics = tracking.flatten({k: {m: v for m, v in row.items() if isinstance(v, (int, float))} for k, row in systems.items()})
     try:
         with tempfile.TemporaryDirectory() as tmp:
