@@ -266,6 +266,9 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
                   + ([] if skip_test else [("baseline", program, "test"), ("compiled", compiled, "test")]))
     wall = round(time.perf_counter() - t0, 1)
     kept = keep(results)
+    if kept == "compiled" and getattr(compiled, "searched_config", None):
+        cfg = cfg | compiled.searched_config  # settings ConfigSearch chose: loading rebuilds the program from them
+        console.print(f"ConfigSearch chose {compiled.searched_config}")
     metrics: dict[str, Any] = results | {"delta": deltas(rows, s.reoptimize_resamples, seed)}
     manifest = artifacts.Manifest(
         program=name, version=0, import_path=spec.import_path, source_hash=registry.source_hash(name),

@@ -13,7 +13,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from dspyc.errors import DspycError
 from dspyc.settings import get_settings
 
-OPTIMIZERS = ("BootstrapFewShot", "BootstrapFewShotWithRandomSearch", "MIPROv2", "GEPA", "SIMBA", "LabeledFewShot")
+from dspyc.config_search import ConfigSearch
+
+OWN = {"ConfigSearch": ConfigSearch}  # dspyc's own optimizers, beside DSPy's
+OPTIMIZERS = ("BootstrapFewShot", "BootstrapFewShotWithRandomSearch", "MIPROv2", "GEPA", "SIMBA", "LabeledFewShot",
+              *OWN)
 
 
 class Recipe(BaseModel):
@@ -78,7 +82,7 @@ def build_optimizer(recipe: Recipe, metric, num_threads: int = 8, seed: int = 0,
                     reflection_lm: dspy.LM | None = None, teacher: dspy.LM | None = None) -> tuple[Any, dict[str, Any]]:
     """(optimizer, compile kwargs) for a recipe; settings the optimizer accepts are filled in. `teacher` (or the
     recipe's `teacher`) runs the bootstrapping, so a weak student still gets demos that pass the metric."""
-    cls = getattr(dspy, recipe.optimizer)
+    cls = OWN.get(recipe.optimizer) or getattr(dspy, recipe.optimizer)
     accepted = inspect.signature(cls.__init__).parameters
     params = dict(recipe.params)
     if teacher is None and recipe.teacher:

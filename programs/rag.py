@@ -125,7 +125,8 @@ class MultiHopRAG(dspy.Module):
 
 # Split sizes: test 60 so a compile's gain shows through its interval; `--set train=… --set test=…` change them.
 # `sources`: more corpora (QA folders or dataset names) routed to by query, e.g. --set sources='[wiki, /data/hotpot]'.
-CONFIG = {"hops": 2, "k": 4, "max_rewrites": 1, "max_passages": 6, "retriever": "hybrid", "sources": [],
+CONFIG = {"hops": 2, "k": 4, "max_rewrites": 1, "max_passages": 6, "later_hop_passages": 2, "retriever": "hybrid",
+          "sources": [],
           "train": 24, "dev": 30, "test": 60}
 
 
@@ -138,7 +139,7 @@ def load_data(dataset: str, seed: int) -> QADataset:
 def build(data: QADataset, config: dict[str, Any]) -> MultiHopRAG:
     cfg = CONFIG | config
     return MultiHopRAG(build_retriever(data, cfg), hops=cfg["hops"], k=cfg["k"], max_rewrites=cfg["max_rewrites"],
-                       max_passages=cfg["max_passages"])
+                       max_passages=cfg["max_passages"], later_hop_passages=cfg["later_hop_passages"])
 
 
 def build_retriever(data: QADataset, cfg: dict[str, Any]):

@@ -32,8 +32,8 @@ class Toy(dspy.Module):
         self.gold, self.mode = gold, mode
 
     def forward(self, question: str) -> dspy.Prediction:
-        if self.answer.demos:
-            right = self.mode == "helps"
+        if self.answer.demos or self.mode == "always":  # "always": a setting ConfigSearch can find
+            right = self.mode in ("helps", "always")
         else:
             right = sorted(self.gold).index(question) % 2 == 0
         return dspy.Prediction(answer=self.gold[question] if right else "unknown")
@@ -114,6 +114,15 @@ def test_a_worse_compile_does_not_replace_a_better_champion(toy):
     assert tracking.resolve_alias("toyqa", "champion", toy) == 1
     m3 = compiler.compile_program("toyqa", LABELED, s=toy)  # as good as the champion on the same dev examples
     assert tracking.resolve_alias("toyqa", "champion", toy) == m3.version == 3
+
+
+def test_settings_chosen_by_config_search_are_recorded_and_rebuilt_on_load(toy, tmp_path):
+    recipe = tmp_path / "search.yaml"
+    recipe.write_text("optimizer: ConfigSearch\nparams:\n  space:\n    mode: [hurts, always]\n")
+    m = compiler.compile_program("toyqa", str(recipe), s=toy)
+    assert m.kept == "compiled" and m.config["mode"] == "always" and m.metrics["compiled"]["dev"]["metric"] == 1.0
+    assert len(m.trials) == 3 and m.trials[-1] == 1.0 > m.trials[0]  # the program as built (helps) first
+    assert loading.load_program(f"toyqa@{m.version}", configure_lm=False, s=toy).mode == "always"
 
 
 def test_set_train_dev_test_change_the_splits(toy):
