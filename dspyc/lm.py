@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import dspy
 import httpx
 
@@ -12,6 +14,39 @@ from dspyc.models import resolve_lm, served_name
 from dspyc.settings import Settings, get_settings
 
 BACKENDS = ("engine", "url", "transformers", "litellm")
+
+
+def cache_misses(lookup):
+    """`lookup(provider, model, namespaces=)` that remembers which models it found nothing for."""
+    misses: set[tuple] = set()
+
+    @functools.wraps(lookup)
+    def cached(provider, model, *, namespaces=None):
+        key = (provider, model, None if namespaces is None else tuple(namespaces))
+        if key in misses:
+            return {}
+        info = lookup(provider, model, namespaces=namespaces)
+        if not info:
+            misses.add(key)
+        return info
+
+    cached.dspyc_cached = True
+    return cached
+
+
+def _cache_metadata_misses() -> None:
+    """DSPy prices every call by looking its model up in a metadata table. A self-hosted model is in none, and
+    each miss scans the whole table, twice a call: 3/4 of a served request's CPU (profiled: 11.8 -> 3.1 ms)."""
+    from dspy.clients import capabilities, costs
+    from dspy.clients.model_metadata import model_info
+
+    cached = cache_misses(model_info)
+    for module in (costs, capabilities):
+        if getattr(module, "model_info", None) is model_info:  # only DSPy's own lookup, once
+            module.model_info = cached
+
+
+_cache_metadata_misses()
 
 
 def _served_models(base_url: str, api_key: str) -> list[str]:

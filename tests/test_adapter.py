@@ -286,3 +286,15 @@ def test_a_single_string_reply_comes_as_plain_text_cut_to_its_bound():
     assert kwargs["max_tokens"] == 14 and messages[0]["content"].endswith("Reply with the answer only.")
     assert [m["content"] for m in messages[1:3]] == ["Question: Capital of Italy?", "Rome"]
     assert clean_text("\n  Query: Eiffel Tower ", 60) == "Eiffel Tower" and clean_text("Note: a b", 60) == "Note: a b"
+
+
+def test_the_response_format_is_built_once_per_signature_and_handed_out_as_a_copy():
+    class Once(dspy.Signature):
+        """q"""
+
+        question: str = dspy.InputField()
+        answer: str = dspy.OutputField()
+
+    first = response_format_for(Once)
+    first["json_schema"]["schema"]["properties"]["answer"]["maxLength"] = 1  # a caller's change stays its own
+    assert response_format_for(Once)["json_schema"]["schema"]["properties"]["answer"]["maxLength"] == DEFAULT_MAX_STRING_LENGTH
