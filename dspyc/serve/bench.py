@@ -7,7 +7,7 @@ Two runs, each in the same process tree and with the same prompts on both sides:
    engine's ~8 tok/s cannot absorb 10,000 requests). The stub records every LM request the server makes;
    the same bodies are then sent to the stub directly at the same concurrency. The difference is what the
    server (HTTP, validation, DSPy, adapter, usage, logging, metrics) adds per request.
-2. **real engine** (small): a few requests through the server to the vLLM engine (via the stub as a
+2. **real engine**: 64 requests at 8 and at 32 clients through the server to the vLLM engine (via the stub as a
    recording proxy, so the server path pays one extra loopback hop), then the same bodies to vLLM directly.
 
 The served program is a one-predictor QA program in a throwaway project (`bench_qa`), served at `latest`.
@@ -196,8 +196,9 @@ def run_pair(env: dict[str, str], n: int, concurrency: int, upstream: list[str],
 
 
 def bench_serve(requests: int = 10_000, concurrency: int = 32, upstream_latency_ms: float = 0.0,
-                engine_requests: int = 8, engine_concurrency: int = 4, s: Settings | None = None,
+                engine_requests: int = 64, engine_concurrency: tuple[int, ...] = (8, 32), s: Settings | None = None,
                 save: bool = True) -> dict[str, Any]:
+    """The stub load test, then `engine_requests` through the real engine at each of `engine_concurrency`."""
     s = s or get_settings()
     result: dict[str, Any] = {"program": "bench_qa (one predictor)", "concurrency": concurrency}
     with tempfile.TemporaryDirectory(prefix="dspyc-bench-serve-") as tmp:
@@ -211,11 +212,14 @@ def bench_serve(requests: int = 10_000, concurrency: int = 32, upstream_latency_
             from dspyc import engine
 
             base = engine.ensure(s)
-            served_env = server_env | {"DSPYC_MAX_TOKENS": "48", "DSPYC_SERVE_TIMEOUT_S": "600"}
-            result["engine"] = run_pair(env, engine_requests, engine_concurrency, ["--proxy", base],
-                                        f"{base}/chat/completions", s.lm_api_key, served_env, "engine")
-            result["engine"]["upstream"] = f"vLLM engine at {base} (server path via a recording loopback proxy)"
-            result["engine"]["concurrency"] = engine_concurrency
+            for clients in engine_concurrency:
+                served_env = server_env | {"DSPYC_MAX_TOKENS": "48", "DSPYC_SERVE_TIMEOUT_S": "600",
+                                           "DSPYC_SERVE_MAX_CONCURRENCY": str(max(concurrency, clients))}
+                # a warm-up of one request per client first: the engine's first steps at a new batch size are slow
+                run = run_pair(env, engine_requests, clients, ["--proxy", base], f"{base}/chat/completions",
+                               s.lm_api_key, served_env, f"engine@{clients}", warmup=clients)
+                result[f"engine@{clients}"] = run | {"concurrency": clients,
+                                                     "upstream": f"vLLM engine at {base} (server path via a recording loopback proxy)"}
     _print(result)
     if save:
         from dspyc.bench import _save
@@ -228,9 +232,7 @@ def _print(result: dict[str, Any]) -> None:
     table = Table(title=f"dspyc serve under load · {result['program']}")
     for col in ("run", "path", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms"):
         table.add_column(col, justify="left" if col in ("run", "path") else "right")
-    for run in ("stub", "engine"):
-        if run not in result:
-            continue
+    for run in [k for k in result if k == "stub" or k.startswith("engine")]:
         r = result[run]
         for path in ("server", "direct"):
             x = r[path]
