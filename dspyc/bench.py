@@ -72,8 +72,9 @@ def inprocess_throughput(s: Settings, requests: int, max_tokens: int) -> dict[st
     return {"concurrency": 1, "requests": requests, "tokens": tokens, "seconds": round(dt, 2), "tokens_per_s": round(tokens / dt, 1)}
 
 
-def roofline(s: Settings) -> dict[str, float]:
-    """Measured bf16 matmul GFLOP/s and memory bandwidth → tokens/s ceilings for this model on this CPU."""
+def roofline(s: Settings, dtype: str = "bfloat16") -> dict[str, float]:
+    """Measured matmul GFLOP/s and memory bandwidth in the dtype the engine serves (fp32 on CPUs that only emulate
+    bf16) → tokens/s ceilings for this model on this CPU."""
     import torch
     from transformers import AutoConfig
 
@@ -81,8 +82,9 @@ def roofline(s: Settings) -> dict[str, float]:
     h, L, inter, vocab = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size, cfg.vocab_size
     kv = cfg.num_key_value_heads * (h // cfg.num_attention_heads)
     params = L * (2 * h * h + 2 * h * kv + 3 * h * inter) + vocab * h  # attention + MLP + (tied) embeddings
+    torch_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype, torch.float32)
     n = 1024
-    a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+    a, b = torch.randn(n, n, dtype=torch_dtype), torch.randn(n, n, dtype=torch_dtype)
     a @ b
     reps, t0 = 10, time.perf_counter()
     for _ in range(reps):
@@ -95,11 +97,12 @@ def roofline(s: Settings) -> dict[str, float]:
     for _ in range(5):
         y.copy_(x)
     bandwidth = 2 * x.numel() * 4 * 5 / (time.perf_counter() - t0) / 1e9  # read + write, GB/s
-    return {"params": params, "bf16_matmul_gflops": round(gflops, 1), "memory_gb_per_s": round(bandwidth, 1),
+    weight_bytes = params * torch.finfo(torch_dtype).bits // 8
+    return {"dtype": dtype, "params": params, "matmul_gflops": round(gflops, 1), "memory_gb_per_s": round(bandwidth, 1),
             # batched decode is compute-bound: 2 FLOPs per parameter per token
             "compute_bound_tokens_per_s": round(gflops * 1e9 / (2 * params), 1),
-            # single-stream decode reads every bf16 weight once per token
-            "bandwidth_bound_single_stream_tokens_per_s": round(bandwidth * 1e9 / (2 * params), 1)}
+            # single-stream decode reads every weight once per token
+            "bandwidth_bound_single_stream_tokens_per_s": round(bandwidth * 1e9 / weight_bytes, 1)}
 
 
 def bench_engine(requests: int = 32, max_tokens: int = 64, inprocess_requests: int = 4, s: Settings | None = None) -> dict:
@@ -114,8 +117,10 @@ def bench_engine(requests: int = 32, max_tokens: int = 64, inprocess_requests: i
             rows.append(engine_throughput(base, model, s.lm_api_key, c, n, max_tokens))
     with console.status(f"in-process transformers · sequential · {inprocess_requests} requests"):
         naive = inprocess_throughput(s, inprocess_requests, max_tokens)
-    with console.status("roofline: bf16 matmul and memory bandwidth"):
-        roof = roofline(s)
+    state = engine.status(s)  # what the engine was started with, and the CPU behind those choices
+    dtype = state.dtype if state else engine.engine_dtype(s)
+    with console.status(f"roofline: {dtype} matmul and memory bandwidth"):
+        roof = roofline(s, dtype)
     table = Table("path", "concurrency", "requests", "tokens/s", title=f"{model}: generation throughput ({max_tokens} tokens per request)")
     for r in rows:
         table.add_row("vLLM engine", str(r["concurrency"]), str(r["requests"]), f"{r['tokens_per_s']:.1f}")
@@ -123,10 +128,11 @@ def bench_engine(requests: int = 32, max_tokens: int = 64, inprocess_requests: i
     console.print(table)
     ratio = rows[-1]["tokens_per_s"] / naive["tokens_per_s"]
     console.print(f"engine @32 / in-process: [bold]{ratio:.1f}×[/bold]")
-    console.print(f"roofline: {roof['bf16_matmul_gflops']} GFLOP/s bf16 matmul → ≤ {roof['compute_bound_tokens_per_s']:,.0f} tok/s "
-                  f"compute-bound; {roof['memory_gb_per_s']} GB/s → ≤ {roof['bandwidth_bound_single_stream_tokens_per_s']:,.0f} tok/s "
-                  f"single stream ({roof['params'] / 1e6:.0f}M parameters)")
-    state = engine.status(s)  # what the engine was started with, and the CPU behind those choices
+    fraction = rows[-1]["tokens_per_s"] / roof["compute_bound_tokens_per_s"] if roof["compute_bound_tokens_per_s"] else 0.0
+    roof["fraction_of_compute_bound_at_32"] = round(fraction, 3)
+    console.print(f"roofline ({dtype}, as served): {roof['matmul_gflops']} GFLOP/s matmul → ≤ {roof['compute_bound_tokens_per_s']:,.0f} "
+                  f"tok/s compute-bound, [bold]{fraction:.0%}[/bold] reached at 32 streams; {roof['memory_gb_per_s']} GB/s → ≤ "
+                  f"{roof['bandwidth_bound_single_stream_tokens_per_s']:,.0f} tok/s single stream ({roof['params'] / 1e6:.0f}M parameters)")
     result = {"model": model, "max_tokens": max_tokens, "engine": rows, "inprocess": naive, "ratio_engine32_vs_inprocess": round(ratio, 2),
               "roofline": roof, "lora": bool(state and state.lora_enabled), "settings": state.tuning if state else {},
               "cpu": cpu_summary()}
