@@ -60,9 +60,10 @@ class Manifest(BaseModel):
     kind: str = "program"  # "program" or "student" (a LoRA adapter)
     trials: list[float] = []  # the optimizer's score per trial, in order, where it exposes trials
     trained_on: list[str] = []  # ids of train, dev and anything else learned from: never in a later held-out comparison
-    # "compiled", or "uncompiled" when the compiled program scored below the uncompiled one on dev: program.json
-    # then holds the uncompiled program's state (both score sets stay under metrics)
+    # "compiled", or "uncompiled" when the compiled program did not beat the uncompiled one on dev (below it, or
+    # not beyond noise): program.json then holds the uncompiled program's state (both score sets stay under metrics)
     kept: str = "compiled"
+    kept_reason: str = ""
     split_ids: dict[str, str] = {}  # split -> hash of the example ids evaluated on it: same hash, same examples
 
     def score(self, split: str = "dev", metric: str = "metric") -> float | None:

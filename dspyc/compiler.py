@@ -265,16 +265,16 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
         run_evals("compiled dev" + ("" if skip_test else " and test"), [("compiled", compiled, "dev")]
                   + ([] if skip_test else [("baseline", program, "test"), ("compiled", compiled, "test")]))
     wall = round(time.perf_counter() - t0, 1)
-    kept = keep(results)
+    metrics: dict[str, Any] = results | {"delta": deltas(rows, s.reoptimize_resamples, seed)}
+    kept, kept_reason = keep(results, metrics["delta"].get("dev"), s.compile_keep_alpha)
     if kept == "compiled" and getattr(compiled, "searched_config", None):
         cfg = cfg | compiled.searched_config  # settings ConfigSearch chose: loading rebuilds the program from them
         console.print(f"ConfigSearch chose {compiled.searched_config}")
-    metrics: dict[str, Any] = results | {"delta": deltas(rows, s.reoptimize_resamples, seed)}
     manifest = artifacts.Manifest(
         program=name, version=0, import_path=spec.import_path, source_hash=registry.source_hash(name),
         recipe=recipe.model_dump(), dataset=artifacts.DatasetRef(name=dataset.name, path=str(dataset.path), version=dataset.version),
         lm=artifacts.LMRef(backend=s.lm_backend, model=s.lm_model, served_name=served_name(s.lm_model, s)),
-        seed=seed, config=cfg, metrics=metrics, kept=kept, split_ids={k: ids_hash(splits[k]) for k in ("dev", "test")},
+        seed=seed, config=cfg, metrics=metrics, kept=kept, kept_reason=kept_reason, split_ids={k: ids_hash(splits[k]) for k in ("dev", "test")},
         usage=usage.as_dict(s) | {"stage_wall_time_s": stage_times},
         wall_time_s=wall, library_versions=artifacts.library_versions(), git_commit=artifacts.git_commit(s.project_dir),
         trials=optimizer_trials(compiled),
@@ -294,10 +294,19 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
     return manifest
 
 
-def keep(results: dict[str, dict[str, dict[str, float]]]) -> str:
-    """"uncompiled" when the compiled program's dev metric is below the uncompiled one's, else "compiled"."""
+def keep(results: dict[str, dict[str, dict[str, float]]], dev_delta: dict[str, float] | None = None,
+         alpha: float = 0.05) -> tuple[str, str]:
+    """("compiled" | "uncompiled", why). The compiled program is kept only when it beats the uncompiled one on dev
+    with paired-bootstrap p < alpha: on 30 dev examples a gain inside the noise (rag on wiki: dev +0.017
+    [-0.058, +0.084]) came out -0.120 on test, and the uncompiled program is the cheaper of two equals."""
     base, comp = (results.get(w, {}).get("dev", {}).get("metric") for w in ("baseline", "compiled"))
-    return "uncompiled" if base is not None and comp is not None and comp < base else "compiled"
+    if base is None or comp is None:
+        return "compiled", ""
+    if comp < base:
+        return "uncompiled", KEPT_UNCOMPILED
+    if dev_delta and dev_delta.get("p", 0.0) >= alpha:
+        return "uncompiled", KEPT_WITHIN_NOISE.format(p=dev_delta["p"], alpha=alpha)
+    return "compiled", ""
 
 
 def deltas(rows: dict[str, dict[str, list[dict[str, Any]]]], n_resamples: int, seed: int) -> dict[str, dict[str, float]]:
@@ -325,6 +334,8 @@ def _jsonl(rows: dict[str, dict[str, list[dict[str, Any]]]], which: str) -> str:
 
 
 KEPT_UNCOMPILED = "compiled scored below uncompiled on dev: kept the uncompiled program"
+KEPT_WITHIN_NOISE = ("compiled is not better than uncompiled on dev beyond noise (paired bootstrap p = {p:.2f} ≥ {alpha:g}): "
+                     "kept the uncompiled program")
 DELTA_COLUMN = "compiled − uncompiled [95% CI]"
 
 
@@ -333,7 +344,7 @@ def print_summary(m: artifacts.Manifest, lm_model: str = "") -> None:
     first = m.metrics.get("compiled", {}).get("test") or m.metrics.get("compiled", {}).get("dev", {})
     keys = [k for k in first if k not in ("errors", "metric")] + ["metric"] * ("metric" in first)
     table = Table(title=f"{m.program}@{m.version} · {m.recipe.get('name')} · {lm_model or m.lm.served_name}",
-                  caption=KEPT_UNCOMPILED if m.kept == "uncompiled" else None)
+                  caption=(m.kept_reason or KEPT_UNCOMPILED) if m.kept == "uncompiled" else None)
     table.add_column("split")
     table.add_column("program")
     for k in keys:

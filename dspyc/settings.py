@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     # (paired bootstrap over the same held-out examples).
     reoptimize_margin: float = 0.02
     reoptimize_alpha: float = 0.05
+    # a compile keeps the compiled program only when it beats the uncompiled one on dev with paired-bootstrap p < this
+    compile_keep_alpha: float = 0.05
     reoptimize_resamples: int = 10_000
     schedule_cron: str = "0 3 * * *"
     schedule_programs: list[str] = ["rag"]

@@ -32,10 +32,12 @@ class Toy(dspy.Module):
         self.gold, self.mode = gold, mode
 
     def forward(self, question: str) -> dspy.Prediction:
+        i = sorted(self.gold).index(question)
         if self.answer.demos or self.mode == "always":  # "always": a setting ConfigSearch can find
-            right = self.mode in ("helps", "always")
+            # "slightly": one question more than uncompiled, a gain inside the noise
+            right = self.mode in ("helps", "always") or (self.mode == "slightly" and (i % 2 == 0 or i == 1))
         else:
-            right = sorted(self.gold).index(question) % 2 == 0
+            right = i % 2 == 0
         return dspy.Prediction(answer=self.gold[question] if right else "unknown")
 
 
@@ -105,6 +107,16 @@ def test_compiling_that_hurts_keeps_the_uncompiled_program_and_says_so(toy, caps
     assert not loaded.answer.demos
     # it is not worse than the program it started from, so as the first version it is champion
     assert tracking.resolve_alias("toyqa", "champion", toy) == 1
+
+
+def test_a_gain_inside_the_noise_keeps_the_uncompiled_program_and_says_why(toy, capsys):
+    m = compiler.compile_program("toyqa", LABELED, s=toy, config={"mode": "slightly"})
+    d = m.metrics["delta"]["dev"]
+    assert m.metrics["compiled"]["dev"]["metric"] > m.metrics["baseline"]["dev"]["metric"] and d["p"] >= 0.05
+    assert m.kept == "uncompiled" and "beyond noise" in m.kept_reason and f"p = {d['p']:.2f}" in m.kept_reason
+    assert "beyond noise" in capsys.readouterr().out
+    assert compiler.compile_program("toyqa", LABELED, s=toy.model_copy(update={"compile_keep_alpha": 1.0}),
+                                    config={"mode": "slightly"}, save=False).kept == "compiled"
 
 
 def test_a_worse_compile_does_not_replace_a_better_champion(toy):
