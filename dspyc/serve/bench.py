@@ -155,8 +155,10 @@ def _overhead(server: dict[str, Any], direct: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_pair(env: dict[str, str], n: int, concurrency: int, upstream: list[str], direct_url: str, direct_key: str,
-             server_env: dict[str, str], label: str, warmup: int = 0) -> dict[str, Any]:
-    """Start the stub (instant or proxy) and a server over it; load through the server; replay directly."""
+             server_env: dict[str, str], label: str, warmup: int = 0, warm_prefixes: bool = False) -> dict[str, Any]:
+    """Start the stub (instant or proxy) and a server over it; load through the server; replay directly.
+    `warm_prefixes`: send the measured questions through the server once before measuring, so that both measured
+    runs find vLLM's prefix cache holding these prompts (else the direct replay, always second, skips prefill)."""
     stub_port, srv_port = _port(), _port()
     procs = []
     py = sys.executable
@@ -177,6 +179,9 @@ def run_pair(env: dict[str, str], n: int, concurrency: int, upstream: list[str],
         questions = [{"question": QUESTIONS[i % 4].format(PLACES[(i // 4) % 8]) + f" (#{i})"} for i in range(n + warmup)]
         if warmup:
             asyncio.run(drive(predict, questions[:warmup], concurrency))
+        if warm_prefixes:
+            with console.status(f"[{label}] warming the engine's prefix cache with the measured prompts"):
+                asyncio.run(drive(predict, questions[warmup:], concurrency))
         httpx.delete(f"{stub_url}/_recorded")
         with console.status(f"[{label}] {n:,} requests through the server at {concurrency} clients"):
             served = _stats(*asyncio.run(drive(predict, questions[warmup:], concurrency)))
@@ -215,9 +220,8 @@ def bench_serve(requests: int = 10_000, concurrency: int = 32, upstream_latency_
             for clients in engine_concurrency:
                 served_env = server_env | {"DSPYC_MAX_TOKENS": "48", "DSPYC_SERVE_TIMEOUT_S": "600",
                                            "DSPYC_SERVE_MAX_CONCURRENCY": str(max(concurrency, clients))}
-                # a warm-up of one request per client first: the engine's first steps at a new batch size are slow
                 run = run_pair(env, engine_requests, clients, ["--proxy", base], f"{base}/chat/completions",
-                               s.lm_api_key, served_env, f"engine@{clients}", warmup=clients)
+                               s.lm_api_key, served_env, f"engine@{clients}", warm_prefixes=True)
                 result[f"engine@{clients}"] = run | {"concurrency": clients,
                                                      "upstream": f"vLLM engine at {base} (server path via a recording loopback proxy)"}
     _print(result)
