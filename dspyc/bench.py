@@ -136,7 +136,7 @@ def bench_engine(requests: int = 32, max_tokens: int = 64, inprocess_requests: i
     result = {"model": model, "max_tokens": max_tokens, "engine": rows, "inprocess": naive, "ratio_engine32_vs_inprocess": round(ratio, 2),
               "roofline": roof, "lora": bool(state and state.lora_enabled), "settings": state.tuning if state else {},
               "cpu": cpu_summary()}
-    _save("engine", result, s)
+    _save(f"engine-{model}", result, s)  # one file per model: both models are benchmarked
     return result
 
 
