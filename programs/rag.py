@@ -114,8 +114,10 @@ class MultiHopRAG(dspy.Module):
             passages = self._context(per_hop)
             answer = self._answer(question, passages)
             cited = cite(answer, passages)
-        return dspy.Prediction(answer=answer, citations=[p.title for p in cited], context_titles=[p.title for p in passages],
-                               queries=queries, hop_titles=hop_titles, rewrites=rewrites)
+        # a title once, though two of its chunks hold the answer
+        return dspy.Prediction(answer=answer, citations=list(dict.fromkeys(p.title for p in cited)),
+                               context_titles=[p.title for p in passages], queries=queries, hop_titles=hop_titles,
+                               rewrites=rewrites)
 
     def _answer(self, question: str, passages: list) -> str:
         return self.answer(question=question, passages=[f"{p.title}: {p.text}" for p in passages]).answer

@@ -116,3 +116,19 @@ def test_the_program_reflects_when_no_passage_holds_the_answer():
         pred = MultiHopRAG(Retriever(), hops=2, k=2)(question="What is the capital of France?")
     assert pred.answer == "Paris" and pred.rewrites == 1 and pred.citations == ["Paris"]
     assert len(lm.calls) == 4  # query, answer (ungrounded), rewrite, answer
+
+
+
+def test_a_title_is_cited_once_when_two_of_its_chunks_hold_the_answer():
+    import dspy
+
+    from programs.rag import MultiHopRAG
+
+    class Retriever:
+        def search(self, query, k):
+            hits = [_P(1, "France", "The capital is Paris."), _P(2, "France", "Paris has 2 million people.")]
+            return [type("Hit", (), {"passage": p}) for p in hits]
+
+    with dspy.context(lm=dspy.utils.DummyLM([{"answer": "Paris"}])):
+        pred = MultiHopRAG(Retriever(), hops=1, k=2)(question="What is the capital of France?")
+    assert pred.answer == "Paris" and pred.citations == ["France"]
