@@ -23,6 +23,7 @@ from dspyc.console import console as make_console
 from dspyc.data import SPLIT_KEYS, apply_split_config
 from dspyc.errors import DspycError
 from dspyc.lm import configure
+from dspyc.metrics import evaluator
 from dspyc.models import served_name
 from dspyc.optimizers import build_optimizer, load_recipe, prewarm_bootstrap
 from dspyc.settings import Settings, get_settings
@@ -157,9 +158,8 @@ def evaluate_many(jobs: list[tuple[str, dspy.Module, list[dspy.Example]]], spec:
         return spec.metric(item.example, pred)
 
     metric.__name__ = getattr(spec.metric, "__name__", "metric")  # MLflow names a trace's assessment after it
-    evaluator = dspy.Evaluate(devset=items, metric=metric, num_threads=num_threads, display_progress=True,
-                              max_errors=len(items) + 1, provide_traceback=False)
-    results = evaluator(lambda item: item.module(**item.example.inputs())).results  # in `items` order
+    run = evaluator(items, metric, num_threads)
+    results = run(lambda item: item.module(**item.example.inputs())).results  # in `items` order
     evs, start = [], 0
     for _, _, examples in jobs:
         part = [(item.example, pred, score) for item, pred, score in results[start:start + len(examples)]]

@@ -18,6 +18,7 @@ from dspy.teleprompt import Teleprompter
 
 from dspyc.console import console
 from dspyc.errors import DspycError
+from dspyc.metrics import evaluator
 
 INSTRUCTIONS = ".instructions"
 
@@ -42,8 +43,8 @@ class ConfigSearch(Teleprompter):
 
     def compile(self, student: dspy.Module, *, trainset: list[dspy.Example], **_: Any) -> dspy.Module:
         best, best_values, best_score = student, {}, float("-inf")
-        evaluate = dspy.Evaluate(devset=trainset, metric=self.metric, num_threads=self.num_threads,
-                                 display_progress=True, max_errors=len(trainset) + 1, provide_traceback=False)
+        self.trials = []  # this compile's trials only
+        evaluate = evaluator(trainset, self.metric, self.num_threads)
         out, candidates = console(), self.candidates(student)
         for i, values in enumerate(candidates):
             candidate = student.deepcopy()
@@ -59,6 +60,7 @@ class ConfigSearch(Teleprompter):
         best.searched_config = {k: v for k, v in best_values.items() if not k.endswith(INSTRUCTIONS)}
         best.trial_logs = dict(enumerate(self.trials))
         return best
+
 
 def _predictor(module: dspy.Module, key: str) -> dspy.Predict:
     name = key.removesuffix(INSTRUCTIONS)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import dspy
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = set(string.punctuation)
@@ -42,3 +45,10 @@ def title_recall(retrieved_titles: Iterable[str], gold_titles: Iterable[str]) ->
 def mean(xs: Iterable[float]) -> float:
     xs = list(xs)
     return sum(xs) / len(xs) if xs else 0.0
+
+
+def evaluator(devset: list[Any], metric: Callable[..., Any], num_threads: int) -> dspy.Evaluate:
+    """DSPy's threaded evaluation with a progress bar, as dspyc runs every one: each example is scored, and a failed
+    call counts as a wrong answer (no traceback) instead of stopping the run."""
+    return dspy.Evaluate(devset=devset, metric=metric, num_threads=num_threads, display_progress=True,
+                         max_errors=len(devset) + 1, provide_traceback=False)

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from dspyc.errors import DspycError
+from dspyc.metrics import evaluator
 from dspyc.settings import get_settings
 
 from dspyc.config_search import ConfigSearch
@@ -125,6 +126,5 @@ def prewarm_bootstrap(optimizer: Any, program: dspy.Module, trainset: list[dspy.
     if lm is None or not getattr(lm, "cache", False):
         return False
     with dspy.context(**settings):
-        dspy.Evaluate(devset=trainset, metric=metric, num_threads=num_threads, display_progress=True,
-                      max_errors=len(trainset) + 1, provide_traceback=False)(program.deepcopy())
+        evaluator(trainset, metric, num_threads)(program.deepcopy())
     return True
