@@ -103,6 +103,10 @@ def build_optimizer(recipe: Recipe, metric, num_threads: int = 8, seed: int = 0,
         raise DspycError(f"recipe {recipe.name!r}: {recipe.optimizer} has no parameter(s) {', '.join(sorted(unknown))}")
     if "metric" in accepted:  # LabeledFewShot takes none: it copies labelled examples as demos
         params["metric"] = metric
+    missing = [n for n, p in accepted.items() if n != "self" and n not in params and p.default is p.empty
+               and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if missing:
+        raise DspycError(f"recipe {recipe.name!r}: {recipe.optimizer} needs parameter(s) {', '.join(missing)} under params")
     optimizer = cls(**params)
     compile_kwargs = dict(recipe.compile)
     if "seed" in inspect.signature(cls.compile).parameters and "seed" not in accepted:

@@ -92,3 +92,8 @@ def test_prewarm_runs_the_teacher_over_all_train_examples_only_when_it_can_help(
     with dspy.context(lm=cached):
         assert not prewarm_bootstrap(optimizer, Echo(), train, metric, num_threads=3)  # nothing would be reused
     assert len(seen) == 5
+
+
+def test_a_recipe_missing_a_required_parameter_fails_in_one_line():
+    with pytest.raises(DspycError, match="ConfigSearch needs parameter\\(s\\) space under params"):
+        build_optimizer(Recipe(name="x", optimizer="ConfigSearch"), metric)
