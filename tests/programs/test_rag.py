@@ -129,6 +129,7 @@ def test_a_title_is_cited_once_when_two_of_its_chunks_hold_the_answer():
             hits = [_P(1, "France", "The capital is Paris."), _P(2, "France", "Paris has 2 million people.")]
             return [type("Hit", (), {"passage": p}) for p in hits]
 
-    with dspy.context(lm=dspy.utils.DummyLM([{"answer": "Paris"}])):
+    # the adapter is named: another test may have configured dspyc's JSON adapter process-wide
+    with dspy.context(lm=dspy.utils.DummyLM([{"answer": "Paris"}]), adapter=dspy.ChatAdapter()):
         pred = MultiHopRAG(Retriever(), hops=1, k=2)(question="What is the capital of France?")
     assert pred.answer == "Paris" and pred.citations == ["France"]
