@@ -26,6 +26,8 @@ from dspy.adapters.json_adapter import JSONAdapter, _has_open_ended_mapping
 from dspy.adapters.utils import serialize_for_json
 from dspy.signatures.signature import Signature
 
+from dspyc.settings import get_settings
+
 # Without bounds, a small model can fill a free-text field, repeat list items, or write a number's digits
 # until max_tokens and leave the JSON unclosed (measured: "population_millions": 1000000000000... ). vLLM's
 # grammar backend (xgrammar) enforces maxLength, maxItems and numeric ranges. A field sets its own bound with
@@ -158,7 +160,8 @@ class _SchemaAdapter(JSONAdapter):
                 lm_kwargs["response_format"] = {"type": "json_object"}
         rf = lm_kwargs["response_format"]
         if isinstance(rf, dict) and rf.get("type") == "json_schema" and self.max_string_length:
-            need = worst_case_tokens(rf["json_schema"]["schema"])
+            # no reply the schema admits is cut off, up to a cap the engine's context always leaves room for
+            need = min(worst_case_tokens(rf["json_schema"]["schema"]), get_settings().max_reply_tokens)
             have = lm_kwargs.get("max_tokens") or getattr(lm, "kwargs", {}).get("max_tokens") or 0
             if need > have:
                 lm_kwargs["max_tokens"] = need

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     lm_api_key: str = "dspyc-local"
     temperature: float = 0.0
     max_tokens: int = 512  # above the worst case the adapter's string and list bounds allow
+    # The most the adapter raises max_tokens to for a schema's worst case: a schema of long lists of long strings
+    # (BFCL's) admits 12k tokens, which the engine refuses (400: more than its context), so the call failed.
+    max_reply_tokens: int = 1024
     num_threads: int = 16  # concurrent LM calls for evaluation and compilation
     # Estimated cost per million tokens (self-hosted default: a small share of a CPU hour; set your own).
     price_input_per_mtok: float = 0.02

@@ -13,7 +13,7 @@ from typing import Any
 from dspyc.adapter import DEFAULT_NUMBER_BOUND
 
 MAX_STRING = 120  # a runaway string would otherwise fill max_tokens and leave the JSON unclosed
-MAX_ITEMS = 10
+MAX_ITEMS = 32  # BFCL passes lists of 20 numbers as one argument; 10 cut them (parallel_129)
 MAX_ABS_NUMBER = int(DEFAULT_NUMBER_BOUND)  # the adapter's bound: SmolLM2 wrote a 400-digit int without one
 # BFCL writes Python-ish type names; JSON Schema wants its own.
 _TYPE_MAP = {"dict": "object", "float": "number", "tuple": "array", "integer": "integer", "string": "string",

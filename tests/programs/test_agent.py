@@ -8,6 +8,7 @@ from dspy.utils import DummyLM
 
 from dspyc import registry
 from dspyc.adapter import ConstrainedJSONAdapter
+from dspyc.settings import get_settings
 from dspyc.tools.base import ToolRegistry
 
 
@@ -51,7 +52,22 @@ def test_function_caller_sends_a_per_call_schema_and_dedupes(agent_mod):
     # the program asks for 200; the adapter raises it to the longest reply the schema admits (none is cut off)
     from dspyc.adapter import worst_case_tokens
 
-    assert lm.seen[0]["max_tokens"] == max(200, worst_case_tokens(rf))
+    assert lm.seen[0]["max_tokens"] == max(200, min(worst_case_tokens(rf), get_settings().max_reply_tokens))
+
+
+def test_a_schema_that_admits_more_than_the_context_asks_for_the_reply_cap(agent_mod):
+    """BFCL's list-of-strings arguments admit ~12k tokens; asking for that, the engine refused the call (400)."""
+    text = {"type": "string"}
+    schemas = [{"name": f"f{i}", "parameters": {"type": "dict", "properties": {
+        "names": {"type": "array", "items": text}, "note": text}, "required": ["names"]}} for i in range(3)]
+    lm = RecordingLM([{"calls": [{"name": "f0", "arguments": {"names": ["a"]}}]}])
+    with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
+        pred = agent_mod.FunctionCaller(max_calls=4)(question="q", schemas=schemas)
+    assert pred.calls == [{"name": "f0", "arguments": {"names": ["a"]}}]
+    from dspyc.adapter import worst_case_tokens
+
+    assert worst_case_tokens(lm.seen[0]["response_format"]["json_schema"]["schema"]) > 4096
+    assert lm.seen[0]["max_tokens"] == get_settings().max_reply_tokens
 
 
 def test_tool_agent_runs_the_tool_stops_on_finish_and_answers(agent_mod):

@@ -1,4 +1,4 @@
-from dspyc.tools.schema import calls_response_format, render_function, to_json_schema
+from dspyc.tools.schema import MAX_ITEMS, calls_response_format, render_function, to_json_schema
 
 WEATHER = {"name": "get_weather", "description": "Weather for a city.",
            "parameters": {"type": "dict", "properties": {"city": {"type": "string", "description": "A city."},
@@ -33,7 +33,7 @@ def test_bfcl_types_map_to_bounded_json_schema():
     assert s["type"] == "object" and s["required"] == ["x"]
     assert p["x"]["type"] == "number" and p["x"]["maximum"] > 0
     assert p["t"] == {"type": "array", "items": {"type": "integer", "minimum": p["t"]["items"]["minimum"],
-                                                  "maximum": p["t"]["items"]["maximum"]}, "maxItems": 10}
+                                                  "maximum": p["t"]["items"]["maximum"]}, "maxItems": MAX_ITEMS}
     assert p["a"] == {} and p["d"] == {"type": "object"} and p["s"]["maxLength"] > 0
 
 
