@@ -6,6 +6,8 @@ Above the artifact store (which knows files and manifests only), the registry (a
 
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +46,6 @@ def build_version(ref: str, data: str | None = None, s: Settings | None = None) 
         data = manifest.dataset.path if Path(manifest.dataset.path).is_dir() else manifest.dataset.name
         dataset = spec.load_data(data, manifest.seed)
         if getattr(dataset, "version", manifest.dataset.version) != manifest.dataset.version:
-            import warnings
 
             warnings.warn(f"{name}@{version} was compiled on dataset version {manifest.dataset.version}; "
                           f"the data now has {dataset.version}", stacklevel=2)
@@ -52,9 +53,22 @@ def build_version(ref: str, data: str | None = None, s: Settings | None = None) 
         dataset = spec.load_data(data, manifest.seed)
     apply_split_config(dataset, manifest.config, manifest.seed)  # the split sizes it was compiled with (--set test=60)
     module = spec.build(dataset, manifest.config)
-    module.load(str(program_dir(name, s) / str(version) / PROGRAM_FILE))
+    load_state(module, program_dir(name, s) / str(version) / PROGRAM_FILE, f"{name}@{version}")
     module.dspyc_manifest = manifest
     return module, manifest, dataset
+
+
+def load_state(module: dspy.Module, path: Path, label: str) -> None:
+    """`module.load(path)`, except that a predictor the program gained after the version was saved keeps its
+    as-built state (with a warning) instead of failing the load with a KeyError."""
+    state = json.loads(path.read_text())
+    params = dict(module.named_parameters())
+    missing = [n for n in params if n not in state]
+    if missing:
+        warnings.warn(f"{label} was saved before the program had {', '.join(missing)}: "
+                      f"{'it runs' if len(missing) == 1 else 'they run'} as built, uncompiled", stacklevel=3)
+        state |= {n: params[n].dump_state() for n in missing}
+    module.load_state(state)
 
 
 def load_program(ref: str, configure_lm: bool = True, s: Settings | None = None) -> dspy.Module:

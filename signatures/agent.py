@@ -16,6 +16,13 @@ class FunctionCall(BaseModel):
     arguments: dict[str, Any]
 
 
+class SplitTasks(dspy.Signature):
+    """Split the request into the separate tasks it asks for. A request about one thing is one task; "X for A and B" is two tasks."""
+
+    question: str = dspy.InputField(desc="the user's request")
+    tasks: list[str] = dspy.OutputField(desc="one short line per task", max_length=4)
+
+
 class CallFunctions(dspy.Signature):
     """Answer the request by calling the right function(s) from the list, with argument values taken from the request. Make one call per distinct thing the request asks for."""
 

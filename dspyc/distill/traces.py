@@ -16,6 +16,7 @@ from typing import Any
 
 import dspy
 from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 from rich.progress import Progress
 
 from dspyc.adapter import ConstrainedJSONAdapter
@@ -107,7 +108,9 @@ def _with_rollout(teacher: dspy.Module, lm: dspy.LM, r: int) -> dspy.Module:
 
 def compact_json(outputs: dict[str, Any], signature: type[dspy.Signature]) -> str:
     """The assistant message as the engine emits it: compact JSON, the signature's output fields in order."""
-    return json.dumps({k: outputs.get(k) for k in signature.output_fields}, ensure_ascii=False, separators=(",", ":"))
+    # typed outputs (the agent's FunctionCall models) as the JSON the engine would have sent
+    fields = to_jsonable_python({k: outputs.get(k) for k in signature.output_fields}, fallback=str)
+    return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
 
 
 def sft_rows(runs: Iterable[TeacherRun], student: dspy.Module) -> list[SFTRow]:

@@ -65,13 +65,16 @@ def call_branch(name: str, parameters: dict[str, Any]) -> dict[str, Any]:
             "required": ["name", "arguments"], "additionalProperties": False}
 
 
-def calls_response_format(functions: list[dict[str, Any]], max_calls: int = 1, field: str = "calls") -> dict[str, Any]:
-    """The OpenAI `response_format` for `{field: [call, ...]}` with 1..max_calls calls to the given functions.
+def calls_response_format(functions: list[dict[str, Any]], max_calls: int = 1, field: str = "calls",
+                          min_calls: int = 1) -> dict[str, Any]:
+    """The OpenAI `response_format` for `{field: [call, ...]}` with min_calls..max_calls calls to the given functions.
     `functions` are `{"name", "parameters"}` dicts (BFCL's format and `Tool.json_schema()` both fit)."""
     branches = [call_branch(f["name"], f.get("parameters") or {}) for f in functions]
     item = branches[0] if len(branches) == 1 else {"anyOf": branches}
+    most = max(1, max_calls)
     schema = {"type": "object",
-              "properties": {field: {"type": "array", "items": item, "minItems": 1, "maxItems": max(1, max_calls)}},
+              "properties": {field: {"type": "array", "items": item, "minItems": min(max(1, min_calls), most),
+                                     "maxItems": most}},
               "required": [field], "additionalProperties": False}
     return {"type": "json_schema", "json_schema": {"name": "calls", "schema": schema, "strict": True}}
 

@@ -106,3 +106,13 @@ def test_gold_labels_become_sft_rows_in_the_students_own_prompt():
     assert len(rows) == 1 and rows[0].predictor == "call"
     assert rows[0].completion[0]["content"] == '{"calls":[{"name":"area","arguments":{"radius":3}}]}'
     assert "Area of a circle" in rows[0].prompt[-1]["content"] and "area(radius: int)" in rows[0].prompt[-1]["content"]
+
+
+def test_typed_outputs_become_the_json_the_engine_sends():
+    """The agent's calls are pydantic models in a teacher's trace; `distill agent` failed on json.dumps of them."""
+    from signatures.agent import CallFunctions, FunctionCall
+
+    from dspyc.distill.traces import compact_json
+
+    outputs = {"calls": [FunctionCall(name="f", arguments={"x": 1})]}
+    assert compact_json(outputs, CallFunctions) == '{"calls":[{"name":"f","arguments":{"x":1}}]}'

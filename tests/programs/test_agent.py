@@ -20,6 +20,9 @@ def agent_mod():
     return mod
 
 
+TASK = {"tasks": ["the one thing asked"]}  # the caller's split step comes first
+
+
 class RecordingLM(DummyLM):
     def __init__(self, answers):
         super().__init__(answers, adapter=ConstrainedJSONAdapter())
@@ -43,16 +46,33 @@ def get_stock_price(symbol: str) -> dict:
 def test_function_caller_sends_a_per_call_schema_and_dedupes(agent_mod):
     schemas = [{"name": "get_weather", "parameters": {"type": "dict", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
     call = {"name": "get_weather", "arguments": {"city": "Paris"}}
-    lm = RecordingLM([{"calls": [call, call]}])
+    lm = RecordingLM([TASK, {"calls": [call, call]}])
     with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
         pred = agent_mod.FunctionCaller(max_calls=2)(question="Weather in Paris?", schemas=schemas)
     assert pred.calls == [call]
-    rf = lm.seen[0]["response_format"]["json_schema"]["schema"]
+    rf = lm.seen[1]["response_format"]["json_schema"]["schema"]
     assert rf["properties"]["calls"]["items"]["properties"]["name"]["enum"] == ["get_weather"]
     # the program asks for 200; the adapter raises it to the longest reply the schema admits (none is cut off)
     from dspyc.adapter import worst_case_tokens
 
-    assert lm.seen[0]["max_tokens"] == max(200, min(worst_case_tokens(rf), get_settings().max_reply_tokens))
+    assert lm.seen[1]["max_tokens"] == max(200, min(worst_case_tokens(rf), get_settings().max_reply_tokens))
+
+
+def test_the_caller_writes_one_call_per_task_the_request_holds(agent_mod):
+    """Qwen 0.5B wrote one call for every parallel BFCL request; the task count now sets the list's length."""
+    schemas = [{"name": "fact", "parameters": {"type": "dict", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}]
+    calls = [{"name": "fact", "arguments": {"n": n}} for n in (5, 10, 15)]
+    lm = RecordingLM([{"tasks": ["factorial of 5", "factorial of 10", "factorial of 15"]}, {"calls": calls}])
+    with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
+        pred = agent_mod.FunctionCaller(max_calls=4)(question="Factorials of 5, 10 and 15?", schemas=schemas)
+    assert pred.calls == calls
+    items = lm.seen[1]["response_format"]["json_schema"]["schema"]["properties"]["calls"]
+    assert items["minItems"] == items["maxItems"] == 3
+    lm = RecordingLM([{"calls": calls[:1]}])  # split_tasks=False: no split call, 1..max_calls calls
+    with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
+        agent_mod.FunctionCaller(max_calls=4, split_tasks=False)(question="Factorial of 5?", schemas=schemas)
+    items = lm.seen[0]["response_format"]["json_schema"]["schema"]["properties"]["calls"]
+    assert len(lm.seen) == 1 and (items["minItems"], items["maxItems"]) == (1, 4)
 
 
 def test_a_schema_that_admits_more_than_the_context_asks_for_the_reply_cap(agent_mod):
@@ -60,40 +80,40 @@ def test_a_schema_that_admits_more_than_the_context_asks_for_the_reply_cap(agent
     text = {"type": "string"}
     schemas = [{"name": f"f{i}", "parameters": {"type": "dict", "properties": {
         "names": {"type": "array", "items": text}, "note": text}, "required": ["names"]}} for i in range(3)]
-    lm = RecordingLM([{"calls": [{"name": "f0", "arguments": {"names": ["a"]}}]}])
+    lm = RecordingLM([TASK, {"calls": [{"name": "f0", "arguments": {"names": ["a"]}}]}])
     with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
         pred = agent_mod.FunctionCaller(max_calls=4)(question="q", schemas=schemas)
     assert pred.calls == [{"name": "f0", "arguments": {"names": ["a"]}}]
     from dspyc.adapter import worst_case_tokens
 
-    assert worst_case_tokens(lm.seen[0]["response_format"]["json_schema"]["schema"]) > 4096
-    assert lm.seen[0]["max_tokens"] == get_settings().max_reply_tokens
+    assert worst_case_tokens(lm.seen[1]["response_format"]["json_schema"]["schema"]) > 4096
+    assert lm.seen[1]["max_tokens"] == get_settings().max_reply_tokens
 
 
 def test_tool_agent_runs_the_tool_stops_on_finish_and_answers(agent_mod):
     reg = ToolRegistry([get_weather, get_stock_price])
-    lm = RecordingLM([{"calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]},
+    lm = RecordingLM([TASK, {"calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]},
                       {"calls": [{"name": "finish", "arguments": {}}]},
                       {"answer": "It is 14.2 °C in Paris."}])
     with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
         pred = agent_mod.ToolAgent(reg, max_steps=3)(question="What's the weather in Paris?")
     assert pred.answer == "It is 14.2 °C in Paris."
     assert [r["tool"] for r in pred.tool_results] == ["get_weather"] and pred.tool_results[0]["ok"]
-    next_step_schema = json.dumps(lm.seen[1]["response_format"])
+    next_step_schema = json.dumps(lm.seen[2]["response_format"])
     assert '"finish"' in next_step_schema and '"get_stock_price"' in next_step_schema
-    assert "temperature_c: 14.2" in json.dumps(lm.seen[2]["messages"])  # the result reached the answer step
+    assert "temperature_c: 14.2" in json.dumps(lm.seen[3]["messages"])  # the result reached the answer step
 
 
 def test_tool_agent_is_bounded_and_stops_on_a_repeated_call(agent_mod):
     reg = ToolRegistry([get_weather, get_stock_price])
     same = {"calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}
-    lm = RecordingLM([same, same, {"answer": "14.2"}])
+    lm = RecordingLM([TASK, same, same, {"answer": "14.2"}])
     with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
         pred = agent_mod.ToolAgent(reg, max_steps=5)(question="Weather?")
-    assert len(pred.tool_results) == 1 and pred.answer == "14.2" and len(lm.seen) == 3
+    assert len(pred.tool_results) == 1 and pred.answer == "14.2" and len(lm.seen) == 4
 
     calls = [{"calls": [{"name": "get_stock_price", "arguments": {"symbol": s}}]} for s in ("A", "B", "C", "D")]
-    lm = RecordingLM([*calls[:2], {"answer": "done"}])
+    lm = RecordingLM([TASK, *calls[:2], {"answer": "done"}])
     with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
         pred = agent_mod.ToolAgent(reg, max_steps=2)(question="Prices?")
     assert len(pred.tool_results) == 2 and pred.steps == 2 and pred.answer == "done"
@@ -101,7 +121,7 @@ def test_tool_agent_is_bounded_and_stops_on_a_repeated_call(agent_mod):
 
 def test_tool_errors_reach_the_model_instead_of_raising(agent_mod):
     reg = ToolRegistry([get_weather])
-    lm = RecordingLM([{"calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}, {"answer": "sorry"}])
+    lm = RecordingLM([TASK, {"calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}, {"answer": "sorry"}])
     reg._tools["get_weather"].fn = lambda city: (_ for _ in ()).throw(ConnectionError("down"))
     with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
         pred = agent_mod.ToolAgent(reg, max_steps=1)(question="Weather?")
