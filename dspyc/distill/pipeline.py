@@ -256,12 +256,10 @@ def _candidate_groups(runs: list[T.TeacherRun], examples: list[dspy.Example], st
                       spec: registry.ProgramSpec, base_path: str, adapter: Path, dpo: R.DPORecipe,
                       seed: int) -> list[P.CandidateGroup]:
     """N student samples per input (plus the teacher's best passing output), each scored by the program's metric.
-    Pairs are built for single-predictor programs; the student's predictor is scored through the whole metric."""
-    used = {c.predictor for r in runs if r.passed for c in r.calls}  # a program may hold predictors it did not call
-    preds = [(n, p) for n, p in student.named_predictors() if n in used or not used]
-    if len(preds) != 1:
-        raise DspycError(f"DPO pairs need a program that calls one predictor; {spec.name} calls {len(preds)} (use --no-dpo)")
-    pname, predictor = preds[0]
+    Pairs are built for the predictor that writes the program's output (the last one its traces call), which
+    must read only the example's inputs (the agent's call step reads the request and the functions, not the
+    split step's tasks); its samples are scored through the whole metric."""
+    pname, predictor = _final_predictor(runs, student, examples, spec.name)
     sig = predictor.signature
     adapter_fmt = ConstrainedJSONAdapter()
     examples = examples[: dpo.max_inputs] if dpo.max_inputs else examples
@@ -282,6 +280,19 @@ def _candidate_groups(runs: list[T.TeacherRun], examples: list[dspy.Example], st
             cands.append(P.Candidate(text=T.compact_json(run.calls[-1].outputs, sig), score=run.score, source="teacher"))
         groups.append(P.CandidateGroup(example_id=str(ex.get("id")), prompt=prompt, candidates=cands))
     return groups
+
+
+def _final_predictor(runs: list[T.TeacherRun], student: dspy.Module, examples: list[dspy.Example],
+                     program: str) -> tuple[str, dspy.Predict]:
+    used = {c.predictor for r in runs if r.passed for c in r.calls}  # a program may hold predictors it did not call
+    preds = {n: p for n, p in student.named_predictors() if n in used or not used}
+    last = {r.calls[-1].predictor for r in runs if r.passed and r.calls}
+    name = next(iter(preds)) if len(preds) == 1 else next(iter(last)) if len(last) == 1 else None
+    inputs = set(examples[0].inputs().keys()) if examples else set()
+    if name not in preds or not set(preds[name].signature.input_fields) <= inputs:
+        raise DspycError(f"DPO pairs need one predictor that writes {program}'s output from the example's inputs; "
+                         f"its traces end in {', '.join(sorted(last)) or 'no call'} (use --no-dpo)")
+    return name, preds[name]
 
 
 def _train_versions() -> dict[str, str]:

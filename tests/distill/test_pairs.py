@@ -45,3 +45,29 @@ def test_score_completion_parses_json_and_scores_garbage_as_empty():
     metric = lambda ex, pred, trace=None: float(len(pred.get("rewrite", "") or ""))  # noqa: E731
     assert score_completion('{"rewrite":"hello"}', Sig, ex, metric) == 5.0
     assert score_completion("not json at all", Sig, ex, metric) == 0.0
+
+
+def test_dpo_trains_the_predictor_that_writes_the_output_from_the_examples_inputs():
+    import dspy
+    import pytest
+
+    from dspyc.distill.pipeline import _final_predictor
+    from dspyc.distill.traces import PredictorCall, TeacherRun
+    from dspyc.errors import DspycError
+
+    class TwoStep(dspy.Module):  # the agent's shape: split the request, then call with the request's functions
+        def __init__(self):
+            super().__init__()
+            self.split = dspy.Predict("question -> tasks: list[str]")
+            self.call = dspy.Predict("question, functions: list[str] -> calls: list[str]")
+            self.use = dspy.Predict("question, tasks: list[str] -> calls: list[str]")
+
+    def run(*names):
+        calls = [PredictorCall(predictor=n, inputs={}, outputs={}) for n in names]
+        return TeacherRun(example_id="1", inputs={}, calls=calls, score=1.0, passed=True)
+
+    ex = [dspy.Example(question="q", functions=["f()"]).with_inputs("question", "functions")]
+    name, pred = _final_predictor([run("split", "call")], TwoStep(), ex, "agent")
+    assert name == "call" and pred.signature.output_fields.keys() == {"calls"}
+    with pytest.raises(DspycError, match="from the example's inputs"):  # `use` reads the split step's tasks
+        _final_predictor([run("split", "use")], TwoStep(), ex, "agent")
