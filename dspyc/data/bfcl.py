@@ -11,6 +11,7 @@ of one pinned wheel into the cache, once; the data files are extracted into
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -166,16 +167,20 @@ class BFCLDataset:
         """Per category: deterministic train/dev/test from a seed (sizes are per category, capped by the data)."""
         self.splits = {"train": [], "dev": [], "test": [], "all": []}
         self.split_sizes = (train, dev, test)
+        per_category_train = []
         for cat, rows in self.examples.items():
             order = sorted(rows, key=lambda ex: ex.id)
             random.Random(f"{seed}:{cat}").shuffle(order)
             n = len(order)
             n_train = min(train, n // 3)
             n_dev = min(dev, (n - n_train) // 2)
-            self.splits["train"] += order[:n_train]
+            per_category_train.append(order[:n_train])
             self.splits["dev"] += order[n_train:n_train + n_dev]
             self.splits["test"] += order[n_train + n_dev:n_train + n_dev + test]
             self.splits["all"] += order
+        # Train interleaves the categories: Bootstrap* optimizers take the first passing traces in train order,
+        # and category by category all three demos were simple_python ones.
+        self.splits["train"] = [ex for group in itertools.zip_longest(*per_category_train) for ex in group if ex is not None]
         return self.splits
 
 

@@ -122,4 +122,6 @@ def test_specs_splits_and_errors(data):
     assert len(ids) == len(set(ids))  # held out: no item in two splits
     assert [ex.id for ex in ds.split(0, 3, 2, 4)["test"]] == [ex.id for ex in splits["test"]]
     assert {ex.category for ex in splits["test"]} == {"simple_python", "parallel"}
+    # train alternates categories, so the first passing traces a bootstrap takes are not all of one kind
+    assert [ex.category for ex in splits["train"]] == ["simple_python", "parallel"] * 3
     assert "live_simple" in bfcl.categories() and "simple_java" not in bfcl.categories()
