@@ -98,6 +98,11 @@ def cpu_tuning(s: Settings, engine_python: Path, busy: list[int] | None = None) 
     t.env["VLLM_CPU_KVCACHE_SPACE"] = str(s.engine_kv_cache_gb)
     t.why["VLLM_CPU_KVCACHE_SPACE"] = (f"{s.engine_kv_cache_gb} GiB KV cache (DSPYC_ENGINE_KV_CACHE_GB): vLLM's default "
                                        "reserves most of a NUMA node's memory")
+    # One model step on a shared 2-core machine can outlast vLLM's 300 s RPC timeout, which kills the engine
+    # mid-run (seen: two engines, a LoRA training and a compile at once); a slow step is not a dead worker.
+    t.env["VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS"] = os.environ.get("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", "3600")
+    t.why["VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS"] = (f"{t.env['VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS']} s per model step "
+                                                   "(vLLM's 300 s killed an engine on an overloaded machine)")
     busy_set = set(busy or [])
     free = [c for c in range(n) if c not in busy_set]
     bind = os.environ.get("VLLM_CPU_OMP_THREADS_BIND")

@@ -273,6 +273,8 @@ def test_cpu_tuning_names_every_choice_and_its_reason(tmp_path, monkeypatch):
     assert "LD_PRELOAD" not in cpu_tuning(Settings(engine_preload_iomp=False), python).env
     cpu = cpu_summary()
     assert cpu["cores"] >= 1 and isinstance(cpu["flags"], list)
+    monkeypatch.delenv("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", raising=False)
+    assert int(t.env["VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS"]) > 300  # vLLM's default killed an engine on a busy machine
 
 
 def test_a_second_engine_computes_on_the_cores_the_first_leaves(tmp_path, monkeypatch):
