@@ -168,6 +168,16 @@ def evaluate_many(jobs: list[tuple[str, dspy.Module, list[dspy.Example]]], spec:
     return evs
 
 
+def check_failures(label: str, ev: Evaluation, n: int, max_fraction: float) -> None:
+    """A failed call scores as a wrong answer, which is fair for a few; when many fail the LM or its engine did
+    (seen: an engine killed mid-compile, 47 of 60 test calls refused), and the scores would mean nothing."""
+    failed = int(ev.scores.get("errors", 0))
+    if n and failed > max_fraction * n:
+        raise DspycError(f"{label}: {failed} of {n} program runs failed, so the LM or its engine did (check `dspyc "
+                         f"engine status` and `dspyc engine logs`); nothing saved. Re-running reuses every cached call "
+                         f"(DSPYC_COMPILE_MAX_FAILED_FRACTION={max_fraction} sets the limit)")
+
+
 def _evaluation(results: list[tuple[dspy.Example, dspy.Prediction, Any]], spec: registry.ProgramSpec) -> Evaluation:
     """Scores and rows of one job, exactly as a dspy.Evaluate of that job alone reports them."""
     if not results:
@@ -252,6 +262,8 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
                 [(f"{'uncompiled' if which == 'baseline' else which} · {split}", module, splits[split])
                  for which, module, split in jobs], spec, s.num_threads))
             for (which, _, split), ev in zip(jobs, evs, strict=True):
+                check_failures(f"{'uncompiled' if which == 'baseline' else which} · {split}", ev, len(splits[split]),
+                               s.compile_max_failed_fraction)
                 results[which][split] = ev.scores
                 rows[which][split] = ev.rows
 

@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     reoptimize_alpha: float = 0.05
     # a compile keeps the compiled program only when it beats the uncompiled one on dev with paired-bootstrap p < this
     compile_keep_alpha: float = 0.05
+    # More failed program runs than this share of an evaluation aborts the compile (the engine failed, not the program).
+    compile_max_failed_fraction: float = 0.2
     reoptimize_resamples: int = 10_000
     schedule_cron: str = "0 3 * * *"
     schedule_programs: list[str] = ["rag"]

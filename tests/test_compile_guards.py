@@ -33,6 +33,8 @@ class Toy(dspy.Module):
 
     def forward(self, question: str) -> dspy.Prediction:
         i = sorted(self.gold).index(question)
+        if self.answer.demos and self.mode == "engine dies":  # the compiled program's calls fail, as on a dead engine
+            raise ConnectionError("failed to connect to 127.0.0.1:8400")
         if self.answer.demos or self.mode == "always":  # "always": a setting ConfigSearch can find
             # "slightly": one question more than uncompiled, a gain inside the noise
             right = self.mode in ("helps", "always") or (self.mode == "slightly" and (i % 2 == 0 or i == 1))
@@ -117,6 +119,14 @@ def test_a_gain_inside_the_noise_keeps_the_uncompiled_program_and_says_why(toy, 
     assert "beyond noise" in capsys.readouterr().out
     assert compiler.compile_program("toyqa", LABELED, s=toy.model_copy(update={"compile_keep_alpha": 1.0}),
                                     config={"mode": "slightly"}, save=False).kept == "compiled"
+
+
+def test_a_compile_whose_lm_failed_saves_nothing_and_says_so(toy):
+    from dspyc.errors import DspycError
+
+    with pytest.raises(DspycError, match=r"compiled · dev: 8 of 8 program runs failed.*nothing saved"):
+        compiler.compile_program("toyqa", LABELED, s=toy, config={"mode": "engine dies"})
+    assert artifacts.versions("toyqa", toy) == []
 
 
 def test_a_worse_compile_does_not_replace_a_better_champion(toy):
