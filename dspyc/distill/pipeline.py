@@ -132,9 +132,12 @@ def _teacher(spec, dataset, teacher_ref: str | None, s: Settings) -> tuple[dspy.
 def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None = "dpo_default", *,
             teacher: str | None = None, teacher_url: str | None = None, data: str | None = None, seed: int = 0,
             sizes: tuple[int, int, int] | None = None, eval_split: str = "test", eval_threads: int = 2,
-            num_threads: int = 4, track: bool = True, s: Settings | None = None) -> dict[str, Any]:
-    """The whole distillation; returns {"table": rows, "versions": {...}}."""
+            num_threads: int | None = None, track: bool = True, s: Settings | None = None) -> dict[str, Any]:
+    """The whole distillation; returns {"table": rows, "versions": {...}}. Teacher traces run `num_threads`
+    at once (default: DSPYC_NUM_THREADS, as a compile: throughput, not latency, bounds them); the table's
+    systems run `eval_threads` at once, so their p50 latencies compare at the same light load."""
     s = s or get_settings()
+    num_threads = num_threads or s.num_threads
     t0 = time.perf_counter()
     spec = registry.get(program)
     sft = R.load(sft_recipe, "sft")
