@@ -4,9 +4,10 @@
 predictor that splits the request into its tasks, then one whose output is constrained per call to one
 `anyOf` branch per available function (name and arguments together) and to exactly one call per task, so
 even SmolLM2-135M can only emit a call to a listed function with well-typed arguments. `ToolAgent` (behind
-`dspyc ask`) runs that caller over a tool registry in a bounded loop: execute the calls, feed the results back, let the model call again or `finish`, and always end with an
-answer that carries the tool results it used. Where the LM supports native tool calls (DSPy's
-`ToolCalls` with the server's tool parser), `tool_calling="native"` uses them instead.
+`dspyc ask`) runs that caller over a tool registry in a bounded loop: execute the calls, feed the results
+back, let the model call again or `finish`, and always end with an answer that carries the tool results it
+used. Where the LM supports native tool calls (DSPy's `ToolCalls` with the server's tool parser),
+`tool_calling="native"` uses them instead.
 """
 
 from __future__ import annotations
