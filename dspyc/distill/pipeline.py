@@ -152,7 +152,9 @@ def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None
     s_cfg = spec.config | student_config(spec)
     student_module = spec.build(dataset, s_cfg)
     teacher_settings = s.model_copy(update={"lm_url": teacher_url, "lm_backend": "url"}) if teacher_url else s
-    t_lm = build_lm(teacher_settings, temperature=sft.teacher_temperature, cache=sft.teacher_repeats == 1)
+    # Cached: each repeat is its own request by rollout_id, so a killed run gets the same traces back (and the
+    # same SFT dataset, so training resumes from its checkpoint) instead of sampling new ones.
+    t_lm = build_lm(teacher_settings, temperature=sft.teacher_temperature, cache=True)
     console.print(f"[bold]distill {program}[/bold] · teacher {teacher_label} on {t_lm.model} · student "
                   f"{served_name(sft.base_model, s)} + LoRA · sft [cyan]{sft.name}[/cyan] · dpo [cyan]{dpo.name if dpo else '-'}[/cyan] · "
                   f"train {len(train_ex)} / {eval_split} {len(held_out)} · seed {seed}")

@@ -81,7 +81,8 @@ def collect(teacher: dspy.Module, examples: list[dspy.Example], metric: Callable
             min_score: float | None = None, num_threads: int = 4, lm: dspy.LM | None = None,
             progress: Progress | None = None) -> list[TeacherRun]:
     """Run the teacher `repeats` times over each example; every run with its trace, score and pass flag.
-    With repeats > 1 the LM should sample (temperature > 0) and calls must not hit DSPy's cache."""
+    With repeats > 1 the LM should sample (temperature > 0); each repeat has its own rollout_id, so a cached LM
+    returns the same samples to a re-run and distinct ones across repeats."""
     jobs = [(ex, r) for ex in examples for r in range(repeats)]
     task = progress.add_task("teacher traces", total=len(jobs)) if progress else None
     lm = lm or dspy.settings.lm

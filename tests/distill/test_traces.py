@@ -74,6 +74,22 @@ def test_every_repeat_keeps_its_predictor_names():
     assert len(sft_rows(runs, Prog())) == 6  # 3 repeats of the 2 passing inputs
 
 
+def test_every_repeat_is_its_own_request_so_a_cached_teacher_can_resume():
+    """The teacher LM is cached (a re-run gets its traces back); repeats differ by rollout_id, DSPy's cache key."""
+    lm = teacher_lm()
+    seen = []
+    forward = type(lm).forward
+
+    def record(self, prompt=None, messages=None, **kw):
+        seen.append(self.kwargs.get("rollout_id"))
+        return forward(self, prompt=prompt, messages=messages, **kw)
+
+    type(lm).forward = record
+    with dspy.context(adapter=dspy.JSONAdapter()):
+        collect(Prog(), examples()[:1], metric, repeats=3, num_threads=1, lm=lm)
+    assert sorted(seen, key=str) == sorted([None, 1, 2], key=str)
+
+
 def test_a_failing_call_is_a_failed_trace():
     class Boom(dspy.Module):
         def forward(self, text):
