@@ -258,12 +258,12 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
 
         def run_evals(label: str, jobs: list[tuple[str, dspy.Module, str]]) -> None:
             """(which, module, split) jobs in one pool of `num_threads`, timed as one stage."""
+            labels = [f"{'uncompiled' if which == 'baseline' else which} · {split}" for which, _, split in jobs]
             evs = stage(label, lambda: evaluate_many(
-                [(f"{'uncompiled' if which == 'baseline' else which} · {split}", module, splits[split])
-                 for which, module, split in jobs], spec, s.num_threads))
-            for (which, _, split), ev in zip(jobs, evs, strict=True):
-                check_failures(f"{'uncompiled' if which == 'baseline' else which} · {split}", ev, len(splits[split]),
-                               s.compile_max_failed_fraction)
+                [(job_label, module, splits[split]) for job_label, (_, module, split) in zip(labels, jobs)],
+                spec, s.num_threads))
+            for job_label, (which, _, split), ev in zip(labels, jobs, evs, strict=True):
+                check_failures(job_label, ev, len(splits[split]), s.compile_max_failed_fraction)
                 results[which][split] = ev.scores
                 rows[which][split] = ev.rows
 

@@ -74,9 +74,10 @@ class FunctionCaller(dspy.Module):
                 pred = self.native(question=question, tools=[_stub_tool(f) for f in schemas])
             calls = [{"name": c.name, "arguments": dict(c.args)} for c in (pred.tool_calls.tool_calls if pred.tool_calls else [])]
             return dspy.Prediction(calls=calls)
-        most = max_calls or self.max_calls
-        n = min(max(len(self.split(question=question).tasks or []), 1), most) if self.split_tasks and most > 1 else 1
-        fmt = calls_response_format(schemas, most if not self.split_tasks else n, min_calls=n)
+        fewest, most = 1, max_calls or self.max_calls
+        if self.split_tasks and most > 1:  # exactly one call per task
+            fewest = most = min(max(len(self.split(question=question).tasks or []), 1), most)
+        fmt = calls_response_format(schemas, most, min_calls=fewest)
         pred = self.call(question=question, functions=functions, config={"response_format": fmt, "max_tokens": self.max_tokens})
         return dspy.Prediction(calls=dedupe([_as_dict(c) for c in pred.calls or []]))
 
