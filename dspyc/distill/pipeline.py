@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import os
 import threading
 import time
@@ -176,13 +177,14 @@ def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None
     sft_key = hashlib.sha256(f"{sft_version}{sft.model_dump_json()}{base_path}".encode()).hexdigest()[:12]
     sft_out = train.run_sft([r.model_dump() for r in rows], base_path, sft, work / f"sft-{sft_key}")
     sft_adapter = Path(sft_out["adapter"])
-    console.print(f"SFT: {sft_out['steps']} steps in {sft_out['train_runtime_s']}s ({sft_out['precision']}); "
+    console.print(f"SFT: {sft_out['steps']} steps {_took(sft_out)} ({sft_out['precision']}); "
                   f"loss {_loss_span(sft_out['losses'])}")
 
     # 3. Preference pairs from the metric, then DPO from the SFT adapter.
     dpo_out, pair_rows, pairs_version, dpo_adapter = None, [], None, None
     if dpo:
-        groups = _candidate_groups(runs + gold, train_ex, student_module, spec, base_path, sft_adapter, dpo, seed)
+        groups = _candidate_groups(runs + gold, train_ex, student_module, spec, base_path, sft_adapter, dpo, seed,
+                                   cache=work / f"samples-{sft_key}.json")
         pair_rows = P.build_pairs(groups, dpo.min_margin)
         pairs_version, pairs_path = _write_dataset(program, "pairs", pair_rows, s)
         console.print(f"preference pairs: {len(pair_rows)} of {len(groups)} inputs had a score gap "
@@ -190,7 +192,7 @@ def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None
         dpo_key = hashlib.sha256(f"{pairs_version}{sft_key}{dpo.model_dump_json()}".encode()).hexdigest()[:12]
         dpo_out = train.run_dpo([p.model_dump() for p in pair_rows], base_path, sft_adapter, dpo, work / f"dpo-{dpo_key}")
         dpo_adapter = Path(dpo_out["adapter"])
-        console.print(f"DPO: {dpo_out['steps']} steps in {dpo_out['train_runtime_s']}s; loss {_loss_span(dpo_out['losses'])}")
+        console.print(f"DPO: {dpo_out['steps']} steps {_took(dpo_out)}; loss {_loss_span(dpo_out['losses'])}")
 
     # 4. The honest table: every system through the engine on the held-out split. Each student decodes with the
     #    settings it scored best with on dev; the untuned base gets the student's prompt and greedy decoding.
@@ -259,20 +261,25 @@ def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None
 
 def _candidate_groups(runs: list[T.TeacherRun], examples: list[dspy.Example], student: dspy.Module,
                       spec: registry.ProgramSpec, base_path: str, adapter: Path, dpo: R.DPORecipe,
-                      seed: int) -> list[P.CandidateGroup]:
+                      seed: int, cache: Path | None = None) -> list[P.CandidateGroup]:
     """N student samples per input (plus the teacher's best passing output), each scored by the program's metric.
     Pairs are built for the predictor that writes the program's output (the last one its traces call), which
     must read only the example's inputs (the agent's call step reads the request and the functions, not the
-    split step's tasks); its samples are scored through the whole metric."""
+    split step's tasks); its samples are scored through the whole metric. The samples are kept in `cache`, keyed
+    by the prompts and the sampling settings, so a rerun after a kill does not sample them again."""
     pname, predictor = _final_predictor(runs, student, examples, spec.name)
     sig = predictor.signature
     adapter_fmt = ConstrainedJSONAdapter()
     examples = examples[: dpo.max_inputs] if dpo.max_inputs else examples
     prompts = [[{"role": m["role"], "content": m["content"]} for m in adapter_fmt.format(sig, demos=[], inputs=dict(ex.inputs()))]
                for ex in examples]
-    with _progress() as progress:
-        samples = train.sample_completions(base_path, adapter, prompts, dpo.samples, dpo.temperature, dpo.top_p,
-                                           dpo.max_new_tokens, seed=seed, progress=progress)
+    samples = _cached_samples(cache, prompts, dpo, seed)
+    if samples is None:
+        with _progress() as progress:
+            samples = train.sample_completions(base_path, adapter, prompts, dpo.samples, dpo.temperature, dpo.top_p,
+                                               dpo.max_new_tokens, seed=seed, progress=progress)
+        if cache:
+            _store_samples(cache, prompts, dpo, seed, samples)
     best_teacher: dict[str, T.TeacherRun] = {}
     for run in runs:
         if run.passed and run.calls and (run.example_id not in best_teacher or run.score > best_teacher[run.example_id].score):
@@ -285,6 +292,25 @@ def _candidate_groups(runs: list[T.TeacherRun], examples: list[dspy.Example], st
             cands.append(P.Candidate(text=T.compact_json(run.calls[-1].outputs, sig), score=run.score, source="teacher"))
         groups.append(P.CandidateGroup(example_id=str(ex.get("id")), prompt=prompt, candidates=cands))
     return groups
+
+
+def _samples_key(prompts: list, dpo: R.DPORecipe, seed: int) -> str:
+    settings = [dpo.samples, dpo.temperature, dpo.top_p, dpo.max_new_tokens, seed]
+    return hashlib.sha256(json.dumps([prompts, settings], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _cached_samples(cache: Path | None, prompts: list, dpo: R.DPORecipe, seed: int) -> list[list[str]] | None:
+    if not cache or not cache.exists():
+        return None
+    stored = json.loads(cache.read_text())
+    return stored["samples"] if stored.get("key") == _samples_key(prompts, dpo, seed) else None
+
+
+def _store_samples(cache: Path, prompts: list, dpo: R.DPORecipe, seed: int, samples: list[list[str]]) -> None:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": _samples_key(prompts, dpo, seed), "samples": samples}))
+    os.replace(tmp, cache)
 
 
 def _final_predictor(runs: list[T.TeacherRun], student: dspy.Module, examples: list[dspy.Example],
@@ -310,6 +336,10 @@ def _train_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return out
+
+
+def _took(out: dict[str, Any]) -> str:
+    return f"in {out['train_runtime_s']}s" if out.get("train_runtime_s") is not None else "(trained before: from its checkpoint)"
 
 
 def _loss_span(losses: list[tuple[int, float]]) -> str:

@@ -7,7 +7,9 @@ always an adapter folder (adapter_config.json + adapter_model.safetensors), neve
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +121,42 @@ def _losses(trainer) -> list[tuple[int, float]]:
     return [(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h and "step" in h]
 
 
+RESULT_FILE = "result.json"
+
+
+def finished(work_dir: Path, train_spec: TrainSpec) -> dict[str, Any] | None:
+    """The result of a training run in `work_dir` that already reached its last step, else None.
+
+    A run whose adapter was saved has its result file. A run killed after its final checkpoint but before the
+    save gets its adapter from that checkpoint: resuming there would make the trainer take one step past
+    max_steps ("4/3"), changing the adapter a finished run already has.
+    """
+    result, adapter = work_dir / RESULT_FILE, work_dir / "adapter"
+    if result.exists() and all((adapter / f).exists() for f in ADAPTER_FILES):
+        return json.loads(result.read_text())
+    last = _last_checkpoint(work_dir / "checkpoints")
+    state_file = Path(last) / "trainer_state.json" if last else None
+    if state_file is None or not state_file.exists():
+        return None
+    state = json.loads(state_file.read_text())
+    if not state.get("max_steps") or state.get("global_step", 0) < state["max_steps"]:
+        return None
+    adapter.mkdir(parents=True, exist_ok=True)
+    for f in ADAPTER_FILES:  # the checkpoint's top level holds the trained adapter (DPO's frozen copy is in ref/)
+        shutil.copy2(Path(last) / f, adapter / f)
+    losses = [(int(h["step"]), float(h["loss"])) for h in state.get("log_history", []) if "loss" in h and "step" in h]
+    out = {"adapter": str(adapter), "losses": losses, "steps": int(state["global_step"]), "train_runtime_s": None,
+           "precision": precision(train_spec)}
+    _write_result(work_dir, out)
+    return out
+
+
+def _write_result(work_dir: Path, out: dict[str, Any]) -> None:
+    tmp = work_dir / (RESULT_FILE + ".tmp")
+    tmp.write_text(json.dumps(out))
+    os.replace(tmp, work_dir / RESULT_FILE)
+
+
 def _train_and_save(trainer, label: str, work_dir: Path, train_spec) -> dict[str, Any]:
     """Train (resuming from the last checkpoint in `work_dir` if any), save the adapter, report the run."""
     resume = _last_checkpoint(work_dir / "checkpoints")
@@ -126,8 +164,10 @@ def _train_and_save(trainer, label: str, work_dir: Path, train_spec) -> dict[str
         console.print(f"[dim]resuming {label} from {resume}[/dim]")
     result = trainer.train(resume_from_checkpoint=resume)
     adapter = _save_adapter(trainer.model, work_dir / "adapter")
-    return {"adapter": str(adapter), "losses": _losses(trainer), "steps": result.global_step,
-            "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1), "precision": precision(train_spec)}
+    out = {"adapter": str(adapter), "losses": _losses(trainer), "steps": result.global_step,
+           "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1), "precision": precision(train_spec)}
+    _write_result(work_dir, out)
+    return out
 
 
 def _save_adapter(model, dest: Path) -> Path:
@@ -153,6 +193,9 @@ def run_sft(rows: list[dict], model_path: str, recipe: SFTRecipe, work_dir: Path
 
     if not rows:
         raise DspycError("no SFT examples: no teacher trace passed the metric (lower min_score or raise teacher_repeats)")
+    if done := finished(work_dir, recipe.train):
+        console.print(f"[dim]SFT already trained: {done['adapter']}[/dim]")
+        return done | {"examples": len(rows)}
     _threads()
     model, tok = load_base(model_path, recipe.train)
     data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
@@ -171,6 +214,9 @@ def run_dpo(pairs: list[dict], model_path: str, sft_adapter: Path, recipe: DPORe
 
     if not pairs:
         raise DspycError("no preference pairs: every input's samples scored the same (raise samples or temperature)")
+    if done := finished(work_dir, recipe.train):
+        console.print(f"[dim]DPO already trained: {done['adapter']}[/dim]")
+        return done | {"pairs": len(pairs)}
     _threads()
     base, tok = load_base(model_path, recipe.train)
     model = PeftModel.from_pretrained(base, str(sft_adapter), is_trainable=True)
