@@ -53,6 +53,48 @@ def engine_throughput(base_url: str, model: str, api_key: str, concurrency: int,
             "tokens_per_s": round(tokens / dt, 1)}
 
 
+PREFILL_SYSTEM = ("Answer the question from the passages with a short span (a name, date, number or yes/no). "
+                  "Reply with the answer only.")
+
+
+def rag_prompts(s: Settings, n: int = 24, passages: int = 6) -> list[list[dict[str, str]]]:
+    """A compile's typical call: one shared instruction, six wiki passages, a question (~700 prompt tokens)."""
+    import json
+
+    lines = (s.project_dir / "datasets" / "wiki" / "corpus.jsonl").read_text().splitlines()
+    rows = [json.loads(ln) for ln in lines[: n * passages]]
+    out = []
+    for i in range(n):
+        chunk = rows[i * passages:(i + 1) * passages]
+        text = "\n\n".join(f"[{j + 1}] {r['title']}: {r['text']}" for j, r in enumerate(chunk))
+        out.append([{"role": "system", "content": PREFILL_SYSTEM},
+                    {"role": "user", "content": f"Passages:\n{text}\n\nQuestion: What is {chunk[0]['title']}?\nAnswer:"}])
+    return out
+
+
+def prefill_throughput(base_url: str, model: str, api_key: str, prompts: list[list[dict[str, str]]],
+                       concurrency: int = 8, max_tokens: int = 16) -> dict[str, float]:
+    """Prompt tokens/s and p50 latency on long prompts with short replies: what bounds a compile on CPU.
+    Each prompt is distinct past the instruction, so the prefix cache saves only that."""
+    def one(messages) -> tuple[int, int, float]:
+        t0 = time.perf_counter()
+        r = httpx.post(f"{base_url}/chat/completions", timeout=1800, headers={"Authorization": f"Bearer {api_key}"},
+                       json={"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0})
+        r.raise_for_status()
+        usage = r.json()["usage"]
+        return usage["prompt_tokens"], usage["completion_tokens"], time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    with cf.ThreadPoolExecutor(concurrency) as pool:
+        done = list(pool.map(one, prompts))
+    dt = time.perf_counter() - t0
+    latencies = sorted(d[2] for d in done)
+    prompt_tokens = sum(d[0] for d in done)
+    return {"concurrency": concurrency, "requests": len(prompts), "prompt_tokens": prompt_tokens,
+            "completion_tokens": sum(d[1] for d in done), "seconds": round(dt, 2),
+            "prompt_tokens_per_s": round(prompt_tokens / dt, 1), "p50_latency_s": round(latencies[len(latencies) // 2], 2)}
+
+
 def inprocess_throughput(s: Settings, requests: int, max_tokens: int) -> dict[str, float]:
     """The naive baseline: transformers generate(), one request after another."""
     import torch
@@ -105,7 +147,11 @@ def roofline(s: Settings, dtype: str = "bfloat16") -> dict[str, float]:
             "bandwidth_bound_single_stream_tokens_per_s": round(bandwidth * 1e9 / weight_bytes, 1)}
 
 
-def bench_engine(requests: int = 32, max_tokens: int = 64, inprocess_requests: int = 4, s: Settings | None = None) -> dict:
+def bench_engine(requests: int = 32, max_tokens: int = 64, inprocess_requests: int = 4, s: Settings | None = None,
+                 label: str = "", inprocess: bool = True) -> dict:
+    """Decode tokens/s at 1, 8 and 32 streams, prefill on compile-like prompts, the in-process baseline and the
+    roofline. `label` names a configuration (its JSON is engine-<model>-<label>.json), for A/B runs of engine
+    settings (`DSPYC_ENGINE_EXTRA_ARGS`, `VLLM_CPU_*`); `inprocess=False` skips the baseline there."""
     s = s or get_settings()
     base = engine.ensure(s)
     model = served_name(s.lm_model, s)
@@ -115,8 +161,13 @@ def bench_engine(requests: int = 32, max_tokens: int = 64, inprocess_requests: i
         n = requests if c > 1 else max(4, requests // 8)  # single stream: fewer requests, same tokens each
         with console.status(f"engine · {c} concurrent · {n} requests"):
             rows.append(engine_throughput(base, model, s.lm_api_key, c, n, max_tokens))
-    with console.status(f"in-process transformers · sequential · {inprocess_requests} requests"):
-        naive = inprocess_throughput(s, inprocess_requests, max_tokens)
+    prompts = rag_prompts(s)
+    with console.status(f"engine · prefill · {len(prompts)} compile-like prompts at 8 streams"):
+        prefill = prefill_throughput(base, model, s.lm_api_key, prompts)
+    naive = None
+    if inprocess:
+        with console.status(f"in-process transformers · sequential · {inprocess_requests} requests"):
+            naive = inprocess_throughput(s, inprocess_requests, max_tokens)
     state = engine.status(s)  # what the engine was started with, and the CPU behind those choices
     dtype = state.dtype if state else engine.engine_dtype(s)
     with console.status(f"roofline: {dtype} matmul and memory bandwidth"):
@@ -124,19 +175,23 @@ def bench_engine(requests: int = 32, max_tokens: int = 64, inprocess_requests: i
     table = Table("path", "concurrency", "requests", "tokens/s", title=f"{model}: generation throughput ({max_tokens} tokens per request)")
     for r in rows:
         table.add_row("vLLM engine", str(r["concurrency"]), str(r["requests"]), f"{r['tokens_per_s']:.1f}")
-    table.add_row("in-process transformers", "1 (sequential)", str(naive["requests"]), f"{naive['tokens_per_s']:.1f}")
+    if naive:
+        table.add_row("in-process transformers", "1 (sequential)", str(naive["requests"]), f"{naive['tokens_per_s']:.1f}")
     console.print(table)
-    ratio = rows[-1]["tokens_per_s"] / naive["tokens_per_s"]
-    console.print(f"engine @32 / in-process: [bold]{ratio:.1f}×[/bold]")
+    console.print(f"prefill ({prefill['requests']} compile-like prompts, {prefill['prompt_tokens']:,} prompt tokens, 8 streams): "
+                  f"[bold]{prefill['prompt_tokens_per_s']:.0f} prompt tok/s[/bold], p50 {prefill['p50_latency_s']:.1f} s")
+    ratio = rows[-1]["tokens_per_s"] / naive["tokens_per_s"] if naive else None
+    if ratio:
+        console.print(f"engine @32 / in-process: [bold]{ratio:.1f}×[/bold]")
     fraction = rows[-1]["tokens_per_s"] / roof["compute_bound_tokens_per_s"] if roof["compute_bound_tokens_per_s"] else 0.0
     roof["fraction_of_compute_bound_at_32"] = round(fraction, 3)
     console.print(f"roofline ({dtype}, as served): {roof['matmul_gflops']} GFLOP/s matmul → ≤ {roof['compute_bound_tokens_per_s']:,.0f} "
                   f"tok/s compute-bound, [bold]{fraction:.0%}[/bold] reached at 32 streams; {roof['memory_gb_per_s']} GB/s → ≤ "
                   f"{roof['bandwidth_bound_single_stream_tokens_per_s']:,.0f} tok/s single stream ({roof['params'] / 1e6:.0f}M parameters)")
-    result = {"model": model, "max_tokens": max_tokens, "engine": rows, "inprocess": naive, "ratio_engine32_vs_inprocess": round(ratio, 2),
-              "roofline": roof, "lora": bool(state and state.lora_enabled), "settings": state.tuning if state else {},
+    result = {"model": model, "label": label, "max_tokens": max_tokens, "engine": rows, "prefill": prefill, "inprocess": naive,
+              "ratio_engine32_vs_inprocess": round(ratio, 2) if ratio else None, "roofline": roof, "lora": bool(state and state.lora_enabled), "settings": state.tuning if state else {},
               "cpu": cpu_summary()}
-    _save(f"engine-{model}", result, s)  # one file per model: both models are benchmarked
+    _save(f"engine-{model}" + (f"-{label}" if label else ""), result, s)  # one file per model (and configuration)
     return result
 
 

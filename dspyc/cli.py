@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -360,8 +361,13 @@ def data_prepare(name: str = "wiki"):
 @app.command()
 def bench(what: Annotated[str, typer.Argument(help="engine, compile or serve")] = "engine",
           requests: Annotated[int, typer.Option(help="Requests per concurrency level.")] = 32,
-          max_tokens: Annotated[int, typer.Option()] = 64):
-    """Benchmarks (numbers go to artifacts/bench/*.json)."""
+          max_tokens: Annotated[int, typer.Option()] = 64,
+          label: Annotated[str, typer.Option(help="engine: name this configuration (engine-<model>-<label>.json), for A/B runs.")] = "",
+          inprocess: Annotated[bool, typer.Option(help="engine: also time in-process transformers (the naive baseline).")] = True):
+    """Benchmarks (numbers go to artifacts/bench/*.json).
+
+    A/B an engine setting: `DSPYC_ENGINE_EXTRA_ARGS="--max-num-batched-tokens 1024" dspyc bench engine --label mnbt1024
+    --no-inprocess` restarts the engine with it (the start command changed) and writes its own JSON."""
     from dspyc import bench as b
 
     if what == "serve":  # the program server under load (dspyc/serve/bench.py); `requests` sizes the stub run
@@ -369,7 +375,9 @@ def bench(what: Annotated[str, typer.Argument(help="engine, compile or serve")] 
 
         bench_serve(requests=requests if requests != 32 else 10_000)
     elif what == "engine":
-        b.bench_engine(requests=requests, max_tokens=max_tokens)
+        if label and not re.fullmatch(r"[A-Za-z0-9_.-]+", label):
+            raise DspycError(f"--label {label!r}: use letters, digits, '.', '_' or '-' (it names a file)")
+        b.bench_engine(requests=requests, max_tokens=max_tokens, label=label, inprocess=inprocess)
     elif what == "compile":
         b.bench_compile()
     else:

@@ -13,6 +13,7 @@ def dspyc(*args, env=None):
     (("compile", "rag", "nope"), "unknown recipe 'nope'"),
     (("compile", "rag", "--data", "/no/such/folder"), "dataset '/no/such/folder' not found"),
     (("bench", "nothing"), "unknown benchmark"),
+    (("bench", "engine", "--label", "../x"), "--label '../x'"),
     (("eval-retrieval", "--split", "all"), "use dev or test"),
     (("eval", "rag", "--uncompiled", "--with-baseline"), "exclude each other"),
     (("compile", "rag", "--set", "test=many"), "split sizes must be whole numbers"),
