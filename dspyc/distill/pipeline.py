@@ -141,6 +141,7 @@ def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None
     num_threads = num_threads or s.num_threads
     t0 = time.perf_counter()
     spec = registry.get(program)
+    source = registry.source_hash(program)  # the prompts the student is trained on: the source as the run began
     sft = R.load(sft_recipe, "sft")
     dpo = R.load(dpo_recipe, "dpo") if dpo_recipe else None
     dataset = spec.load_data(data or spec.dataset, seed)
@@ -233,7 +234,7 @@ def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None
         info = ({"stage": stage, "adapter": S.ADAPTER_DIR, "lora_name": S.lora_name(program, adapter)} | common | extra
                 | decodings.get(f"student_{stage}", {}))
         manifest = artifacts.Manifest(
-            program=program, version=0, import_path=spec.import_path, source_hash=registry.source_hash(program),
+            program=program, version=0, import_path=spec.import_path, source_hash=source,
             recipe={"name": sft.name if stage == "sft" else f"{sft.name}+{dpo.name}", "optimizer": stage.upper(),
                     "sft": sft.model_dump(), "dpo": dpo.model_dump() if stage == "dpo" else None},
             dataset=artifacts.DatasetRef(name=dataset.name, path=str(dataset.path), version=dataset.version),
