@@ -221,6 +221,7 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
     ever moving `champion` (re-optimization decides that with its own test)."""
     s = s or get_settings()
     t0 = time.perf_counter()
+    source = registry.source_hash(name)  # what the prompts were built from: the source as the compile began
     spec = registry.get(name)
     recipe = load_recipe(recipe_name or spec.default_recipe)
     cfg = spec.config | (config or {})
@@ -283,7 +284,7 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
         cfg = cfg | compiled.searched_config  # settings ConfigSearch chose: loading rebuilds the program from them
         console.print(f"ConfigSearch chose {compiled.searched_config}")
     manifest = artifacts.Manifest(
-        program=name, version=0, import_path=spec.import_path, source_hash=registry.source_hash(name),
+        program=name, version=0, import_path=spec.import_path, source_hash=source,
         recipe=recipe.model_dump(), dataset=artifacts.DatasetRef(name=dataset.name, path=str(dataset.path), version=dataset.version),
         lm=artifacts.LMRef(backend=s.lm_backend, model=s.lm_model, served_name=served_name(s.lm_model, s)),
         seed=seed, config=cfg, metrics=metrics, kept=kept, kept_reason=kept_reason, split_ids={k: ids_hash(splits[k]) for k in ("dev", "test")},
