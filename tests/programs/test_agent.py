@@ -59,15 +59,27 @@ def test_function_caller_sends_a_per_call_schema_and_dedupes(agent_mod):
 
 
 def test_the_caller_writes_one_call_per_task_the_request_holds(agent_mod):
-    """Qwen 0.5B wrote one call for every parallel BFCL request; the task count now sets the list's length."""
+    """Qwen 0.5B wrote one call for every parallel BFCL request; the task count now sets how many calls there are:
+    one call step per task (the task line, with the request for context), or one list of exactly that many."""
     schemas = [{"name": "fact", "parameters": {"type": "dict", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}]
     calls = [{"name": "fact", "arguments": {"n": n}} for n in (5, 10, 15)]
-    lm = RecordingLM([{"tasks": ["factorial of 5", "factorial of 10", "factorial of 15"]}, {"calls": calls}])
+    tasks = {"tasks": ["factorial of 5", "factorial of 10", "factorial of 15"]}
+    lm = RecordingLM([tasks, *({"calls": [c]} for c in calls)])
     with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
         pred = agent_mod.FunctionCaller(max_calls=4)(question="Factorials of 5, 10 and 15?", schemas=schemas)
-    assert pred.calls == calls
+    assert pred.calls == calls and len(lm.seen) == 4
+    for seen in lm.seen[1:]:
+        items = seen["response_format"]["json_schema"]["schema"]["properties"]["calls"]
+        assert items["minItems"] == items["maxItems"] == 1
+    user = [m["content"] for m in lm.history[2]["messages"] if m["role"] == "user"][-1]
+    assert "factorial of 10" in user and "Factorials of 5, 10 and 15?" in user
+    assert user.index("Functions") < user.index("Question")  # the functions come before the request
+
+    lm = RecordingLM([tasks, {"calls": calls}])  # call_per_task=False: one list of exactly as many calls
+    with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
+        pred = agent_mod.FunctionCaller(max_calls=4, call_per_task=False)(question="Factorials of 5, 10 and 15?", schemas=schemas)
     items = lm.seen[1]["response_format"]["json_schema"]["schema"]["properties"]["calls"]
-    assert items["minItems"] == items["maxItems"] == 3
+    assert pred.calls == calls and items["minItems"] == items["maxItems"] == 3
     lm = RecordingLM([{"calls": calls[:1]}])  # split_tasks=False: no split call, 1..max_calls calls
     with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
         agent_mod.FunctionCaller(max_calls=4, split_tasks=False)(question="Factorial of 5?", schemas=schemas)
