@@ -72,7 +72,7 @@ def test_the_caller_writes_one_call_per_task_the_request_holds(agent_mod):
         items = seen["response_format"]["json_schema"]["schema"]["properties"]["calls"]
         assert items["minItems"] == items["maxItems"] == 1
     user = [m["content"] for m in lm.history[2]["messages"] if m["role"] == "user"][-1]
-    assert "factorial of 10" in user and "Factorials of 5, 10 and 15?" in user
+    assert user.index("Factorials of 5, 10 and 15?") < user.index("this call does only: factorial of 10")
     assert user.index("Functions") < user.index("Question")  # the functions come before the request
 
     lm = RecordingLM([tasks, {"calls": calls}])  # call_per_task=False: one list of exactly as many calls
