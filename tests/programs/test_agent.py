@@ -116,6 +116,20 @@ def test_tool_agent_runs_the_tool_stops_on_finish_and_answers(agent_mod):
     assert "temperature_c: 14.2" in json.dumps(lm.seen[3]["messages"])  # the result reached the answer step
 
 
+def test_tool_agent_answers_a_two_tool_request_with_both_results(agent_mod):
+    """"Apple's stock price, and the weather in Paris?": two tasks, one call step each, both tools run."""
+    reg = ToolRegistry([get_weather, get_stock_price])
+    lm = RecordingLM([{"tasks": ["stock price of Apple", "weather in Paris"]},
+                      {"calls": [{"name": "get_stock_price", "arguments": {"symbol": "AAPL"}}]},
+                      {"calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]},
+                      {"calls": [{"name": "finish", "arguments": {}}]},
+                      {"answer": "AAPL is at 1.0, and it is 14.2 °C in Paris."}])
+    with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
+        pred = agent_mod.ToolAgent(reg, max_steps=3)(question="Apple's stock price, and the weather in Paris?")
+    assert [r["tool"] for r in pred.tool_results] == ["get_stock_price", "get_weather"]
+    assert "price: 1.0" in json.dumps(lm.seen[4]["messages"]) and "temperature_c: 14.2" in json.dumps(lm.seen[4]["messages"])
+
+
 def test_tool_agent_is_bounded_and_stops_on_a_repeated_call(agent_mod):
     reg = ToolRegistry([get_weather, get_stock_price])
     same = {"calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}
