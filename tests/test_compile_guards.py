@@ -231,3 +231,12 @@ def test_compiled_dev_and_both_tests_run_as_one_stage(toy):
     m = compiler.compile_program("toyqa", LABELED, s=toy, save=False, skip_test=True)
     assert "compiled dev" in m.usage["stage_wall_time_s"] and "compiled dev and test" not in m.usage["stage_wall_time_s"]
     assert "test" not in m.metrics["baseline"] and "test" not in m.metrics["compiled"]
+
+
+def test_a_version_loaded_after_its_source_changed_says_so(toy, monkeypatch, recwarn):
+    m = compiler.compile_program("toyqa", LABELED, s=toy)
+    loading.load_program(f"toyqa@{m.version}", configure_lm=False, s=toy)
+    assert not [w for w in recwarn if "other source" in str(w.message)]
+    monkeypatch.setattr(registry, "source_hash", lambda name: "edited")
+    with pytest.warns(UserWarning, match=f"toyqa@{m.version} was compiled against other source"):
+        loading.load_program(f"toyqa@{m.version}", configure_lm=False, s=toy)
