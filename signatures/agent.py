@@ -26,16 +26,18 @@ class SplitTasks(dspy.Signature):
 class CallFunctions(dspy.Signature):
     """Answer the request by calling the right function(s) from the list, with argument values taken from the request. Make one call per distinct thing the request asks for."""
 
-    question: str = dspy.InputField(desc="the user's request")
+    # The functions come before the request: after it, Qwen 0.5B called the first listed function with its
+    # example value ("Price of AAPL?" -> get_weather(city='Paris')); BFCL train+dev 0.312 -> 0.438, multiple 0.19 -> 0.56.
     functions: list[str] = dspy.InputField(desc="available functions: name(arg: type, optional?: type) - description")
+    question: str = dspy.InputField(desc="the user's request")
     calls: list[FunctionCall] = dspy.OutputField(desc="the function calls, each with a name from the list and its arguments")
 
 
 class NextStep(dspy.Signature):
     """Decide the next step. If the results so far answer the request, call `finish`. Call another function only for a part of the request that no result covers yet."""
 
-    question: str = dspy.InputField(desc="the user's request")
     functions: list[str] = dspy.InputField(desc="available functions")
+    question: str = dspy.InputField(desc="the user's request")
     results: list[str] = dspy.InputField(desc="calls made so far and what they returned")
     calls: list[FunctionCall] = dspy.OutputField(desc="one function call, or finish")
 

@@ -59,15 +59,27 @@ def test_function_caller_sends_a_per_call_schema_and_dedupes(agent_mod):
 
 
 def test_the_caller_writes_one_call_per_task_the_request_holds(agent_mod):
-    """Qwen 0.5B wrote one call for every parallel BFCL request; the task count now sets the list's length."""
+    """Qwen 0.5B wrote one call for every parallel BFCL request; the task count now sets how many calls there are:
+    one call step per task (the task line, with the request for context), or one list of exactly that many."""
     schemas = [{"name": "fact", "parameters": {"type": "dict", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}]
     calls = [{"name": "fact", "arguments": {"n": n}} for n in (5, 10, 15)]
-    lm = RecordingLM([{"tasks": ["factorial of 5", "factorial of 10", "factorial of 15"]}, {"calls": calls}])
+    tasks = {"tasks": ["factorial of 5", "factorial of 10", "factorial of 15"]}
+    lm = RecordingLM([tasks, *({"calls": [c]} for c in calls)])
     with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
         pred = agent_mod.FunctionCaller(max_calls=4)(question="Factorials of 5, 10 and 15?", schemas=schemas)
-    assert pred.calls == calls
+    assert pred.calls == calls and len(lm.seen) == 4
+    for seen in lm.seen[1:]:
+        items = seen["response_format"]["json_schema"]["schema"]["properties"]["calls"]
+        assert items["minItems"] == items["maxItems"] == 1
+    user = [m["content"] for m in lm.history[2]["messages"] if m["role"] == "user"][-1]
+    assert user.index("Factorials of 5, 10 and 15?") < user.index("this call does only: factorial of 10")
+    assert user.index("Functions") < user.index("Question")  # the functions come before the request
+
+    lm = RecordingLM([tasks, {"calls": calls}])  # call_per_task=False: one list of exactly as many calls
+    with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
+        pred = agent_mod.FunctionCaller(max_calls=4, call_per_task=False)(question="Factorials of 5, 10 and 15?", schemas=schemas)
     items = lm.seen[1]["response_format"]["json_schema"]["schema"]["properties"]["calls"]
-    assert items["minItems"] == items["maxItems"] == 3
+    assert pred.calls == calls and items["minItems"] == items["maxItems"] == 3
     lm = RecordingLM([{"calls": calls[:1]}])  # split_tasks=False: no split call, 1..max_calls calls
     with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
         agent_mod.FunctionCaller(max_calls=4, split_tasks=False)(question="Factorial of 5?", schemas=schemas)
@@ -102,6 +114,20 @@ def test_tool_agent_runs_the_tool_stops_on_finish_and_answers(agent_mod):
     next_step_schema = json.dumps(lm.seen[2]["response_format"])
     assert '"finish"' in next_step_schema and '"get_stock_price"' in next_step_schema
     assert "temperature_c: 14.2" in json.dumps(lm.seen[3]["messages"])  # the result reached the answer step
+
+
+def test_tool_agent_answers_a_two_tool_request_with_both_results(agent_mod):
+    """"Apple's stock price, and the weather in Paris?": two tasks, one call step each, both tools run."""
+    reg = ToolRegistry([get_weather, get_stock_price])
+    lm = RecordingLM([{"tasks": ["stock price of Apple", "weather in Paris"]},
+                      {"calls": [{"name": "get_stock_price", "arguments": {"symbol": "AAPL"}}]},
+                      {"calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]},
+                      {"calls": [{"name": "finish", "arguments": {}}]},
+                      {"answer": "AAPL is at 1.0, and it is 14.2 °C in Paris."}])
+    with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
+        pred = agent_mod.ToolAgent(reg, max_steps=3)(question="Apple's stock price, and the weather in Paris?")
+    assert [r["tool"] for r in pred.tool_results] == ["get_stock_price", "get_weather"]
+    assert "price: 1.0" in json.dumps(lm.seen[4]["messages"]) and "temperature_c: 14.2" in json.dumps(lm.seen[4]["messages"])
 
 
 def test_tool_agent_is_bounded_and_stops_on_a_repeated_call(agent_mod):
