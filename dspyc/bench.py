@@ -36,14 +36,19 @@ def _save(name: str, result: dict[str, Any], s: Settings) -> None:
     console.print(f"[dim]written {out / f'{name}.json'}[/dim]")
 
 
+def _chat(base_url: str, api_key: str, body: dict[str, Any], timeout: float) -> dict[str, int]:
+    """One chat completion against the engine; its token usage."""
+    r = httpx.post(f"{base_url}/chat/completions", timeout=timeout, headers={"Authorization": f"Bearer {api_key}"}, json=body)
+    r.raise_for_status()
+    return r.json()["usage"]
+
+
 def engine_throughput(base_url: str, model: str, api_key: str, concurrency: int, requests: int, max_tokens: int) -> dict[str, float]:
     """Completion tokens/s at a concurrency level; every request generates exactly max_tokens (ignore_eos)."""
     def one(i: int) -> int:
-        r = httpx.post(f"{base_url}/chat/completions", timeout=600, headers={"Authorization": f"Bearer {api_key}"},
-                       json={"model": model, "messages": [{"role": "user", "content": _prompt(i)}], "max_tokens": max_tokens,
-                             "temperature": 0, "ignore_eos": True, "min_tokens": max_tokens})
-        r.raise_for_status()
-        return r.json()["usage"]["completion_tokens"]
+        return _chat(base_url, api_key, {"model": model, "messages": [{"role": "user", "content": _prompt(i)}],
+                                         "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True,
+                                         "min_tokens": max_tokens}, timeout=600)["completion_tokens"]
 
     t0 = time.perf_counter()
     with cf.ThreadPoolExecutor(concurrency) as pool:
@@ -78,10 +83,8 @@ def prefill_throughput(base_url: str, model: str, api_key: str, prompts: list[li
     Each prompt is distinct past the instruction, so the prefix cache saves only that."""
     def one(messages) -> tuple[int, int, float]:
         t0 = time.perf_counter()
-        r = httpx.post(f"{base_url}/chat/completions", timeout=1800, headers={"Authorization": f"Bearer {api_key}"},
-                       json={"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0})
-        r.raise_for_status()
-        usage = r.json()["usage"]
+        usage = _chat(base_url, api_key, {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0},
+                      timeout=1800)
         return usage["prompt_tokens"], usage["completion_tokens"], time.perf_counter() - t0
 
     t0 = time.perf_counter()

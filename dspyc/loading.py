@@ -52,9 +52,10 @@ def build_version(ref: str, data: str | None = None, s: Settings | None = None) 
     else:
         dataset = spec.load_data(data, manifest.seed)
     apply_split_config(dataset, manifest.config, manifest.seed)  # the split sizes it was compiled with (--set test=60)
-    if manifest.source_hash != registry.source_hash(name):  # the prompts come from the code as it is now
+    source = registry.source_hash(name)
+    if manifest.source_hash != source:  # the prompts come from the code as it is now
         warnings.warn(f"{name}@{version} was compiled against other source (programs/{name}.py or signatures/{name}.py "
-                      f"changed since: {manifest.source_hash} → {registry.source_hash(name)}); its prompts may differ from "
+                      f"changed since: {manifest.source_hash} → {source}); its prompts may differ from "
                       "the ones it was scored with", stacklevel=2)
     module = spec.build(dataset, manifest.config)
     load_state(module, program_dir(name, s) / str(version) / PROGRAM_FILE, f"{name}@{version}")

@@ -82,15 +82,13 @@ class FunctionCaller(dspy.Module):
         if self.split_tasks and most > 1:  # exactly one call per task
             tasks = (self.split(question=question).tasks or [])[:most]
             fewest = most = max(len(tasks), 1)
-        if self.call_per_task and len(tasks) > 1:
+        if self.call_per_task and len(tasks) > 1:  # (request, response_format) per call step
             one = calls_response_format(schemas, 1, min_calls=1)
-            calls = [c for task in tasks for c in self.call(
-                question=f'From the request "{question}", this call does only: {task}', functions=functions,
-                config={"response_format": one, "max_tokens": self.max_tokens}).calls or []]
+            steps = [(f'From the request "{question}", this call does only: {task}', one) for task in tasks]
         else:
-            fmt = calls_response_format(schemas, most, min_calls=fewest)
-            calls = self.call(question=question, functions=functions,
-                              config={"response_format": fmt, "max_tokens": self.max_tokens}).calls or []
+            steps = [(question, calls_response_format(schemas, most, min_calls=fewest))]
+        calls = [c for request, fmt in steps for c in self.call(
+            question=request, functions=functions, config={"response_format": fmt, "max_tokens": self.max_tokens}).calls or []]
         return dspy.Prediction(calls=dedupe([_as_dict(c) for c in calls]))
 
 

@@ -309,9 +309,7 @@ def _cached_samples(cache: Path | None, prompts: list, dpo: R.DPORecipe, seed: i
 
 def _store_samples(cache: Path, prompts: list, dpo: R.DPORecipe, seed: int, samples: list[list[str]]) -> None:
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": _samples_key(prompts, dpo, seed), "samples": samples}))
-    os.replace(tmp, cache)
+    artifacts.write_json_atomic(cache, {"key": _samples_key(prompts, dpo, seed), "samples": samples})
 
 
 def _final_predictor(runs: list[T.TeacherRun], student: dspy.Module, examples: list[dspy.Example],

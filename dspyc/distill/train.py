@@ -15,6 +15,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from dspyc.artifacts import write_json_atomic
 from dspyc.console import console as make_console
 from dspyc.distill.recipe import DPORecipe, LoraSpec, SFTRecipe, TrainSpec
 from dspyc.errors import DspycError
@@ -116,9 +117,9 @@ def progress_callback(label: str):
     return RichProgress()
 
 
-def _losses(trainer) -> list[tuple[int, float]]:
-    """Loss per logged step, from the trainer's state: a resumed run restores it from the checkpoint."""
-    return [(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h and "step" in h]
+def _losses(log_history: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    """Loss per logged step, from a trainer's state (a resumed run restores it from the checkpoint)."""
+    return [(int(h["step"]), float(h["loss"])) for h in log_history if "loss" in h and "step" in h]
 
 
 RESULT_FILE = "result.json"
@@ -144,17 +145,10 @@ def finished(work_dir: Path, train_spec: TrainSpec) -> dict[str, Any] | None:
     adapter.mkdir(parents=True, exist_ok=True)
     for f in ADAPTER_FILES:  # the checkpoint's top level holds the trained adapter (DPO's frozen copy is in ref/)
         shutil.copy2(Path(last) / f, adapter / f)
-    losses = [(int(h["step"]), float(h["loss"])) for h in state.get("log_history", []) if "loss" in h and "step" in h]
-    out = {"adapter": str(adapter), "losses": losses, "steps": int(state["global_step"]), "train_runtime_s": None,
+    out = {"adapter": str(adapter), "losses": _losses(state.get("log_history", [])), "steps": int(state["global_step"]), "train_runtime_s": None,
            "precision": precision(train_spec)}
-    _write_result(work_dir, out)
+    write_json_atomic(work_dir / RESULT_FILE, out)
     return out
-
-
-def _write_result(work_dir: Path, out: dict[str, Any]) -> None:
-    tmp = work_dir / (RESULT_FILE + ".tmp")
-    tmp.write_text(json.dumps(out))
-    os.replace(tmp, work_dir / RESULT_FILE)
 
 
 def _train_and_save(trainer, label: str, work_dir: Path, train_spec) -> dict[str, Any]:
@@ -164,9 +158,9 @@ def _train_and_save(trainer, label: str, work_dir: Path, train_spec) -> dict[str
         console.print(f"[dim]resuming {label} from {resume}[/dim]")
     result = trainer.train(resume_from_checkpoint=resume)
     adapter = _save_adapter(trainer.model, work_dir / "adapter")
-    out = {"adapter": str(adapter), "losses": _losses(trainer), "steps": result.global_step,
+    out = {"adapter": str(adapter), "losses": _losses(trainer.state.log_history), "steps": result.global_step,
            "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1), "precision": precision(train_spec)}
-    _write_result(work_dir, out)
+    write_json_atomic(work_dir / RESULT_FILE, out)
     return out
 
 
