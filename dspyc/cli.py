@@ -221,11 +221,15 @@ def distill(program: Annotated[str, typer.Argument(help="A program in programs/,
             teacher_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible server for a stronger teacher LM.")] = None,
             data: Annotated[Optional[str], typer.Option(help="Dataset name in datasets/ or a folder.")] = None,
             seed: Annotated[int, typer.Option()] = 0,
-            split: Annotated[str, typer.Option(help="Held-out split for the table.")] = "test"):
+            split: Annotated[str, typer.Option(help="Held-out split for the table.")] = "test",
+            eval_threads: Annotated[int, typer.Option(min=1, help="Calls in flight while the table's systems are scored. "
+                                                      "Every row uses the same number, so p50 latencies compare; raise it "
+                                                      "for a faster table when latency at light load is not the question.")] = 2):
     """Distill a program into a LoRA student: teacher traces → SFT → DPO → student versions, served as adapters."""
     from dspyc.distill.pipeline import distill as run
 
-    run(program, sft, None if no_dpo else dpo, teacher=teacher, teacher_url=teacher_url, data=data, seed=seed, eval_split=split)
+    run(program, sft, None if no_dpo else dpo, teacher=teacher, teacher_url=teacher_url, data=data, seed=seed,
+        eval_split=split, eval_threads=eval_threads)
 
 
 @app.command()
@@ -435,14 +439,29 @@ def adapter_check(n: Annotated[int, typer.Option("-n", "--n", help="Calls for th
 
 
 def main() -> None:
+    try:  # typer >= 0.29 vendors click; its usage errors are typer's own classes
+        from typer._click import exceptions as click
+    except ImportError:
+        from click import exceptions as click  # type: ignore[no-redef]
     try:
-        app()
+        code = app(standalone_mode=False)  # click's usage errors come back here: one line, like ours
+    except click.NoArgsIsHelpError as exc:
+        print(exc.format_message())
+        sys.exit(2)
+    except click.UsageError as exc:
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        err.print(f"[red]error:[/red] {exc.format_message()}{where}", highlight=False)
+        sys.exit(2)
+    except typer.Abort:
+        err.print("[yellow]interrupted[/yellow]: nothing was written")
+        sys.exit(130)
     except DspycError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]: nothing was written")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

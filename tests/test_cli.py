@@ -19,6 +19,7 @@ def dspyc(*args, env=None):
     (("compile", "rag", "--set", "test=many"), "split sizes must be whole numbers"),
     (("adapter-check", "--model", "nope"), "unknown model 'nope'"),
     (("adapter-check", "--adapter", "Chat"), "unknown adapter 'Chat'"),
+    (("distill", "tone", "--eval-threads", "0"), "--eval-threads"),
 ])
 def test_user_mistakes_are_one_line_errors(args, message):
     r = dspyc(*args)
@@ -37,6 +38,21 @@ def test_eval_of_missing_version(tmp_path):
 def test_help_teaches():
     r = dspyc("compile", "--help")
     assert r.returncode == 0 and "--data" in r.stdout and "recipe" in r.stdout.lower()
+
+
+def test_distill_passes_its_eval_threads(monkeypatch):
+    from typer.testing import CliRunner
+
+    from dspyc import cli
+    from dspyc.distill import pipeline
+
+    seen = {}
+    monkeypatch.setattr(pipeline, "distill", lambda *a, **kw: seen.update(kw))
+    r = CliRunner().invoke(cli.app, ["distill", "agent", "--teacher", "agent@6", "--eval-threads", "8"])
+    assert r.exit_code == 0, r.output
+    assert seen["eval_threads"] == 8 and seen["teacher"] == "agent@6"
+    CliRunner().invoke(cli.app, ["distill", "agent"])
+    assert seen["eval_threads"] == 2  # the default: every row's p50 latency at the same light load
 
 
 def test_set_overrides_parse_yaml_values():
