@@ -75,6 +75,9 @@ def _iomp(engine_python: Path) -> Path | None:
 # Where one core is a large share of the machine, an engine alone computes on all of them: on the 2-core AVX2
 # machine, binding both cores doubled prefill throughput (82 → 162 prompt tok/s, 24 RAG prompts at 8 streams,
 # idle machine) over vLLM's default of leaving one to its API server. Above this, vLLM's default stands (unmeasured).
+# A second engine shares all of them too: with SmolLM2+LoRA beside Qwen on 2 cores, SmolLM2 on core 1 alone took
+# p50 22.1 s per 96-token reply (2 streams) and Qwen, busy beside it, 114.6 s per 64 tokens; both on both cores,
+# 15.9 s with Qwen idle, and 25.4 s / 40.3 s with both busy (README, known limits).
 ALL_CORES_UP_TO = 4
 
 
@@ -89,10 +92,10 @@ def parse_cores(spec: str) -> list[int]:
 
 
 def cpu_tuning(s: Settings, engine_python: Path, busy: list[int] | None = None) -> Tuning:
-    """The vLLM-CPU settings for this machine. An engine alone binds every core on a small machine (measured 2x
-    faster prefill on 2 cores; `ALL_CORES_UP_TO`), else vLLM's default (all but one). A second engine (one per
-    model) binds to the cores the running ones leave free; with none free it shares the last one (both engines
-    then compete for it only while both are busy)."""
+    """The vLLM-CPU settings for this machine. Every engine binds every core on a small machine (measured 2x
+    faster prefill on 2 cores, and two engines sharing both cores beat one core each; `ALL_CORES_UP_TO`), else
+    vLLM's default (all but one). On a larger machine a second engine (one per model) binds to the cores the
+    running ones leave free; with none free it shares the last one."""
     t = Tuning()
     n = os.cpu_count() or 1
     t.env["VLLM_CPU_KVCACHE_SPACE"] = str(s.engine_kv_cache_gb)
@@ -109,17 +112,19 @@ def cpu_tuning(s: Settings, engine_python: Path, busy: list[int] | None = None) 
     if bind:
         t.cores = parse_cores(bind) or default_cores()
         t.why["VLLM_CPU_OMP_THREADS_BIND"] = f"{bind} (from the environment)"
+    elif n <= ALL_CORES_UP_TO:
+        t.cores = list(range(n))
+        t.env["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{n - 1}" if n > 1 else "0"
+        t.why["VLLM_CPU_OMP_THREADS_BIND"] = (f"all {n} cores: on a machine this small, reserving one for the API server "
+                                              "halved prefill throughput (measured on 2 AVX2 cores)"
+                                              + ("; shared with the other engine, which is faster for both than "
+                                                 "splitting them (measured)" if busy_set else ""))
     elif busy_set:
         t.cores = (free[: max(len(free) - 1, 1)] if len(free) > 2 else free) or [n - 1]
         shared = "" if free else f" (no core is free: it shares core {n - 1})"
         t.env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, t.cores))
         t.why["VLLM_CPU_OMP_THREADS_BIND"] = (f"cores {t.env['VLLM_CPU_OMP_THREADS_BIND']}: another engine computes on "
                                               f"{','.join(map(str, sorted(busy_set)))}{shared}")
-    elif n <= ALL_CORES_UP_TO:
-        t.cores = list(range(n))
-        t.env["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{n - 1}" if n > 1 else "0"
-        t.why["VLLM_CPU_OMP_THREADS_BIND"] = (f"all {n} cores: on a machine this small, reserving one for the API server "
-                                              "halved prefill throughput (measured on 2 AVX2 cores)")
     else:
         t.cores = default_cores()
         t.why["VLLM_CPU_OMP_THREADS_BIND"] = (f"auto: {len(t.cores)} of {n} cores compute, one is left to the API server "

@@ -278,7 +278,8 @@ def test_cpu_tuning_names_every_choice_and_its_reason(tmp_path, monkeypatch):
 
 
 def test_a_second_engine_computes_on_the_cores_the_first_leaves(tmp_path, monkeypatch):
-    """Left to vLLM's default, two engines on 2 cores both pin core 0 while core 1 idles (seen in the logs)."""
+    """Left to vLLM's default, two engines on 2 cores both pin core 0 while core 1 idles (seen in the logs).
+    On a machine this small both engines bind every core: one core each was slower for both (measured)."""
     from dspyc import engine_tuning
     from dspyc.settings import Settings
 
@@ -286,10 +287,9 @@ def test_a_second_engine_computes_on_the_cores_the_first_leaves(tmp_path, monkey
     monkeypatch.setattr(engine_tuning.os, "cpu_count", lambda: 2)
     alone = engine_tuning.cpu_tuning(Settings(), tmp_path / "python")
     assert alone.cores == [0, 1] and alone.env["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
-    second = engine_tuning.cpu_tuning(Settings(), tmp_path / "python", busy=[0])
-    assert second.cores == [1] and second.env["VLLM_CPU_OMP_THREADS_BIND"] == "1"
-    shared = engine_tuning.cpu_tuning(Settings(), tmp_path / "python", busy=alone.cores)
-    assert shared.cores == [1] and "shares core 1" in shared.why["VLLM_CPU_OMP_THREADS_BIND"]
+    second = engine_tuning.cpu_tuning(Settings(), tmp_path / "python", busy=alone.cores)
+    assert second.cores == [0, 1] and second.env["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
+    assert "shared with the other engine" in second.why["VLLM_CPU_OMP_THREADS_BIND"]
     monkeypatch.setattr(engine_tuning.os, "cpu_count", lambda: 8)
     big = engine_tuning.cpu_tuning(Settings(), tmp_path / "python")
     assert big.cores == list(range(7)) and "VLLM_CPU_OMP_THREADS_BIND" not in big.env
