@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -305,10 +305,33 @@ def build_command(python: Path, model: str, served: str, host: str, port: int, s
            "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}',
            "--disable-uvicorn-access-log", "--api-key", s.lm_api_key]
     if loras or (lora if lora is not None else s.engine_enable_lora is True):
-        cmd += ["--enable-lora", "--max-lora-rank", "64", "--max-loras", "4"]
+        cmd += ["--enable-lora", "--max-lora-rank", str(lora_rank(s, loras.values())), "--max-loras", "4"]
     if loras:
         cmd += ["--lora-modules", *(f"{name}={path}" for name, path in sorted(loras.items()))]
     return cmd + shlex.split(s.engine_extra_args)
+
+
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM accepts for --max-lora-rank
+
+
+def adapter_rank(path: str | Path) -> int:
+    """A PEFT adapter's rank `r` (0 where its folder has no readable adapter_config.json)."""
+    try:
+        return int(json.loads((Path(path) / "adapter_config.json").read_text()).get("r") or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def lora_rank(s: Settings, paths: Iterable[str | Path] = ()) -> int:
+    """The engine's --max-lora-rank: the setting, raised to fit the largest adapter, rounded up to a value vLLM takes."""
+    need = max([s.engine_max_lora_rank, *(adapter_rank(p) for p in paths)])
+    return next((r for r in LORA_RANKS if r >= need), LORA_RANKS[-1])
+
+
+def served_rank(state: EngineState) -> int:
+    """The --max-lora-rank a running engine was started with (0 without LoRA)."""
+    cmd = state.command
+    return int(cmd[cmd.index("--max-lora-rank") + 1]) if "--max-lora-rank" in cmd else 0
 
 
 def _want_lora(s: Settings, running: EngineState | None, loras: dict[str, str], lora: bool | None) -> bool:
@@ -478,6 +501,8 @@ def load_lora(name: str, path: str | Path, s: Settings | None = None, model: str
         _load_adapter(base, name, path, s)
         return base
     state = up(s, key, lora=True)
+    if adapter_rank(path) > served_rank(state):  # the engine's LoRA buffers are too small: restart it with this one
+        state = up(s, key, loras={name: str(path)})
     if name not in state.adapters:
         _load_adapter(state.base_url, name, path, s)
         # Not `loras`: those are in the start command, and a mismatch there makes `up` restart the engine.
