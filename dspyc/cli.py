@@ -232,6 +232,16 @@ def distill(program: Annotated[str, typer.Argument(help="A program in programs/,
         eval_split=split, eval_threads=eval_threads)
 
 
+@app.command("distill-table")
+def distill_table(refs: Annotated[list[str], typer.Argument(help="Student versions of one program, e.g. tone@1 tone@2.")],
+                  split: Annotated[str, typer.Option(help="Held-out split for the table.")] = "test",
+                  eval_threads: Annotated[int, typer.Option(min=1, help="Calls in flight, the same for every row.")] = 2):
+    """The distillation table again for stored students: teacher, students and untuned base through today's engines."""
+    from dspyc.distill.remeasure import remeasure
+
+    remeasure(refs, split=split, eval_threads=eval_threads)
+
+
 @app.command()
 def ask(question: Annotated[str, typer.Argument(help="e.g. \"What's the weather in Paris?\"")],
         version: Annotated[Optional[str], typer.Option(help="Use the compiled agent@VERSION's function caller (a number or alias).")] = None,

@@ -33,6 +33,8 @@ def test_eval_of_missing_version(tmp_path):
 
     r = dspyc("eval", "rag@99", env={**os.environ, "DSPYC_ARTIFACTS_DIR": str(tmp_path)})
     assert r.returncode == 2 and "rag@99 not found" in r.stderr and "Traceback" not in r.stderr
+    r = dspyc("distill-table", "tone@3", env={**os.environ, "DSPYC_ARTIFACTS_DIR": str(tmp_path)})
+    assert r.returncode == 2 and "tone@3 not found" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_help_teaches():

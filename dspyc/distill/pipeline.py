@@ -31,6 +31,7 @@ from dspyc.distill import recipe as R
 from dspyc.distill import student as S
 from dspyc.distill import traces as T
 from dspyc.distill import train
+from dspyc.data import SPLIT_KEYS
 from dspyc.errors import DspycError
 from dspyc.lm import build_lm
 from dspyc.models import resolve_lm, served_name
@@ -151,7 +152,8 @@ def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None
     held_out = dataset.splits.get(eval_split) or []
     base_path = resolve_lm(sft.base_model, s)
     teacher_module, teacher_label = _teacher(spec, dataset, teacher, s)
-    s_cfg = spec.config | student_config(spec)
+    # the split sizes too, so the student loads (and `dspyc distill-table` re-scores it) on this held-out split
+    s_cfg = spec.config | student_config(spec) | (dict(zip(SPLIT_KEYS, sizes)) if sizes else {})
     student_module = spec.build(dataset, s_cfg)
     teacher_settings = s.model_copy(update={"lm_url": teacher_url, "lm_backend": "url"}) if teacher_url else s
     # Cached: each repeat is its own request by rollout_id, so a killed run gets the same traces back (and the

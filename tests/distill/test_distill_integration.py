@@ -78,3 +78,14 @@ def test_served_adapter_answers_differently_from_the_base_model(distilled):
     student = load_student(f"tone@{m.version}", s)
     assert student.rewrite.lm.model == f"openai/{name}"
     assert isinstance(student(text="our new office coffee machine is basically a disaster").rewrite, str)
+
+
+def test_distill_table_rescores_the_stored_students(distilled):
+    """`dspyc distill-table`: the same rows again from the stored versions, on the split they were distilled with."""
+    from dspyc.distill.remeasure import remeasure
+
+    result, s = distilled
+    refs = [f"tone@{result['versions'][k]}" for k in ("sft", "dpo")]
+    again = remeasure(refs, eval_threads=2, track=False, s=s)
+    assert set(again["systems"]) == set(result["systems"])
+    assert all(row["lm_calls"] == 2 for row in again["systems"].values())  # the 2 test examples, one call each
