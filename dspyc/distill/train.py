@@ -80,7 +80,7 @@ def _common_args(spec: TrainSpec, out_dir: Path) -> dict[str, Any]:
                 learning_rate=spec.learning_rate, bf16=bf16, fp16=False, gradient_checkpointing=spec.gradient_checkpointing,
                 save_strategy="steps", save_steps=spec.save_steps, save_total_limit=2, logging_steps=spec.logging_steps,
                 report_to=[], seed=spec.seed, disable_tqdm=True, use_cpu=not _cuda(), dataloader_num_workers=0,
-                max_length=spec.max_length)
+                max_length=spec.max_length, train_sampling_strategy="group_by_length" if spec.group_by_length else "random")
 
 
 def _last_checkpoint(out_dir: Path) -> str | None:

@@ -53,3 +53,11 @@ def test_sampled_candidates_are_reused_only_for_the_same_prompts_and_settings(tm
     assert pipeline._cached_samples(cache, prompts, dpo, 1) is None
     assert pipeline._cached_samples(cache, prompts, dpo.model_copy(update={"temperature": 0.5}), 0) is None
     assert pipeline._cached_samples(cache, [[{"role": "user", "content": "other"}]], dpo, 0) is None
+
+
+def test_length_grouped_batches_are_a_recipe_switch(tmp_path):
+    from dspyc.distill.recipe import TrainSpec
+    from dspyc.distill.train import _common_args
+
+    assert _common_args(TrainSpec(), tmp_path)["train_sampling_strategy"] == "random"
+    assert _common_args(TrainSpec(group_by_length=True), tmp_path)["train_sampling_strategy"] == "group_by_length"
