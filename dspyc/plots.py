@@ -19,8 +19,9 @@ def _pyplot():
 
 def score(m: artifacts.Manifest, split: str = "test", which: str | None = None) -> float | None:
     """A version's headline score: the program's own metric on a split (dev when test was skipped), of the
-    program the version holds (`which=None`: compiled, or uncompiled where that was kept) or of `which`."""
-    which = which or ("baseline" if m.kept == "uncompiled" else "compiled")
+    program the version holds (`which=None`: compiled, or uncompiled where that was kept; a student's own row)
+    or of `which`."""
+    which = which or ("student" if m.kind == "student" else "baseline" if m.kept == "uncompiled" else "compiled")
     row = m.metrics.get(which, {}).get(split) or m.metrics.get(which, {}).get("dev") or {}
     return row.get("metric")
 

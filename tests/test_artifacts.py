@@ -71,3 +71,10 @@ def test_unreachable_tracking_keeps_the_artifact_and_sync_logs_it_later(settings
     assert (settings.artifacts_dir / ".pending-tracking" / "toy@1.json").exists()
     assert tracking.sync(settings) == ["toy@1"]  # the embedded store is reachable
     assert not (settings.artifacts_dir / ".pending-tracking" / "toy@1.json").exists()
+
+
+def test_a_students_headline_score_is_its_own_not_its_teachers():
+    from dspyc import plots
+
+    m = manifest(kind="student", metrics={"teacher": {"test": {"metric": 0.35}}, "student": {"test": {"metric": 0.167}}})
+    assert plots.score(m, "test") == 0.167 and plots.score(m, "dev") is None  # a student is scored on test only
