@@ -95,7 +95,9 @@ def engine_status(model: Annotated[Optional[str], typer.Argument(
     table = Table("model", "url", "pid", "LoRA", "adapters", "dtype", "health", title="vLLM engines")
     for st in states:
         label = st.served_model + (" (program LM)" if (st.key or st.served_model) == s.lm_model else "")
-        table.add_row(label, st.base_url, str(st.pid), "on" if st.lora_enabled else "off", ", ".join(st.adapters) or "-",
+        rank = engine.served_rank(st)  # vLLM sizes the LoRA buffers by it: on CPU the cost grows with it
+        lora = ("on" + (f", rank ≤ {rank}" if rank else "")) if st.lora_enabled else "off"
+        table.add_row(label, st.base_url, str(st.pid), lora, ", ".join(st.adapters) or "-",
                       st.dtype, "healthy" if engine.healthy(st.base_url, timeout=1.0) else "starting")
     out.print(table)
     from dspyc.engine_tuning import cpu_summary

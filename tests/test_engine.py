@@ -191,12 +191,12 @@ def test_cli_status_lists_every_engine(tmp_path, monkeypatch):
         s = get_settings()
         _write_state(s, "qwen-x", os.getpid(), 1)
         _write_state(s, "smol-y", os.getpid(), 2, loras={"tone-abc": "/a"},
-                     command=["py", "--dtype", "float32", "--enable-lora"])
+                     command=["py", "--dtype", "float32", "--enable-lora", "--max-lora-rank", "16"])
         r = runner.invoke(cli.app, ["engine", "status"])
         assert r.exit_code == 0, r.output
         rows = [ln for ln in r.output.splitlines() if "127.0.0.1" in ln]
         assert len(rows) == 2 and "qwen-x (program LM)" in rows[0] and "off" in rows[0]
-        assert "smol-y" in rows[1] and " on " in rows[1] and "tone-abc" in rows[1] and "float32" in rows[1]
+        assert "smol-y" in rows[1] and "on, rank ≤ 16" in rows[1] and "tone-abc" in rows[1] and "float32" in rows[1]
         assert runner.invoke(cli.app, ["engine", "status", "nope"]).exit_code == 1
     finally:
         get_settings.cache_clear()
