@@ -464,13 +464,10 @@ def main() -> None:
         where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
         err.print(f"[red]error:[/red] {exc.format_message()}{where}", highlight=False)
         sys.exit(2)
-    except typer.Abort:
-        err.print("[yellow]interrupted[/yellow]: nothing was written")
-        sys.exit(130)
     except DspycError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except (typer.Abort, KeyboardInterrupt):  # click turns Ctrl-C inside a command into Abort
         err.print("[yellow]interrupted[/yellow]: nothing was written")
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)

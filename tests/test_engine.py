@@ -44,8 +44,11 @@ def test_lora_rank_fits_the_adapters_not_more(tmp_path):
         return str(tmp_path / name)
 
     s = Settings(cache_dir=tmp_path)
-    rank = lambda loras: engine.build_command(tmp_path / "py", "/m", "m", "127.0.0.1", 8400, s, loras)[  # noqa: E731
-        engine.build_command(tmp_path / "py", "/m", "m", "127.0.0.1", 8400, s, loras).index("--max-lora-rank") + 1]
+
+    def rank(loras):
+        cmd = engine.build_command(tmp_path / "py", "/m", "m", "127.0.0.1", 8400, s, loras)
+        return cmd[cmd.index("--max-lora-rank") + 1]
+
     assert rank({"a": adapter("r16", 16)}) == "16" and rank({"a": "/no/config"}) == "16"
     assert rank({"a": adapter("r16b", 16), "b": adapter("r20", 20)}) == "32"  # rounded up to a rank vLLM takes
     assert engine.lora_rank(Settings(engine_max_lora_rank=64)) == 64 and engine.lora_rank(s, [adapter("r999", 999)]) == 512

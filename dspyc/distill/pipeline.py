@@ -254,10 +254,8 @@ def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None
             from dspyc import tracking
 
             tracking.log_compile(manifest, out, s)
-    rows_out = table_rows(systems, labels=_labels(teacher_label, t_lm.model, sft.base_model))
-    print_table(program, rows_out, eval_split, len(held_out), s)
-    if track:
-        _track_table(program, systems, rows_out, eval_split, versions, s)
+    report_table(program, systems, _labels(teacher_label, t_lm.model, sft.base_model), eval_split, len(held_out),
+                 versions, track, s)
     return {"systems": systems, "versions": versions, "sft_examples": len(rows), "pairs": len(pair_rows),
             "wall_time_s": round(time.perf_counter() - t0, 1)}
 
@@ -372,6 +370,16 @@ def table_rows(systems: dict[str, dict[str, float]], labels: dict[str, str] | No
                      "latency_p50_s": round(row.get("latency_p50_s", 0.0), 2),
                      "cost_per_1k_calls_usd": round(row.get("cost_per_1k_calls_usd", 0.0), 4),
                      "errors": int(row.get("errors", 0))})
+    return rows
+
+
+def report_table(program: str, systems: dict[str, dict[str, float]], labels: dict[str, str], split: str, n: int,
+                 versions: dict[str, int], track: bool, s: Settings) -> list[dict[str, Any]]:
+    """The table's rows, printed, and (with `track`) logged to MLflow with its chart."""
+    rows = table_rows(systems, labels=labels)
+    print_table(program, rows, split, n, s)
+    if track:
+        _track_table(program, systems, rows, split, versions, s)
     return rows
 
 

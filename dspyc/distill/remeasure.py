@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from dspyc import artifacts, engine, loading, registry
+from dspyc import artifacts, loading, registry
 from dspyc.distill import student as S
-from dspyc.distill.pipeline import _labels, _teacher, _track_table, evaluate_system, print_table, table_rows
+from dspyc.distill.pipeline import _labels, _teacher, evaluate_system, report_table
 from dspyc.errors import DspycError
 from dspyc.lm import build_lm
 from dspyc.settings import Settings, get_settings
@@ -48,20 +48,13 @@ def remeasure(refs: list[str], split: str = "test", eval_threads: int = 2, track
     systems = {"teacher": evaluate_system(f"teacher · {split}", teacher_module, teacher_lm, held_out, spec, eval_threads, s)}
     versions: dict[str, int] = {}
     for module, manifest, _, info in students:
-        stage = f"student_{info.get('stage', manifest.version)}"
-        adapter = artifacts.program_dir(manifest.program, s) / str(manifest.version) / S.ADAPTER_DIR
-        name = info.get("lora_name") or S.lora_name(manifest.program, adapter)
-        engine.load_lora(name, adapter, s, model=S.base_model(manifest))
-        lm = build_lm(s, model=S.base_model(manifest), adapter=name, temperature=0.0,
-                      **S.decoding_overrides(info.get("decoding")))
-        systems[stage] = evaluate_system(f"{manifest.program}@{manifest.version} · {split}", module, lm, held_out, spec,
-                                         eval_threads, s)
+        lm = S.student_lm(manifest, s, temperature=0.0)
+        systems[f"student_{info.get('stage', manifest.version)}"] = evaluate_system(
+            f"{manifest.program}@{manifest.version} · {split}", module, lm, held_out, spec, eval_threads, s)
         versions[str(info.get("stage"))] = manifest.version
     base = S.base_model(manifest0)
     systems["student_base"] = evaluate_system(f"untuned base · {split}", module0, build_lm(s, model=base, temperature=0.0),
                                               held_out, spec, eval_threads, s)
-    rows = table_rows(systems, labels=_labels(teacher_label, teacher_lm.model, base))
-    print_table(manifest0.program, rows, split, len(held_out), s)
-    if track:
-        _track_table(manifest0.program, systems, rows, split, versions, s)
+    rows = report_table(manifest0.program, systems, _labels(teacher_label, teacher_lm.model, base), split,
+                        len(held_out), versions, track, s)
     return {"systems": systems, "rows": rows}

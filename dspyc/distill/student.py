@@ -35,8 +35,8 @@ def base_model(manifest: artifacts.Manifest) -> str:
 
 
 def serve(manifest: artifacts.Manifest, s: Settings | None = None) -> str:
-    """Load the student's adapter into its base model's engine (started, or restarted with LoRA, if needed;
-    an engine that has LoRA is never restarted to add one); returns the adapter's served name."""
+    """Load the student's adapter into its base model's engine (started, or restarted with LoRA or with a larger
+    LoRA rank, if needed; otherwise loaded at runtime); returns the adapter's served name."""
     s = s or get_settings()
     info = student_info(manifest)
     path = artifacts.program_dir(manifest.program, s) / str(manifest.version) / info.get("adapter", ADAPTER_DIR)
@@ -55,15 +55,20 @@ def decoding_overrides(decoding: dict[str, float] | None) -> dict[str, object]:
     return {k: v for k, v in decoding.items() if k in _OPENAI_SAMPLING} | ({"extra_body": extra} if extra else {})
 
 
-def attach(module: dspy.Module, manifest: artifacts.Manifest, s: Settings | None = None, **lm_overrides) -> dspy.Module:
-    """Point every predictor of a loaded student program at its adapter in its base model's engine, decoding
-    with the settings chosen for it on dev (`config.student.decoding`)."""
+def student_lm(manifest: artifacts.Manifest, s: Settings | None = None, **lm_overrides) -> dspy.LM:
+    """The student's LM: its adapter, served by its base model's engine, decoding with the settings chosen for it
+    on dev (`config.student.decoding`); `lm_overrides` win over them."""
     from dspyc.lm import build_lm
 
     s = s or get_settings()
     name = serve(manifest, s)
     decoding = decoding_overrides(student_info(manifest).get("decoding"))
-    module.set_lm(build_lm(s, model=base_model(manifest), adapter=name, **(decoding | lm_overrides)))
+    return build_lm(s, model=base_model(manifest), adapter=name, **(decoding | lm_overrides))
+
+
+def attach(module: dspy.Module, manifest: artifacts.Manifest, s: Settings | None = None, **lm_overrides) -> dspy.Module:
+    """Point every predictor of a loaded student program at its adapter (`student_lm`)."""
+    module.set_lm(student_lm(manifest, s, **lm_overrides))
     return module
 
 
