@@ -186,8 +186,8 @@ def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None
     # 3. Preference pairs from the metric, then DPO from the SFT adapter.
     dpo_out, pair_rows, pairs_version, dpo_adapter = None, [], None, None
     if dpo:
-        groups = _candidate_groups(runs + gold, train_ex, student_module, spec, base_path, sft_adapter, dpo, seed,
-                                   cache=work / f"samples-{sft_key}.json")
+        groups = _candidate_groups(runs + gold, train_ex, student_module, spec, sft.base_model, sft_adapter, dpo, seed,
+                                   num_threads, s, cache=work / f"samples-{sft_key}.json")
         pair_rows = P.build_pairs(groups, dpo.min_margin)
         pairs_version, pairs_path = _write_dataset(program, "pairs", pair_rows, s)
         console.print(f"preference pairs: {len(pair_rows)} of {len(groups)} inputs had a score gap "
@@ -261,9 +261,11 @@ def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None
 
 
 def _candidate_groups(runs: list[T.TeacherRun], examples: list[dspy.Example], student: dspy.Module,
-                      spec: registry.ProgramSpec, base_path: str, adapter: Path, dpo: R.DPORecipe,
-                      seed: int, cache: Path | None = None) -> list[P.CandidateGroup]:
+                      spec: registry.ProgramSpec, base_model: str, adapter: Path, dpo: R.DPORecipe,
+                      seed: int, threads: int, s: Settings, cache: Path | None = None) -> list[P.CandidateGroup]:
     """N student samples per input (plus the teacher's best passing output), each scored by the program's metric.
+    The SFT student samples on its base model's engine (its adapter loaded there, `threads` prompts at once), with
+    the prompts and sampling settings the in-process sampler used (unconstrained, as before).
     Pairs are built for the predictor that writes the program's output (the last one its traces call), which
     must read only the example's inputs (the agent's call step reads the request and the functions, not the
     split step's tasks); its samples are scored through the whole metric. The samples are kept in `cache`, keyed
@@ -276,9 +278,14 @@ def _candidate_groups(runs: list[T.TeacherRun], examples: list[dspy.Example], st
                for ex in examples]
     samples = _cached_samples(cache, prompts, dpo, seed)
     if samples is None:
+        name = S.lora_name(spec.name, adapter)
+        engine.load_lora(name, adapter, s, model=base_model)
+        lm = build_lm(s, model=base_model, adapter=name, temperature=dpo.temperature, top_p=dpo.top_p,
+                      max_tokens=dpo.max_new_tokens)
         with _progress() as progress:
-            samples = train.sample_completions(base_path, adapter, prompts, dpo.samples, dpo.temperature, dpo.top_p,
-                                               dpo.max_new_tokens, seed=seed, progress=progress)
+            task = progress.add_task("sampling candidates (engine)", total=len(prompts))
+            samples = S.sample(lm, prompts, dpo.samples, seed=seed, threads=threads,
+                               on_done=lambda: progress.advance(task))
         if cache:
             _store_samples(cache, prompts, dpo, seed, samples)
     best_teacher: dict[str, T.TeacherRun] = {}
@@ -296,7 +303,7 @@ def _candidate_groups(runs: list[T.TeacherRun], examples: list[dspy.Example], st
 
 
 def _samples_key(prompts: list, dpo: R.DPORecipe, seed: int) -> str:
-    settings = [dpo.samples, dpo.temperature, dpo.top_p, dpo.max_new_tokens, seed]
+    settings = [dpo.samples, dpo.temperature, dpo.top_p, dpo.max_new_tokens, seed, "engine"]  # not the old sampler's
     return hashlib.sha256(json.dumps([prompts, settings], sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -220,30 +220,3 @@ def run_dpo(pairs: list[dict], model_path: str, sft_adapter: Path, recipe: DPORe
     cb = progress_callback(f"DPO {recipe.name}")
     trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tok, callbacks=[cb])
     return _train_and_save(trainer, "DPO", work_dir, recipe.train) | {"pairs": len(pairs)}
-
-
-def sample_completions(model_path: str, adapter: Path, prompts: list[list[dict[str, str]]], n: int,
-                       temperature: float, top_p: float, max_new_tokens: int, seed: int = 0,
-                       progress: Progress | None = None) -> list[list[str]]:
-    """n sampled assistant messages per chat prompt from base + adapter, in process (no engine needed)."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    _threads()
-    torch.manual_seed(seed)
-    tok = AutoTokenizer.from_pretrained(model_path)
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32), str(adapter))
-    model.eval()
-    task = progress.add_task("sampling candidates", total=len(prompts)) if progress else None
-    out = []
-    for messages in prompts:
-        ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-        with torch.no_grad():
-            gen = model.generate(**ids, do_sample=True, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                                 num_return_sequences=n, pad_token_id=tok.pad_token_id or tok.eos_token_id)
-        prompt_len = ids["input_ids"].shape[1]
-        out.append([tok.decode(g[prompt_len:], skip_special_tokens=True).strip() for g in gen])
-        if progress:
-            progress.advance(task)
-    return out
