@@ -383,7 +383,8 @@ def bench(what: Annotated[str, typer.Argument(help="engine, compile or serve")] 
     """Benchmarks (numbers go to artifacts/bench/*.json).
 
     A/B an engine setting: `DSPYC_ENGINE_EXTRA_ARGS="--max-num-batched-tokens 1024" dspyc bench engine --label mnbt1024
-    --no-inprocess` restarts the engine with it (the start command changed) and writes its own JSON."""
+    --no-inprocess` restarts the engine with it (the start command changed) and writes its own JSON.
+    `compile` restarts the program LM's engine first, so its prefix cache starts empty."""
     from dspyc import bench as b
 
     if what == "serve":  # the program server under load (dspyc/serve/bench.py); `requests` sizes the stub run
@@ -397,7 +398,7 @@ def bench(what: Annotated[str, typer.Argument(help="engine, compile or serve")] 
     elif what == "compile":
         b.bench_compile()
     else:
-        raise DspycError(f"unknown benchmark {what!r}: choose engine or compile")
+        raise DspycError(f"unknown benchmark {what!r}: choose engine, compile or serve")
 
 
 @app.command()
