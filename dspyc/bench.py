@@ -233,7 +233,7 @@ def bench_compile(sizes: tuple[int, int, int] = (4, 4, 0), s: Settings | None = 
         table.add_row(k, f"{v['wall_s']:.1f}", str(v["lm_calls"]), str(v["tokens"]), f"{v['compiled_dev_f1']:.3f}")
     console.print(table)
     engine_s = runs["engine, cold caches"]["wall_s"]
-    speedup = runs["in-process, sequential"]["wall_s"] / engine_s
+    speedup = runs["in-process, sequential"]["wall_s"] / max(engine_s, 1e-3)
     cached = engine_s / max(runs["engine, warm DSPy cache (re-run)"]["wall_s"], 1e-3)
     console.print(f"engine vs in-process: [bold]{speedup:.1f}×[/bold] faster (target ≥ 8×); cached re-run: [bold]{cached:.1f}×[/bold] faster")
     state = engine.status(s)

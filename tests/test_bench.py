@@ -27,3 +27,32 @@ def test_prefill_throughput_counts_prompt_tokens_and_the_median_latency(monkeypa
     assert (out["requests"], out["prompt_tokens"], out["completion_tokens"]) == (3, 2100, 12)
     assert out["prompt_tokens_per_s"] > 0 and out["p50_latency_s"] >= 0
     assert all(j["max_tokens"] == 16 and j["temperature"] == 0 for j in sent)
+
+
+def test_the_compile_bench_times_the_engine_from_an_empty_prefix_cache(monkeypatch, tmp_path):
+    """The engine is restarted (its prefix cache emptied) before the cold run and started before the clock; the
+    in-process run comes next, the warm DSPy-cache run last."""
+    from types import SimpleNamespace
+
+    import dspy
+
+    from dspyc import compiler
+
+    events = []
+    monkeypatch.setattr(bench.engine, "down", lambda s: events.append("down"))
+    monkeypatch.setattr(bench.engine, "ensure", lambda s: events.append("up"))
+    monkeypatch.setattr(bench.engine, "status", lambda s: None)
+    monkeypatch.setattr(dspy, "configure_cache", lambda **kw: events.append("fresh DSPy cache"))
+    monkeypatch.setattr(bench, "_save", lambda name, result, s: None)
+
+    def compile_program(name, recipe, s, lm_overrides, **kw):
+        events.append((s.lm_backend, s.num_threads, lm_overrides["cache"]))
+        return SimpleNamespace(usage={"lm_calls": 2, "input_tokens": 10, "output_tokens": 1},
+                               metrics={"compiled": {"dev": {"f1": 0.5}}})
+
+    monkeypatch.setattr(compiler, "compile_program", compile_program)
+    out = bench.bench_compile(s=get_settings().model_copy(update={"artifacts_root": tmp_path}))
+    assert events == ["fresh DSPy cache", "down", "up", ("engine", 16, True), ("transformers", 1, False),
+                      ("engine", 16, True)]
+    assert list(out["runs"]) == ["engine, cold caches", "in-process, sequential", "engine, warm DSPy cache (re-run)"]
+    assert out["engine_speedup"] >= 0
