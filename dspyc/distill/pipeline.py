@@ -284,8 +284,7 @@ def _candidate_groups(runs: list[T.TeacherRun], examples: list[dspy.Example], st
                       max_tokens=dpo.max_new_tokens)
         with _progress() as progress:
             task = progress.add_task("sampling candidates (engine)", total=len(prompts))
-            samples = S.sample(lm, prompts, dpo.samples, seed=seed, threads=threads,
-                               on_done=lambda: progress.advance(task))
+            samples = S.sample(lm, prompts, dpo.samples, threads=threads, on_done=lambda: progress.advance(task))
         if cache:
             _store_samples(cache, prompts, dpo, seed, samples)
     best_teacher: dict[str, T.TeacherRun] = {}

