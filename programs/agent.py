@@ -17,6 +17,7 @@ from typing import Any
 
 import dspy
 
+from dspyc.adapter import DEFAULT_MAX_STRING_LENGTH
 from dspyc.data.bfcl import BFCLDataset, ast_check, load_bfcl, to_bfcl_calls
 from dspyc.metrics import mean
 from dspyc.registry import ProgramSpec
@@ -84,12 +85,17 @@ class FunctionCaller(dspy.Module):
             fewest = most = max(len(tasks), 1)
         if self.call_per_task and len(tasks) > 1:  # (request, response_format) per call step
             one = calls_response_format(schemas, 1, min_calls=1)
-            steps = [(f'From the request "{question}", this call does only: {task}', one) for task in tasks]
+            steps = [(task_request(question, task), one) for task in tasks]
         else:
             steps = [(question, calls_response_format(schemas, most, min_calls=fewest))]
         calls = [c for request, fmt in steps for c in self.call(
             question=request, functions=functions, config={"response_format": fmt, "max_tokens": self.max_tokens}).calls or []]
         return dspy.Prediction(calls=dedupe([_as_dict(c) for c in calls]))
+
+
+def task_request(question: str, task: str) -> str:
+    """The request a per-task call step sees: the task comes last (after the request, Qwen called the wrong function)."""
+    return f'From the request "{question}", this call does only: {task}'
 
 
 def dedupe(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -177,11 +183,32 @@ def build(data: BFCLDataset, config: dict[str, Any]) -> FunctionCaller:
                           split_tasks=cfg["split_tasks"], call_per_task=cfg["call_per_task"])
 
 
+def gold_task(call: dict[str, Any]) -> str:
+    """A task line for a gold call: its argument values, which the request states and which tell one task from
+    the next ("2, 3" and "3, 5" for two powers); the split step never sees the function names."""
+    values = [v if isinstance(v, str) else json.dumps(v) for v in call["arguments"].values()]
+    return (", ".join(values) or call["name"])[:DEFAULT_MAX_STRING_LENGTH]
+
+
 def gold_trace(example: dspy.Example) -> list[dict[str, Any]]:
-    """BFCL's possible answers as a trace of the function caller (for `dspyc distill agent`: gold-labelled calls train
-    the student beside the teacher's passing traces; only train examples are ever passed here)."""
-    return [{"predictor": "call", "inputs": {"question": example.question, "functions": example.functions},
-             "outputs": {"calls": example.calls}}]
+    """BFCL's possible answers as the trace `FunctionCaller` (default config) would leave: the split step's
+    tasks, then one call step per task (or one on the request itself for a single task). `dspyc distill agent`
+    trains the student on these beside the teacher's passing traces; it never passes dev or test examples."""
+    calls, q, functions = example.calls, example.question, example.functions
+    if not calls or len(calls) > CONFIG["max_calls"]:  # the program could not write it: no label to learn
+        return []
+    tasks = [gold_task(c) for c in calls]
+    steps = [(task_request(q, t), [c]) for t, c in zip(tasks, calls)] if len(calls) > 1 else [(q, calls)]
+    return [{"predictor": "split", "inputs": {"question": q}, "outputs": {"tasks": tasks}},
+            *({"predictor": "call", "inputs": {"question": r, "functions": functions}, "outputs": {"calls": c}}
+              for r, c in steps)]
+
+
+def keep_trace(example: dspy.Example, calls: list[Any]) -> bool:
+    """A passing teacher trace is SFT data only when its split step found as many tasks as the gold answer has
+    calls: Qwen often split one request in two, wrote the same call twice, and passed once `dedupe` merged them."""
+    tasks = next((c.outputs.get("tasks") or [] for c in calls if c.predictor == "split"), None)
+    return tasks is None or max(len(tasks), 1) == len(example.calls)
 
 
 def check(example: dspy.Example, pred: dspy.Prediction) -> bool:

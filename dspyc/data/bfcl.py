@@ -180,8 +180,19 @@ class BFCLDataset:
             self.splits["all"] += order
         # Train interleaves the categories: Bootstrap* optimizers take the first passing traces in train order,
         # and category by category all three demos were simple_python ones.
-        self.splits["train"] = [ex for group in itertools.zip_longest(*per_category_train) for ex in group if ex is not None]
+        self.splits["train"] = _interleave(per_category_train)
         return self.splits
+
+    def outside(self, *splits: str) -> list[dspy.Example]:
+        """Every example in none of `splits`, the categories interleaved (e.g. more gold labels for distillation:
+        all but train, dev and test)."""
+        held = {ex.id for name in splits for ex in self.splits.get(name, [])}
+        return _interleave([[ex for ex in self.splits["all"] if ex.category == cat and ex.id not in held]
+                            for cat in self.examples])
+
+
+def _interleave(groups: list[list[dspy.Example]]) -> list[dspy.Example]:
+    return [ex for group in itertools.zip_longest(*groups) for ex in group if ex is not None]
 
 
 def load_bfcl(spec: str = "bfcl", s: Settings | None = None) -> BFCLDataset:

@@ -167,12 +167,23 @@ def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None
     with _progress() as progress, dspy.context(adapter=ConstrainedJSONAdapter()):
         runs = T.collect(teacher_module, train_ex, spec.metric, repeats=sft.teacher_repeats, min_score=sft.min_score,
                          num_threads=num_threads, lm=t_lm, progress=progress)
+    passed = sum(r.passed for r in runs)
+    module = importlib.import_module(spec.import_path)
+    if keep_trace := getattr(module, "keep_trace", None):  # the program's own test of a clean trace
+        by_id = {str(ex.get("id")): ex for ex in train_ex}
+        for r in runs:
+            r.passed = r.passed and keep_trace(by_id[r.example_id], r.calls)
     kept = sum(r.passed for r in runs)
-    gold_trace = getattr(importlib.import_module(spec.import_path), "gold_trace", None)
-    gold = T.gold_runs(gold_trace, train_ex) if gold_trace else []  # train labels only: never dev or test
+    gold_trace, gold = getattr(module, "gold_trace", None), []
+    if gold_trace:  # labels of train, and of examples in no split: never dev or test
+        outside = getattr(dataset, "outside", None)
+        extra = outside("train", "dev", "test")[: sft.gold_extra] if sft.gold_extra and outside else []
+        gold = T.gold_runs(gold_trace, train_ex + extra)
     rows = T.sft_rows(runs + gold, student_module)
     sft_version, sft_path = _write_dataset(program, "sft", rows, s)
-    console.print(f"teacher traces: {kept}/{len(runs)} passed the metric" + (f", + {len(gold)} gold-labelled" if gold else "")
+    console.print(f"teacher traces: {passed}/{len(runs)} passed the metric"
+                  + (f", {kept} kept as clean traces" if kept != passed else "")
+                  + (f", + {len(gold)} gold-labelled" if gold else "")
                   + f" → {len(rows)} SFT examples (dataset sft-{sft_version}: {sft_path})")
 
     # 2. LoRA SFT (resumable: the work folder is keyed by the dataset and the recipe).

@@ -78,6 +78,9 @@ class SFTRecipe(BaseModel):
     teacher_repeats: int = Field(1, ge=1)  # teacher runs per train input (temperature > 0 when > 1)
     teacher_temperature: float = Field(0.0, ge=0.0, le=2.0)
     max_examples: int | None = None  # cap on train inputs the teacher sees
+    # Programs with gold labels (`gold_trace`): this many more labelled examples, from outside train, dev and
+    # test, join the train split's labels as SFT data (the teacher does not run on them).
+    gold_extra: int = Field(0, ge=0)
     # Decoding settings the student is tried with on dev after training; the best by the program's metric is
     # recorded in the student's manifest and used wherever it is served. ({} is plain greedy decoding.) A small
     # student repeats its sentences under greedy decoding until a length bound, so the sign-off never comes.

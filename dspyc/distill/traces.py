@@ -115,10 +115,11 @@ def compact_json(outputs: dict[str, Any], signature: type[dspy.Signature]) -> st
 
 
 def sft_rows(runs: Iterable[TeacherRun], student: dspy.Module) -> list[SFTRow]:
-    """Chat examples from the kept runs, formatted with the student's own predictors (no demos)."""
+    """Chat examples from the kept runs, formatted with the student's own predictors (no demos). A row repeated
+    verbatim (a teacher that answers every repeat alike) is kept once: it would weigh an easy input N times."""
     adapter = ConstrainedJSONAdapter()
     predictors = dict(student.named_predictors())
-    rows = []
+    rows, seen = [], set()
     for run in runs:
         if not run.passed:
             continue
@@ -127,9 +128,13 @@ def sft_rows(runs: Iterable[TeacherRun], student: dspy.Module) -> list[SFTRow]:
             if pred is None:
                 continue
             messages = adapter.format(pred.signature, demos=[], inputs=call.inputs)
-            rows.append(SFTRow(example_id=run.example_id, predictor=call.predictor, score=run.score,
-                               prompt=[{"role": m["role"], "content": m["content"]} for m in messages],
-                               completion=[{"role": "assistant", "content": compact_json(call.outputs, pred.signature)}]))
+            prompt = [{"role": m["role"], "content": m["content"]} for m in messages]
+            completion = [{"role": "assistant", "content": compact_json(call.outputs, pred.signature)}]
+            key = json.dumps([prompt, completion])
+            if key not in seen:
+                seen.add(key)
+                rows.append(SFTRow(example_id=run.example_id, predictor=call.predictor, score=run.score,
+                                   prompt=prompt, completion=completion))
     return rows
 
 

@@ -71,7 +71,8 @@ def test_every_repeat_keeps_its_predictor_names():
     with dspy.context(adapter=dspy.JSONAdapter()):
         runs = collect(Prog(), examples(), metric, repeats=3, num_threads=2, lm=teacher_lm())
     assert len(runs) == 9 and {c.predictor for r in runs for c in r.calls} == {"rewrite"}
-    assert len(sft_rows(runs, Prog())) == 6  # 3 repeats of the 2 passing inputs
+    # 3 repeats of the 2 passing inputs, answered alike: each row once, so an easy input does not weigh 3x
+    assert len(sft_rows(runs, Prog())) == 2
 
 
 def test_every_repeat_is_its_own_request_so_a_cached_teacher_can_resume():
@@ -119,9 +120,39 @@ def test_gold_labels_become_sft_rows_in_the_students_own_prompt():
     runs = T.gold_runs(agent.gold_trace, [ex])
     assert runs[0].passed and runs[0].source == "gold" and runs[0].score == 1.0
     rows = T.sft_rows(runs, agent.FunctionCaller())
-    assert len(rows) == 1 and rows[0].predictor == "call"
-    assert rows[0].completion[0]["content"] == '{"calls":[{"name":"area","arguments":{"radius":3}}]}'
-    assert "Area of a circle" in rows[0].prompt[-1]["content"] and "area(radius: int)" in rows[0].prompt[-1]["content"]
+    # the trace the program leaves: the split step's one task, then the call step on the request itself
+    assert [r.predictor for r in rows] == ["split", "call"]
+    assert rows[0].completion[0]["content"] == '{"tasks":["3"]}'
+    assert rows[1].completion[0]["content"] == '{"calls":[{"name":"area","arguments":{"radius":3}}]}'
+    assert "Area of a circle" in rows[1].prompt[-1]["content"] and "area(radius: int)" in rows[1].prompt[-1]["content"]
+
+
+def test_a_parallel_gold_label_is_one_call_step_per_task():
+    from dspyc.distill import traces as T
+    from programs import agent
+
+    calls = [{"name": "power", "arguments": {"base": 2, "exponent": 3}}, {"name": "power", "arguments": {"base": 3, "exponent": 5}}]
+    ex = dspy.Example(id="parallel_1", question="2 to the 3rd, and 3 to the 5th?", functions=["power(base: int, exponent: int)"],
+                      calls=calls).with_inputs("question", "functions")
+    rows = T.sft_rows(T.gold_runs(agent.gold_trace, [ex]), agent.FunctionCaller())
+    assert [r.predictor for r in rows] == ["split", "call", "call"]
+    assert rows[0].completion[0]["content"] == '{"tasks":["2, 3","3, 5"]}'
+    # each call step sees the request and its task, as FunctionCaller.forward sends them
+    assert rows[2].prompt[-1]["content"].endswith(agent.task_request(ex.question, "3, 5"))
+    assert rows[2].completion[0]["content"] == '{"calls":[{"name":"power","arguments":{"base":3,"exponent":5}}]}'
+    too_many = ex.copy(calls=calls * 3)  # more calls than the program may write: no label
+    assert T.gold_runs(agent.gold_trace, [too_many])[0].calls == []
+
+
+def test_a_teacher_trace_that_split_one_request_in_two_is_not_kept():
+    from dspyc.distill.traces import PredictorCall
+    from programs import agent
+
+    ex = dspy.Example(calls=[{"name": "area", "arguments": {"radius": 3}}])
+    split = lambda n: PredictorCall(predictor="split", inputs={}, outputs={"tasks": ["t"] * n})  # noqa: E731
+    assert agent.keep_trace(ex, [split(1)]) and agent.keep_trace(ex, [split(0)])
+    assert not agent.keep_trace(ex, [split(2)])
+    assert agent.keep_trace(ex, [])  # no split step (split_tasks=false): nothing to check
 
 
 def test_typed_outputs_become_the_json_the_engine_sends():
