@@ -11,6 +11,7 @@ for an engine that serves adapters: on CPU it turns torch.compile off (1.7-2.6x 
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import os
 import re
@@ -306,6 +307,8 @@ def build_command(python: Path, model: str, served: str, host: str, port: int, s
            "--disable-uvicorn-access-log", "--api-key", s.lm_api_key]
     if loras or (lora if lora is not None else s.engine_enable_lora is True):
         cmd += ["--enable-lora", "--max-lora-rank", str(lora_rank(s, loras.values())), "--max-loras", "4"]
+        if targets := lora_targets(s, loras.values()):
+            cmd += ["--lora-target-modules", *targets]
     if loras:
         cmd += ["--lora-modules", *(f"{name}={path}" for name, path in sorted(loras.items()))]
     return cmd + shlex.split(s.engine_extra_args)
@@ -326,6 +329,40 @@ def lora_rank(s: Settings, paths: Iterable[str | Path] = ()) -> int:
     """The engine's --max-lora-rank: the setting, raised to fit the largest adapter, rounded up to a value vLLM takes."""
     need = max([s.engine_max_lora_rank, *(adapter_rank(p) for p in paths)])
     return next((r for r in LORA_RANKS if r >= need), LORA_RANKS[-1])
+
+
+def adapter_targets(path: str | Path) -> set[str] | None:
+    """A PEFT adapter's target modules; None where it targets every linear layer (as `adapter_rank`, an unreadable
+    adapter_config.json gives nothing: vLLM itself will refuse that adapter)."""
+    try:
+        targets = json.loads((Path(path) / "adapter_config.json").read_text()).get("target_modules")
+    except (OSError, ValueError):
+        return set()
+    return {targets} if isinstance(targets, str) and targets != "all-linear" else set(targets) if isinstance(targets, list) else None
+
+
+def lora_targets(s: Settings, paths: Iterable[str | Path] = ()) -> list[str] | None:
+    """The engine's --lora-target-modules: the setting's modules plus every adapter's; None (vLLM wraps every
+    layer it can) when the setting is empty or an adapter targets all linear layers. vLLM-CPU runs each wrapped
+    layer's LoRA ops eagerly on every step, adapter or not, so wrapping only q/v is what makes a student fast."""
+    wanted: set[str] = {m.strip() for m in s.engine_lora_target_modules.split(",") if m.strip()}
+    if not wanted:
+        return None
+    for p in paths:
+        targets = adapter_targets(p)
+        if targets is None:
+            return None
+        wanted |= targets
+    return sorted(wanted)
+
+
+def served_targets(state: EngineState) -> set[str] | None:
+    """The --lora-target-modules a running engine was started with (None: every layer vLLM can wrap)."""
+    cmd = state.command
+    if "--lora-target-modules" not in cmd:
+        return None
+    rest = cmd[cmd.index("--lora-target-modules") + 1:]
+    return set(itertools.takewhile(lambda a: not a.startswith("--"), rest))
 
 
 def served_rank(state: EngineState) -> int:
@@ -501,7 +538,9 @@ def load_lora(name: str, path: str | Path, s: Settings | None = None, model: str
         _load_adapter(base, name, path, s)
         return base
     state = up(s, key, lora=True)
-    if adapter_rank(path) > served_rank(state):  # the engine's LoRA buffers are too small: restart it with this one
+    served, targets = served_targets(state), adapter_targets(path)
+    # the engine's LoRA buffers are too small, or it does not wrap a layer this adapter changes: restart it with this one
+    if adapter_rank(path) > served_rank(state) or (served is not None and (targets is None or not targets <= served)):
         state = up(s, key, loras={name: str(path)})
     if name not in state.adapters:
         _load_adapter(state.base_url, name, path, s)

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # The largest LoRA rank an engine accepts (dspyc's recipes train r=16); a larger adapter raises it. vLLM sizes its
     # LoRA buffers by it and CPU ops scale with it: through an r=16 adapter, 8 streams ran 9.1 tok/s at 64, 21.7 at 16.
     engine_max_lora_rank: int = 16
+    # The layers a LoRA engine wraps (comma-separated, PEFT names; adapters add theirs; empty: every layer vLLM can).
+    # dspyc's recipes train q/v; vLLM-CPU runs every wrapped layer's LoRA ops eagerly on each step.
+    engine_lora_target_modules: str = "q_proj,v_proj"
     engine_extra_args: str = ""
 
     mlflow_uri: str | None = None  # None: SQLite under artifacts/

@@ -1,6 +1,7 @@
 import os
 import socket
 import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
@@ -342,3 +343,30 @@ def test_a_bind_from_the_environment_is_recorded_as_its_cores(tmp_path, monkeypa
     t = engine_tuning.cpu_tuning(Settings(), tmp_path / "python")
     assert t.cores == [0, 1, 3] and "from the environment" in t.why["VLLM_CPU_OMP_THREADS_BIND"]
     assert engine_tuning.parse_cores("auto") == []
+
+
+def test_a_lora_engine_wraps_only_the_layers_its_adapters_change(fake_vllm, tmp_path):
+    """vLLM-CPU runs every wrapped layer's LoRA ops eagerly on each step, so an engine wraps q/v (what dspyc's
+    recipes train) plus whatever its adapters target; an adapter outside that set restarts it, wider."""
+    import json
+
+    def adapter(name: str, targets) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        (d / "adapter_config.json").write_text(json.dumps({"r": 16, "target_modules": targets}))
+        return d
+
+    s, loaded = fake_vllm
+    engine.load_lora("qv", adapter("qv", ["v_proj", "q_proj"]), s, model="student-base")
+    first = engine.status(s, "student-base")
+    assert engine.served_targets(first) == {"q_proj", "v_proj"}
+    assert first.command[first.command.index("--lora-target-modules"):][:3] == ["--lora-target-modules", "q_proj", "v_proj"]
+    engine.load_lora("qv2", adapter("qv2", ["q_proj"]), s, model="student-base")
+    assert engine.status(s, "student-base").pid == first.pid  # covered: loaded without a restart
+    engine.load_lora("o", adapter("o", ["o_proj"]), s, model="student-base")
+    wider = engine.status(s, "student-base")
+    assert wider.pid != first.pid and engine.served_targets(wider) == {"o_proj", "q_proj", "v_proj"}
+    assert set(wider.adapters) == {"qv", "qv2", "o"}
+    engine.load_lora("all", adapter("all", "all-linear"), s, model="student-base")
+    assert engine.served_targets(engine.status(s, "student-base")) is None  # every layer vLLM can wrap
+    assert engine.lora_targets(Settings(engine_lora_target_modules="")) is None
