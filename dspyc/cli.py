@@ -96,7 +96,9 @@ def engine_status(model: Annotated[Optional[str], typer.Argument(
     for st in states:
         label = st.served_model + (" (program LM)" if (st.key or st.served_model) == s.lm_model else "")
         rank = engine.served_rank(st)  # vLLM sizes the LoRA buffers by it: on CPU the cost grows with it
-        lora = ("on" + (f", rank ≤ {rank}" if rank else "")) if st.lora_enabled else "off"
+        targets = engine.served_targets(st)  # on CPU every wrapped layer costs each step, adapter or not
+        lora = ("on" + (f", rank ≤ {rank}" if rank else "") + (f", {'/'.join(sorted(targets))}" if targets else ", all layers")
+                if st.lora_enabled else "off")
         table.add_row(label, st.base_url, str(st.pid), lora, ", ".join(st.adapters) or "-",
                       st.dtype, "healthy" if engine.healthy(st.base_url, timeout=1.0) else "starting")
     out.print(table)
