@@ -184,10 +184,12 @@ def build(data: BFCLDataset, config: dict[str, Any]) -> FunctionCaller:
 
 
 def gold_task(call: dict[str, Any]) -> str:
-    """A task line for a gold call: its argument values, which the request states and which tell one task from
-    the next ("2, 3" and "3, 5" for two powers); the split step never sees the function names."""
+    """A task line for a gold call: what it does, then the argument values the request states ("power: 2, 3" and
+    "power: 3, 5"). The leading name marks where each task starts: taught bare values, SmolLM2 ran a parallel
+    request's tasks together ("5,10,15") or repeated a value until the length bound."""
     values = [v if isinstance(v, str) else json.dumps(v) for v in call["arguments"].values()]
-    return (", ".join(values) or call["name"])[:DEFAULT_MAX_STRING_LENGTH]
+    what = call["name"].split(".")[-1].replace("_", " ")
+    return (f"{what}: {', '.join(values)}" if values else what)[:DEFAULT_MAX_STRING_LENGTH]
 
 
 def gold_trace(example: dspy.Example) -> list[dict[str, Any]]:

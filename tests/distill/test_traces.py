@@ -122,7 +122,7 @@ def test_gold_labels_become_sft_rows_in_the_students_own_prompt():
     rows = T.sft_rows(runs, agent.FunctionCaller())
     # the trace the program leaves: the split step's one task, then the call step on the request itself
     assert [r.predictor for r in rows] == ["split", "call"]
-    assert rows[0].completion[0]["content"] == '{"tasks":["3"]}'
+    assert rows[0].completion[0]["content"] == '{"tasks":["area: 3"]}'
     assert rows[1].completion[0]["content"] == '{"calls":[{"name":"area","arguments":{"radius":3}}]}'
     assert "Area of a circle" in rows[1].prompt[-1]["content"] and "area(radius: int)" in rows[1].prompt[-1]["content"]
 
@@ -136,9 +136,9 @@ def test_a_parallel_gold_label_is_one_call_step_per_task():
                       calls=calls).with_inputs("question", "functions")
     rows = T.sft_rows(T.gold_runs(agent.gold_trace, [ex]), agent.FunctionCaller())
     assert [r.predictor for r in rows] == ["split", "call", "call"]
-    assert rows[0].completion[0]["content"] == '{"tasks":["2, 3","3, 5"]}'
+    assert rows[0].completion[0]["content"] == '{"tasks":["power: 2, 3","power: 3, 5"]}'
     # each call step sees the request and its task, as FunctionCaller.forward sends them
-    assert rows[2].prompt[-1]["content"].endswith(agent.task_request(ex.question, "3, 5"))
+    assert rows[2].prompt[-1]["content"].endswith(agent.task_request(ex.question, "power: 3, 5"))
     assert rows[2].completion[0]["content"] == '{"calls":[{"name":"power","arguments":{"base":3,"exponent":5}}]}'
     too_many = ex.copy(calls=calls * 3)  # more calls than the program may write: no label
     assert T.gold_runs(agent.gold_trace, [too_many])[0].calls == []
