@@ -317,11 +317,19 @@ def build_command(python: Path, model: str, served: str, host: str, port: int, s
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM accepts for --max-lora-rank
 
 
+def _adapter_config(path: str | Path) -> dict | None:
+    """A PEFT adapter's adapter_config.json (None where its folder has none readable: vLLM itself refuses it)."""
+    try:
+        return json.loads((Path(path) / "adapter_config.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def adapter_rank(path: str | Path) -> int:
     """A PEFT adapter's rank `r` (0 where its folder has no readable adapter_config.json)."""
     try:
-        return int(json.loads((Path(path) / "adapter_config.json").read_text()).get("r") or 0)
-    except (OSError, ValueError):
+        return int((_adapter_config(path) or {}).get("r") or 0)
+    except ValueError:
         return 0
 
 
@@ -333,11 +341,11 @@ def lora_rank(s: Settings, paths: Iterable[str | Path] = ()) -> int:
 
 def adapter_targets(path: str | Path) -> set[str] | None:
     """A PEFT adapter's target modules; None where it targets every linear layer (as `adapter_rank`, an unreadable
-    adapter_config.json gives nothing: vLLM itself will refuse that adapter)."""
-    try:
-        targets = json.loads((Path(path) / "adapter_config.json").read_text()).get("target_modules")
-    except (OSError, ValueError):
+    adapter_config.json gives nothing)."""
+    config = _adapter_config(path)
+    if config is None:
         return set()
+    targets = config.get("target_modules")
     return {targets} if isinstance(targets, str) and targets != "all-linear" else set(targets) if isinstance(targets, list) else None
 
 

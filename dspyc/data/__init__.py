@@ -25,6 +25,12 @@ def seeded_split(rows: Sequence[Row], to_example: Callable[[Row], dspy.Example],
     return {k: [to_example(r) for r in v] for k, v in parts.items()}
 
 
+def outside(splits: dict[str, list[dspy.Example]], *names: str) -> list[dspy.Example]:
+    """Every example of `splits["all"]` in none of the splits `names`, in "all" order (e.g. all but dev and test)."""
+    held = {ex.id for name in names for ex in splits.get(name, [])}
+    return [ex for ex in splits["all"] if ex.id not in held]
+
+
 SPLIT_KEYS = ("train", "dev", "test")
 
 

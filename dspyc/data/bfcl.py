@@ -25,6 +25,7 @@ from typing import Any
 
 import dspy
 
+from dspyc.data import outside as examples_outside
 from dspyc.errors import DataError, DspycError
 from dspyc.settings import Settings, get_settings
 from dspyc.tools.schema import render_function
@@ -186,9 +187,8 @@ class BFCLDataset:
     def outside(self, *splits: str) -> list[dspy.Example]:
         """Every example in none of `splits`, the categories interleaved (e.g. more gold labels for distillation:
         all but train, dev and test)."""
-        held = {ex.id for name in splits for ex in self.splits.get(name, [])}
-        return _interleave([[ex for ex in self.splits["all"] if ex.category == cat and ex.id not in held]
-                            for cat in self.examples])
+        rest = examples_outside(self.splits, *splits)
+        return _interleave([[ex for ex in rest if ex.category == cat] for cat in self.examples])
 
 
 def _interleave(groups: list[list[dspy.Example]]) -> list[dspy.Example]:

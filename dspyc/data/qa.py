@@ -12,6 +12,7 @@ from pathlib import Path
 import dspy
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from dspyc.data import outside as examples_outside
 from dspyc.data import seeded_split
 from dspyc.data import versions as data_versions
 from dspyc.errors import DataError
@@ -86,8 +87,7 @@ class QADataset:
     def outside(self, *splits: str) -> list[dspy.Example]:
         """Every example in none of `splits`, e.g. the reranker's training pool: all but dev and test.
         (The program's train split is kept small because each of its examples costs LM calls.)"""
-        held = {ex.id for name in splits for ex in self.splits.get(name, [])}
-        return [ex for ex in self.splits["all"] if ex.id not in held]
+        return examples_outside(self.splits, *splits)
 
     @property
     def documents(self) -> list[dict[str, str]]:
