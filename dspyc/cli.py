@@ -228,12 +228,15 @@ def distill(program: Annotated[str, typer.Argument(help="A program in programs/,
             split: Annotated[str, typer.Option(help="Held-out split for the table.")] = "test",
             eval_threads: Annotated[int, typer.Option(min=1, help="Calls in flight while the table's systems are scored. "
                                                       "Every row uses the same number, so p50 latencies compare; raise it "
-                                                      "for a faster table when latency at light load is not the question.")] = 2):
+                                                      "for a faster table when latency at light load is not the question.")] = 2,
+            prompt_pass: Annotated[Optional[str], typer.Option(help="BetterTogether's last step: after fine-tuning, optimize "
+                                                               "the best student's prompt with this recipe (e.g. bootstrap: "
+                                                               "the teacher LM bootstraps demos), one more row in the table.")] = None):
     """Distill a program into a LoRA student: teacher traces → SFT → DPO → student versions, served as adapters."""
     from dspyc.distill.pipeline import distill as run
 
     run(program, sft, None if no_dpo else dpo, teacher=teacher, teacher_url=teacher_url, data=data, seed=seed,
-        eval_split=split, eval_threads=eval_threads)
+        eval_split=split, eval_threads=eval_threads, prompt_recipe=prompt_pass)
 
 
 @app.command("distill-table")

@@ -122,6 +122,21 @@ def choose_decoding(label: str, program: dspy.Module, model: str, adapter: str |
     return best["decoding"], tried
 
 
+def prompt_pass(recipe_name: str, student: dspy.Module, student_lm: dspy.LM, teacher_lm: dspy.LM,
+                train_ex: list[dspy.Example], spec: registry.ProgramSpec, num_threads: int, seed: int) -> dspy.Module:
+    """BetterTogether's last step (prompt → weights → prompt): the fine-tuned student's prompt optimized again by
+    a prompt recipe (`bootstrap`, ...). The teacher LM runs the student's own prompt, so the demos it bootstraps
+    pass the metric and have the format the student was trained on."""
+    from dspyc.optimizers import build_optimizer, load_recipe, prewarm_bootstrap
+
+    recipe = load_recipe(recipe_name)
+    optimizer, kwargs = build_optimizer(recipe, spec.metric, num_threads=num_threads, seed=seed,
+                                        teacher=teacher_lm.copy(cache=True))
+    with dspy.context(lm=student_lm, adapter=ConstrainedJSONAdapter()):
+        prewarm_bootstrap(optimizer, student, train_ex, spec.metric, num_threads)
+        return optimizer.compile(student.deepcopy(), trainset=train_ex, **kwargs)
+
+
 def _teacher(spec, dataset, teacher_ref: str | None, s: Settings) -> tuple[dspy.Module, str]:
     if teacher_ref:
         module, manifest, _ = loading.build_version(teacher_ref, s=s)
@@ -134,10 +149,13 @@ def _teacher(spec, dataset, teacher_ref: str | None, s: Settings) -> tuple[dspy.
 def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None = "dpo_default", *,
             teacher: str | None = None, teacher_url: str | None = None, data: str | None = None, seed: int = 0,
             sizes: tuple[int, int, int] | None = None, eval_split: str = "test", eval_threads: int = 2,
-            num_threads: int | None = None, track: bool = True, s: Settings | None = None) -> dict[str, Any]:
+            num_threads: int | None = None, track: bool = True, prompt_recipe: str | None = None,
+            s: Settings | None = None) -> dict[str, Any]:
     """The whole distillation; returns {"table": rows, "versions": {...}}. Teacher traces run `num_threads`
     at once (default: DSPYC_NUM_THREADS, as a compile: throughput, not latency, bounds them); the table's
-    systems run `eval_threads` at once, so their p50 latencies compare at the same light load."""
+    systems run `eval_threads` at once, so their p50 latencies compare at the same light load. `prompt_recipe`
+    (a prompt-optimizer recipe) adds BetterTogether's last step: the best student on dev gets its prompt
+    optimized again, and the table gains that row."""
     s = s or get_settings()
     num_threads = num_threads or s.num_threads
     t0 = time.perf_counter()
@@ -145,6 +163,10 @@ def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None
     source = registry.source_hash(program)  # the prompts the student is trained on: the source as the run began
     sft = R.load(sft_recipe, "sft")
     dpo = R.load(dpo_recipe, "dpo") if dpo_recipe else None
+    if prompt_recipe:  # a bad name fails now, not after the training
+        from dspyc.optimizers import load_recipe
+
+        load_recipe(prompt_recipe)
     dataset = spec.load_data(data or spec.dataset, seed)
     if sizes:
         dataset.split(seed, *sizes)
@@ -225,6 +247,25 @@ def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None
         decodings[stage] = {"decoding": decoding, "tried_on_dev": tried}
         student_lm = build_lm(s, model=sft.base_model, adapter=name, temperature=0.0, **S.decoding_overrides(decoding))
         systems[stage] = evaluate_system(f"{stage} · {eval_split}", student_module, student_lm, held_out, spec, eval_threads, s)
+    modules = {"sft": student_module, "dpo": student_module}
+    adapters = {"sft": sft_adapter, "dpo": dpo_adapter}
+    if prompt_recipe and not dev:
+        console.print("[yellow]prompt pass skipped[/yellow]: it is judged against the student on dev, and there is no dev split")
+    elif prompt_recipe:  # BetterTogether's order: prompt (the teacher) → weights (SFT, DPO) → prompt (this)
+        stage = max(decodings, key=lambda st: max(t["metric"] for t in decodings[st]["tried_on_dev"]))
+        decoding = decodings[stage]["decoding"]
+        student_lm = build_lm(s, model=sft.base_model, adapter=S.lora_name(program, adapters[stage.removeprefix("student_")]),
+                              temperature=0.0, **S.decoding_overrides(decoding))
+        prompted = prompt_pass(prompt_recipe, student_module, student_lm, base_lm, train_ex, spec, num_threads, seed)
+        before = max(t["metric"] for t in decodings[stage]["tried_on_dev"])
+        after = evaluate_system("student_prompt · dev", prompted, student_lm, dev, spec, eval_threads, s).get("metric", 0.0)
+        console.print(f"prompt pass ({prompt_recipe}) on the {stage.removeprefix('student_').upper()} student: "
+                      f"dev {before:.3f} → {after:.3f}" + ("" if after > before else " (no gain: keep the student without it)"))
+        decodings["student_prompt"] = {"decoding": decoding, "prompt_pass": {
+            "recipe": prompt_recipe, "on": stage.removeprefix("student_"), "dev_before": before, "dev_after": after}}
+        systems["student_prompt"] = evaluate_system(f"student_prompt · {eval_split}", prompted, student_lm, held_out, spec,
+                                                    eval_threads, s)
+        modules["prompt"], adapters["prompt"] = prompted, adapters[stage.removeprefix("student_")]
     untuned = build_lm(s, model=sft.base_model, temperature=0.0)  # same engine, no adapter
     systems["student_base"] = evaluate_system(f"untuned base · {eval_split}", student_module, untuned, held_out, spec,
                                               eval_threads, s)
@@ -234,22 +275,22 @@ def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None
     common = dict(teacher=teacher_label, teacher_lm=t_lm.model, base_model=sft.base_model,
                   sft_dataset={"version": sft_version, "examples": len(rows), "traces_kept": kept, "traces": len(runs)},
                   sft_train=sft_out)
-    for stage, adapter, extra in (("sft", sft_adapter, {}),
-                                  ("dpo", dpo_adapter, {"pairs": {"version": pairs_version, "pairs": len(pair_rows)},
-                                                        "dpo_train": dpo_out})):
-        if adapter is None:
+    dpo_info = {"pairs": {"version": pairs_version, "pairs": len(pair_rows)}, "dpo_train": dpo_out}
+    for stage, adapter in adapters.items():
+        if adapter is None or stage not in modules:
             continue
+        extra = dpo_info if stage == "dpo" or adapter == dpo_adapter else {}
         files: dict[str, Any] = {S.ADAPTER_DIR: adapter, "sft.jsonl": sft_path.read_text()}
-        if stage == "dpo":
+        if extra:
             files["pairs.jsonl"] = T.to_jsonl(pair_rows)
-        with artifacts.state_file(student_module) as state:
+        with artifacts.state_file(modules[stage]) as state:
             files[artifacts.PROGRAM_FILE] = state.read_bytes()
         info = ({"stage": stage, "adapter": S.ADAPTER_DIR, "lora_name": S.lora_name(program, adapter)} | common | extra
                 | decodings.get(f"student_{stage}", {}))
         manifest = artifacts.Manifest(
             program=program, version=0, import_path=spec.import_path, source_hash=source,
-            recipe={"name": sft.name if stage == "sft" else f"{sft.name}+{dpo.name}", "optimizer": stage.upper(),
-                    "sft": sft.model_dump(), "dpo": dpo.model_dump() if stage == "dpo" else None},
+            recipe={"name": "+".join([sft.name] + ([dpo.name] if extra else []) + ([prompt_recipe] if stage == "prompt" else [])),
+                    "optimizer": stage.upper(), "sft": sft.model_dump(), "dpo": dpo.model_dump() if extra else None},
             dataset=artifacts.DatasetRef(name=dataset.name, path=str(dataset.path), version=dataset.version),
             lm=artifacts.LMRef(backend=s.lm_backend, model=sft.base_model, served_name=info["lora_name"]),
             seed=seed, config=s_cfg | {"student": info},
@@ -368,7 +409,8 @@ QUALITY_KEYS = ("adherence", "accuracy")  # the program's headline metric, by na
 def _labels(teacher_label: str, teacher_lm: str, base: str) -> dict[str, str]:
     return {"teacher": f"teacher: {teacher_label} on {teacher_lm.removeprefix('openai/')}",
             "student_sft": f"student after SFT ({base} + LoRA)", "student_dpo": f"student after DPO ({base} + LoRA)",
-            "student_base": f"untuned {base}, student prompt"}
+            "student_base": f"untuned {base}, student prompt",
+            "student_prompt": f"student + prompt pass ({base} + LoRA + demos)"}
 
 
 def table_rows(systems: dict[str, dict[str, float]], labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
