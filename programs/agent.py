@@ -152,6 +152,9 @@ class ToolAgent(dspy.Module):
 
 # --- what dspyc needs: data, build, metric, report ---------------------------------------------------
 
+# `dspyc distill agent` trains with this recipe unless --sft says otherwise (gold labels join the teacher's traces).
+SFT_RECIPE = "sft_agent"
+
 CONFIG = {"max_calls": 4, "tool_calling": "constrained", "max_tokens": 200, "split_tasks": True, "call_per_task": True}
 
 

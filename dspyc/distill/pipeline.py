@@ -146,14 +146,18 @@ def _teacher(spec, dataset, teacher_ref: str | None, s: Settings) -> tuple[dspy.
     return spec.build(dataset, spec.config), f"{spec.name} (uncompiled, default config)"
 
 
-def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None = "dpo_default", *,
+DEFAULT_SFT_RECIPE = "sft_r16_qv"
+
+
+def distill(program: str, sft_recipe: str | None = None, dpo_recipe: str | None = "dpo_default", *,
             teacher: str | None = None, teacher_url: str | None = None, data: str | None = None, seed: int = 0,
             sizes: tuple[int, int, int] | None = None, eval_split: str = "test", eval_threads: int = 2,
             num_threads: int | None = None, track: bool = True, prompt_recipe: str | None = None,
             s: Settings | None = None) -> dict[str, Any]:
     """The whole distillation; returns {"table": rows, "versions": {...}}. Teacher traces run `num_threads`
     at once (default: DSPYC_NUM_THREADS, as a compile: throughput, not latency, bounds them); the table's
-    systems run `eval_threads` at once, so their p50 latencies compare at the same light load. `prompt_recipe`
+    systems run `eval_threads` at once, so their p50 latencies compare at the same light load. `sft_recipe`
+    defaults to the program's `SFT_RECIPE`, else sft_r16_qv. `prompt_recipe`
     (a prompt-optimizer recipe) adds BetterTogether's last step: the best student on dev gets its prompt
     optimized again, and the table gains that row."""
     s = s or get_settings()
@@ -161,7 +165,8 @@ def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None
     t0 = time.perf_counter()
     spec = registry.get(program)
     source = registry.source_hash(program)  # the prompts the student is trained on: the source as the run began
-    sft = R.load(sft_recipe, "sft")
+    module = importlib.import_module(spec.import_path)
+    sft = R.load(sft_recipe or getattr(module, "SFT_RECIPE", DEFAULT_SFT_RECIPE), "sft")
     dpo = R.load(dpo_recipe, "dpo") if dpo_recipe else None
     if prompt_recipe:  # a bad name fails now, not after the training
         from dspyc.optimizers import load_recipe
@@ -190,7 +195,6 @@ def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None
         runs = T.collect(teacher_module, train_ex, spec.metric, repeats=sft.teacher_repeats, min_score=sft.min_score,
                          num_threads=num_threads, lm=t_lm, progress=progress)
     passed = sum(r.passed for r in runs)
-    module = importlib.import_module(spec.import_path)
     if keep_trace := getattr(module, "keep_trace", None):  # the program's own test of a clean trace
         by_id = {str(ex.get("id")): ex for ex in train_ex}
         for r in runs:
@@ -201,7 +205,7 @@ def distill(program: str, sft_recipe: str = "sft_r16_qv", dpo_recipe: str | None
         outside = getattr(dataset, "outside", None)
         extra = outside("train", "dev", "test")[: sft.gold_extra] if sft.gold_extra and outside else []
         gold = T.gold_runs(gold_trace, train_ex + extra)
-    rows = T.sft_rows(runs + gold, student_module)
+    rows = T.sft_rows(runs + gold, student_module, dedupe=sft.dedupe_rows)
     sft_version, sft_path = _write_dataset(program, "sft", rows, s)
     console.print(f"teacher traces: {passed}/{len(runs)} passed the metric"
                   + (f", {kept} kept as clean traces" if kept != passed else "")

@@ -81,6 +81,9 @@ class SFTRecipe(BaseModel):
     # Programs with gold labels (`gold_trace`): this many more labelled examples, from outside train, dev and
     # test, join the train split's labels as SFT data (the teacher does not run on them).
     gold_extra: int = Field(0, ge=0)
+    # Keep a row repeated verbatim once (a teacher answering its repeats alike). Off by default: on tone it took the
+    # SFT set from 184 to 160 rows and the DPO student from 94% of the teacher to 87%.
+    dedupe_rows: bool = False
     # Decoding settings the student is tried with on dev after training; the best by the program's metric is
     # recorded in the student's manifest and used wherever it is served. ({} is plain greedy decoding.) A small
     # student repeats its sentences under greedy decoding until a length bound, so the sign-off never comes.

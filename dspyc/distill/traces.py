@@ -114,9 +114,9 @@ def compact_json(outputs: dict[str, Any], signature: type[dspy.Signature]) -> st
     return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
 
 
-def sft_rows(runs: Iterable[TeacherRun], student: dspy.Module) -> list[SFTRow]:
-    """Chat examples from the kept runs, formatted with the student's own predictors (no demos). A row repeated
-    verbatim (a teacher that answers every repeat alike) is kept once: it would weigh an easy input N times."""
+def sft_rows(runs: Iterable[TeacherRun], student: dspy.Module, dedupe: bool = False) -> list[SFTRow]:
+    """Chat examples from the kept runs, formatted with the student's own predictors (no demos). With `dedupe`, a
+    row repeated verbatim (a teacher that answers every repeat alike) is kept once instead of weighing N times."""
     adapter = ConstrainedJSONAdapter()
     predictors = dict(student.named_predictors())
     rows, seen = [], set()
@@ -131,7 +131,7 @@ def sft_rows(runs: Iterable[TeacherRun], student: dspy.Module) -> list[SFTRow]:
             prompt = [{"role": m["role"], "content": m["content"]} for m in messages]
             completion = [{"role": "assistant", "content": compact_json(call.outputs, pred.signature)}]
             key = json.dumps([prompt, completion])
-            if key not in seen:
+            if not dedupe or key not in seen:
                 seen.add(key)
                 rows.append(SFTRow(example_id=run.example_id, predictor=call.predictor, score=run.score,
                                    prompt=prompt, completion=completion))

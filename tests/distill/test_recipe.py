@@ -4,7 +4,7 @@ from dspyc.distill import recipe as R
 from dspyc.errors import DspycError
 
 
-@pytest.mark.parametrize("name", ["sft_r16_qv", "sft_tiny", "sft_qlora"])
+@pytest.mark.parametrize("name", ["sft_r16_qv", "sft_agent", "sft_tiny", "sft_qlora"])
 def test_shipped_sft_recipes_validate(name):
     r = R.load(name, "sft")
     assert r.kind == "sft" and r.name == name and r.lora.target_modules
@@ -20,6 +20,15 @@ def test_roadmap_recipe_is_r16_alpha32_on_q_v():
     r = R.load("sft_r16_qv", "sft")
     assert (r.lora.r, r.lora.alpha, r.lora.target_modules) == (16, 32, ["q_proj", "v_proj"])
     assert r.train.gradient_checkpointing is False
+
+
+def test_the_agents_recipe_is_the_roadmaps_plus_gold_labels():
+    """Same LoRA and training as sft_r16_qv; only the agent's data differs (gold labels, repeats kept once)."""
+    import importlib
+
+    base, agent = R.load("sft_r16_qv", "sft"), R.load(importlib.import_module("programs.agent").SFT_RECIPE, "sft")
+    assert (agent.lora, agent.train) == (base.lora, base.train)
+    assert (agent.gold_extra, agent.dedupe_rows) == (90, True) and (base.gold_extra, base.dedupe_rows) == (0, False)
 
 
 def test_available_lists_by_kind():

@@ -71,8 +71,8 @@ def test_every_repeat_keeps_its_predictor_names():
     with dspy.context(adapter=dspy.JSONAdapter()):
         runs = collect(Prog(), examples(), metric, repeats=3, num_threads=2, lm=teacher_lm())
     assert len(runs) == 9 and {c.predictor for r in runs for c in r.calls} == {"rewrite"}
-    # 3 repeats of the 2 passing inputs, answered alike: each row once, so an easy input does not weigh 3x
-    assert len(sft_rows(runs, Prog())) == 2
+    # 3 repeats of the 2 passing inputs, answered alike: 6 rows, or each row once with `dedupe`
+    assert len(sft_rows(runs, Prog())) == 6 and len(sft_rows(runs, Prog(), dedupe=True)) == 2
 
 
 def test_every_repeat_is_its_own_request_so_a_cached_teacher_can_resume():
