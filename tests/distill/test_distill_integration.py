@@ -89,3 +89,37 @@ def test_distill_table_rescores_the_stored_students(distilled):
     again = remeasure(refs, eval_threads=2, track=False, s=s)
     assert set(again["systems"]) == set(result["systems"])
     assert all(row["lm_calls"] == 2 for row in again["systems"].values())  # the 2 test examples, one call each
+
+
+def test_the_prompt_pass_bootstraps_demos_on_the_teacher_engine_for_the_served_student(distilled):
+    """BetterTogether's last step against the real engines: the program LM bootstraps demos on the student's own
+    prompt (a metric that passes everything, so the count is known), and the student answers with them through
+    its adapter."""
+    import dataclasses
+
+    from dspyc import registry
+    from dspyc.distill.pipeline import prompt_pass
+    from dspyc.distill.student import load_student, serve
+    from dspyc.lm import build_lm
+
+    result, s = distilled
+    m = artifacts.read_manifest("tone", result["versions"]["sft"], s)
+    serve(m, s)
+    student = load_student(f"tone@{m.version}", s)
+    student_lm = student.rewrite.lm
+    student.set_lm(None)  # the prompt pass runs the student under its LM by context, like the table
+    spec = dataclasses.replace(registry.get("tone"), metric=lambda ex, pred, trace=None: True)
+    train = [dspy_example(t) for t in ("the printer is broken again lol", "pls send the deck by fri")]
+    prompted = prompt_pass("bootstrap", student, student_lm, build_lm(s, temperature=0.0), train, spec,
+                           num_threads=2, seed=0)
+    demos = prompted.rewrite.demos
+    assert len(demos) == 2 and all(isinstance(d.rewrite, str) and d.rewrite for d in demos)
+    assert student.rewrite.demos == []  # the stored student is not changed
+    prompted.set_lm(student_lm)
+    assert isinstance(prompted(text="meeting moved to 3, dont be late").rewrite, str)
+
+
+def dspy_example(text: str):
+    import dspy
+
+    return dspy.Example(text=text).with_inputs("text")
