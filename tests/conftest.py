@@ -25,6 +25,25 @@ def hotpot_dir():
     return HOTPOT
 
 
+@pytest.fixture
+def paris_teaching():
+    """A student LM that answers wrong, a teacher LM that answers right, 3 train questions and an exact-match
+    metric: whatever bootstraps demos from the teacher gets exactly its 3 passing answers."""
+    from types import SimpleNamespace
+
+    import dspy
+
+    from dspyc.adapter import ConstrainedJSONAdapter
+
+    adapter = ConstrainedJSONAdapter()
+    return SimpleNamespace(
+        adapter=adapter,
+        student=dspy.utils.DummyLM([{"answer": "wrong"}] * 8, adapter=adapter),
+        teacher=dspy.utils.DummyLM([{"answer": "Paris"}] * 8, adapter=adapter),
+        train=[dspy.Example(question=f"Capital of France? ({i})", answer="Paris").with_inputs("question") for i in range(3)],
+        metric=lambda ex, pred, trace=None: pred.answer == ex.answer)
+
+
 @pytest.fixture(scope="session")
 def live_engine():
     """The real vLLM engine (started if needed, stopped at the end only if this session started it)."""

@@ -40,18 +40,10 @@ def test_unknown_param_is_refused():
         build_optimizer(Recipe(name="x", optimizer="BootstrapFewShot", params={"bogus": 1}), metric)
 
 
-def test_a_teacher_lm_writes_the_demos():
+def test_a_teacher_lm_writes_the_demos(paris_teaching):
     """The student LM answers wrong; the recipe's teacher answers right, so its passing traces become the demos."""
-    from dspyc.adapter import ConstrainedJSONAdapter
-
-    adapter = ConstrainedJSONAdapter()
-    student = dspy.utils.DummyLM([{"answer": "wrong"}] * 8, adapter=adapter)
-    teacher = dspy.utils.DummyLM([{"answer": "Paris"}] * 8, adapter=adapter)
-    train = [dspy.Example(question=f"Capital of France? ({i})", answer="Paris").with_inputs("question") for i in range(3)]
-
-    def exact(ex, pred, trace=None):
-        return pred.answer == ex.answer
-
+    adapter, student, teacher, train, exact = (paris_teaching.adapter, paris_teaching.student, paris_teaching.teacher,
+                                               paris_teaching.train, paris_teaching.metric)
     recipe = Recipe(name="t", optimizer="BootstrapFewShot", params={"max_bootstrapped_demos": 2, "max_labeled_demos": 0})
     with dspy.context(lm=student, adapter=adapter):
         optimizer, kwargs = build_optimizer(recipe, exact, teacher=teacher)

@@ -35,6 +35,7 @@ from dspyc.data import SPLIT_KEYS
 from dspyc.errors import DspycError
 from dspyc.lm import build_lm
 from dspyc.models import resolve_lm, served_name
+from dspyc.optimizers import Recipe, build_optimizer, load_recipe, prewarm_bootstrap
 from dspyc.settings import Settings, get_settings
 
 console = make_console()
@@ -122,14 +123,11 @@ def choose_decoding(label: str, program: dspy.Module, model: str, adapter: str |
     return best["decoding"], tried
 
 
-def prompt_pass(recipe_name: str, student: dspy.Module, student_lm: dspy.LM, teacher_lm: dspy.LM,
+def prompt_pass(recipe: Recipe, student: dspy.Module, student_lm: dspy.LM, teacher_lm: dspy.LM,
                 train_ex: list[dspy.Example], spec: registry.ProgramSpec, num_threads: int, seed: int) -> dspy.Module:
     """BetterTogether's last step (prompt → weights → prompt): the fine-tuned student's prompt optimized again by
     a prompt recipe (`bootstrap`, ...). The teacher LM runs the student's own prompt, so the demos it bootstraps
     pass the metric and have the format the student was trained on."""
-    from dspyc.optimizers import build_optimizer, load_recipe, prewarm_bootstrap
-
-    recipe = load_recipe(recipe_name)
     optimizer, kwargs = build_optimizer(recipe, spec.metric, num_threads=num_threads, seed=seed,
                                         teacher=teacher_lm.copy(cache=True))
     with dspy.context(lm=student_lm, adapter=ConstrainedJSONAdapter()):
@@ -168,10 +166,7 @@ def distill(program: str, sft_recipe: str | None = None, dpo_recipe: str | None 
     module = importlib.import_module(spec.import_path)
     sft = R.load(sft_recipe or getattr(module, "SFT_RECIPE", DEFAULT_SFT_RECIPE), "sft")
     dpo = R.load(dpo_recipe, "dpo") if dpo_recipe else None
-    if prompt_recipe:  # a bad name fails now, not after the training
-        from dspyc.optimizers import load_recipe
-
-        load_recipe(prompt_recipe)
+    prompt_opt = load_recipe(prompt_recipe) if prompt_recipe else None  # a bad name fails now, not after the training
     dataset = spec.load_data(data or spec.dataset, seed)
     if sizes:
         dataset.split(seed, *sizes)
@@ -251,25 +246,25 @@ def distill(program: str, sft_recipe: str | None = None, dpo_recipe: str | None 
         decodings[stage] = {"decoding": decoding, "tried_on_dev": tried}
         student_lm = build_lm(s, model=sft.base_model, adapter=name, temperature=0.0, **S.decoding_overrides(decoding))
         systems[stage] = evaluate_system(f"{stage} · {eval_split}", student_module, student_lm, held_out, spec, eval_threads, s)
-    modules = {"sft": student_module, "dpo": student_module}
-    adapters = {"sft": sft_adapter, "dpo": dpo_adapter}
-    if prompt_recipe and not dev:
+    adapters, prompted = {"sft": sft_adapter, "dpo": dpo_adapter}, None
+    if prompt_opt and not dev:
         console.print("[yellow]prompt pass skipped[/yellow]: it is judged against the student on dev, and there is no dev split")
-    elif prompt_recipe:  # BetterTogether's order: prompt (the teacher) → weights (SFT, DPO) → prompt (this)
-        stage = max(decodings, key=lambda st: max(t["metric"] for t in decodings[st]["tried_on_dev"]))
-        decoding = decodings[stage]["decoding"]
-        student_lm = build_lm(s, model=sft.base_model, adapter=S.lora_name(program, adapters[stage.removeprefix("student_")]),
+    elif prompt_opt:  # BetterTogether's order: prompt (the teacher) → weights (SFT, DPO) → prompt (this)
+        dev_best = {st.removeprefix("student_"): max(t["metric"] for t in d["tried_on_dev"]) for st, d in decodings.items()}
+        on = max(dev_best, key=dev_best.get)
+        decoding = decodings[f"student_{on}"]["decoding"]
+        student_lm = build_lm(s, model=sft.base_model, adapter=S.lora_name(program, adapters[on]),
                               temperature=0.0, **S.decoding_overrides(decoding))
-        prompted = prompt_pass(prompt_recipe, student_module, student_lm, base_lm, train_ex, spec, num_threads, seed)
-        before = max(t["metric"] for t in decodings[stage]["tried_on_dev"])
+        prompted = prompt_pass(prompt_opt, student_module, student_lm, base_lm, train_ex, spec, num_threads, seed)
+        before = dev_best[on]
         after = evaluate_system("student_prompt · dev", prompted, student_lm, dev, spec, eval_threads, s).get("metric", 0.0)
-        console.print(f"prompt pass ({prompt_recipe}) on the {stage.removeprefix('student_').upper()} student: "
-                      f"dev {before:.3f} → {after:.3f}" + ("" if after > before else " (no gain: keep the student without it)"))
+        console.print(f"prompt pass ({prompt_opt.name}) on the {on.upper()} student: dev {before:.3f} → {after:.3f}"
+                      + ("" if after > before else " (no gain: keep the student without it)"))
         decodings["student_prompt"] = {"decoding": decoding, "prompt_pass": {
-            "recipe": prompt_recipe, "on": stage.removeprefix("student_"), "dev_before": before, "dev_after": after}}
+            "recipe": prompt_opt.name, "on": on, "dev_before": before, "dev_after": after}}
         systems["student_prompt"] = evaluate_system(f"student_prompt · {eval_split}", prompted, student_lm, held_out, spec,
                                                     eval_threads, s)
-        modules["prompt"], adapters["prompt"] = prompted, adapters[stage.removeprefix("student_")]
+        adapters["prompt"] = adapters[on]
     untuned = build_lm(s, model=sft.base_model, temperature=0.0)  # same engine, no adapter
     systems["student_base"] = evaluate_system(f"untuned base · {eval_split}", student_module, untuned, held_out, spec,
                                               eval_threads, s)
@@ -281,19 +276,19 @@ def distill(program: str, sft_recipe: str | None = None, dpo_recipe: str | None 
                   sft_train=sft_out)
     dpo_info = {"pairs": {"version": pairs_version, "pairs": len(pair_rows)}, "dpo_train": dpo_out}
     for stage, adapter in adapters.items():
-        if adapter is None or stage not in modules:
+        if adapter is None:
             continue
-        extra = dpo_info if stage == "dpo" or adapter == dpo_adapter else {}
+        extra = dpo_info if adapter == dpo_adapter else {}  # the DPO student, or the prompt pass on it
         files: dict[str, Any] = {S.ADAPTER_DIR: adapter, "sft.jsonl": sft_path.read_text()}
         if extra:
             files["pairs.jsonl"] = T.to_jsonl(pair_rows)
-        with artifacts.state_file(modules[stage]) as state:
+        with artifacts.state_file(prompted if stage == "prompt" else student_module) as state:
             files[artifacts.PROGRAM_FILE] = state.read_bytes()
         info = ({"stage": stage, "adapter": S.ADAPTER_DIR, "lora_name": S.lora_name(program, adapter)} | common | extra
                 | decodings.get(f"student_{stage}", {}))
         manifest = artifacts.Manifest(
             program=program, version=0, import_path=spec.import_path, source_hash=source,
-            recipe={"name": "+".join([sft.name] + ([dpo.name] if extra else []) + ([prompt_recipe] if stage == "prompt" else [])),
+            recipe={"name": "+".join([sft.name] + ([dpo.name] if extra else []) + ([prompt_opt.name] if stage == "prompt" else [])),
                     "optimizer": stage.upper(), "sft": sft.model_dump(), "dpo": dpo.model_dump() if extra else None},
             dataset=artifacts.DatasetRef(name=dataset.name, path=str(dataset.path), version=dataset.version),
             lm=artifacts.LMRef(backend=s.lm_backend, model=sft.base_model, served_name=info["lora_name"]),

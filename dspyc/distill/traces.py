@@ -130,11 +130,13 @@ def sft_rows(runs: Iterable[TeacherRun], student: dspy.Module, dedupe: bool = Fa
             messages = adapter.format(pred.signature, demos=[], inputs=call.inputs)
             prompt = [{"role": m["role"], "content": m["content"]} for m in messages]
             completion = [{"role": "assistant", "content": compact_json(call.outputs, pred.signature)}]
-            key = json.dumps([prompt, completion])
-            if not dedupe or key not in seen:
+            if dedupe:
+                key = json.dumps([prompt, completion])
+                if key in seen:
+                    continue
                 seen.add(key)
-                rows.append(SFTRow(example_id=run.example_id, predictor=call.predictor, score=run.score,
-                                   prompt=prompt, completion=completion))
+            rows.append(SFTRow(example_id=run.example_id, predictor=call.predictor, score=run.score,
+                               prompt=prompt, completion=completion))
     return rows
 
 

@@ -101,6 +101,7 @@ def test_the_prompt_pass_bootstraps_demos_on_the_teacher_engine_for_the_served_s
     from dspyc.distill.pipeline import prompt_pass
     from dspyc.distill.student import load_student, serve
     from dspyc.lm import build_lm
+    from dspyc.optimizers import load_recipe
 
     result, s = distilled
     m = artifacts.read_manifest("tone", result["versions"]["sft"], s)
@@ -110,7 +111,7 @@ def test_the_prompt_pass_bootstraps_demos_on_the_teacher_engine_for_the_served_s
     student.set_lm(None)  # the prompt pass runs the student under its LM by context, like the table
     spec = dataclasses.replace(registry.get("tone"), metric=lambda ex, pred, trace=None: True)
     train = [dspy_example(t) for t in ("the printer is broken again lol", "pls send the deck by fri")]
-    prompted = prompt_pass("bootstrap", student, student_lm, build_lm(s, temperature=0.0), train, spec,
+    prompted = prompt_pass(load_recipe("bootstrap"), student, student_lm, build_lm(s, temperature=0.0), train, spec,
                            num_threads=2, seed=0)
     demos = prompted.rewrite.demos
     assert len(demos) == 2 and all(isinstance(d.rewrite, str) and d.rewrite for d in demos)

