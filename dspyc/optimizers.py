@@ -79,18 +79,27 @@ def teacher_lm(teacher: str) -> dspy.LM:
     return build_lm(model=teacher)
 
 
+def optimizer_class(recipe: Recipe) -> type:
+    return OWN.get(recipe.optimizer) or getattr(dspy, recipe.optimizer)
+
+
+def check_takes_teacher(recipe: Recipe) -> None:
+    """A one-line error unless the recipe's optimizer can bootstrap from a teacher LM (DSPy's teacher_settings)."""
+    if "teacher_settings" not in inspect.signature(optimizer_class(recipe).__init__).parameters:
+        raise DspycError(f"recipe {recipe.name!r}: {recipe.optimizer} takes no teacher (use a Bootstrap* or MIPROv2 recipe)")
+
+
 def build_optimizer(recipe: Recipe, metric, num_threads: int = 8, seed: int = 0,
                     reflection_lm: dspy.LM | None = None, teacher: dspy.LM | None = None) -> tuple[Any, dict[str, Any]]:
     """(optimizer, compile kwargs) for a recipe; settings the optimizer accepts are filled in. `teacher` (or the
     recipe's `teacher`) runs the bootstrapping, so a weak student still gets demos that pass the metric."""
-    cls = OWN.get(recipe.optimizer) or getattr(dspy, recipe.optimizer)
+    cls = optimizer_class(recipe)
     accepted = inspect.signature(cls.__init__).parameters
     params = dict(recipe.params)
     if teacher is None and recipe.teacher:
         teacher = teacher_lm(recipe.teacher)
     if teacher is not None:
-        if "teacher_settings" not in accepted:
-            raise DspycError(f"recipe {recipe.name!r}: {recipe.optimizer} takes no teacher (use a Bootstrap* or MIPROv2 recipe)")
+        check_takes_teacher(recipe)
         params.setdefault("teacher_settings", {"lm": teacher})
     if recipe.optimizer == "GEPA":
         metric = _feedback_metric(metric)

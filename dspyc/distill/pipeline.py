@@ -35,7 +35,7 @@ from dspyc.data import SPLIT_KEYS
 from dspyc.errors import DspycError
 from dspyc.lm import build_lm
 from dspyc.models import resolve_lm, served_name
-from dspyc.optimizers import Recipe, build_optimizer, load_recipe, prewarm_bootstrap
+from dspyc.optimizers import Recipe, build_optimizer, check_takes_teacher, load_recipe, prewarm_bootstrap
 from dspyc.settings import Settings, get_settings
 
 console = make_console()
@@ -166,7 +166,9 @@ def distill(program: str, sft_recipe: str | None = None, dpo_recipe: str | None 
     module = importlib.import_module(spec.import_path)
     sft = R.load(sft_recipe or getattr(module, "SFT_RECIPE", DEFAULT_SFT_RECIPE), "sft")
     dpo = R.load(dpo_recipe, "dpo") if dpo_recipe else None
-    prompt_opt = load_recipe(prompt_recipe) if prompt_recipe else None  # a bad name fails now, not after the training
+    prompt_opt = load_recipe(prompt_recipe) if prompt_recipe else None  # a bad recipe fails now, not after training
+    if prompt_opt:
+        check_takes_teacher(prompt_opt)
     dataset = spec.load_data(data or spec.dataset, seed)
     if sizes:
         dataset.split(seed, *sizes)

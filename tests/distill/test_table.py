@@ -83,3 +83,15 @@ def test_the_prompt_pass_gives_the_student_demos_its_teacher_bootstrapped(paris_
     prompted = pipeline.prompt_pass(load_recipe("bootstrap"), student, paris_teaching.student, paris_teaching.teacher,
                                     paris_teaching.train, spec, num_threads=1, seed=0)
     assert [d.answer for d in prompted.demos] == ["Paris"] * 3 and student.demos == []
+
+
+def test_a_prompt_pass_recipe_is_checked_before_anything_runs():
+    """A misspelt recipe, or one whose optimizer cannot take a teacher, is a one-line error before the teacher runs."""
+    import pytest
+
+    from dspyc.errors import DspycError
+
+    with pytest.raises(DspycError, match="unknown recipe 'nope'"):
+        pipeline.distill("tone", prompt_recipe="nope", track=False)
+    with pytest.raises(DspycError, match="takes no teacher"):
+        pipeline.distill("tone", prompt_recipe="gepa_light", track=False)
