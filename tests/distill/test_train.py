@@ -61,3 +61,22 @@ def test_length_grouped_batches_are_a_recipe_switch(tmp_path):
 
     assert _common_args(TrainSpec(), tmp_path)["train_sampling_strategy"] == "random"
     assert _common_args(TrainSpec(group_by_length=True), tmp_path)["train_sampling_strategy"] == "group_by_length"
+
+
+def test_the_heap_is_trimmed_after_every_training_step(monkeypatch):
+    from types import SimpleNamespace
+
+    from dspyc.distill import train
+
+    trims = []
+    monkeypatch.setattr(train, "trim_heap", lambda: trims.append(1))
+    cb = train.progress_callback("SFT test")
+    state = SimpleNamespace(max_steps=3, global_step=0)
+    cb.on_train_begin(None, state, None)
+    try:
+        for step in (1, 2, 3):
+            state.global_step = step
+            cb.on_step_end(None, state, None)
+    finally:
+        cb.on_train_end(None, state, None)
+    assert len(trims) == 3
