@@ -70,13 +70,7 @@ def test_the_heap_is_trimmed_after_every_training_step(monkeypatch):
 
     trims = []
     monkeypatch.setattr(train, "trim_heap", lambda: trims.append(1))
-    cb = train.progress_callback("SFT test")
-    state = SimpleNamespace(max_steps=3, global_step=0)
-    cb.on_train_begin(None, state, None)
-    try:
-        for step in (1, 2, 3):
-            state.global_step = step
-            cb.on_step_end(None, state, None)
-    finally:
-        cb.on_train_end(None, state, None)
+    cb = train.trim_heap_callback()
+    for step in (1, 2, 3):
+        cb.on_step_end(None, SimpleNamespace(global_step=step), None)
     assert len(trims) == 3
