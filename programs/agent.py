@@ -155,9 +155,6 @@ class ToolAgent(dspy.Module):
 # `dspyc distill agent` trains with this recipe unless --sft says otherwise (gold labels join the teacher's traces).
 SFT_RECIPE = "sft_agent"
 
-# The distilled student writes every call in one step: SmolLM2's split step merged parallel tasks (0 of 30 right).
-STUDENT_CONFIG = {"split_tasks": False}
-
 CONFIG = {"max_calls": 4, "tool_calling": "constrained", "max_tokens": 200, "split_tasks": True, "call_per_task": True}
 
 
@@ -210,24 +207,6 @@ def gold_trace(example: dspy.Example) -> list[dict[str, Any]]:
     return [{"predictor": "split", "inputs": {"question": q}, "outputs": {"tasks": tasks}},
             *({"predictor": "call", "inputs": {"question": r, "functions": functions}, "outputs": {"calls": c}}
               for r, c in steps)]
-
-
-def student_trace(example: dspy.Example, calls: list[dict[str, Any]], config: dict[str, Any]) -> list[dict[str, Any]]:
-    """A passing trace (the teacher's or a gold label) as the student's own config would leave it. Without the
-    split step, one call step on the request writes every call: the student sees the calls it has written so far
-    while it writes the next, where a separate split step merged a parallel request's tasks into one."""
-    if (CONFIG | config)["split_tasks"] or not calls:
-        return calls
-    made = dedupe([_as_dict(c) for step in calls if step["predictor"] == "call" for c in step["outputs"].get("calls") or []])
-    made.sort(key=lambda c: request_position(example.question, c))  # BFCL's labels are not in the request's order
-    return [{"predictor": "call", "inputs": {"question": example.question, "functions": example.functions},
-             "outputs": {"calls": made}}]
-
-
-def request_position(question: str, call: dict[str, Any]) -> int:
-    """Where a call's first argument value that the request states appears in it (its end if none does)."""
-    text = question.lower()
-    return next((text.find(str(v).lower()) for v in call["arguments"].values() if str(v).lower() in text), len(text))
 
 
 def keep_trace(example: dspy.Example, calls: list[Any]) -> bool:

@@ -197,16 +197,11 @@ def distill(program: str, sft_recipe: str | None = None, dpo_recipe: str | None 
         for r in runs:
             r.passed = r.passed and keep_trace(by_id[r.example_id], r.calls)
     kept = sum(r.passed for r in runs)
-    gold_trace, gold, extra = getattr(module, "gold_trace", None), [], []
+    gold_trace, gold = getattr(module, "gold_trace", None), []
     if gold_trace:  # labels of train, and of examples in no split: never dev or test
         outside = getattr(dataset, "outside", None)
         extra = outside("train", "dev", "test")[: sft.gold_extra] if sft.gold_extra and outside else []
         gold = T.gold_runs(gold_trace, train_ex + extra)
-    if student_trace := getattr(module, "student_trace", None):  # as the student's own config would run it
-        by_id = {str(ex.get("id")): ex for ex in train_ex + extra}
-        for r in runs + gold:
-            r.calls = [T.PredictorCall(**c) for c in
-                       student_trace(by_id[r.example_id], [c.model_dump() for c in r.calls], s_cfg)]
     rows = T.sft_rows(runs + gold, student_module, dedupe=sft.dedupe_rows)
     sft_version, sft_path = _write_dataset(program, "sft", rows, s)
     console.print(f"teacher traces: {passed}/{len(runs)} passed the metric"

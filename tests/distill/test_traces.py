@@ -144,25 +144,6 @@ def test_a_parallel_gold_label_is_one_call_step_per_task():
     assert T.gold_runs(agent.gold_trace, [too_many])[0].calls == []
 
 
-def test_a_student_without_the_split_step_learns_every_call_in_one_step_in_the_requests_order():
-    from dspyc.distill import traces as T
-    from programs import agent
-
-    # BFCL lists this label's calls out of the request's order
-    calls = [{"name": "power", "arguments": {"base": 2, "exponent": 3}}, {"name": "power", "arguments": {"base": 3, "exponent": 5}}]
-    ex = dspy.Example(id="parallel_1", question="3 to the 5th, and 2 to the 3rd?", functions=["power(base: int, exponent: int)"],
-                      calls=calls).with_inputs("question", "functions")
-    gold = [c.model_dump() for c in T.gold_runs(agent.gold_trace, [ex])[0].calls]
-    assert agent.student_trace(ex, gold, {}) == gold  # the default config keeps the split step
-    [step] = agent.student_trace(ex, gold, {"split_tasks": False})
-    assert step["predictor"] == "call" and step["inputs"] == {"question": ex.question, "functions": ex.functions}
-    assert step["outputs"]["calls"] == calls[::-1]
-    assert agent.student_trace(ex, [], {"split_tasks": False}) == []  # no label stays no label
-    row = T.sft_rows([T.TeacherRun(example_id="p", inputs={}, calls=[step], score=1.0, passed=True)],
-                     agent.FunctionCaller(split_tasks=False))[0]
-    assert row.completion[0]["content"] == json.dumps({"calls": calls[::-1]}, separators=(",", ":"))
-
-
 def test_a_teacher_trace_that_split_one_request_in_two_is_not_kept():
     from dspyc.distill.traces import PredictorCall
     from programs import agent
