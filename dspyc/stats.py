@@ -25,6 +25,24 @@ def paired_bootstrap(challenger: list[float], champion: list[float], n_resamples
     return mean, (boots[int(0.025 * n_resamples)], boots[int(0.975 * n_resamples) - 1]), p
 
 
+def paired_ratio(x: list[float], y: list[float], n_resamples: int = 10_000,
+                 seed: int = 0) -> tuple[float, tuple[float, float]] | None:
+    """mean(x) / mean(y) over the same examples (a student's share of its teacher's score) with its
+    paired-bootstrap 95% interval; None when y scores nothing. Resamples where y scores nothing are skipped."""
+    if len(x) != len(y) or not y:
+        raise ValueError("paired scores must be non-empty and of equal length")
+    if not sum(y):
+        return None
+    n, rng, boots = len(x), random.Random(seed), []
+    for _ in range(n_resamples):
+        idx = [rng.randrange(n) for _ in range(n)]
+        den = sum(y[i] for i in idx)
+        if den:
+            boots.append(sum(x[i] for i in idx) / den)
+    boots.sort()
+    return sum(x) / sum(y), (boots[int(0.025 * len(boots))], boots[int(0.975 * len(boots)) - 1])
+
+
 def pair_rows(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
     """The `score` of each example in both row lists, paired by example id (by position when ids are missing
     or repeat); examples scored by only one side are left out."""

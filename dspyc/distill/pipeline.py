@@ -37,6 +37,7 @@ from dspyc.lm import build_lm
 from dspyc.models import resolve_lm, served_name
 from dspyc.optimizers import Recipe, build_optimizer, check_takes_teacher, load_recipe, prewarm_bootstrap
 from dspyc.settings import Settings, get_settings
+from dspyc.stats import paired_ratio
 
 console = make_console()
 
@@ -81,8 +82,9 @@ def _write_dataset(program: str, kind: str, rows: list, s: Settings) -> tuple[st
 
 def evaluate_system(label: str, program: dspy.Module, lm: dspy.LM, examples: list[dspy.Example],
                     spec: registry.ProgramSpec, num_threads: int, s: Settings | None = None) -> dict[str, float]:
-    """Quality (the spec's report and `metric`), tokens per call, p50 latency per call and the machine cost of 1,000
-    calls (wall time of the evaluation per call, priced at `price_machine_hour`), uncached, through the engine."""
+    """Quality (the spec's report and `metric`, and each example's score under `per_example`, in `examples`' order),
+    tokens per call, p50 latency per call and the machine cost of 1,000 calls (wall time of the evaluation per
+    call, priced at `price_machine_hour`), uncached, through the engine."""
     from dspyc.compiler import evaluate
 
     s = s or get_settings()
@@ -91,7 +93,8 @@ def evaluate_system(label: str, program: dspy.Module, lm: dspy.LM, examples: lis
     lm.history.clear()
     t0 = time.perf_counter()
     with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter(), callbacks=[*dspy.settings.callbacks, stats]):
-        scores = evaluate(program, examples, spec, num_threads, label).scores
+        ev = evaluate(program, examples, spec, num_threads, label)
+    scores: dict[str, Any] = ev.scores | {"per_example": ev.per_example}
     wall = time.perf_counter() - t0
     usage = [h.get("usage") or {} for h in lm.history]
     calls = max(1, len(usage))
@@ -425,12 +428,23 @@ def table_rows(systems: dict[str, dict[str, float]], labels: dict[str, str] | No
         rows.append({"system": (labels or {}).get(key, key), quality: round(q, 3),
                      "pass_rate": round(row.get("pass_rate", row.get("metric", 0.0)), 3),
                      "pct_of_teacher": round(q / teacher[quality], 3) if teacher.get(quality) else None,
+                     "pct_of_teacher_95ci": None if key == "teacher" else _share_interval(row, teacher),
                      "prompt_tokens_per_call": round(row.get("prompt_tokens_per_call", 0.0), 1),
                      "output_tokens_per_call": round(row.get("completion_tokens_per_call", 0.0), 1),
                      "latency_p50_s": round(row.get("latency_p50_s", 0.0), 2),
                      "cost_per_1k_calls_usd": round(row.get("cost_per_1k_calls_usd", 0.0), 4),
                      "errors": int(row.get("errors", 0))})
     return rows
+
+
+def _share_interval(row: dict[str, Any], teacher: dict[str, Any]) -> str | None:
+    """"45%-83%": the paired-bootstrap 95% interval of a system's share of the teacher's score on the same examples
+    (60 BFCL items put 63% anywhere in 45-83%: a target is met when the table says so, not by one lucky split)."""
+    mine, theirs = row.get("per_example"), teacher.get("per_example")
+    if not mine or not theirs or len(mine) != len(theirs):
+        return None
+    share = paired_ratio(mine, theirs)
+    return f"{share[1][0]:.0%}-{share[1][1]:.0%}" if share else None
 
 
 def report_table(program: str, systems: dict[str, dict[str, float]], labels: dict[str, str], split: str, n: int,
@@ -447,7 +461,8 @@ def print_table(program: str, rows: list[dict[str, Any]], split: str, n: int, s:
     if not rows:
         return
     table = Table(title=f"{program}: teacher vs distilled students on {split} ({n} examples, through the engines)")
-    headers = {"pass_rate": "pass rate", "pct_of_teacher": "% of teacher", "prompt_tokens_per_call": "prompt tok/call",
+    headers = {"pass_rate": "pass rate", "pct_of_teacher": "% of teacher", "pct_of_teacher_95ci": "95% interval",
+               "prompt_tokens_per_call": "prompt tok/call",
                "output_tokens_per_call": "output tok/call", "latency_p50_s": "p50 s/call",
                "cost_per_1k_calls_usd": "$ / 1k calls"}
     for col in rows[0]:

@@ -18,6 +18,15 @@ def test_table_rows_hold_every_column_the_issue_asks_for():
             "cost_per_1k_calls_usd"} <= set(rows[1])
 
 
+def test_each_students_share_of_the_teacher_has_its_interval():
+    teacher, student = [1.0, 1.0, 0.0] * 20, [1.0, 0.0, 0.0] * 20
+    rows = pipeline.table_rows({"teacher": {"accuracy": 0.667, "per_example": teacher},
+                                "student_sft": {"accuracy": 0.333, "per_example": student},
+                                "student_dpo": {"accuracy": 0.333}})  # scored before per-example scores were kept
+    low, high = (int(p.rstrip("%")) for p in rows[1]["pct_of_teacher_95ci"].split("-"))
+    assert low < 50 < high and rows[0]["pct_of_teacher_95ci"] is None and rows[2]["pct_of_teacher_95ci"] is None
+
+
 def test_a_program_without_a_pass_rate_uses_its_metric():
     rows = pipeline.table_rows({"teacher": {"accuracy": 0.5, "metric": 0.5}, "student_base": {"accuracy": 0.1, "metric": 0.1}})
     assert rows[1]["accuracy"] == 0.1 and rows[1]["pass_rate"] == 0.1 and rows[1]["pct_of_teacher"] == 0.2
