@@ -10,12 +10,16 @@ import random
 from typing import Any
 
 
+def _check_paired(x: list[float], y: list[float]) -> None:
+    if len(x) != len(y) or not y:
+        raise ValueError("paired scores must be non-empty and of equal length")
+
+
 def paired_bootstrap(challenger: list[float], champion: list[float], n_resamples: int = 10_000,
                      seed: int = 0) -> tuple[float, tuple[float, float], float]:
     """(mean difference, 95% interval, one-sided p-value that the challenger is not better), resampling
     examples with their pair of scores: the comparison is on the same inputs, so pairing removes their variance."""
-    if len(challenger) != len(champion) or not champion:
-        raise ValueError("paired scores must be non-empty and of equal length")
+    _check_paired(challenger, champion)
     diffs = [a - b for a, b in zip(challenger, champion)]
     n = len(diffs)
     mean = sum(diffs) / n
@@ -29,8 +33,7 @@ def paired_ratio(x: list[float], y: list[float], n_resamples: int = 10_000,
                  seed: int = 0) -> tuple[float, tuple[float, float]] | None:
     """mean(x) / mean(y) over the same examples (a student's share of its teacher's score) with its
     paired-bootstrap 95% interval; None when y scores nothing. Resamples where y scores nothing are skipped."""
-    if len(x) != len(y) or not y:
-        raise ValueError("paired scores must be non-empty and of equal length")
+    _check_paired(x, y)
     if not sum(y):
         return None
     n, rng, boots = len(x), random.Random(seed), []

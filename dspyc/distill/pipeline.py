@@ -447,7 +447,7 @@ def _share_interval(row: dict[str, Any], teacher: dict[str, Any]) -> str | None:
     return f"{share[1][0]:.0%}-{share[1][1]:.0%}" if share else None
 
 
-def report_table(program: str, systems: dict[str, dict[str, float]], labels: dict[str, str], split: str, n: int,
+def report_table(program: str, systems: dict[str, dict[str, Any]], labels: dict[str, str], split: str, n: int,
                  versions: dict[str, int], track: bool, s: Settings) -> list[dict[str, Any]]:
     """The table's rows, printed, and (with `track`) logged to MLflow with its chart."""
     rows = table_rows(systems, labels=labels)
