@@ -40,6 +40,16 @@ class LMRef(BaseModel):
     served_name: str
 
 
+class AdapterRef(BaseModel):
+    """A LoRA adapter a version is served through: its files under `path` in the version folder, loaded at runtime
+    into the engine of `base_model` under `lora_name` (never merged into the store)."""
+
+    path: str = "adapter"
+    lora_name: str
+    base_model: str  # the model key the adapter was trained on
+    decoding: dict[str, float] = {}  # decoding settings chosen for it (e.g. repetition_penalty); {}: greedy
+
+
 class Manifest(BaseModel):
     program: str
     version: int
@@ -65,6 +75,7 @@ class Manifest(BaseModel):
     kept: str = "compiled"
     kept_reason: str = ""
     split_ids: dict[str, str] = {}  # split -> hash of the example ids evaluated on it: same hash, same examples
+    adapter: AdapterRef | None = None  # a weights compile's (or a student's) LoRA adapter; None: the base LM as is
 
     def score(self, split: str = "dev", metric: str = "metric") -> float | None:
         """The kept program's score on a split (None when not measured)."""

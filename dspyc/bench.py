@@ -390,3 +390,31 @@ def adapter_check(n: int = 60, max_tokens: int = 192, s: Settings | None = None,
     console.print("[dim]parse failures: AdapterParseError; empty answers: parsed but blank (wrong); accuracy: right answers over labelled calls "
                   "(a failure counts as wrong); accuracy (parsed): over labelled calls that parsed[/dim]")
     return result
+
+
+def bench_train(model: str | None = None, batch_size: int = 8, max_length: int = 512, steps: int = 2,
+                top_layers: int = 8, s: Settings | None = None) -> dict:
+    """Seconds per LoRA training row of the program LM (or `model`) on this CPU: q/v vs every linear layer, over
+    the whole stack vs its top layers only (dspyc/distill/speed.py). What a weights recipe is sized from."""
+    from dspyc.distill.recipe import TrainSpec
+    from dspyc.distill.speed import measure, shapes
+
+    s = s or get_settings()
+    key = model or s.lm_model
+    path = str(resolve_lm(key, s))
+    spec = TrainSpec(batch_size=batch_size, max_length=max_length)
+    rows = []
+    for shape in shapes(top_layers):
+        with console.status(f"training {key} · LoRA {shape.label} · {steps} steps of {batch_size} × {max_length} tokens"):
+            rows.append(measure(path, shape, spec, steps))
+    table = Table("LoRA on", "trainable params", "s/step", "s/row", "trained tok/s", "peak RSS GB",
+                  title=f"{key}: LoRA r=16 training cost, batch {batch_size} × {max_length} tokens, "
+                        f"{rows[0]['precision']}, AdamW")
+    for r in rows:
+        table.add_row(r["shape"], f"{r['trainable_params'] / 1e6:.2f}M", f"{r['s_per_step']:.1f}", f"{r['s_per_row']:.2f}",
+                      f"{r['tokens_per_s']:.0f}", f"{r['peak_rss_gb']:.1f}")
+    console.print(table)
+    result = {"model": key, "batch_size": batch_size, "max_length": max_length, "steps": steps, "rows": rows,
+              "cpu": cpu_summary(), "threads": os.environ.get("DSPYC_TRAIN_THREADS", os.cpu_count())}
+    _save(f"train-{served_name(key, s)}", result, s)
+    return result

@@ -381,7 +381,7 @@ def data_prepare(name: str = "wiki"):
 
 
 @app.command()
-def bench(what: Annotated[str, typer.Argument(help="engine, compile or serve")] = "engine",
+def bench(what: Annotated[str, typer.Argument(help="engine, compile, serve or train")] = "engine",
           requests: Annotated[int, typer.Option(help="Requests per concurrency level.")] = 32,
           max_tokens: Annotated[int, typer.Option()] = 64,
           label: Annotated[str, typer.Option(help="engine: name this configuration (engine-<model>-<label>.json), for A/B runs.")] = "",
@@ -390,7 +390,8 @@ def bench(what: Annotated[str, typer.Argument(help="engine, compile or serve")] 
 
     A/B an engine setting: `DSPYC_ENGINE_EXTRA_ARGS="--max-num-batched-tokens 1024" dspyc bench engine --label mnbt1024
     --no-inprocess` restarts the engine with it (the start command changed) and writes its own JSON.
-    `compile` restarts the program LM's engine first, so its prefix cache starts empty."""
+    `compile` restarts the program LM's engine first, so its prefix cache starts empty. `train` times LoRA training
+    steps of the program LM (q/v vs every linear layer, whole stack vs top 8 layers; batch 8 × 512 tokens)."""
     from dspyc import bench as b
 
     if what == "serve":  # the program server under load (dspyc/serve/bench.py); `requests` sizes the stub run
@@ -403,8 +404,10 @@ def bench(what: Annotated[str, typer.Argument(help="engine, compile or serve")] 
         b.bench_engine(requests=requests, max_tokens=max_tokens, label=label, inprocess=inprocess)
     elif what == "compile":
         b.bench_compile()
+    elif what == "train":  # seconds per LoRA training row of the program LM: q/v vs all linear, whole stack vs top layers
+        b.bench_train()
     else:
-        raise DspycError(f"unknown benchmark {what!r}: choose engine, compile or serve")
+        raise DspycError(f"unknown benchmark {what!r}: choose engine, compile, serve or train")
 
 
 @app.command()

@@ -25,11 +25,13 @@ from dspyc.errors import DspycError
 from dspyc.lm import configure
 from dspyc.metrics import evaluator
 from dspyc.models import served_name
-from dspyc.optimizers import build_optimizer, load_recipe, prewarm_bootstrap
+from dspyc.finetune import CompileContext, Finetune, WeightsResult, adapter_lm
+from dspyc.optimizers import Recipe, build_optimizer, load_recipe, prewarm_bootstrap
 from dspyc.settings import Settings, get_settings
 from dspyc.stats import format_delta, paired_delta
 
 console = make_console()
+ADAPTER_DIR = "adapter"  # a weights compile's LoRA adapter, in the version folder
 EVALUATION_FILE = "evaluation.jsonl"  # per-example rows of the kept program on dev and test
 OTHER_EVALUATION_FILE = "evaluation_{which}.jsonl"  # the same for the program not kept (compiled or uncompiled)
 
@@ -106,10 +108,12 @@ class Usage(BaseCallback):
 
 @dataclass
 class Evaluation:
-    """Every metric of the spec's report, and one row per example (inputs, gold, outputs, the metric's score)."""
+    """Every metric of the spec's report, one row per example (inputs, gold, outputs, the metric's score), and what a
+    call cost (`CallCosts.summary`)."""
 
     scores: dict[str, float]
     rows: list[dict[str, Any]]
+    cost: dict[str, float] = field(default_factory=dict)
 
     @property
     def per_example(self) -> list[float]:
@@ -124,6 +128,65 @@ def evaluate(program: dspy.Module, examples: list[dspy.Example], spec: registry.
              label: str) -> Evaluation:
     """Run the program on examples concurrently. A failed call leaves an empty Prediction, scored as wrong."""
     return evaluate_many([(label, program, examples)], spec, num_threads)[0]
+
+
+class CallCosts(BaseCallback):
+    """Per evaluation job: each LM call's billed tokens and latency. A call answered from DSPy's cache bills nothing
+    and takes no engine time, so it is counted apart (`cached_calls`) and left out of the per-call figures.
+
+    The job is known by thread (`run` marks the worker); a call learns it was billed when the LM hands its usage to
+    the usage tracker, which `run` wraps so the compile's own totals (and token budget) still see every call."""
+
+    def __init__(self):
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self.calls: dict[str, list[tuple[float, dict[str, Any] | None]]] = {}
+
+    def run(self, label: str, fn):
+        self._local.job = label
+        tracker = _BillingTracker(self, dspy.settings.usage_tracker)
+        with dspy.context(usage_tracker=tracker):
+            return fn()
+
+    def bill(self, usage: dict[str, Any]) -> None:
+        self._local.usage = usage
+
+    def on_lm_start(self, call_id, instance, inputs):
+        self._local.usage, self._local.t0 = None, time.perf_counter()
+
+    def on_lm_end(self, call_id, outputs, exception):
+        job = getattr(self._local, "job", None)
+        if job is None or exception is not None:
+            return
+        with self._lock:
+            self.calls.setdefault(job, []).append((time.perf_counter() - self._local.t0, self._local.usage))
+
+    def summary(self, label: str) -> dict[str, float]:
+        """prompt/output tokens and p50/mean latency per billed call, and how many calls there were."""
+        calls = self.calls.get(label, [])
+        if not calls:
+            return {}
+        billed = [(lat, u) for lat, u in calls if u is not None]
+        lat = sorted(x for x, _ in billed)
+        n = max(1, len(billed))
+        return {"lm_calls": len(calls), "cached_calls": len(calls) - len(billed),
+                "prompt_tokens_per_call": round(sum(int(u.get("prompt_tokens") or 0) for _, u in billed) / n, 1),
+                "output_tokens_per_call": round(sum(int(u.get("completion_tokens") or 0) for _, u in billed) / n, 1),
+                "latency_p50_s": round(lat[len(lat) // 2], 3) if lat else 0.0,
+                "latency_mean_s": round(sum(lat) / n, 3)}
+
+
+class _BillingTracker(SharedUsageTracker):
+    """Tells `CallCosts` that the current call was billed, and hands the usage on to the compile's tracker."""
+
+    def __init__(self, costs: CallCosts, parent: UsageTracker | None):
+        super().__init__()
+        self.costs, self.parent = costs, parent
+
+    def add_usage(self, lm: str, usage_entry: dict[str, Any]) -> None:
+        self.costs.bill(dict(usage_entry))
+        if self.parent is not None:
+            self.parent.add_usage(lm, usage_entry)
 
 
 class _Item:
@@ -159,12 +222,15 @@ def evaluate_many(jobs: list[tuple[str, dspy.Module, list[dspy.Example]]], spec:
 
     metric.__name__ = getattr(spec.metric, "__name__", "metric")  # MLflow names a trace's assessment after it
     run = evaluator(items, metric, num_threads)
-    results = run(lambda item: item.module(**item.example.inputs())).results  # in `items` order
+    costs = CallCosts()
+    with dspy.context(callbacks=[*dspy.settings.callbacks, costs]):
+        results = run(lambda item: costs.run(item.label, lambda: item.module(**item.example.inputs()))).results
     evs, start = [], 0
-    for _, _, examples in jobs:
+    for label, _, examples in jobs:
         part = [(item.example, pred, score) for item, pred, score in results[start:start + len(examples)]]
         start += len(examples)
         evs.append(_evaluation(part, spec))
+        evs[-1].cost = costs.summary(label)
     return evs
 
 
@@ -242,11 +308,13 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
         program.load(str(warm_start))
     results: dict[str, dict[str, dict[str, float]]] = {"baseline": {}, "compiled": {}}
     rows: dict[str, dict[str, list[dict[str, Any]]]] = {"baseline": {}, "compiled": {}}  # per-example, both programs
+    costs: dict[str, dict[str, dict[str, float]]] = {"baseline": {}, "compiled": {}}  # per call, both programs
     stage_times: dict[str, float] = {}
     if save:
         from dspyc import tracking
 
         tracking.enable_traces(name, s)
+    context = CompileContext(program=name, spec=spec, dataset=dataset, settings=s)
     with usage.context():
         def stage(label: str, fn):
             t = time.perf_counter()
@@ -267,44 +335,117 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
                 check_failures(job_label, ev, len(splits[split]), s.compile_max_failed_fraction)
                 results[which][split] = ev.scores
                 rows[which][split] = ev.rows
+                costs[which][split] = ev.cost
 
         run_evals("baseline dev", [("baseline", program, "dev")])  # before compiling: nothing else to run yet
-        optimizer, compile_kwargs = build_optimizer(recipe, spec.metric, num_threads=s.num_threads, seed=seed)
-        console.print(f"[bold]compiling[/bold] with {recipe.optimizer} on train ({len(splits['train'])} examples)")
-        # Bootstrap* optimizers trace one example at a time: run the teacher over train concurrently first.
-        stage("teacher traces", lambda: prewarm_bootstrap(optimizer, program, splits["train"], spec.metric, s.num_threads))
-        compiled = stage("compile", lambda: optimizer.compile(program, trainset=splits["train"], **compile_kwargs))
+        outcome = stage("compile", lambda: run_recipe(recipe, program, splits, spec, context, seed,
+                                                      results["baseline"]["dev"].get("metric", 0.0)))
+        compiled = outcome.program
         # compiled on dev, then both programs on test, in one pool (one stage; an MLflow metric name, so no "+")
         run_evals("compiled dev" + ("" if skip_test else " and test"), [("compiled", compiled, "dev")]
                   + ([] if skip_test else [("baseline", program, "test"), ("compiled", compiled, "test")]))
     wall = round(time.perf_counter() - t0, 1)
-    metrics: dict[str, Any] = results | {"delta": deltas(rows, s.reoptimize_resamples, seed)}
+    metrics: dict[str, Any] = results | {"delta": deltas(rows, s.reoptimize_resamples, seed), "cost": costs}
+    if outcome.stages:
+        metrics["stages"] = outcome.stages
     kept, kept_reason = keep(results, metrics["delta"].get("dev"), s.compile_keep_alpha)
-    if kept == "compiled" and getattr(compiled, "searched_config", None):
-        cfg = cfg | compiled.searched_config  # settings ConfigSearch chose: loading rebuilds the program from them
-        console.print(f"ConfigSearch chose {compiled.searched_config}")
+    if kept == "compiled" and outcome.searched_config:
+        cfg = cfg | outcome.searched_config  # settings ConfigSearch chose: loading rebuilds the program from them
+        console.print(f"ConfigSearch chose {outcome.searched_config}")
+    weights = outcome.weights if kept == "compiled" else None
     manifest = artifacts.Manifest(
         program=name, version=0, import_path=spec.import_path, source_hash=source,
         recipe=recipe.model_dump(), dataset=artifacts.DatasetRef(name=dataset.name, path=str(dataset.path), version=dataset.version),
         lm=artifacts.LMRef(backend=s.lm_backend, model=s.lm_model, served_name=served_name(s.lm_model, s)),
         seed=seed, config=cfg, metrics=metrics, kept=kept, kept_reason=kept_reason, split_ids={k: ids_hash(splits[k]) for k in ("dev", "test")},
-        usage=usage.as_dict(s) | {"stage_wall_time_s": stage_times},
+        usage=usage.as_dict(s) | {"stage_wall_time_s": stage_times}
+        | ({"training": training_usage(outcome.weights)} if outcome.weights else {}),
         wall_time_s=wall, library_versions=artifacts.library_versions(), git_commit=artifacts.git_commit(s.project_dir),
-        trials=optimizer_trials(compiled),
+        trials=outcome.trials,
         trained_on=[str(ex.get("id")) for split in ("train", "dev") for ex in splits[split] if ex.get("id") is not None]
-        + (spec.learned_from(dataset, cfg) if spec.learned_from else []))
+        + (spec.learned_from(dataset, cfg) if spec.learned_from else []),
+        adapter=artifacts.AdapterRef(path=ADAPTER_DIR, lora_name=weights.lora_name, base_model=weights.base_model)
+        if weights else None)
     if not save:
         return manifest
     other = "uncompiled" if kept == "compiled" else "compiled"
-    with artifacts.state_file(compiled if kept == "compiled" else program) as state_file:
-        out = artifacts.save(name, {artifacts.PROGRAM_FILE: state_file, EVALUATION_FILE: _jsonl(rows, kept),
-                                    OTHER_EVALUATION_FILE.format(which=other): _jsonl(rows, other)}, manifest, s)
+    files: dict[str, Any] = {EVALUATION_FILE: _jsonl(rows, kept), OTHER_EVALUATION_FILE.format(which=other): _jsonl(rows, other)}
+    if weights:  # the adapter's files, never a merged model; loading attaches it again
+        files[ADAPTER_DIR] = Path(weights.adapter_dir)
+    with artifacts.state_file(without_lm(compiled if kept == "compiled" else program)) as state_file:
+        out = artifacts.save(name, files | {artifacts.PROGRAM_FILE: state_file}, manifest, s)
     print_summary(manifest, lm_model=lm.model)
     console.print(f"[green]✓[/green] {name}@{manifest.version} → {out}")
     from dspyc import tracking
 
     tracking.log_compile(manifest, out, s, auto_champion=auto_champion)
     return manifest
+
+
+@dataclass
+class Compiled:
+    """What a recipe's compile left: the program, the adapter a weights stage trained (with its cost), settings a
+    ConfigSearch chose, the optimizer's trial scores, and for a chain each stage's dev score."""
+
+    program: dspy.Module
+    weights: WeightsResult | None = None
+    searched_config: dict[str, Any] | None = None
+    trials: list[float] = field(default_factory=list)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_stage(recipe: Recipe, program: dspy.Module, splits: dict[str, list[dspy.Example]], spec: registry.ProgramSpec,
+              context: CompileContext, seed: int) -> Compiled:
+    """One optimizer over train: Bootstrap* teachers traced concurrently first, then `compile`."""
+    s = context.settings
+    optimizer, compile_kwargs = build_optimizer(recipe, spec.metric, num_threads=s.num_threads, seed=seed, context=context)
+    console.print(f"[bold]compiling[/bold] with {recipe.name} ({recipe.optimizer}) on train ({len(splits['train'])} examples)")
+    # Bootstrap* optimizers trace one example at a time: run the teacher over train concurrently first.
+    prewarm_bootstrap(optimizer, program, splits["train"], spec.metric, s.num_threads)
+    compiled = optimizer.compile(program, trainset=splits["train"], **compile_kwargs)
+    weights = optimizer.result if isinstance(optimizer, Finetune) else None
+    return Compiled(compiled, weights, getattr(compiled, "searched_config", None), optimizer_trials(compiled))
+
+
+def run_recipe(recipe: Recipe, program: dspy.Module, splits: dict[str, list[dspy.Example]], spec: registry.ProgramSpec,
+               context: CompileContext, seed: int, baseline_dev: float) -> Compiled:
+    """A recipe, or its `sequence` of stages, each compiling the program the stage before left. A stage is kept only
+    if it raises dev above the best so far (the uncompiled program's first); the chain stops at the first that
+    does not. A prompt stage after a weights stage keeps the adapter (DSPy's optimizers reset predictors' LMs)."""
+    if not recipe.sequence:
+        return run_stage(recipe, program, splits, spec, context, seed)
+    best, best_dev, stages = Compiled(program), baseline_dev, []
+    for i, name in enumerate(recipe.sequence, 1):
+        out = run_stage(load_recipe(name), best.program, splits, spec, context, seed)
+        weights = out.weights or best.weights
+        if weights and out.weights is None:
+            out.program.set_lm(adapter_lm(context.settings, weights.base_model, weights.lora_name))
+        dev = evaluate(out.program, splits["dev"], spec, context.settings.num_threads, f"stage {i} · {name} · dev")
+        score = dev.scores.get("metric", 0.0)
+        stages.append({"stage": i, "recipe": name, "dev": score, "kept": score > best_dev})
+        console.print(f"stage {i} ({name}): dev {best_dev:.3f} → {score:.3f}"
+                      + ("" if score > best_dev else " · no gain: the chain stops here, keeping the stage before"))
+        if score <= best_dev:
+            break
+        best = Compiled(out.program, weights, (best.searched_config or {}) | (out.searched_config or {}) or None,
+                        best.trials + out.trials)
+        best_dev = score
+    best.stages = stages
+    return best
+
+
+def training_usage(w: WeightsResult) -> dict[str, Any]:
+    """A weights stage's cost, as the manifest and MLflow record it (numbers only, so MLflow logs each)."""
+    return {"rows": w.rows, "epochs": w.epochs, "steps": w.steps, "train_wall_s": w.train_wall_s or 0.0,
+            "lora_rank": w.lora["r"], "lora_layers": w.lora.get("layers") or 0,
+            **{k.replace(" ", "_"): v for k, v in w.rows_by_source.items()}}
+
+
+def without_lm(module: dspy.Module) -> dspy.Module:
+    """A copy whose predictors name no LM: a stored program.json holds no engine URL; loading attaches the LM."""
+    copy = module.deepcopy()
+    copy.set_lm(None)
+    return copy
 
 
 def keep(results: dict[str, dict[str, dict[str, float]]], dev_delta: dict[str, float] | None = None,
@@ -365,19 +506,46 @@ def print_summary(m: artifacts.Manifest, lm_model: str = "") -> None:
     delta = m.metrics.get("delta", {})
     if delta:
         table.add_column(DELTA_COLUMN, justify="right")
+    costs = m.metrics.get("cost", {})
+    for header in COST_COLUMNS.values() if costs else ():
+        table.add_column(header, justify="right")
     for split in ("dev", "test"):
         for which in ("baseline", "compiled"):
             row = m.metrics.get(which, {}).get(split)
             if row:
                 label = "uncompiled" if which == "baseline" else "compiled"
+                cost = costs.get(which, {}).get(split, {})
                 table.add_row(split, f"{label} (kept)" if m.kept == "uncompiled" and which == "baseline" else label,
                               *(f"{row.get(k, 0.0):.3f}" for k in keys),
-                              *([format_delta(delta.get(split)) if which == "compiled" else ""] if delta else []))
+                              *([format_delta(delta.get(split)) if which == "compiled" else ""] if delta else []),
+                              *(_cost_cell(cost, k) for k in (COST_COLUMNS if costs else ())))
     console.print(table)
+    for st in m.metrics.get("stages", []):
+        console.print(f"stage {st['stage']} · {st['recipe']}: dev {st['dev']:.3f}" + ("" if st["kept"] else " (no gain: chain stopped)"))
     u = m.usage
+    if tr := u.get("training"):
+        console.print(f"training: LoRA r={tr['lora_rank']} on {m.lm.model}"
+                      + (f" (top {tr['lora_layers']} layers)" if tr.get("lora_layers") else "")
+                      + f" · {tr['rows']} rows × {tr['epochs']:g} epochs = {tr['steps']} steps in {tr['train_wall_s']:.0f}s"
+                      + ("" if m.adapter else " · adapter not kept (the uncompiled program was)"))
     console.print(f"LM calls {u.get('lm_calls', 0):,} · tokens in {u.get('input_tokens', 0):,} / out "
                   f"{u.get('output_tokens', 0):,} · est. cost ${u.get('estimated_cost_usd', 0):.4f} · "
                   f"wall time {m.wall_time_s:.0f}s {u.get('stage_wall_time_s', '')}")
+    if m.adapter:
+        console.print(f"served as LoRA adapter {m.adapter.lora_name} on the {m.adapter.base_model} engine (unmerged)")
+
+
+COST_COLUMNS = {"prompt_tokens_per_call": "prompt tok/call", "output_tokens_per_call": "out tok/call",
+                "latency_p50_s": "p50 s/call"}
+
+
+def _cost_cell(cost: dict[str, float], key: str) -> str:
+    """A per-call figure, or "cached" when every call of that evaluation came from DSPy's cache (nothing measured)."""
+    if not cost:
+        return "–"
+    if cost.get("lm_calls") and cost.get("lm_calls") == cost.get("cached_calls"):
+        return "cached"
+    return f"{cost.get(key, 0.0):.2f}" if key == "latency_p50_s" else f"{cost.get(key, 0.0):.0f}"
 
 
 def build_uncompiled(name: str, data: str | None = None, config: dict[str, Any] | None = None, seed: int = 0,

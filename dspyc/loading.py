@@ -16,7 +16,7 @@ import dspy
 from dspyc import registry, tracking
 from dspyc.artifacts import PROGRAM_FILE, Manifest, parse_ref, program_dir, read_manifest, versions
 from dspyc.data import apply_split_config
-from dspyc.distill.student import attach, base_model
+from dspyc.distill.student import adapter_ref, attach
 from dspyc.errors import ArtifactError
 from dspyc.lm import configure
 from dspyc.settings import Settings, get_settings
@@ -81,19 +81,19 @@ def load_program(ref: str, configure_lm: bool = True, s: Settings | None = None)
     s = s or get_settings()
     module, manifest, _ = build_version(ref, s=s)
     if configure_lm:
-        # the engine of the model the version was compiled for (a student: its base model, adapter attached)
+        # the engine of the model the version was compiled for (an adapter's base model, the adapter attached)
         configure(s, model=serving_model(manifest, s))
-        if manifest.kind == "student":
+        if adapter_ref(manifest) is not None:
             attach(module, manifest, s)
     return module
 
 
 def serving_model(manifest: Manifest | None, s: Settings) -> str | None:
-    """The model whose engine serves a version: a student's base model (its adapter is loaded there), the model a
+    """The model whose engine serves a version: an adapter's base model (the adapter is loaded there), the model a
     version was compiled on with the local engine (`lm.model`), else None (the program LM, `DSPYC_LM_MODEL`)."""
     if manifest is None or s.lm_backend not in ("engine", "url"):
         return None
-    if manifest.kind == "student":
-        return base_model(manifest)
+    if (ref := adapter_ref(manifest)) is not None:
+        return ref.base_model
     lm = getattr(manifest, "lm", None)
     return lm.model if lm is not None and lm.backend == "engine" else None

@@ -15,8 +15,9 @@ from dspyc.metrics import evaluator
 from dspyc.settings import get_settings
 
 from dspyc.config_search import ConfigSearch
+from dspyc.finetune import CompileContext, Finetune
 
-OWN = {"ConfigSearch": ConfigSearch}  # dspyc's own optimizers, beside DSPy's
+OWN = {"ConfigSearch": ConfigSearch, "Finetune": Finetune}  # dspyc's own optimizers, beside DSPy's
 OPTIMIZERS = ("BootstrapFewShot", "BootstrapFewShotWithRandomSearch", "MIPROv2", "GEPA", "SIMBA", "LabeledFewShot",
               *OWN)
 
@@ -25,21 +26,27 @@ class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = ""
-    optimizer: str
+    optimizer: str = ""
     description: str = ""
     params: dict[str, Any] = {}
     compile: dict[str, Any] = {}
     # The LM whose passing traces become the demos (DSPy's teacher_settings): a model key or folder, served by its
     # own local engine, or an OpenAI-compatible URL. None: the program LM teaches itself.
     teacher: str | None = None
+    # Recipes run in turn, each on the previous stage's program (BetterTogether: `[bootstrap, finetune, bootstrap]`).
+    # Each stage is scored on dev; the chain stops at the first stage that does not raise dev, keeping the one before.
+    sequence: list[str] = []
 
     def model_post_init(self, _ctx: Any) -> None:
-        if self.optimizer not in OPTIMIZERS:
+        if self.sequence:
+            if self.optimizer or self.params or self.compile or self.teacher:
+                raise ValueError("a recipe with a sequence names only its stages (each stage's recipe holds its settings)")
+        elif self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
 
 
 def recipes_dir() -> Path:
-    return get_settings().project_dir / "optimizers"
+    return get_settings().recipes_dir
 
 
 def available() -> list[str]:
@@ -52,11 +59,18 @@ def load_recipe(name: str) -> Recipe:
         raise DspycError(f"unknown recipe {name!r}; available: {', '.join(available())}")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
-        return Recipe(name=path.stem, **raw)
+        recipe = Recipe(name=path.stem, **raw)
     except (yaml.YAMLError, ValidationError, TypeError, ValueError) as exc:
-        first = exc.errors()[0] if isinstance(exc, ValidationError) else None
-        detail = f"field '{'.'.join(map(str, first['loc']))}': {first['msg']}" if first else str(exc).splitlines()[0]
-        raise DspycError(f"{path}: {detail}") from None
+        raise DspycError(f"{path}: {_first_error(exc)}") from None
+    for stage in recipe.sequence:  # a bad stage fails now, not after the stages before it ran
+        if load_recipe(stage).sequence:
+            raise DspycError(f"{path}: stage {stage!r} is itself a sequence; list its stages instead")
+    return recipe
+
+
+def _first_error(exc: Exception) -> str:
+    first = exc.errors()[0] if isinstance(exc, ValidationError) else None
+    return f"field '{'.'.join(map(str, first['loc']))}': {first['msg']}" if first else str(exc).splitlines()[0]
 
 
 def _feedback_metric(metric):
@@ -90,9 +104,13 @@ def check_takes_teacher(recipe: Recipe) -> None:
 
 
 def build_optimizer(recipe: Recipe, metric, num_threads: int = 8, seed: int = 0,
-                    reflection_lm: dspy.LM | None = None, teacher: dspy.LM | None = None) -> tuple[Any, dict[str, Any]]:
+                    reflection_lm: dspy.LM | None = None, teacher: dspy.LM | None = None,
+                    context: CompileContext | None = None) -> tuple[Any, dict[str, Any]]:
     """(optimizer, compile kwargs) for a recipe; settings the optimizer accepts are filled in. `teacher` (or the
-    recipe's `teacher`) runs the bootstrapping, so a weak student still gets demos that pass the metric."""
+    recipe's `teacher`) runs the bootstrapping, so a weak student still gets demos that pass the metric. `context`
+    (the program, its data, the settings) goes to dspyc's own optimizers that take it (Finetune)."""
+    if recipe.sequence:
+        raise DspycError(f"recipe {recipe.name!r} is a sequence of stages; compile runs it stage by stage")
     cls = optimizer_class(recipe)
     accepted = inspect.signature(cls.__init__).parameters
     params = dict(recipe.params)
@@ -107,6 +125,10 @@ def build_optimizer(recipe: Recipe, metric, num_threads: int = 8, seed: int = 0,
     for key, value in (("num_threads", num_threads), ("seed", seed)):
         if key in accepted:
             params.setdefault(key, value)
+    if "context" in accepted:
+        if context is None:
+            raise DspycError(f"recipe {recipe.name!r}: {recipe.optimizer} runs inside `dspyc compile` (it needs the program's data)")
+        params["context"] = context
     unknown = set(params) - set(accepted) if "kwargs" not in accepted else set()
     if unknown:
         raise DspycError(f"recipe {recipe.name!r}: {recipe.optimizer} has no parameter(s) {', '.join(sorted(unknown))}")
@@ -116,7 +138,10 @@ def build_optimizer(recipe: Recipe, metric, num_threads: int = 8, seed: int = 0,
                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     if missing:
         raise DspycError(f"recipe {recipe.name!r}: {recipe.optimizer} needs parameter(s) {', '.join(missing)} under params")
-    optimizer = cls(**params)
+    try:
+        optimizer = cls(**params)
+    except ValidationError as exc:  # dspyc's own optimizers validate their params
+        raise DspycError(f"recipe {recipe.name!r}: params {_first_error(exc)}") from None
     compile_kwargs = dict(recipe.compile)
     if "seed" in inspect.signature(cls.compile).parameters and "seed" not in accepted:
         compile_kwargs.setdefault("seed", seed)

@@ -39,6 +39,16 @@ class ProgramSpec:
     # Ids of examples the built program learned from besides train and dev (e.g. a reranker's training pool), so
     # that re-optimization never scores on them: (data, config) -> ids.
     learned_from: Callable[[Any, dict[str, Any]], list[str]] | None = None
+    # What weights training (`dspyc compile PROGRAM finetune`, `dspyc distill`) learns from besides passing traces.
+    # A call is {"predictor": name, "inputs": {...}, "outputs": {...}}, as the program's trace leaves it.
+    # gold_trace(example) -> calls: the program's trace for a labelled example, written from the label alone (the
+    # agent: BFCL's possible answers). Used on train and on examples outside every split, never dev or test.
+    gold_trace: Callable[[dspy.Example], list[dict[str, Any]]] | None = None
+    # relabel(example, calls of the program's own run) -> calls: gold outputs over the inputs the program itself
+    # produced (rag: the gold answer over its own retrieved passages, only where they hold it).
+    relabel: Callable[[dspy.Example, list[Any]], list[dict[str, Any]]] | None = None
+    # keep_trace(example, calls) -> bool: a passing trace is training data only if this holds (a clean trace).
+    keep_trace: Callable[[dspy.Example, list[Any]], bool] | None = None
 
     @property
     def import_path(self) -> str:

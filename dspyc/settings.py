@@ -117,6 +117,10 @@ class Settings(BaseSettings):
         return self.artifacts_root or self.project_dir / "artifacts"
 
     @property
+    def recipes_dir(self) -> Path:
+        return self.project_dir / "optimizers"
+
+    @property
     def models_dir(self) -> Path:
         return self.cache_dir / "models"
 

@@ -235,5 +235,5 @@ def report(results: list[tuple[dspy.Example, dspy.Prediction]]) -> dict[str, flo
 
 
 PROGRAM = ProgramSpec(name="agent", build=build, load_data=load_data, metric=metric, report=report, dataset="bfcl",
-                      default_recipe="bootstrap", config=CONFIG,
+                      default_recipe="bootstrap", config=CONFIG, gold_trace=gold_trace, keep_trace=keep_trace,
                       description="Function calling under a per-call JSON schema (scored on BFCL) and a bounded tool loop (dspyc ask).")

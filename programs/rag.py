@@ -176,6 +176,21 @@ def metric(example: dspy.Example, pred: dspy.Prediction, trace=None) -> float | 
     return f1 >= 0.6 if trace is not None else f1
 
 
+def relabel(example: dspy.Example, calls: list) -> list[dict[str, Any]]:
+    """Weights training's gold rows over the program's own run: each answer step whose passages hold the gold
+    answer, answered with it (never a passage set that does not hold it: that would teach guessing), and the
+    query steps of a run whose answer passed (they led there)."""
+    gold = normalize_answer(example.answer)
+    answers = [c for c in calls if c.predictor == "answer"]
+    grounded = [c for c in answers if gold and (gold in YES_NO or gold in normalize_answer(" ".join(c.inputs.get("passages", []))))]
+    out = [{"predictor": "answer", "inputs": dict(c.inputs), "outputs": {"answer": example.answer}} for c in grounded]
+    final = answers[-1].outputs.get("answer", "") if answers else ""
+    if metric(example, dspy.Prediction(answer=final), trace=True):
+        out += [{"predictor": c.predictor, "inputs": dict(c.inputs), "outputs": dict(c.outputs)}
+                for c in calls if c.predictor != "answer"]
+    return out
+
+
 def _hop(pred: dspy.Prediction, hop: int) -> list[str]:
     titles = pred.get("hop_titles") or []
     return titles[min(hop, len(titles) - 1)] if titles else []
@@ -195,7 +210,7 @@ def report(results: list[tuple[dspy.Example, dspy.Prediction]]) -> dict[str, flo
 
 
 PROGRAM = ProgramSpec(name="rag", build=build, load_data=load_data, metric=metric, report=report, dataset="wiki",
-                      default_recipe="bootstrap", config=CONFIG, learned_from=reranker_questions,
+                      default_recipe="bootstrap", config=CONFIG, learned_from=reranker_questions, relabel=relabel,
                       outputs={"answer": str, "citations": list[str], "context_titles": list[str],
                                "queries": list[str], "hop_titles": list[list[str]], "rewrites": int},
                       description="Reflective multi-hop RAG with hybrid retrieval, a reranker and cited answers.")

@@ -69,17 +69,6 @@ def _progress() -> Progress:
                     console=console)
 
 
-def _write_dataset(program: str, kind: str, rows: list, s: Settings) -> tuple[str, Path]:
-    version = T.dataset_version(rows)
-    d = artifacts.program_dir(program, s) / "datasets"
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / f"{kind}-{version}.jsonl"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(T.to_jsonl(rows))
-    os.replace(tmp, path)
-    return version, path
-
-
 def evaluate_system(label: str, program: dspy.Module, lm: dspy.LM, examples: list[dspy.Example],
                     spec: registry.ProgramSpec, num_threads: int, s: Settings | None = None) -> dict[str, Any]:
     """Quality (the spec's report and `metric`, and each example's score under `per_example`, in `examples`' order),
@@ -195,18 +184,18 @@ def distill(program: str, sft_recipe: str | None = None, dpo_recipe: str | None 
         runs = T.collect(teacher_module, train_ex, spec.metric, repeats=sft.teacher_repeats, min_score=sft.min_score,
                          num_threads=num_threads, lm=t_lm, progress=progress)
     passed = sum(r.passed for r in runs)
-    if keep_trace := getattr(module, "keep_trace", None):  # the program's own test of a clean trace
+    if keep_trace := spec.keep_trace:  # the program's own test of a clean trace
         by_id = {str(ex.get("id")): ex for ex in train_ex}
         for r in runs:
             r.passed = r.passed and keep_trace(by_id[r.example_id], r.calls)
     kept = sum(r.passed for r in runs)
-    gold_trace, gold = getattr(module, "gold_trace", None), []
+    gold_trace, gold = spec.gold_trace, []
     if gold_trace:  # labels of train, and of examples in no split: never dev or test
         outside = getattr(dataset, "outside", None)
         extra = outside("train", "dev", "test")[: sft.gold_extra] if sft.gold_extra and outside else []
         gold = T.gold_runs(gold_trace, train_ex + extra)
     rows = T.sft_rows(runs + gold, student_module, dedupe=sft.dedupe_rows)
-    sft_version, sft_path = _write_dataset(program, "sft", rows, s)
+    sft_version, sft_path = T.write_dataset(program, "sft", rows, s)
     console.print(f"teacher traces: {passed}/{len(runs)} passed the metric"
                   + (f", {kept} kept as clean traces" if kept != passed else "")
                   + (f", + {len(gold)} gold-labelled" if gold else "")
@@ -226,7 +215,7 @@ def distill(program: str, sft_recipe: str | None = None, dpo_recipe: str | None 
         groups = _candidate_groups(runs + gold, train_ex, student_module, spec, sft.base_model, sft_adapter, dpo, seed,
                                    num_threads, s, cache=work / f"samples-{sft_key}.json")
         pair_rows = P.build_pairs(groups, dpo.min_margin)
-        pairs_version, pairs_path = _write_dataset(program, "pairs", pair_rows, s)
+        pairs_version, pairs_path = T.write_dataset(program, "pairs", pair_rows, s)
         console.print(f"preference pairs: {len(pair_rows)} of {len(groups)} inputs had a score gap "
                       f"(dataset pairs-{pairs_version}: {pairs_path})")
         dpo_key = hashlib.sha256(f"{pairs_version}{sft_key}{dpo.model_dump_json()}".encode()).hexdigest()[:12]
@@ -302,7 +291,8 @@ def distill(program: str, sft_recipe: str | None = None, dpo_recipe: str | None 
                      "untuned_base": {eval_split: systems["student_base"]}},
             usage={"stage_wall_time_s": {}}, wall_time_s=round(time.perf_counter() - t0, 1),
             library_versions=artifacts.library_versions() | _train_versions(), git_commit=artifacts.git_commit(s.project_dir),
-            kind="student")
+            kind="student", adapter=artifacts.AdapterRef(path=S.ADAPTER_DIR, lora_name=info["lora_name"],
+                                                          base_model=sft.base_model, decoding=info.get("decoding") or {}))
         out = artifacts.save(program, files, manifest, s)
         versions[stage] = manifest.version
         console.print(f"[green]✓[/green] student ({stage}) {program}@{manifest.version} → {out} (served as {info['lora_name']})")

@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dspyc.errors import DspycError
-from dspyc.optimizers import recipes_dir
+from dspyc.settings import get_settings
 
 LORA_TARGETS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
@@ -24,6 +24,9 @@ class LoraSpec(BaseModel):
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
     target_modules: list[str] = ["q_proj", "v_proj"]
+    # Train the top N decoder layers only (None: every layer). Below the lowest adapted layer nothing needs a
+    # gradient, so the backward pass stops there: the cost of a step falls with the frozen share of the stack.
+    layers: int | None = Field(None, ge=1)
 
     @field_validator("target_modules")
     @classmethod
@@ -117,13 +120,13 @@ class DPORecipe(BaseModel):
 
 
 def available(kind: Literal["sft", "dpo"]) -> list[str]:
-    return sorted(p.stem for p in recipes_dir().glob(f"{kind}_*.yaml"))
+    return sorted(p.stem for p in get_settings().recipes_dir.glob(f"{kind}_*.yaml"))
 
 
 def load(name: str, kind: Literal["sft", "dpo"]) -> SFTRecipe | DPORecipe:
     """`sft_r16_qv` (a file in optimizers/) or a path to a YAML file → a validated recipe."""
     model = SFTRecipe if kind == "sft" else DPORecipe
-    path = Path(name) if name.endswith((".yaml", ".yml")) else recipes_dir() / f"{name}.yaml"
+    path = Path(name) if name.endswith((".yaml", ".yml")) else get_settings().recipes_dir / f"{name}.yaml"
     if not path.is_file():
         raise DspycError(f"unknown {kind} recipe {name!r}; available: {', '.join(available(kind)) or 'none'}")
     try:

@@ -30,19 +30,38 @@ def student_info(manifest: artifacts.Manifest) -> dict[str, Any]:
     return info
 
 
+def adapter_ref(manifest: artifacts.Manifest) -> artifacts.AdapterRef | None:
+    """The adapter a version is served through: its manifest's `adapter` (a weights compile, a student), or a
+    student stored before that field existed (`config.student`); None for a version on the base LM as is."""
+    if manifest.adapter is not None:
+        return manifest.adapter
+    info = manifest.config.get("student")
+    if manifest.kind != "student" or not isinstance(info, dict):
+        return None
+    return artifacts.AdapterRef(path=info.get("adapter", ADAPTER_DIR), lora_name=info["lora_name"],
+                                base_model=info.get("base_model") or manifest.lm.model, decoding=info.get("decoding") or {})
+
+
+def _adapter(manifest: artifacts.Manifest) -> artifacts.AdapterRef:
+    ref = adapter_ref(manifest)
+    if ref is None:
+        raise ArtifactError(f"{manifest.program}@{manifest.version} has no adapter (kind {manifest.kind!r})")
+    return ref
+
+
 def base_model(manifest: artifacts.Manifest) -> str:
-    """The model key the adapter was trained on (the SFT recipe's `base_model`): its engine serves the student."""
-    return student_info(manifest).get("base_model") or manifest.lm.model
+    """The model key the adapter was trained on: its engine serves the version."""
+    return _adapter(manifest).base_model
 
 
 def serve(manifest: artifacts.Manifest, s: Settings | None = None) -> str:
-    """Load the student's adapter into its base model's engine (started, or restarted with LoRA or with a larger
+    """Load the version's adapter into its base model's engine (started, or restarted with LoRA or with a larger
     LoRA rank, if needed; otherwise loaded at runtime); returns the adapter's served name."""
     s = s or get_settings()
-    info = student_info(manifest)
-    path = artifacts.program_dir(manifest.program, s) / str(manifest.version) / info.get("adapter", ADAPTER_DIR)
-    engine.load_lora(info["lora_name"], path, s, model=base_model(manifest))
-    return info["lora_name"]
+    ref = _adapter(manifest)
+    path = artifacts.program_dir(manifest.program, s) / str(manifest.version) / ref.path
+    engine.load_lora(ref.lora_name, path, s, model=ref.base_model)
+    return ref.lora_name
 
 
 # OpenAI's own sampling keys travel as they are; the rest (vLLM's repetition_penalty, ...) in the request body.
@@ -63,7 +82,7 @@ def student_lm(manifest: artifacts.Manifest, s: Settings | None = None, **lm_ove
 
     s = s or get_settings()
     name = serve(manifest, s)
-    decoding = decoding_overrides(student_info(manifest).get("decoding"))
+    decoding = decoding_overrides(_adapter(manifest).decoding)
     return build_lm(s, model=base_model(manifest), adapter=name, **(decoding | lm_overrides))
 
 
@@ -86,7 +105,7 @@ def sample(lm: dspy.LM, prompts: list[list[dict[str, str]]], n: int, threads: in
 
 
 def attach(module: dspy.Module, manifest: artifacts.Manifest, s: Settings | None = None, **lm_overrides) -> dspy.Module:
-    """Point every predictor of a loaded student program at its adapter (`student_lm`)."""
+    """Point every predictor of a loaded program (a student, or a weights compile) at its adapter (`student_lm`)."""
     module.set_lm(student_lm(manifest, s, **lm_overrides))
     return module
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import dspy
@@ -19,7 +21,7 @@ from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 from rich.progress import Progress
 
-from dspyc.adapter import ConstrainedJSONAdapter
+from dspyc.adapter import ConstrainedJSONAdapter, text_field
 
 
 class PredictorCall(BaseModel):
@@ -54,6 +56,7 @@ class SFTRow(BaseModel):
     example_id: str
     predictor: str
     score: float
+    source: str = "teacher"  # the run's: "teacher" (a passing trace) or "gold" (a label)
     prompt: list[dict[str, str]]
     completion: list[dict[str, str]]
 
@@ -107,6 +110,19 @@ def _with_rollout(teacher: dspy.Module, lm: dspy.LM, r: int) -> dspy.Module:
     return t
 
 
+def relabelled_runs(relabel: Callable[[dspy.Example, list[PredictorCall]], list[dict[str, Any]]],
+                    runs: Iterable[TeacherRun], examples: dict[str, dspy.Example]) -> list[TeacherRun]:
+    """A program's gold outputs written over its own runs (rag: the gold answer over the passages it retrieved, where
+    they hold it), one gold run per run that yields any call; passing or not, the run's inputs were the program's."""
+    out = []
+    for run in runs:
+        calls = [PredictorCall(**c) for c in relabel(examples[run.example_id], run.calls)] if run.calls else []
+        if calls:
+            out.append(TeacherRun(example_id=run.example_id, inputs=run.inputs, calls=calls, score=1.0, passed=True,
+                                  source="gold"))
+    return out
+
+
 def compact_json(outputs: dict[str, Any], signature: type[dspy.Signature]) -> str:
     """The assistant message as the engine emits it: compact JSON, the signature's output fields in order."""
     # typed outputs (the agent's FunctionCall models) as the JSON the engine would have sent
@@ -114,9 +130,24 @@ def compact_json(outputs: dict[str, Any], signature: type[dspy.Signature]) -> st
     return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
 
 
+def chat_row(adapter: ConstrainedJSONAdapter, pred: dspy.Predict, inputs: dict[str, Any],
+             outputs: dict[str, Any]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """(prompt, completion): the messages `pred` sends for `inputs` (its instructions and demos as they stand, in its
+    reply mode) and the reply that gives `outputs`, exactly as the engine would see and emit them."""
+    if pred.config.get("reply") == "text":  # a plain-text predictor (rag's answer): no JSON around the reply
+        name, bound = text_field(pred.signature)
+        request = adapter._text_request(name, bound, {}, pred.signature, list(pred.demos), inputs)
+        messages, reply = request["messages"], str(outputs.get(name, ""))[:bound]
+    else:
+        messages = adapter.format(pred.signature, demos=list(pred.demos), inputs=inputs)
+        reply = compact_json(outputs, pred.signature)
+    return [{"role": m["role"], "content": m["content"]} for m in messages], [{"role": "assistant", "content": reply}]
+
+
 def sft_rows(runs: Iterable[TeacherRun], student: dspy.Module, dedupe: bool = False) -> list[SFTRow]:
-    """Chat examples from the kept runs, formatted with the student's own predictors (no demos). With `dedupe`, a
-    row repeated verbatim (a teacher that answers every repeat alike) is kept once instead of weighing N times."""
+    """Chat examples from the kept runs, formatted with the student's own predictors as they stand (a student built
+    fresh has no demos; a compiled program's demos are part of its prompt). With `dedupe`, a row repeated verbatim (a
+    teacher that answers every repeat alike) is kept once instead of weighing N times."""
     adapter = ConstrainedJSONAdapter()
     predictors = dict(student.named_predictors())
     rows, seen = [], set()
@@ -127,15 +158,13 @@ def sft_rows(runs: Iterable[TeacherRun], student: dspy.Module, dedupe: bool = Fa
             pred = predictors.get(call.predictor)
             if pred is None:
                 continue
-            messages = adapter.format(pred.signature, demos=[], inputs=call.inputs)
-            prompt = [{"role": m["role"], "content": m["content"]} for m in messages]
-            completion = [{"role": "assistant", "content": compact_json(call.outputs, pred.signature)}]
+            prompt, completion = chat_row(adapter, pred, call.inputs, call.outputs)
             if dedupe:
                 key = json.dumps([prompt, completion])
                 if key in seen:
                     continue
                 seen.add(key)
-            rows.append(SFTRow(example_id=run.example_id, predictor=call.predictor, score=run.score,
+            rows.append(SFTRow(example_id=run.example_id, predictor=call.predictor, score=run.score, source=run.source,
                                prompt=prompt, completion=completion))
     return rows
 
@@ -146,6 +175,20 @@ def dataset_version(rows: Iterable[BaseModel]) -> str:
     for row in rows:
         h.update(row.model_dump_json().encode() + b"\n")
     return h.hexdigest()[:16]
+
+
+def write_dataset(program: str, kind: str, rows: list[BaseModel], s) -> tuple[str, Path]:
+    """Rows as `artifacts/<program>/datasets/<kind>-<content hash>.jsonl` (written atomically); (version, path)."""
+    from dspyc import artifacts
+
+    version = dataset_version(rows)
+    d = artifacts.program_dir(program, s) / "datasets"
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"{kind}-{version}.jsonl"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(to_jsonl(rows))
+    os.replace(tmp, path)
+    return version, path
 
 
 def to_jsonl(rows: Iterable[BaseModel]) -> str:

@@ -66,11 +66,15 @@ def load_base(model_path: str, spec: TrainSpec):
     return model, tok
 
 
-def lora_config(spec: LoraSpec):
+def lora_config(spec: LoraSpec, num_layers: int | None = None):
+    """PEFT's LoraConfig for a recipe; `num_layers` (the model's decoder depth) places `spec.layers` at the top."""
     from peft import LoraConfig
 
+    top = None
+    if spec.layers is not None and num_layers is not None and spec.layers < num_layers:
+        top = list(range(num_layers - spec.layers, num_layers))
     return LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=list(spec.target_modules),
-                      bias="none", task_type="CAUSAL_LM")
+                      layers_to_transform=top, bias="none", task_type="CAUSAL_LM")
 
 
 def _common_args(spec: TrainSpec, out_dir: Path) -> dict[str, Any]:
@@ -228,7 +232,7 @@ def run_sft(rows: list[dict], model_path: str, recipe: SFTRecipe, work_dir: Path
     args = SFTConfig(**_common_args(recipe.train, work_dir / "checkpoints"), completion_only_loss=True, packing=False)
     cb = progress_callback(f"SFT {recipe.name}")
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
-                         peft_config=lora_config(recipe.lora), callbacks=[cb, trim_heap_callback()])
+                         peft_config=lora_config(recipe.lora, model.config.num_hidden_layers), callbacks=[cb, trim_heap_callback()])
     try:
         return _train_and_save(trainer, "SFT", work_dir, recipe.train) | {"examples": len(rows)}
     finally:

@@ -80,9 +80,9 @@ def load_from_store(name: str, version: int, s: Settings) -> Loaded:
     spec = registry.get(name)
     module, manifest, _ = loading.build_version(f"{name}@{version}", s=s)
     io = program_io(name, module, spec.inputs, spec.outputs, s.serve_max_input_chars)
-    if manifest.kind == "student":  # a LoRA student: its predictors call its adapter (in its base model's engine)
-        from dspyc.distill.student import attach
+    from dspyc.distill.student import adapter_ref, attach
 
+    if adapter_ref(manifest) is not None:  # a student or a weights compile: its predictors call its adapter
         attach(module, manifest, s, cache=False, timeout=s.serve_timeout_s, num_retries=1)
     return Loaded(name=name, version=manifest.version, module=module, lm=build_serving_lm(manifest, s),
                   adapter=ConstrainedJSONAdapter(), io=io, description=spec.description)

@@ -15,9 +15,9 @@ console = Console(stderr=True)
 
 
 def student_adapters(s: Settings, model: str | None = None) -> dict[str, Path]:
-    """LoRA adapters in the artifact store: versions whose manifest says `kind: student`, under the name
-    `dspyc distill` gave them (`config.student.lora_name`), else `<program>-v<version>`. With `model`, only
-    the students of that base model (`config.student.base_model`, else `lm.model`)."""
+    """LoRA adapters in the artifact store: versions whose manifest names an `adapter` (a weights compile, a
+    student) or says `kind: student` (stored before that field), under the engine name they were given, else
+    `<program>-v<version>`. With `model`, only the adapters of that base model."""
     found: dict[str, Path] = {}
     root = s.artifacts_dir
     for manifest_file in sorted(root.glob("*/*/manifest.json")) if root.is_dir() else []:
@@ -25,19 +25,21 @@ def student_adapters(s: Settings, model: str | None = None) -> dict[str, Path]:
             m = json.loads(manifest_file.read_text())
         except ValueError:
             continue
-        if m.get("kind") != "student":
+        adapter = m.get("adapter") or {}
+        student = (m.get("config") or {}).get("student") or {}
+        if not adapter and m.get("kind") != "student":
             continue
         folder = manifest_file.parent
         configs = sorted(folder.rglob("adapter_config.json"))
         if not configs:
             continue
-        # dspyc.distill records the engine's name for the adapter as config.student.lora_name
-        student = (m.get("config") or {}).get("student") or {}
-        if model is not None and (student.get("base_model") or (m.get("lm") or {}).get("model")) != model:
+        base = adapter.get("base_model") or student.get("base_model") or (m.get("lm") or {}).get("model")
+        if model is not None and base != model:
             continue
-        name = student.get("lora_name") or f"{m.get('program')}-v{m.get('version')}"
-        if student.get("adapter") and (folder / student["adapter"] / "adapter_config.json").exists():
-            configs = [folder / student["adapter"] / "adapter_config.json"]
+        name = adapter.get("lora_name") or student.get("lora_name") or f"{m.get('program')}-v{m.get('version')}"
+        sub = adapter.get("path") or student.get("adapter")
+        if sub and (folder / sub / "adapter_config.json").exists():
+            configs = [folder / sub / "adapter_config.json"]
         found[name] = configs[0].parent
     return found
 
@@ -46,6 +48,7 @@ def engine_plan(s: Settings) -> dict[str, bool]:
     """{model: serves adapters} for the versions at the served alias: the engines `dspyc serve` needs. A version
     that does not resolve is left to the pool, which reports it on /readyz."""
     from dspyc import artifacts, loading, registry
+    from dspyc.distill.student import adapter_ref
     from dspyc.loading import serving_model
 
     plan: dict[str, bool] = {}
@@ -55,7 +58,7 @@ def engine_plan(s: Settings) -> dict[str, bool]:
         except Exception:  # noqa: BLE001 - the pool loads it again and keeps the error
             continue
         model = serving_model(manifest, s) or s.lm_model
-        plan[model] = plan.get(model, False) or manifest.kind == "student"
+        plan[model] = plan.get(model, False) or adapter_ref(manifest) is not None
     return plan
 
 

@@ -269,21 +269,24 @@ def test_student_adapters_are_found_in_the_store(serve_settings):
     assert student_adapters(serve_settings) == {"tone-abc": v / "adapter"}
 
 
-def _manifest(kind: str, backend: str, model: str, base: str | None = None):
+def _manifest(kind: str, backend: str, model: str, base: str | None = None, adapter=None):
     from types import SimpleNamespace
 
     student = {"lora_name": "tone-abc", "base_model": base} if kind == "student" else None
     return SimpleNamespace(program="tone", version=1, kind=kind, lm=SimpleNamespace(backend=backend, model=model),
-                           config={"student": student} if student else {})
+                           config={"student": student} if student else {}, adapter=adapter)
 
 
 def test_each_version_routes_to_the_engine_of_its_model(serve_settings):
+    from dspyc import artifacts
     from dspyc.loading import serving_model
 
     s = serve_settings.model_copy(update={"lm_model": "qwen-x"})
     assert serving_model(_manifest("program", "engine", "smol-y"), s) == "smol-y"  # compiled on another model
     assert serving_model(_manifest("program", "url", "remote"), s) is None  # the program LM (DSPYC_LM_*)
     assert serving_model(_manifest("student", "engine", "smol-y", base="smol-z"), s) == "smol-z"  # its base model
+    ft = artifacts.AdapterRef(lora_name="tone-ft-1", base_model="smol-w")  # a weights compile: its adapter's base
+    assert serving_model(_manifest("program", "url", "remote", adapter=ft), s) == "smol-w"
     assert serving_model(_manifest("program", "engine", "smol-y"), s.model_copy(update={"lm_backend": "transformers"})) is None
 
 

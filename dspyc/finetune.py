@@ -1,0 +1,186 @@
+"""`Finetune`: compile into weights. A LoRA adapter on the program LM itself learns the program.
+
+DSPy's BootstrapFinetune with a metric, for the program's own LM: the program (or the recipe's teacher) runs over
+train, its passing traces and the program's gold labels become chat rows holding exactly the prompts the program
+sends (its instructions and demos as they stand, so a finetune after a prompt stage learns that prompt), and PEFT +
+TRL train one adapter for every predictor (DSPy's multitask default). The adapter is loaded into the program LM's
+engine at runtime, never merged into the store; the compiled program's predictors call it by name.
+
+Rows come from the train split and from examples outside every split (`gold_extra`), never from dev or test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dspy
+from pydantic import BaseModel, ConfigDict, Field
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from dspyc import engine
+from dspyc.console import console as make_console
+from dspyc.distill import traces as T
+from dspyc.distill.recipe import LoraSpec, SFTRecipe, TrainSpec
+from dspyc.errors import DspycError
+from dspyc.settings import Settings
+
+console = make_console()
+
+
+class FinetuneParams(BaseModel):
+    """A weights recipe's `params` (optimizers/finetune*.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lora: LoraSpec = LoraSpec()
+    train: TrainSpec = TrainSpec()
+    teacher_repeats: int = Field(1, ge=1)  # program runs per train input (sampled at teacher_temperature when > 1)
+    teacher_temperature: float = Field(0.0, ge=0.0, le=2.0)
+    min_score: float | None = None  # None: a trace is kept when the metric passes (metric(..., trace) truthy)
+    gold_extra: int = Field(0, ge=0)  # labelled examples from outside train/dev/test whose gold traces join the rows
+    max_rows: int | None = Field(None, ge=1)  # cap on training rows (a seeded sample), sized for a 2-core CPU
+    dedupe_rows: bool = True  # a row repeated verbatim (a program answering its repeats alike) is kept once
+
+
+@dataclass
+class CompileContext:
+    """What a dspyc optimizer may need beyond DSPy's (program, trainset): the program, its data, the settings."""
+
+    program: str
+    spec: Any  # registry.ProgramSpec (typed loosely: the registry sits above the optimizers)
+    dataset: Any
+    settings: Settings
+
+
+class WeightsResult(BaseModel):
+    """What a weights stage leaves: the adapter (in the training work folder until the compile saves it) and its cost."""
+
+    adapter_dir: str
+    lora_name: str
+    base_model: str
+    rows: int
+    rows_by_source: dict[str, int]
+    dataset_version: str
+    epochs: float
+    steps: int
+    train_wall_s: float | None
+    precision: str
+    lora: dict[str, Any]
+    losses: list[tuple[int, float]] = []
+
+
+def lora_name(program: str, adapter_dir: Path) -> str:
+    """The engine's name for a program LM's adapter: program plus a content hash (equal weights share a name)."""
+    from dspyc.artifacts import sha256_file
+
+    return f"{program}-ft-{sha256_file(Path(adapter_dir) / 'adapter_model.safetensors')[:10]}"
+
+
+def adapter_lm(s: Settings, model: str, name: str) -> dspy.LM:
+    """The program LM through one of its adapters, with the settings' decoding (what `configure` gives the program)."""
+    from dspyc.lm import build_lm
+
+    return build_lm(s, model=model, adapter=name)
+
+
+class Finetune:
+    """dspyc's weights optimizer (`optimizer: Finetune` in a recipe): see the module docstring."""
+
+    def __init__(self, metric, context: CompileContext, teacher_settings: dict[str, Any] | None = None,
+                 num_threads: int = 8, seed: int = 0, **kwargs: Any):
+        self.metric, self.context, self.num_threads, self.seed = metric, context, num_threads, seed
+        self.params = FinetuneParams(**kwargs)
+        self.teacher = (teacher_settings or {}).get("lm")
+        self.result: WeightsResult | None = None
+
+    def compile(self, student: dspy.Module, *, trainset: list[dspy.Example]) -> dspy.Module:
+        ctx, p = self.context, self.params
+        rows, by_source = self.training_rows(student, trainset)
+        version, path = T.write_dataset(ctx.program, "finetune", rows, ctx.settings)
+        console.print(f"finetune rows: {len(rows)} ({', '.join(f'{n} {k}' for k, n in by_source.items())}) → {path}")
+        out = self.train(rows, version)
+        adapter = Path(out["adapter"])
+        name = lora_name(ctx.program, adapter)
+        model = ctx.settings.lm_model
+        with console.status(f"loading adapter {name} into the {model} engine (LoRA on)"):
+            engine.load_lora(name, adapter, ctx.settings, model=model)
+        compiled = student.deepcopy()
+        compiled.set_lm(adapter_lm(ctx.settings, model, name))
+        self.result = WeightsResult(
+            adapter_dir=str(adapter), lora_name=name, base_model=model, rows=len(rows), rows_by_source=by_source,
+            dataset_version=version, epochs=p.train.epochs if p.train.max_steps <= 0 else 0.0, steps=out["steps"],
+            train_wall_s=out.get("train_runtime_s"), precision=out["precision"], lora=p.lora.model_dump(),
+            losses=out.get("losses", []))
+        return compiled
+
+    # --- the steps ---------------------------------------------------------------------------------------------
+
+    def training_rows(self, program: dspy.Module, trainset: list[dspy.Example]) -> tuple[list[T.SFTRow], dict[str, int]]:
+        """Passing traces of the program (or teacher) over train, gold traces over train + extras; capped, seeded."""
+        ctx, p = self.context, self.params
+        runs = self.traces(program, trainset)
+        spec = ctx.spec
+        if spec.keep_trace:
+            by_id = {str(ex.get("id")): ex for ex in trainset}
+            for r in runs:
+                r.passed = r.passed and spec.keep_trace(by_id[r.example_id], r.calls)
+        gold: list[T.TeacherRun] = []
+        if spec.gold_trace:
+            extra = ctx.dataset.outside("train", "dev", "test")[: p.gold_extra] if p.gold_extra else []
+            gold = T.gold_runs(spec.gold_trace, trainset + extra)
+        passed = [r for r in runs if r.passed]
+        if spec.relabel:  # the program's relabelling is what its runs teach (rag: gold answers over its own passages,
+            by_id = {str(ex.get("id")): ex for ex in trainset}  # and the query steps of passing runs)
+            gold += T.relabelled_runs(spec.relabel, runs, by_id)
+            passed = []
+        rows = T.sft_rows(passed + gold, program, dedupe=p.dedupe_rows)
+        if p.max_rows and len(rows) > p.max_rows:
+            rows = random.Random(self.seed).sample(rows, p.max_rows)
+        by_source: dict[str, int] = {}
+        for row in rows:
+            key = f"{row.source} rows"
+            by_source[key] = by_source.get(key, 0) + 1
+        console.print(f"traces: {len(passed)}/{len(runs)} passed and kept · {len(gold)} gold-labelled runs")
+        if not rows:
+            raise DspycError("no finetune rows: no trace passed the metric and the program has no gold labels "
+                             "(lower min_score, raise teacher_repeats, or give the program a gold_trace)")
+        return rows, by_source
+
+    def traces(self, program: dspy.Module, trainset: list[dspy.Example]) -> list[T.TeacherRun]:
+        p = self.params
+        lm = self.teacher or dspy.settings.lm
+        if p.teacher_repeats > 1 or p.teacher_temperature:
+            lm = lm.copy(temperature=p.teacher_temperature)
+        with _progress() as progress:
+            return T.collect(program, trainset, self.metric, repeats=p.teacher_repeats, min_score=p.min_score,
+                             num_threads=self.num_threads, lm=lm, progress=progress)
+
+    def train(self, rows: list[T.SFTRow], version: str) -> dict[str, Any]:
+        """LoRA SFT on the program LM (resumable: the work folder is keyed by the rows, the recipe and the model)."""
+        from dspyc.distill import train
+        from dspyc.models import resolve_lm
+
+        ctx, p = self.context, self.params
+        s = ctx.settings
+        base = resolve_lm(s.lm_model, s)
+        recipe = SFTRecipe(name=f"finetune {ctx.program}", base_model=s.lm_model, lora=p.lora, train=p.train)
+        key = hashlib.sha256(f"{version}{recipe.model_dump_json()}{base}".encode()).hexdigest()[:12]
+        console.print(f"training a LoRA on {s.lm_model}: {len(rows)} rows × {p.train.epochs:g} epochs, batch "
+                      f"{p.train.batch_size}, max {p.train.max_length} tokens, {train.precision(p.train)}, "
+                      f"LoRA r={p.lora.r} on {'/'.join(m.removesuffix('_proj') for m in p.lora.target_modules)}"
+                      + (f" of the top {p.lora.layers} layers" if p.lora.layers else ""))
+        t = time.perf_counter()
+        out = train.run_sft([r.model_dump() for r in rows], str(base), recipe, s.cache_dir / "finetune" / ctx.program / key)
+        if out.get("train_runtime_s") is None and not out.get("steps"):
+            out["train_runtime_s"] = round(time.perf_counter() - t, 1)
+        return out
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console)
