@@ -393,7 +393,7 @@ def adapter_check(n: int = 60, max_tokens: int = 192, s: Settings | None = None,
 
 
 def bench_train(model: str | None = None, batch_size: int = 8, max_length: int = 512, steps: int = 2,
-                top_layers: int = 8, s: Settings | None = None) -> dict:
+                top_layers: int = 8, precision: str = "auto", s: Settings | None = None) -> dict:
     """Seconds per LoRA training row of the program LM (or `model`) on this CPU: q/v vs every linear layer, over
     the whole stack vs its top layers only (dspyc/distill/speed.py). What a weights recipe is sized from."""
     from dspyc.distill.recipe import TrainSpec
@@ -402,19 +402,67 @@ def bench_train(model: str | None = None, batch_size: int = 8, max_length: int =
     s = s or get_settings()
     key = model or s.lm_model
     path = str(resolve_lm(key, s))
-    spec = TrainSpec(batch_size=batch_size, max_length=max_length)
+    spec = TrainSpec(batch_size=batch_size, max_length=max_length, precision=precision)
     rows = []
     for shape in shapes(top_layers):
         with console.status(f"training {key} · LoRA {shape.label} · {steps} steps of {batch_size} × {max_length} tokens"):
             rows.append(measure(path, shape, spec, steps))
+    precision = next((r["precision"] for r in rows if "precision" in r), "?")
     table = Table("LoRA on", "trainable params", "s/step", "s/row", "trained tok/s", "peak RSS GB",
-                  title=f"{key}: LoRA r=16 training cost, batch {batch_size} × {max_length} tokens, "
-                        f"{rows[0]['precision']}, AdamW")
+                  title=f"{key}: LoRA r=16 training cost, batch {batch_size} × {max_length} tokens (loss on the last 64), "
+                        f"{precision}, AdamW")
     for r in rows:
+        if "error" in r:
+            table.add_row(r["shape"], "", "", "", "", r["error"])
+            continue
         table.add_row(r["shape"], f"{r['trainable_params'] / 1e6:.2f}M", f"{r['s_per_step']:.1f}", f"{r['s_per_row']:.2f}",
                       f"{r['tokens_per_s']:.0f}", f"{r['peak_rss_gb']:.1f}")
     console.print(table)
     result = {"model": key, "batch_size": batch_size, "max_length": max_length, "steps": steps, "rows": rows,
               "cpu": cpu_summary(), "threads": os.environ.get("DSPYC_TRAIN_THREADS", os.cpu_count())}
-    _save(f"train-{served_name(key, s)}", result, s)
+    _save(f"train-{served_name(key, s)}" + (f"-{precision}" if precision != "auto" else ""), result, s)
+    return result
+
+
+def bench_lora(ref: str, requests: int = 24, concurrency: int = 8, max_tokens: int = 32, s: Settings | None = None) -> dict:
+    """How to serve a version with an adapter: LoRA on its base model's engine (torch.compile off on vLLM-CPU) vs a
+    merged copy on an engine without LoRA, on the program's own prompts (its finetune rows; else compile-like ones),
+    `concurrency` in flight, then decode alone. The faster one is what `DSPYC_ADAPTER_SERVING` should say."""
+    import json
+
+    from dspyc import artifacts, loading
+    from dspyc.distill.student import adapter_ref, merged_model, serve
+    from dspyc.errors import DspycError
+
+    s = s or get_settings()
+    name, tag = artifacts.parse_ref(ref)
+    manifest = artifacts.read_manifest(name, loading.resolve_version(name, tag, s), s)
+    ref_ = adapter_ref(manifest)
+    if ref_ is None:
+        raise DspycError(f"{name}@{manifest.version} has no adapter to serve: compile it with a finetune recipe first")
+    rows = sorted(artifacts.program_dir(name, s).glob("datasets/finetune-*.jsonl"))
+    prompts = ([json.loads(line)["prompt"] for line in rows[-1].read_text().splitlines()][:requests] if rows
+               else rag_prompts(s, n=requests))
+    systems = {"LoRA on the base engine": (serve(manifest, s), ref_.base_model)}
+    folder = merged_model(manifest, s)
+    systems["merged copy, engine without LoRA"] = (served_name(str(folder), s), str(folder))
+    out = []
+    for label, (model_name, key) in systems.items():
+        base = engine.ensure(s, key, lora=label.startswith("LoRA"))
+        prefill_throughput(base, model_name, s.lm_api_key, prompts[:4], concurrency=4, max_tokens=4)  # warm-up
+        with console.status(f"{label}: {len(prompts)} prompts, {concurrency} in flight"):
+            load = prefill_throughput(base, model_name, s.lm_api_key, prompts, concurrency, max_tokens)
+            decode = engine_throughput(base, model_name, s.lm_api_key, concurrency, concurrency * 2, 64)
+        out.append({"system": label, "prompt_tokens_per_s": load["prompt_tokens_per_s"], "p50_latency_s": load["p50_latency_s"],
+                    "decode_tokens_per_s": decode["tokens_per_s"], "requests": load["requests"]})
+    table = Table("served as", "prompt tok/s", "p50 s/request", f"decode tok/s ({concurrency} streams)",
+                  title=f"{name}@{manifest.version}: adapter serving on {ref_.base_model} ({len(prompts)} of its prompts, "
+                        f"{concurrency} in flight, {max_tokens} new tokens)")
+    for r in out:
+        table.add_row(r["system"], f"{r['prompt_tokens_per_s']:.0f}", f"{r['p50_latency_s']:.2f}", f"{r['decode_tokens_per_s']:.1f}")
+    console.print(table)
+    faster = min(out, key=lambda r: r["p50_latency_s"])
+    console.print(f"faster here: [bold]{faster['system']}[/bold] (DSPYC_ADAPTER_SERVING is {s.adapter_serving})")
+    result = {"ref": f"{name}@{manifest.version}", "rows": out, "cpu": cpu_summary()}
+    _save(f"lora-{name}", result, s)
     return result

@@ -381,17 +381,20 @@ def data_prepare(name: str = "wiki"):
 
 
 @app.command()
-def bench(what: Annotated[str, typer.Argument(help="engine, compile, serve or train")] = "engine",
+def bench(what: Annotated[str, typer.Argument(help="engine, compile, serve, train or lora")] = "engine",
+          ref: Annotated[str, typer.Argument(help="lora: a version with an adapter, e.g. agent@4.")] = "",
           requests: Annotated[int, typer.Option(help="Requests per concurrency level.")] = 32,
           max_tokens: Annotated[int, typer.Option()] = 64,
           label: Annotated[str, typer.Option(help="engine: name this configuration (engine-<model>-<label>.json), for A/B runs.")] = "",
-          inprocess: Annotated[bool, typer.Option(help="engine: also time in-process transformers (the naive baseline).")] = True):
+          inprocess: Annotated[bool, typer.Option(help="engine: also time in-process transformers (the naive baseline).")] = True,
+          precision: Annotated[str, typer.Option(help="train: auto (bf16 where the CPU has it natively), fp32 or bf16.")] = "auto"):
     """Benchmarks (numbers go to artifacts/bench/*.json).
 
     A/B an engine setting: `DSPYC_ENGINE_EXTRA_ARGS="--max-num-batched-tokens 1024" dspyc bench engine --label mnbt1024
     --no-inprocess` restarts the engine with it (the start command changed) and writes its own JSON.
     `compile` restarts the program LM's engine first, so its prefix cache starts empty. `train` times LoRA training
-    steps of the program LM (q/v vs every linear layer, whole stack vs top 8 layers; batch 8 × 512 tokens)."""
+    steps of the program LM (q/v vs every linear layer, whole stack vs top 8 layers; batch 8 × 512 tokens). `lora
+    agent@4` serves a version's adapter both ways (LoRA on the engine, a merged copy) on its own prompts."""
     from dspyc import bench as b
 
     if what == "serve":  # the program server under load (dspyc/serve/bench.py); `requests` sizes the stub run
@@ -405,9 +408,15 @@ def bench(what: Annotated[str, typer.Argument(help="engine, compile, serve or tr
     elif what == "compile":
         b.bench_compile()
     elif what == "train":  # seconds per LoRA training row of the program LM: q/v vs all linear, whole stack vs top layers
-        b.bench_train()
+        if precision not in ("auto", "fp32", "bf16"):
+            raise DspycError(f"--precision {precision!r}: choose auto, fp32 or bf16")
+        b.bench_train(precision=precision)
+    elif what == "lora":  # serving a version's adapter: LoRA on the engine vs a merged copy
+        if not ref:
+            raise DspycError("dspyc bench lora needs a version with an adapter, e.g. `dspyc bench lora agent@4`")
+        b.bench_lora(ref)
     else:
-        raise DspycError(f"unknown benchmark {what!r}: choose engine, compile, serve or train")
+        raise DspycError(f"unknown benchmark {what!r}: choose engine, compile, serve, train or lora")
 
 
 @app.command()

@@ -337,13 +337,15 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
                 rows[which][split] = ev.rows
                 costs[which][split] = ev.cost
 
-        run_evals("baseline dev", [("baseline", program, "dev")])  # before compiling: nothing else to run yet
+        # The uncompiled program first, on the engine as it is before the compile (a weights stage turns LoRA on:
+        # per-call latency is then each program's as served). One pool; an MLflow metric name, so no "+".
+        run_evals("baseline dev" + ("" if skip_test else " and test"),
+                  [("baseline", program, "dev")] + ([] if skip_test else [("baseline", program, "test")]))
         outcome = stage("compile", lambda: run_recipe(recipe, program, splits, spec, context, seed,
                                                       results["baseline"]["dev"].get("metric", 0.0)))
         compiled = outcome.program
-        # compiled on dev, then both programs on test, in one pool (one stage; an MLflow metric name, so no "+")
-        run_evals("compiled dev" + ("" if skip_test else " and test"), [("compiled", compiled, "dev")]
-                  + ([] if skip_test else [("baseline", program, "test"), ("compiled", compiled, "test")]))
+        run_evals("compiled dev" + ("" if skip_test else " and test"),
+                  [("compiled", compiled, "dev")] + ([] if skip_test else [("compiled", compiled, "test")]))
     wall = round(time.perf_counter() - t0, 1)
     metrics: dict[str, Any] = results | {"delta": deltas(rows, s.reoptimize_resamples, seed), "cost": costs}
     if outcome.stages:
@@ -437,8 +439,8 @@ def run_recipe(recipe: Recipe, program: dspy.Module, splits: dict[str, list[dspy
 def training_usage(w: WeightsResult) -> dict[str, Any]:
     """A weights stage's cost, as the manifest and MLflow record it (numbers only, so MLflow logs each)."""
     return {"rows": w.rows, "epochs": w.epochs, "steps": w.steps, "train_wall_s": w.train_wall_s or 0.0,
-            "lora_rank": w.lora["r"], "lora_layers": w.lora.get("layers") or 0,
-            **{k.replace(" ", "_"): v for k, v in w.rows_by_source.items()}}
+            "lora_rank": w.lora["r"], "lora_layers": w.lora.get("layers") or 0, "peak_rss_gb": w.peak_rss_gb,
+            **{k.replace(" ", "_"): v for k, v in w.rows_by_source.items()}, "losses": w.losses}
 
 
 def without_lm(module: dspy.Module) -> dspy.Module:
@@ -527,6 +529,7 @@ def print_summary(m: artifacts.Manifest, lm_model: str = "") -> None:
         console.print(f"training: LoRA r={tr['lora_rank']} on {m.lm.model}"
                       + (f" (top {tr['lora_layers']} layers)" if tr.get("lora_layers") else "")
                       + f" · {tr['rows']} rows × {tr['epochs']:g} epochs = {tr['steps']} steps in {tr['train_wall_s']:.0f}s"
+                      + f" · peak RSS {tr.get('peak_rss_gb', 0):.1f} GB"
                       + ("" if m.adapter else " · adapter not kept (the uncompiled program was)"))
     console.print(f"LM calls {u.get('lm_calls', 0):,} · tokens in {u.get('input_tokens', 0):,} / out "
                   f"{u.get('output_tokens', 0):,} · est. cost ${u.get('estimated_cost_usd', 0):.4f} · "

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-import time
+import resource
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,7 @@ class WeightsResult(BaseModel):
     precision: str
     lora: dict[str, Any]
     losses: list[tuple[int, float]] = []
+    peak_rss_gb: float = 0.0  # the compile process's peak resident memory once training ended
 
 
 def lora_name(program: str, adapter_dir: Path) -> str:
@@ -115,7 +116,7 @@ class Finetune:
             adapter_dir=str(adapter), lora_name=name, base_model=model, rows=len(rows), rows_by_source=by_source,
             dataset_version=version, epochs=p.train.epochs if p.train.max_steps <= 0 else 0.0, steps=out["steps"],
             train_wall_s=out.get("train_runtime_s"), precision=out["precision"], lora=p.lora.model_dump(),
-            losses=out.get("losses", []))
+            losses=out.get("losses", []), peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2))
         return compiled
 
     # --- the steps ---------------------------------------------------------------------------------------------
@@ -174,11 +175,8 @@ class Finetune:
                       f"{p.train.batch_size}, max {p.train.max_length} tokens, {train.precision(p.train)}, "
                       f"LoRA r={p.lora.r} on {'/'.join(m.removesuffix('_proj') for m in p.lora.target_modules)}"
                       + (f" of the top {p.lora.layers} layers" if p.lora.layers else ""))
-        t = time.perf_counter()
-        out = train.run_sft([r.model_dump() for r in rows], str(base), recipe, s.cache_dir / "finetune" / ctx.program / key)
-        if out.get("train_runtime_s") is None and not out.get("steps"):
-            out["train_runtime_s"] = round(time.perf_counter() - t, 1)
-        return out
+        # a run trained before (same rows, recipe and model) is reused: its adapter, and train_runtime_s None
+        return train.run_sft([r.model_dump() for r in rows], str(base), recipe, s.cache_dir / "finetune" / ctx.program / key)
 
 
 def _progress() -> Progress:

@@ -16,10 +16,13 @@ import dspy
 from dspyc import registry, tracking
 from dspyc.artifacts import PROGRAM_FILE, Manifest, parse_ref, program_dir, read_manifest, versions
 from dspyc.data import apply_split_config
-from dspyc.distill.student import adapter_ref, attach
+from dspyc.distill.student import adapter_ref, attach, merged_model, serving_note
+from dspyc.console import console as make_console
 from dspyc.errors import ArtifactError
 from dspyc.lm import configure
 from dspyc.settings import Settings, get_settings
+
+console = make_console(stderr=True)
 
 
 def resolve_version(program: str, tag: str | None, s: Settings | None = None) -> int:
@@ -85,6 +88,7 @@ def load_program(ref: str, configure_lm: bool = True, s: Settings | None = None)
         configure(s, model=serving_model(manifest, s))
         if adapter_ref(manifest) is not None:
             attach(module, manifest, s)
+            console.print(f"[dim]{serving_note(manifest, s)}[/dim]")
     return module
 
 
@@ -94,6 +98,6 @@ def serving_model(manifest: Manifest | None, s: Settings) -> str | None:
     if manifest is None or s.lm_backend not in ("engine", "url"):
         return None
     if (ref := adapter_ref(manifest)) is not None:
-        return ref.base_model
+        return str(merged_model(manifest, s)) if s.adapter_serving == "merged" else ref.base_model
     lm = getattr(manifest, "lm", None)
     return lm.model if lm is not None and lm.backend == "engine" else None

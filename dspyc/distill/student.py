@@ -59,9 +59,27 @@ def serve(manifest: artifacts.Manifest, s: Settings | None = None) -> str:
     LoRA rank, if needed; otherwise loaded at runtime); returns the adapter's served name."""
     s = s or get_settings()
     ref = _adapter(manifest)
-    path = artifacts.program_dir(manifest.program, s) / str(manifest.version) / ref.path
-    engine.load_lora(ref.lora_name, path, s, model=ref.base_model)
+    engine.load_lora(ref.lora_name, adapter_path(manifest, s), s, model=ref.base_model)
     return ref.lora_name
+
+
+def adapter_path(manifest: artifacts.Manifest, s: Settings) -> Path:
+    return artifacts.program_dir(manifest.program, s) / str(manifest.version) / _adapter(manifest).path
+
+
+def merged_model(manifest: artifacts.Manifest, s: Settings) -> Path:
+    """The merged copy of a version's adapter and base model (built once; dspyc/merge.py)."""
+    from dspyc.merge import merged_copy
+
+    return merged_copy(adapter_path(manifest, s), _adapter(manifest).base_model, s)
+
+
+def serving_note(manifest: artifacts.Manifest, s: Settings) -> str:
+    """One line saying how a version with an adapter is served, and why."""
+    ref = _adapter(manifest)
+    how = (f"a merged copy of adapter {ref.lora_name} and {ref.base_model} on an engine of its own"
+           if s.adapter_serving == "merged" else f"adapter {ref.lora_name}, loaded into the {ref.base_model} engine (unmerged)")
+    return f"{manifest.program}@{manifest.version} served through {how} (DSPYC_ADAPTER_SERVING={s.adapter_serving})"
 
 
 # OpenAI's own sampling keys travel as they are; the rest (vLLM's repetition_penalty, ...) in the request body.
@@ -81,8 +99,10 @@ def student_lm(manifest: artifacts.Manifest, s: Settings | None = None, **lm_ove
     from dspyc.lm import build_lm
 
     s = s or get_settings()
-    name = serve(manifest, s)
     decoding = decoding_overrides(_adapter(manifest).decoding)
+    if s.adapter_serving == "merged":  # a merged copy (a cache built from the adapter) on an engine without LoRA
+        return build_lm(s, model=str(merged_model(manifest, s)), **(decoding | lm_overrides))
+    name = serve(manifest, s)
     return build_lm(s, model=base_model(manifest), adapter=name, **(decoding | lm_overrides))
 
 

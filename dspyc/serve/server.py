@@ -58,7 +58,8 @@ def engine_plan(s: Settings) -> dict[str, bool]:
         except Exception:  # noqa: BLE001 - the pool loads it again and keeps the error
             continue
         model = serving_model(manifest, s) or s.lm_model
-        plan[model] = plan.get(model, False) or adapter_ref(manifest) is not None
+        # LoRA where an adapter is served as one (a merged copy is a model of its own, served without LoRA)
+        plan[model] = plan.get(model, False) or (adapter_ref(manifest) is not None and s.adapter_serving == "lora")
     return plan
 
 

@@ -1,0 +1,174 @@
+"""Compile into weights, without an engine: the recipe surface, the training rows, the chain of stages, the costs."""
+
+from types import SimpleNamespace
+
+import dspy
+import pytest
+
+from dspyc import compiler
+from dspyc.distill import traces as T
+from dspyc.errors import DspycError
+from dspyc.finetune import CompileContext, Finetune
+from dspyc.optimizers import Recipe, build_optimizer, load_recipe
+from dspyc.registry import ProgramSpec
+
+
+def metric(ex, pred, trace=None):
+    ok = pred.answer == ex.answer
+    return ok if trace is not None else float(ok)
+
+
+def _spec(**hooks) -> ProgramSpec:
+    return ProgramSpec(name="qa", build=lambda d, c: dspy.Predict("question -> answer"), load_data=lambda n, s: None,
+                       metric=metric, report=lambda results: {}, dataset="x", **hooks)
+
+
+def _context(spec: ProgramSpec, outside=()) -> CompileContext:
+    data = SimpleNamespace(outside=lambda *splits: list(outside))
+    return CompileContext(program="qa", spec=spec, dataset=data, settings=None)
+
+
+TRAIN = [dspy.Example(id=f"t{i}", question=f"Capital of country {i}?", answer="Paris").with_inputs("question")
+         for i in range(3)]
+
+
+def test_shipped_weights_recipes_load_and_validate():
+    ft = load_recipe("finetune")
+    assert ft.optimizer == "Finetune" and ft.params["lora"]["layers"] == 8
+    chain = load_recipe("better_together")
+    assert chain.sequence == ["bootstrap", "finetune", "bootstrap"] and not chain.optimizer
+    with pytest.raises(DspycError, match="params field 'lora.r'"):
+        build_optimizer(Recipe(name="x", optimizer="Finetune", params={"lora": {"r": 0}}), metric,
+                        context=_context(_spec()))
+
+
+def test_finetune_needs_the_compile_context():
+    with pytest.raises(DspycError, match="runs inside `dspyc compile`"):
+        build_optimizer(load_recipe("finetune"), metric)
+
+
+def test_a_sequence_names_only_its_stages(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sequence: [bootstrap]\noptimizer: BootstrapFewShot\n")
+    with pytest.raises(DspycError, match="names only its stages"):
+        load_recipe(str(bad))
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("sequence: [better_together]\n")
+    with pytest.raises(DspycError, match="is itself a sequence"):
+        load_recipe(str(nested))
+    missing = tmp_path / "missing.yaml"
+    missing.write_text("sequence: [bootstrap, nope]\n")
+    with pytest.raises(DspycError, match="unknown recipe 'nope'"):
+        load_recipe(str(missing))
+
+
+def test_rows_are_passing_traces_and_gold_labels_never_dev_or_test():
+    """Passing traces of the program over train, and gold traces of train + `gold_extra` outside examples."""
+    gold = lambda ex: [{"predictor": "self", "inputs": {"question": ex.question}, "outputs": {"answer": ex.answer}}]  # noqa: E731
+    extra = [dspy.Example(id="x1", question="Capital of Spain?", answer="Madrid").with_inputs("question")]
+    opt = Finetune(metric, _context(_spec(gold_trace=gold), outside=extra), gold_extra=1, dedupe_rows=True, num_threads=1)
+    lm = dspy.utils.DummyLM([{"answer": "Paris"}, {"answer": "Lyon"}, {"answer": "Paris"}], adapter=dspy.JSONAdapter())
+    with dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
+        rows, by_source = opt.training_rows(dspy.Predict("question -> answer"), TRAIN)
+    # 2 passing traces; the gold rows of those 2 examples repeat them verbatim and are kept once
+    assert by_source == {"teacher rows": 2, "gold rows": 2}
+    assert {r.example_id for r in rows} == {"t0", "t1", "t2", "x1"}
+    assert all(r.completion[0]["content"] != '{"answer":"Lyon"}' for r in rows)  # the failing trace taught nothing
+
+
+def test_rows_are_capped_by_a_seeded_sample():
+    opt = Finetune(metric, _context(_spec()), max_rows=2, num_threads=1, seed=3)
+    lm = dspy.utils.DummyLM([{"answer": "Paris"}] * 3, adapter=dspy.JSONAdapter())
+    with dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
+        rows, _ = opt.training_rows(dspy.Predict("question -> answer"), TRAIN)
+    assert len(rows) == 2
+
+
+def test_no_rows_is_a_one_line_error():
+    opt = Finetune(metric, _context(_spec()), num_threads=1)
+    with dspy.context(lm=dspy.utils.DummyLM([{"answer": "Rome"}] * 3, adapter=dspy.JSONAdapter()), adapter=dspy.JSONAdapter()):
+        with pytest.raises(DspycError, match="no finetune rows"):
+            opt.training_rows(dspy.Predict("question -> answer"), TRAIN)
+
+
+def test_a_row_holds_the_prompt_the_program_sends_demos_and_plain_text_included():
+    from dspyc.adapter import ConstrainedJSONAdapter
+
+    adapter = ConstrainedJSONAdapter()
+    pred = dspy.Predict("question -> answer", reply="text")
+    pred.demos = [dspy.Example(question="Capital of Italy?", answer="Rome")]
+    prompt, completion = T.chat_row(adapter, pred, {"question": "Capital of France?"}, {"answer": "Paris"})
+    sent = adapter._text_request("answer", 200, {}, pred.signature, pred.demos, {"question": "Capital of France?"})
+    assert prompt == sent["messages"] and completion == [{"role": "assistant", "content": "Paris"}]
+    assert any(m["content"] == "Rome" for m in prompt)  # the demo is part of what the adapter learns to read
+    json_pred = dspy.Predict("question -> answer")
+    prompt, completion = T.chat_row(adapter, json_pred, {"question": "Capital of France?"}, {"answer": "Paris"})
+    assert completion[0]["content"] == '{"answer":"Paris"}' and prompt == [
+        {"role": m["role"], "content": m["content"]}
+        for m in adapter.format(json_pred.signature, demos=[], inputs={"question": "Capital of France?"})]
+
+
+def test_rag_relabels_only_answer_steps_whose_passages_hold_the_gold_answer():
+    from programs import rag
+
+    ex = dspy.Example(question="Where is the Louvre?", answer="Paris")
+    call = lambda p, i, o: T.PredictorCall(predictor=p, inputs=i, outputs=o)  # noqa: E731
+    q = call("generate_query", {"question": ex.question, "passages": ["x"]}, {"query": "Louvre"})
+    held = call("answer", {"question": ex.question, "passages": ["Louvre: a museum in Paris."]}, {"answer": "Lyon"})
+    not_held = call("answer", {"question": ex.question, "passages": ["Louvre: a museum."]}, {"answer": "Paris"})
+    # the run failed (its last answer, Lyon): the grounded answer step is taught the gold answer, no query step
+    assert rag.relabel(ex, [q, not_held, held]) == [
+        {"predictor": "answer", "inputs": held.inputs, "outputs": {"answer": "Paris"}}]
+    # the run passed: its query step joins; the answer step over passages without "Paris" is never taught
+    out = rag.relabel(ex, [q, not_held])
+    assert [c["predictor"] for c in out] == ["generate_query"]
+
+
+def test_a_chain_stops_at_the_stage_that_stops_helping(monkeypatch):
+    ran = []
+
+    def fake_stage(recipe, program, splits, spec, context, seed):
+        ran.append(recipe.name)
+        return compiler.Compiled(program=f"{program}+{recipe.name}", trials=[len(ran)])
+
+    dev = {"p+bootstrap": 0.5, "p+bootstrap+finetune": 0.7, "p+bootstrap+finetune+bootstrap": 0.7}
+    monkeypatch.setattr(compiler, "run_stage", fake_stage)
+    monkeypatch.setattr(compiler, "evaluate", lambda program, *a: compiler.Evaluation({"metric": dev[program]}, []))
+    ctx = SimpleNamespace(settings=SimpleNamespace(num_threads=1))
+    out = compiler.run_recipe(load_recipe("better_together"), "p", {"dev": []}, None, ctx, 0, baseline_dev=0.4)
+    assert ran == ["bootstrap", "finetune", "bootstrap"]
+    assert out.program == "p+bootstrap+finetune" and out.trials == [1, 2]  # the last stage did not raise dev
+    assert [(s["recipe"], s["kept"]) for s in out.stages] == [("bootstrap", True), ("finetune", True), ("bootstrap", False)]
+    ran.clear()
+    out = compiler.run_recipe(load_recipe("better_together"), "p", {"dev": []}, None, ctx, 0, baseline_dev=0.6)
+    assert ran == ["bootstrap"] and out.program == "p"  # the first stage fell below the uncompiled program: stop
+
+
+def test_call_costs_count_billed_calls_and_leave_cache_hits_apart():
+    costs = compiler.CallCosts()
+    for usage in ({"prompt_tokens": 100, "completion_tokens": 10}, {"prompt_tokens": 300, "completion_tokens": 30}, None):
+        costs._local.job = "job"
+        costs.on_lm_start("id", None, {})
+        if usage:
+            costs.bill(usage)
+        costs.on_lm_end("id", None, None)
+    out = costs.summary("job")
+    assert out["lm_calls"] == 3 and out["cached_calls"] == 1
+    assert out["prompt_tokens_per_call"] == 200 and out["output_tokens_per_call"] == 20
+    assert costs.summary("other") == {}
+    assert compiler._cost_cell({"lm_calls": 2, "cached_calls": 2}, "latency_p50_s") == "cached"
+
+
+def test_a_stored_program_names_no_engine():
+    p = dspy.Predict("question -> answer")
+    p.lm = dspy.LM("openai/qa-ft-abc", api_base="http://127.0.0.1:8401/v1")
+    assert compiler.without_lm(p).lm is None and p.lm is not None
+
+
+def test_lora_on_the_top_layers_only():
+    from dspyc.distill.recipe import LoraSpec
+    from dspyc.distill.train import lora_config
+
+    assert lora_config(LoraSpec(layers=8), num_layers=24).layers_to_transform == list(range(16, 24))
+    assert lora_config(LoraSpec(), num_layers=24).layers_to_transform is None
+    assert lora_config(LoraSpec(layers=30), num_layers=24).layers_to_transform is None  # more than it has: all

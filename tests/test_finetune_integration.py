@@ -1,0 +1,57 @@
+"""Compile into weights, CI-sized, against the real engine: `compile agent finetune_tiny` on the pinned model traces
+the program over 6 BFCL items, trains a LoRA on the program LM for 3 real steps (PEFT + TRL), loads it into the
+engine at runtime, scores it beside the uncompiled program, and stores it as an adapter that `dspyc.load` serves."""
+
+import json
+
+import pytest
+
+from dspyc import artifacts, compiler, engine, loading
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def finetuned(live_engine, tmp_path_factory):
+    from dspyc.settings import get_settings
+
+    s = get_settings().model_copy(update={"artifacts_root": tmp_path_factory.mktemp("artifacts")})
+    with pytest.MonkeyPatch.context() as mp:
+        # 3 dev items cannot show a gain beyond noise; the keep rule has its own tests, this one tests what is kept
+        mp.setattr(compiler, "keep", lambda *a, **k: ("compiled", ""))
+        manifest = compiler.compile_program("agent", "finetune_tiny", sizes=(2, 1, 1), s=s)
+    return manifest, s
+
+
+def test_the_version_is_an_adapter_on_the_program_lm_never_a_merged_model(finetuned):
+    m, s = finetuned
+    assert m.adapter is not None and m.adapter.base_model == s.lm_model and m.adapter.lora_name.startswith("agent-ft-")
+    assert {"adapter/adapter_config.json", "adapter/adapter_model.safetensors"} <= set(m.files)
+    assert not any(f.endswith("model.safetensors") and not f.startswith("adapter/") for f in m.files)
+    config = json.loads((artifacts.program_dir("agent", s) / str(m.version) / "adapter" / "adapter_config.json").read_text())
+    assert config["layers_to_transform"] == [28, 29]  # SmolLM2's top 2 of 30 layers, as the recipe asks
+    state = json.loads((artifacts.program_dir("agent", s) / str(m.version) / artifacts.PROGRAM_FILE).read_text())
+    assert all(v.get("lm") is None for v in state.values() if isinstance(v, dict) and "demos" in v)  # no engine URL
+
+
+def test_the_compile_table_records_training_and_per_call_cost(finetuned):
+    m, _ = finetuned
+    training = m.usage["training"]
+    assert training["steps"] == 3 and 0 < training["rows"] <= 6 and training["train_wall_s"] > 0
+    assert training["gold_rows"] > 0  # BFCL's labels joined the program's passing traces
+    for which in ("baseline", "compiled"):
+        cost = m.metrics["cost"][which]["test"]
+        assert cost["lm_calls"] >= 3 and cost["prompt_tokens_per_call"] > 50 and cost["latency_p50_s"] > 0
+
+
+def test_load_serves_the_program_through_its_adapter(finetuned):
+    m, s = finetuned
+    program = loading.load_program(f"agent@{m.version}", s=s)
+    assert {p.lm.model for _, p in program.named_predictors()} == {f"openai/{m.adapter.lora_name}"}
+    assert m.adapter.lora_name in engine.status(s).adapters  # loaded at runtime into the program LM's engine
+    pred = program(question="What is the area of a circle of radius 3?",
+                   functions=["area_circle(radius: integer) - area of a circle"],
+                   schemas=[{"name": "area_circle", "description": "area of a circle",
+                             "parameters": {"type": "dict", "properties": {"radius": {"type": "integer"}},
+                                            "required": ["radius"]}}])
+    assert pred.calls and all(c["name"] == "area_circle" for c in pred.calls)
