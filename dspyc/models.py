@@ -16,13 +16,13 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.console import Console
+from dspyc.console import console as make_console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from dspyc.errors import DspycError
 from dspyc.settings import Settings, get_settings
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
 STAMP = ".dspyc-ok"
 
 

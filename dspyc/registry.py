@@ -14,6 +14,7 @@ from typing import Any
 
 import dspy
 
+from dspyc.data import ProgramData
 from dspyc.errors import DspycError
 from dspyc.settings import get_settings
 
@@ -24,8 +25,8 @@ class ProgramSpec:
 
     name: str
     # build(data, config) -> dspy.Module; `data` is what load_data returned (retrievers come from it).
-    build: Callable[[Any, dict[str, Any]], dspy.Module]
-    load_data: Callable[[str, int], Any]  # (dataset name or folder, seed) -> data with .splits and .version
+    build: Callable[[ProgramData, dict[str, Any]], dspy.Module]
+    load_data: Callable[[str, int], ProgramData]  # (dataset name or folder, seed) -> split data (dspyc.data.ProgramData)
     metric: Callable[..., float]  # DSPy metric: (example, prediction, trace=None) -> float (or bool when tracing)
     report: Callable[[list[tuple[dspy.Example, Any]]], dict[str, float]]  # all metrics of an evaluation
     dataset: str  # the default dataset under datasets/
@@ -38,7 +39,7 @@ class ProgramSpec:
     outputs: dict[str, Any] | None = None
     # Ids of examples the built program learned from besides train and dev (e.g. a reranker's training pool), so
     # that re-optimization never scores on them: (data, config) -> ids.
-    learned_from: Callable[[Any, dict[str, Any]], list[str]] | None = None
+    learned_from: Callable[[ProgramData, dict[str, Any]], list[str]] | None = None
     # What weights training (`dspyc compile PROGRAM finetune`, `dspyc distill`) learns from besides passing traces.
     # A call is {"predictor": name, "inputs": {...}, "outputs": {...}}, as the program's trace leaves it.
     # gold_trace(example) -> calls: the program's trace for a labelled example, written from the label alone (the
@@ -49,6 +50,10 @@ class ProgramSpec:
     relabel: Callable[[dspy.Example, list[Any]], list[dict[str, Any]]] | None = None
     # keep_trace(example, calls) -> bool: a passing trace is training data only if this holds (a clean trace).
     keep_trace: Callable[[dspy.Example, list[Any]], bool] | None = None
+    # Distillation (`dspyc distill`): the SFT recipe it trains with unless --sft says otherwise, and the config the
+    # student is built with on top of `config` (what its prompt drops: a long style guide, demos).
+    sft_recipe: str = "sft_r16_qv"
+    student_config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def import_path(self) -> str:

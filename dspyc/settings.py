@@ -28,7 +28,7 @@ class Settings(BaseSettings):
 
     # The LM. `lm_backend`: "engine" (local vLLM, started on demand), "url" (any OpenAI-compatible server
     # at `lm_url`), "transformers" (in-process), or "litellm" (`lm_model` is any LiteLLM/DSPy model string).
-    lm_backend: str = "engine"
+    lm_backend: Literal["engine", "url", "transformers", "litellm"] = "engine"
     lm_url: str | None = None  # setting DSPYC_LM_URL implies lm_backend="url"
     # A known model key (dspyc.models.KNOWN_LMS), a local HF folder, or a hub id when online. Qwen2.5-Coder-0.5B
     # follows a short prompt; SmolLM2-135M (`smollm2-135m-instruct`) is the student base and what tests pin.
@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     # LoRA on an engine: None (auto) only where adapters are served (a student's base model, or `engine up --lora`);
     # True on every engine; False only while adapters are given. On CPU LoRA turns torch.compile off (1.7-2.6x slower).
     engine_enable_lora: bool | None = None
-    engine_dtype: str = "auto"  # auto: bfloat16 on GPUs and CPUs with native bf16, float32 elsewhere
+    engine_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"  # auto: bfloat16 on GPUs and CPUs with native bf16, float32 elsewhere
     engine_preload_iomp: bool = False  # LD_PRELOAD the engine venv's Intel OpenMP on CPU (vLLM's CPU install docs)
     engine_kv_cache_gb: int = 2  # CPU KV cache; vLLM's default reserves 92% of a NUMA node's memory
     # The largest LoRA rank an engine accepts (dspyc's recipes train r=16); a larger adapter raises it. vLLM sizes its
@@ -78,12 +78,12 @@ class Settings(BaseSettings):
 
     # The tool-calling agent (`dspyc ask`, programs/agent.py). tools_provider: auto (the HTTP API, falling
     # back to the offline JSON files when unreachable), http, or offline.
-    tools_provider: str = "auto"
+    tools_provider: Literal["auto", "http", "offline"] = "auto"
     tools_data_dir: Path | None = None  # default: <project>/datasets/agent
     tools_timeout_s: float = 10.0  # per tool call
     tools_http_timeout_s: float = 4.0
     agent_max_steps: int = 3  # tool-calling steps before the agent must answer
-    agent_tool_calling: str = "auto"  # constrained (JSON schema), native (the server's tool parser), or auto
+    agent_tool_calling: Literal["auto", "constrained", "native"] = "auto"  # constrained (JSON schema), native (the server's tool parser), or auto
     # BFCL split sizes, per category: 30 test items each (90 in all), so a compile's gain shows through its interval.
     bfcl_train: int = 10
     bfcl_dev: int = 6
@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     serve_timeout_s: float = 120.0  # per request, queueing included
     serve_max_body_bytes: int = 65536
     serve_max_input_chars: int = 8000  # per string input field
-    serve_log: str = "full"  # request log payloads: full, redact (hashes and lengths) or none
+    serve_log: Literal["full", "redact", "none"] = "full"  # request log payloads: full, redact (hashes and lengths) or none
     serve_log_path: Path | None = None  # default: <artifacts>/serve/requests.jsonl
     mlflow_traces: bool = True  # DSPy traces of evaluations via mlflow.dspy.autolog
 
@@ -141,4 +141,14 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The settings from the environment and `.env`; a bad value is one line naming its variable."""
+    from pydantic import ValidationError
+
+    from dspyc.errors import DspycError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "DSPYC_" + "_".join(str(part) for part in first["loc"]).upper()
+        raise DspycError(f"setting {name}={first.get('input')!r}: {first['msg']}") from None

@@ -15,7 +15,7 @@ from typing import Any
 
 from dspyc.artifacts import Manifest, now_iso, program_dir, read_manifest, write_json_atomic
 from dspyc.console import console as make_console
-from dspyc.errors import ArtifactError
+from dspyc.errors import ArtifactError, TrackingError
 from dspyc.settings import Settings, get_settings
 
 console = make_console(stderr=True)
@@ -180,7 +180,9 @@ def register(manifest: Manifest, source: str, run_id: str | None, s: Settings, a
     client = _mlflow(s).MlflowClient()
     try:
         client.get_registered_model(manifest.program)
-    except Exception:
+    except _store_errors() as exc:
+        if not not_found(exc):
+            raise store_error(exc, s) from exc
         client.create_registered_model(manifest.program, description=f"dspyc program {manifest.program}")
     tags = {VERSION_TAG: str(manifest.version), "recipe": manifest.recipe.get("name", ""),
             "dataset_hash": manifest.dataset.version, "kind": manifest.kind}
@@ -271,7 +273,9 @@ def resolve_alias(program: str, alias: str, s: Settings | None = None) -> int:
     mlflow = _mlflow(s)
     try:
         mv = mlflow.MlflowClient().get_model_version_by_alias(program, alias)
-    except Exception:
+    except _store_errors() as exc:
+        if not not_found(exc):
+            raise store_error(exc, s) from exc
         raise ArtifactError(f"{program}@{alias}: no such alias in the registry ({tracking_uri(s)})") from None
     if VERSION_TAG not in mv.tags:
         raise ArtifactError(f"registry version at {mv.source} has no {VERSION_TAG} tag")
@@ -291,10 +295,13 @@ def alias_holder(program: str, alias: str, s: Settings | None = None) -> int | N
 
 def aliases(program: str, s: Settings | None = None) -> dict[int, list[str]]:
     """dspyc version -> registry aliases on it ({} when the program was never registered)."""
-    client = _mlflow(s or get_settings()).MlflowClient()
+    s = s or get_settings()
+    client = _mlflow(s).MlflowClient()
     try:
         model = client.get_registered_model(program)
-    except Exception:
+    except _store_errors() as exc:
+        if not not_found(exc):
+            raise store_error(exc, s) from exc
         return {}
     by_registry = {str(mv.version): int(mv.tags.get(VERSION_TAG, 0)) for mv in client.search_model_versions(f"name='{program}'")}
     out: dict[int, list[str]] = {}
@@ -310,11 +317,35 @@ def _registry_version(client, program: str, version: int) -> str:
     raise ArtifactError(f"{program}@{version} is not in the registry (compile it, or `dspyc sync` a skipped run)")
 
 
+def _store_errors() -> type[Exception]:
+    """What the MLflow client raises for any store failure (SQLAlchemy and HTTP errors arrive wrapped in it)."""
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException
+
+
+def not_found(exc: Exception) -> bool:
+    """The store answered that the thing asked for does not exist (not that it failed). MLflow says so with
+    RESOURCE_DOES_NOT_EXIST, and for a missing alias with INVALID_PARAMETER_VALUE "... alias ... not found"."""
+    code = getattr(exc, "error_code", None)
+    return code == "RESOURCE_DOES_NOT_EXIST" or (code == "INVALID_PARAMETER_VALUE" and "not found" in str(exc))
+
+
+def store_error(exc: Exception, s: Settings) -> TrackingError:
+    return TrackingError(f"tracking store {tracking_uri(s)} failed: {type(exc).__name__}: "
+                         f"{(str(exc).splitlines() or [''])[0][:200]} (nothing was changed; retry)")
+
+
 def champion_history(program: str, s: Settings | None = None) -> list[int]:
-    client = _mlflow(s or get_settings()).MlflowClient()
+    """Every version `champion` was moved to, oldest first ([] for a program never registered). A store that fails
+    raises: an empty answer here would let `promote` write a history of one version over the real one."""
+    s = s or get_settings()
+    client = _mlflow(s).MlflowClient()
     try:
         return json.loads(client.get_registered_model(program).tags.get(HISTORY_TAG, "[]"))
-    except Exception:
+    except _store_errors() as exc:
+        if not not_found(exc):
+            raise store_error(exc, s) from exc
         return []
 
 
@@ -331,9 +362,10 @@ def promote(program: str, version: int, s: Settings | None = None, alias: str = 
     client = _mlflow(s).MlflowClient()
     reg_version = _registry_version(client, program, version)
     previous = alias_holder(program, alias, s)
+    history = champion_history(program, s) if alias == CHAMPION else []  # read before anything moves
     client.set_registered_model_alias(program, alias, reg_version)
     if alias == CHAMPION and previous != version:
-        history = [*champion_history(program, s), version][-50:]
+        history = [*history, version][-50:]
         client.set_registered_model_tag(program, HISTORY_TAG, json.dumps(history))
         client.set_model_version_tag(program, reg_version, "dspyc.promoted", f"{now_iso()} {reason}".strip())
     return previous

@@ -152,9 +152,6 @@ class ToolAgent(dspy.Module):
 
 # --- what dspyc needs: data, build, metric, report ---------------------------------------------------
 
-# `dspyc distill agent` trains with this recipe unless --sft says otherwise (gold labels join the teacher's traces).
-SFT_RECIPE = "sft_agent"
-
 CONFIG = {"max_calls": 4, "tool_calling": "constrained", "max_tokens": 200, "split_tasks": True, "call_per_task": True}
 
 
@@ -236,4 +233,5 @@ def report(results: list[tuple[dspy.Example, dspy.Prediction]]) -> dict[str, flo
 
 PROGRAM = ProgramSpec(name="agent", build=build, load_data=load_data, metric=metric, report=report, dataset="bfcl",
                       default_recipe="bootstrap", config=CONFIG, gold_trace=gold_trace, keep_trace=keep_trace,
+                      sft_recipe="sft_agent",  # `dspyc distill agent`: sft_r16_qv plus BFCL's gold labels
                       description="Function calling under a per-call JSON schema (scored on BFCL) and a bounded tool loop (dspyc ask).")

@@ -235,11 +235,17 @@ def test_ensure_honours_lm_url_for_the_program_lm_only(tmp_path, monkeypatch):
     assert engine.ensure(s, "smol-y") == "http://127.0.0.1:8401/v1"
 
 
-def test_unknown_backend_is_refused():
-    from dspyc.lm import build_lm
+def test_a_misspelt_setting_is_one_line_naming_its_variable(monkeypatch):
+    from dspyc.settings import get_settings
 
-    with pytest.raises(DspycError, match="unknown lm_backend"):
-        build_lm(Settings(lm_backend="nope"))
+    monkeypatch.setenv("DSPYC_LM_BACKEND", "enigne")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(DspycError, match="setting DSPYC_LM_BACKEND='enigne': Input should be 'engine', 'url'"):
+            get_settings()
+    finally:
+        monkeypatch.delenv("DSPYC_LM_BACKEND")
+        get_settings.cache_clear()
 
 
 @pytest.mark.integration

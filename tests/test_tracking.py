@@ -79,6 +79,35 @@ def test_promoting_a_version_with_a_lower_dev_score_warns(settings, capsys):
     assert "warning" not in capsys.readouterr().err
 
 
+def test_a_store_that_blinks_loses_no_champion_history(settings, monkeypatch):
+    """A transient store error used to read as an empty history, and promote then wrote [version] over the real one."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from dspyc.errors import TrackingError
+
+    compiled(settings, 0.2, 0.3)
+    compiled(settings, 0.4, 0.5)
+    tracking.promote("toy", 2, settings)
+    assert tracking.champion_history("toy", settings) == [1, 2]
+    real = MlflowClient.get_registered_model
+
+    def locked(self, name):
+        raise MlflowException("(sqlite3.OperationalError) database is locked", error_code="TEMPORARILY_UNAVAILABLE")
+
+    monkeypatch.setattr(MlflowClient, "get_registered_model", locked)
+    with pytest.raises(TrackingError, match="database is locked"):
+        tracking.promote("toy", 1, settings)
+    with pytest.raises(TrackingError, match="database is locked"):
+        tracking.aliases("toy", settings)
+    monkeypatch.setattr(MlflowClient, "get_model_version_by_alias", lambda self, name, alias: locked(self, name))
+    with pytest.raises(TrackingError, match="database is locked"):  # not "no such alias"
+        tracking.resolve_alias("toy", "champion", settings)
+    monkeypatch.setattr(MlflowClient, "get_registered_model", real)
+    assert tracking.champion_history("toy", settings) == [1, 2]
+    assert tracking.champion_history("never-registered", settings) == []  # not found is still an empty history
+
+
 def test_promote_refuses_a_missing_version(settings):
     compiled(settings, 0.2, 0.3)
     with pytest.raises(ArtifactError, match="toy@9 not found"):

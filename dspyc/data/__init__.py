@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from pathlib import Path
+from typing import Protocol, TypeVar, runtime_checkable
 
 import dspy
 
@@ -34,7 +35,24 @@ def outside(splits: dict[str, list[dspy.Example]], *names: str) -> list[dspy.Exa
 SPLIT_KEYS = ("train", "dev", "test")
 
 
-def apply_split_config(dataset, config: dict | None, seed: int, sizes: Sequence[int] | None = None) -> bool:
+@runtime_checkable
+class ProgramData(Protocol):
+    """What a program's `load_data` returns and core code reads: examples split into train/dev/test (and "all"),
+    re-splittable by seed and sizes, with a name, a folder and a content version."""
+
+    name: str
+    path: Path | str
+    version: str  # a content hash: the same data, the same version
+    splits: dict[str, list[dspy.Example]]
+    split_sizes: tuple[int, int, int] | None  # the (train, dev, test) asked for by the last split()
+
+    def split(self, seed: int, train: int, dev: int, test: int) -> dict[str, list[dspy.Example]]: ...
+
+    def outside(self, *splits: str) -> list[dspy.Example]:
+        """Every example in none of `splits` (e.g. more gold labels: all but train, dev and test)."""
+
+
+def apply_split_config(dataset: ProgramData, config: dict | None, seed: int, sizes: Sequence[int] | None = None) -> bool:
     """Re-split what a program's `load_data` returned: with `sizes` (train, dev, test) if given, else with the
     `train`/`dev`/`test` keys of the program's merged config (`--set test=60`), a missing key keeping the size
     the data was split with. Returns whether it re-split (not when the sizes are the ones already used)."""
@@ -44,20 +62,16 @@ def apply_split_config(dataset, config: dict | None, seed: int, sizes: Sequence[
     if sizes is None:
         if not any(k in config for k in SPLIT_KEYS):
             return False
-        splits = getattr(dataset, "splits", {}) or {}
-        current = getattr(dataset, "split_sizes", None) or tuple(len(splits.get(k, [])) for k in SPLIT_KEYS)
+        current = dataset.split_sizes or tuple(len(dataset.splits.get(k, [])) for k in SPLIT_KEYS)
         try:
             sizes = tuple(int(config[k]) if k in config else int(c) for k, c in zip(SPLIT_KEYS, current))
         except (TypeError, ValueError):
             raise DataError(f"split sizes must be whole numbers: "
                             f"{ {k: config[k] for k in SPLIT_KEYS if k in config} }") from None
-        if sizes == getattr(dataset, "split_sizes", None):
+        if sizes == dataset.split_sizes:
             return False
     sizes = tuple(int(n) for n in sizes)
     if len(sizes) != 3 or min(sizes) < 0:
         raise DataError(f"split sizes (train, dev, test) must be three numbers >= 0, got {sizes}")
-    if not callable(getattr(dataset, "split", None)):
-        raise DataError(f"{getattr(dataset, 'name', 'the data')} cannot be re-split (its dataset has no split(seed, "
-                        "train, dev, test)); drop --set train/dev/test")
     dataset.split(seed, *sizes)
     return True

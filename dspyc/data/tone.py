@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from dspyc.data.qa import read_jsonl, resolve_dataset_dir
 from dspyc.errors import DataError
-from dspyc.data import seeded_split
+from dspyc.data import outside, seeded_split
 
 EVALS = ("evals", "3.0.1.post1", "evals/registry/data/sarcasm/samples.jsonl")
 INSPECT = ("inspect-evals", "0.26.0", "inspect_evals/tau2/data/domains/banking_knowledge/documents.json.gz")
@@ -119,6 +119,9 @@ class ToneDataset:
         self.splits = seeded_split(self.inputs, to_example, seed, train, dev, test, 2)
         self.split_sizes = (train, dev, test)
         return self.splits
+
+    def outside(self, *splits: str) -> list[dspy.Example]:
+        return outside(self.splits, *splits)
 
 
 def to_example(row: ToneInput) -> dspy.Example:

@@ -9,7 +9,6 @@ inputs, so a killed run resumes where it stopped.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import threading
@@ -57,11 +56,6 @@ class CallStats(BaseCallback):
         with self._lock:
             if call_id in self.starts:
                 self.latencies.append(time.perf_counter() - self.starts.pop(call_id))
-
-
-def student_config(spec: registry.ProgramSpec) -> dict[str, Any]:
-    """The program's `STUDENT_CONFIG` (what the student's prompt drops: instructions, demos); {} if none."""
-    return dict(getattr(importlib.import_module(spec.import_path), "STUDENT_CONFIG", {}))
 
 
 def _progress() -> Progress:
@@ -136,8 +130,6 @@ def _teacher(spec, dataset, teacher_ref: str | None, s: Settings) -> tuple[dspy.
     return spec.build(dataset, spec.config), f"{spec.name} (uncompiled, default config)"
 
 
-DEFAULT_SFT_RECIPE = "sft_r16_qv"
-
 
 def distill(program: str, sft_recipe: str | None = None, dpo_recipe: str | None = "dpo_default", *,
             teacher: str | None = None, teacher_url: str | None = None, data: str | None = None, seed: int = 0,
@@ -147,7 +139,7 @@ def distill(program: str, sft_recipe: str | None = None, dpo_recipe: str | None 
     """The whole distillation; returns {"table": rows, "versions": {...}}. Teacher traces run `num_threads`
     at once (default: DSPYC_NUM_THREADS, as a compile: throughput, not latency, bounds them); the table's
     systems run `eval_threads` at once, so their p50 latencies compare at the same light load. `sft_recipe`
-    defaults to the program's `SFT_RECIPE`, else sft_r16_qv. `prompt_recipe`
+    defaults to the program's `sft_recipe` (sft_r16_qv unless it names another). `prompt_recipe`
     (a prompt-optimizer recipe) adds BetterTogether's last step: the best student on dev gets its prompt
     optimized again, and the table gains that row."""
     s = s or get_settings()
@@ -155,8 +147,7 @@ def distill(program: str, sft_recipe: str | None = None, dpo_recipe: str | None 
     t0 = time.perf_counter()
     spec = registry.get(program)
     source = registry.source_hash(program)  # the prompts the student is trained on: the source as the run began
-    module = importlib.import_module(spec.import_path)
-    sft = R.load(sft_recipe or getattr(module, "SFT_RECIPE", DEFAULT_SFT_RECIPE), "sft")
+    sft = R.load(sft_recipe or spec.sft_recipe, "sft")
     dpo = R.load(dpo_recipe, "dpo") if dpo_recipe else None
     prompt_opt = load_recipe(prompt_recipe) if prompt_recipe else None  # a bad recipe fails now, not after training
     if prompt_opt:
@@ -169,7 +160,7 @@ def distill(program: str, sft_recipe: str | None = None, dpo_recipe: str | None 
     base_path = resolve_lm(sft.base_model, s)
     teacher_module, teacher_label = _teacher(spec, dataset, teacher, s)
     # the split sizes too, so the student loads (and `dspyc distill-table` re-scores it) on this held-out split
-    s_cfg = spec.config | student_config(spec) | (dict(zip(SPLIT_KEYS, sizes)) if sizes else {})
+    s_cfg = spec.config | spec.student_config | (dict(zip(SPLIT_KEYS, sizes)) if sizes else {})
     student_module = spec.build(dataset, s_cfg)
     teacher_settings = s.model_copy(update={"lm_url": teacher_url, "lm_backend": "url"}) if teacher_url else s
     # Cached: each repeat is its own request by rollout_id, so a killed run gets the same traces back (and the
@@ -191,8 +182,7 @@ def distill(program: str, sft_recipe: str | None = None, dpo_recipe: str | None 
     kept = sum(r.passed for r in runs)
     gold_trace, gold = spec.gold_trace, []
     if gold_trace:  # labels of train, and of examples in no split: never dev or test
-        outside = getattr(dataset, "outside", None)
-        extra = outside("train", "dev", "test")[: sft.gold_extra] if sft.gold_extra and outside else []
+        extra = dataset.outside("train", "dev", "test")[: sft.gold_extra] if sft.gold_extra else []
         gold = T.gold_runs(gold_trace, train_ex + extra)
     rows = T.sft_rows(runs + gold, student_module, dedupe=sft.dedupe_rows)
     sft_version, sft_path = T.write_dataset(program, "sft", rows, s)

@@ -128,17 +128,3 @@ def attach(module: dspy.Module, manifest: artifacts.Manifest, s: Settings | None
     """Point every predictor of a loaded program (a student, or a weights compile) at its adapter (`student_lm`)."""
     module.set_lm(student_lm(manifest, s, **lm_overrides))
     return module
-
-
-def load_student(ref: str, s: Settings | None = None) -> dspy.Module:
-    """`tone@4` (a student version) → the program, its predictors on the student adapter, ready to call.
-    `dspyc.load` does the same for any version whose manifest kind is "student"."""
-    from dspyc.adapter import ConstrainedJSONAdapter
-
-    s = s or get_settings()
-    from dspyc.loading import build_version  # loading is above distillation: imported here, not at the top
-
-    module, manifest, _ = build_version(ref, s=s)
-    attach(module, manifest, s)
-    dspy.configure(adapter=ConstrainedJSONAdapter())
-    return module

@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from rich.console import Console
+from dspyc.console import console as make_console
 from rich.table import Table
 
 from dspyc.serve.usage import percentile
 from dspyc.settings import Settings, get_settings
 
-console = Console()
+console = make_console()
 
 PROGRAM_SOURCE = '''
 """bench_qa: one predictor, for serving benchmarks."""

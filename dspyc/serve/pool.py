@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dspy
-from rich.console import Console
+from dspyc.console import console as make_console
 
 from dspyc.errors import ArtifactError, DspycError
 from dspyc.serve.io import ProgramIO, program_io
 from dspyc.settings import Settings, get_settings
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 TAG_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_PINNED = 4

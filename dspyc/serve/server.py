@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rich.console import Console
+from dspyc.console import console as make_console
 
 from dspyc.errors import DspycError
 from dspyc.settings import Settings, get_settings
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
 
 
 def student_adapters(s: Settings, model: str | None = None) -> dict[str, Path]:

@@ -161,12 +161,12 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def usage_report(since: str | None = "24h", program: str | None = None, path: Path | None = None,
                  as_json: bool = False, s: Settings | None = None) -> list[dict[str, Any]]:
-    from rich.console import Console
+    from dspyc.console import console as make_console
     from rich.table import Table
 
     path = path or log_path(s)
     rows = summarise(read_records(path, parse_window(since), program))
-    console = Console()
+    console = make_console()
     if as_json:
         console.print_json(json.dumps(rows))
         return rows

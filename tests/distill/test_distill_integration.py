@@ -55,7 +55,8 @@ def test_students_are_versions_with_adapter_datasets_and_scores(distilled):
 
 
 def test_served_adapter_answers_differently_from_the_base_model(distilled):
-    from dspyc.distill.student import base_model, load_student, serve
+    from dspyc.distill.student import base_model, serve
+    from dspyc.loading import load_program
 
     result, s = distilled
     m = artifacts.read_manifest("tone", result["versions"]["dpo"], s)
@@ -75,7 +76,7 @@ def test_served_adapter_answers_differently_from_the_base_model(distilled):
 
     assert complete(name) != complete(state.served_model)
     # The program itself, loaded from the store with its predictors on the student.
-    student = load_student(f"tone@{m.version}", s)
+    student = load_program(f"tone@{m.version}", s=s)  # dspyc.load: a student's predictors call its adapter
     assert student.rewrite.lm.model == f"openai/{name}"
     assert isinstance(student(text="our new office coffee machine is basically a disaster").rewrite, str)
 
@@ -99,14 +100,15 @@ def test_the_prompt_pass_bootstraps_demos_on_the_teacher_engine_for_the_served_s
 
     from dspyc import registry
     from dspyc.distill.pipeline import prompt_pass
-    from dspyc.distill.student import load_student, serve
+    from dspyc.distill.student import serve
+    from dspyc.loading import load_program
     from dspyc.lm import build_lm
     from dspyc.optimizers import load_recipe
 
     result, s = distilled
     m = artifacts.read_manifest("tone", result["versions"]["sft"], s)
     serve(m, s)
-    student = load_student(f"tone@{m.version}", s)
+    student = load_program(f"tone@{m.version}", s=s)
     student_lm = student.rewrite.lm
     student.set_lm(None)  # the prompt pass runs the student under its LM by context, like the table
     spec = dataclasses.replace(registry.get("tone"), metric=lambda ex, pred, trace=None: True)

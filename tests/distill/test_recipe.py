@@ -26,7 +26,7 @@ def test_the_agents_recipe_is_the_roadmaps_plus_gold_labels():
     """Same LoRA and training as sft_r16_qv; only the agent's data differs (gold labels, repeats kept once)."""
     import importlib
 
-    base, agent = R.load("sft_r16_qv", "sft"), R.load(importlib.import_module("programs.agent").SFT_RECIPE, "sft")
+    base, agent = R.load("sft_r16_qv", "sft"), R.load(importlib.import_module("programs.agent").PROGRAM.sft_recipe, "sft")
     assert (agent.lora, agent.train) == (base.lora, base.train)
     assert (agent.gold_extra, agent.dedupe_rows) == (90, True) and (base.gold_extra, base.dedupe_rows) == (0, False)
 

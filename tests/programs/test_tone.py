@@ -71,7 +71,7 @@ def test_metric_is_a_score_or_a_pass_when_tracing(tone, ev):
 def test_teacher_gets_the_guide_and_its_demos_student_gets_neither(tone):
     data = tone.load_data("tone", 0)
     teacher = tone.build(data, tone.CONFIG)
-    student = tone.build(data, tone.CONFIG | tone.STUDENT_CONFIG)
+    student = tone.build(data, tone.CONFIG | tone.PROGRAM.student_config)
     assert "Kind regards, the Communications Team." in teacher.rewrite.signature.instructions
     assert len(teacher.rewrite.demos) == len(tone.StyleGuide.load(data.style_guide_path).examples) >= 3
     assert student.rewrite.demos == [] and "house corporate tone" in student.rewrite.signature.instructions
