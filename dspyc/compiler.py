@@ -274,6 +274,70 @@ def optimizer_trials(compiled: dspy.Module) -> list[float]:
     return []
 
 
+@dataclass
+class Setup:
+    """What a compile starts from: the program's spec, the recipe, the split data, the merged config."""
+
+    name: str
+    spec: registry.ProgramSpec
+    recipe: Recipe
+    dataset: ProgramData
+    config: dict[str, Any]
+    source: str  # the program's source hash as the compile began: what its prompts were built from
+
+
+def prepare(name: str, recipe_name: str | None, data: str | None, seed: int, config: dict[str, Any] | None,
+            sizes: tuple[int, int, int] | None) -> Setup:
+    source = registry.source_hash(name)
+    spec = registry.get(name)
+    recipe = load_recipe(recipe_name or spec.default_recipe)
+    cfg = spec.config | (config or {})
+    with console.status(f"loading dataset {data or spec.dataset}"):
+        dataset = spec.load_data(data or spec.dataset, seed)
+    apply_split_config(dataset, cfg, seed, sizes)  # `sizes`, else --set train/dev/test: never silently ignored
+    if sizes:
+        cfg = cfg | dict(zip(SPLIT_KEYS, sizes))  # the manifest records the sizes actually used
+    splits = dataset.splits
+    console.print(f"[bold]{name}[/bold] · recipe [cyan]{recipe.name}[/cyan] ({recipe.optimizer or 'sequence'}) · dataset "
+                  f"{dataset.name}@{dataset.version} · train {len(splits['train'])} / dev {len(splits['dev'])} / "
+                  f"test {len(splits['test'])} · seed {seed}")
+    return Setup(name, spec, recipe, dataset, cfg, source)
+
+
+@dataclass
+class Scoreboard:
+    """Both programs' scores, per-example rows and per-call costs by split, and each stage's wall time. A stage
+    that ends past the token budget stops the compile; an evaluation in which too many runs failed too."""
+
+    setup: Setup
+    settings: Settings
+    usage: Usage
+    results: dict[str, dict[str, dict[str, float]]] = field(default_factory=lambda: {"baseline": {}, "compiled": {}})
+    rows: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=lambda: {"baseline": {}, "compiled": {}})
+    costs: dict[str, dict[str, dict[str, float]]] = field(default_factory=lambda: {"baseline": {}, "compiled": {}})
+    stage_times: dict[str, float] = field(default_factory=dict)
+
+    def stage(self, label: str, fn):
+        t = time.perf_counter()
+        out = fn()
+        self.stage_times[label] = round(time.perf_counter() - t, 1)
+        if self.usage.exceeded:
+            raise BudgetExceeded(f"token budget of {self.usage.budget:,} exceeded during {label} "
+                                 f"({self.usage.total:,} tokens used); no artifact written")
+        return out
+
+    def evaluate(self, which: str, module: dspy.Module, splits: list[str]) -> None:
+        """`module` as `which` ("baseline" or "compiled") on `splits`, in one pool, timed as one stage (an MLflow
+        metric name, so no "+")."""
+        data, s = self.setup.dataset.splits, self.settings
+        labels = [f"{'uncompiled' if which == 'baseline' else which} · {split}" for split in splits]
+        evs = self.stage(f"{which} {' and '.join(splits)}", lambda: evaluate_many(
+            [(label, module, data[split]) for label, split in zip(labels, splits)], self.setup.spec, s.num_threads))
+        for label, split, ev in zip(labels, splits, evs, strict=True):
+            check_failures(label, ev, len(data[split]), s.compile_max_failed_fraction)
+            self.results[which][split], self.rows[which][split], self.costs[which][split] = ev.scores, ev.rows, ev.cost
+
+
 def compile_program(name: str, recipe_name: str | None = None, data: str | None = None, seed: int = 0,
                     token_budget: int | None = None, s: Settings | None = None, skip_test: bool = False,
                     config: dict[str, Any] | None = None, sizes: tuple[int, int, int] | None = None,
@@ -287,101 +351,77 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
     ever moving `champion` (re-optimization decides that with its own test)."""
     s = s or get_settings()
     t0 = time.perf_counter()
-    source = registry.source_hash(name)  # what the prompts were built from: the source as the compile began
-    spec = registry.get(name)
-    recipe = load_recipe(recipe_name or spec.default_recipe)
-    cfg = spec.config | (config or {})
-    with console.status(f"loading dataset {data or spec.dataset}"):
-        dataset = spec.load_data(data or spec.dataset, seed)
-    apply_split_config(dataset, cfg, seed, sizes)  # `sizes`, else --set train/dev/test: never silently ignored
-    if sizes:
-        cfg = cfg | dict(zip(SPLIT_KEYS, sizes))  # the manifest records the sizes actually used
-    splits = dataset.splits
-    console.print(f"[bold]{name}[/bold] · recipe [cyan]{recipe.name}[/cyan] ({recipe.optimizer}) · dataset "
-                  f"{dataset.name}@{dataset.version} · train {len(splits['train'])} / dev {len(splits['dev'])} / "
-                  f"test {len(splits['test'])} · seed {seed}")
+    setup = prepare(name, recipe_name, data, seed, config, sizes)
     lm = configure(s, **(lm_overrides or {}))
-    usage = Usage(budget=token_budget)
     with console.status("building retrieval indexes and the program (cached by corpus hash)"):
-        program = spec.build(dataset, cfg)
+        program = setup.spec.build(setup.dataset, setup.config)
     if warm_start:
         program.load(str(warm_start))
-    results: dict[str, dict[str, dict[str, float]]] = {"baseline": {}, "compiled": {}}
-    rows: dict[str, dict[str, list[dict[str, Any]]]] = {"baseline": {}, "compiled": {}}  # per-example, both programs
-    costs: dict[str, dict[str, dict[str, float]]] = {"baseline": {}, "compiled": {}}  # per call, both programs
-    stage_times: dict[str, float] = {}
     if save:
         from dspyc import tracking
 
         tracking.enable_traces(name, s)
-    context = CompileContext(program=name, spec=spec, dataset=dataset, settings=s)
-    with usage.context():
-        def stage(label: str, fn):
-            t = time.perf_counter()
-            out = fn()
-            stage_times[label] = round(time.perf_counter() - t, 1)
-            if usage.exceeded:
-                raise BudgetExceeded(f"token budget of {token_budget:,} exceeded during {label} "
-                                     f"({usage.total:,} tokens used); no artifact written")
-            return out
-
-        def run_evals(label: str, jobs: list[tuple[str, dspy.Module, str]]) -> None:
-            """(which, module, split) jobs in one pool of `num_threads`, timed as one stage."""
-            labels = [f"{'uncompiled' if which == 'baseline' else which} · {split}" for which, _, split in jobs]
-            evs = stage(label, lambda: evaluate_many(
-                [(job_label, module, splits[split]) for job_label, (_, module, split) in zip(labels, jobs)],
-                spec, s.num_threads))
-            for job_label, (which, _, split), ev in zip(labels, jobs, evs, strict=True):
-                check_failures(job_label, ev, len(splits[split]), s.compile_max_failed_fraction)
-                results[which][split] = ev.scores
-                rows[which][split] = ev.rows
-                costs[which][split] = ev.cost
-
+    board = Scoreboard(setup, s, Usage(budget=token_budget))
+    splits = ["dev"] + ([] if skip_test else ["test"])
+    with board.usage.context():
         # The uncompiled program first, on the engine as it is before the compile (a weights stage turns LoRA on:
-        # per-call latency is then each program's as served). One pool; an MLflow metric name, so no "+".
-        run_evals("baseline dev" + ("" if skip_test else " and test"),
-                  [("baseline", program, "dev")] + ([] if skip_test else [("baseline", program, "test")]))
-        outcome = stage("compile", lambda: run_recipe(recipe, program, splits, spec, context, seed,
-                                                      results["baseline"]["dev"].get("metric", 0.0)))
-        compiled = outcome.program
-        run_evals("compiled dev" + ("" if skip_test else " and test"),
-                  [("compiled", compiled, "dev")] + ([] if skip_test else [("compiled", compiled, "test")]))
-    wall = round(time.perf_counter() - t0, 1)
-    metrics: dict[str, Any] = results | {"delta": deltas(rows, s.reoptimize_resamples, seed), "cost": costs}
-    if outcome.stages:
-        metrics["stages"] = outcome.stages
-    kept, kept_reason = keep(results, metrics["delta"].get("dev"), s.compile_keep_alpha)
-    if kept == "compiled" and outcome.searched_config:
-        cfg = cfg | outcome.searched_config  # settings ConfigSearch chose: loading rebuilds the program from them
-        console.print(f"ConfigSearch chose {outcome.searched_config}")
-    weights = outcome.weights if kept == "compiled" else None
-    manifest = artifacts.Manifest(
-        program=name, version=0, import_path=spec.import_path, source_hash=source,
-        recipe=recipe.model_dump(), dataset=artifacts.DatasetRef(name=dataset.name, path=str(dataset.path), version=dataset.version),
-        lm=artifacts.LMRef(backend=s.lm_backend, model=s.lm_model, served_name=served_name(s.lm_model, s)),
-        seed=seed, config=cfg, metrics=metrics, kept=kept, kept_reason=kept_reason, split_ids={k: ids_hash(splits[k]) for k in ("dev", "test")},
-        usage=usage.as_dict(s) | {"stage_wall_time_s": stage_times}
-        | ({"training": training_usage(outcome.weights)} if outcome.weights else {}),
-        wall_time_s=wall, library_versions=artifacts.library_versions(), git_commit=artifacts.git_commit(s.project_dir),
-        trials=outcome.trials,
-        trained_on=[str(ex.get("id")) for split in ("train", "dev") for ex in splits[split] if ex.get("id") is not None]
-        + (spec.learned_from(dataset, cfg) if spec.learned_from else []),
-        adapter=artifacts.AdapterRef(path=ADAPTER_DIR, lora_name=weights.lora_name, base_model=weights.base_model)
-        if weights else None)
+        # per-call latency is then each program's as served).
+        board.evaluate("baseline", program, splits)
+        context = CompileContext(program=name, spec=setup.spec, dataset=setup.dataset, settings=s)
+        outcome = board.stage("compile", lambda: run_recipe(setup.recipe, program, setup.dataset.splits, setup.spec,
+                                                            context, seed, board.results["baseline"]["dev"].get("metric", 0.0)))
+        board.evaluate("compiled", outcome.program, splits)
+    manifest = build_manifest(setup, board, outcome, seed, round(time.perf_counter() - t0, 1))
     if not save:
         return manifest
-    other = "uncompiled" if kept == "compiled" else "compiled"
-    files: dict[str, Any] = {EVALUATION_FILE: _jsonl(rows, kept), OTHER_EVALUATION_FILE.format(which=other): _jsonl(rows, other)}
-    if weights:  # the adapter's files, never a merged model; loading attaches it again
-        files[ADAPTER_DIR] = Path(weights.adapter_dir)
-    with artifacts.state_file(without_lm(compiled if kept == "compiled" else program)) as state_file:
-        out = artifacts.save(name, files | {artifacts.PROGRAM_FILE: state_file}, manifest, s)
+    out = save_version(manifest, board, outcome, program)
     print_summary(manifest, lm_model=lm.model)
     console.print(f"[green]✓[/green] {name}@{manifest.version} → {out}")
     from dspyc import tracking
 
     tracking.log_compile(manifest, out, s, auto_champion=auto_champion)
     return manifest
+
+
+def build_manifest(setup: Setup, board: Scoreboard, outcome: Compiled, seed: int, wall: float) -> artifacts.Manifest:
+    """The version's manifest: scores of both programs, the keep decision, what the compile cost and learned from."""
+    s, splits, cfg = board.settings, setup.dataset.splits, setup.config
+    metrics: dict[str, Any] = board.results | {"delta": deltas(board.rows, s.reoptimize_resamples, seed), "cost": board.costs}
+    if outcome.stages:
+        metrics["stages"] = outcome.stages
+    kept, kept_reason = keep(board.results, metrics["delta"].get("dev"), s.compile_keep_alpha)
+    if kept == "compiled" and outcome.searched_config:
+        cfg = cfg | outcome.searched_config  # settings ConfigSearch chose: loading rebuilds the program from them
+        console.print(f"ConfigSearch chose {outcome.searched_config}")
+    weights = outcome.weights if kept == "compiled" else None
+    ds = setup.dataset
+    return artifacts.Manifest(
+        program=setup.name, version=0, import_path=setup.spec.import_path, source_hash=setup.source,
+        recipe=setup.recipe.model_dump(), dataset=artifacts.DatasetRef(name=ds.name, path=str(ds.path), version=ds.version),
+        lm=artifacts.LMRef(backend=s.lm_backend, model=s.lm_model, served_name=served_name(s.lm_model, s)),
+        seed=seed, config=cfg, metrics=metrics, kept=kept, kept_reason=kept_reason,
+        split_ids={k: ids_hash(splits[k]) for k in ("dev", "test")},
+        usage=board.usage.as_dict(s) | {"stage_wall_time_s": board.stage_times}
+        | ({"training": training_usage(outcome.weights)} if outcome.weights else {}),
+        wall_time_s=wall, library_versions=artifacts.library_versions(), git_commit=artifacts.git_commit(s.project_dir),
+        trials=outcome.trials,
+        trained_on=[str(ex.get("id")) for split in ("train", "dev") for ex in splits[split] if ex.get("id") is not None]
+        + (setup.spec.learned_from(ds, cfg) if setup.spec.learned_from else []),
+        adapter=artifacts.AdapterRef(path=ADAPTER_DIR, lora_name=weights.lora_name, base_model=weights.base_model)
+        if weights else None)
+
+
+def save_version(manifest: artifacts.Manifest, board: Scoreboard, outcome: Compiled, program: dspy.Module) -> Path:
+    """The kept program (its state with no engine URL, and its adapter's files if it has one), both programs'
+    per-example rows, and the manifest, as the next version; returns its folder."""
+    kept = manifest.kept
+    other = "uncompiled" if kept == "compiled" else "compiled"
+    files: dict[str, Any] = {EVALUATION_FILE: _jsonl(board.rows, kept),
+                             OTHER_EVALUATION_FILE.format(which=other): _jsonl(board.rows, other)}
+    if manifest.adapter and outcome.weights:  # the adapter's files, never a merged model; loading attaches it again
+        files[ADAPTER_DIR] = Path(outcome.weights.adapter_dir)
+    with artifacts.state_file(without_lm(outcome.program if kept == "compiled" else program)) as state_file:
+        return artifacts.save(manifest.program, files | {artifacts.PROGRAM_FILE: state_file}, manifest, board.settings)
 
 
 @dataclass

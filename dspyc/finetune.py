@@ -45,6 +45,10 @@ class FinetuneParams(BaseModel):
     min_score: float | None = None  # None: a trace is kept when the metric passes (metric(..., trace) truthy)
     gold_extra: int = Field(0, ge=0)  # labelled examples from outside train/dev/test whose gold traces join the rows
     max_rows: int | None = Field(None, ge=1)  # cap on training rows (a seeded sample), sized for a 2-core CPU
+    # Cap on tokens trained in all (rows x epochs, prompt + completion as the chat template renders them): rows of the
+    # seeded sample are kept in order while they fit. What a step costs grows with its tokens, so this bounds the
+    # training time whatever a program's rows are like (an agent row ~215 tokens, a rag answer row ~1,100).
+    max_train_tokens: int | None = Field(None, ge=1)
     dedupe_rows: bool = True  # a row repeated verbatim (a program answering its repeats alike) is kept once
 
 
@@ -143,6 +147,8 @@ class Finetune:
         rows = T.sft_rows(passed + gold, program, dedupe=p.dedupe_rows)
         if p.max_rows and len(rows) > p.max_rows:
             rows = random.Random(self.seed).sample(rows, p.max_rows)
+        if p.max_train_tokens:
+            rows = self.within_budget(rows)
         by_source: dict[str, int] = {}
         for row in rows:
             key = f"{row.source} rows"
@@ -152,6 +158,30 @@ class Finetune:
             raise DspycError("no finetune rows: no trace passed the metric and the program has no gold labels "
                              "(lower min_score, raise teacher_repeats, or give the program a gold_trace)")
         return rows, by_source
+
+    def within_budget(self, rows: list[T.SFTRow]) -> list[T.SFTRow]:
+        """The first rows (in the seeded sample's order) whose tokens, times the epochs, fit `max_train_tokens`."""
+        from transformers import AutoTokenizer
+
+        from dspyc.models import resolve_lm
+
+        p, s = self.params, self.context.settings
+        tok = AutoTokenizer.from_pretrained(resolve_lm(s.lm_model, s))
+        epochs = p.train.epochs if p.train.max_steps <= 0 else 1.0
+        sizes = [len(tok(tok.apply_chat_template(row.prompt + row.completion, tokenize=False), add_special_tokens=False)
+                     ["input_ids"]) for row in rows]
+        order = list(range(len(rows)))
+        if sum(sizes) * epochs > p.max_train_tokens:  # a seeded sample of what fits (all rows, in order, when all do)
+            random.Random(self.seed).shuffle(order)
+        kept, used = [], 0
+        for i in order:
+            if (used + sizes[i]) * epochs > p.max_train_tokens:
+                break
+            kept.append(rows[i])
+            used += sizes[i]
+        console.print(f"rows within {p.max_train_tokens:,} trained tokens: {len(kept)} of {len(rows)} "
+                      f"({used:,} tokens an epoch × {epochs:g})")
+        return kept
 
     def traces(self, program: dspy.Module, trainset: list[dspy.Example]) -> list[T.TeacherRun]:
         p = self.params

@@ -224,7 +224,7 @@ def test_each_program_is_scored_on_dev_and_test_in_one_stage(toy):
     """The uncompiled program before the compile (on the engine as it was), the compiled one after it."""
     m = compiler.compile_program("toyqa", LABELED, s=toy, save=False)
     stages = m.usage["stage_wall_time_s"]
-    assert list(stages) == ["baseline dev and test", "compile", "compiled dev and test"]
+    assert list(stages) == ["baseline dev and test", "compile", "compiled dev and test"]  # MLflow metric names
     assert {w: set(m.metrics[w]) for w in ("baseline", "compiled")} == {"baseline": {"dev", "test"},
                                                                        "compiled": {"dev", "test"}}
     assert m.metrics["compiled"]["test"]["metric"] == 1.0 and 0 < m.metrics["baseline"]["test"]["metric"] < 1

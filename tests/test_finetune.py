@@ -172,3 +172,28 @@ def test_lora_on_the_top_layers_only():
     assert lora_config(LoraSpec(layers=8), num_layers=24).layers_to_transform == list(range(16, 24))
     assert lora_config(LoraSpec(), num_layers=24).layers_to_transform is None
     assert lora_config(LoraSpec(layers=30), num_layers=24).layers_to_transform is None  # more than it has: all
+
+
+def test_a_token_budget_keeps_a_seeded_sample_that_fits(monkeypatch):
+    """Rows all fit: kept as they are. They do not: a seeded sample of whole rows within budget / epochs."""
+    import transformers
+
+    class Tok:  # one token per character of the rendered chat
+        def apply_chat_template(self, messages, tokenize=False):
+            return "".join(m["content"] for m in messages)
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": list(text)}
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: Tok())
+    monkeypatch.setattr("dspyc.models.resolve_lm", lambda *a, **k: "model")
+    rows = [T.SFTRow(example_id=str(i), predictor="p", score=1.0, prompt=[{"role": "user", "content": "x" * 9}],
+                     completion=[{"role": "assistant", "content": str(i)}]) for i in range(10)]  # 10 tokens each
+    ctx = _context(_spec())
+    ctx.settings = SimpleNamespace(lm_model="m")
+    fits = Finetune(metric, ctx, max_train_tokens=200, train={"epochs": 2})
+    assert fits.within_budget(rows) == rows
+    tight = Finetune(metric, ctx, max_train_tokens=100, train={"epochs": 2}, seed=1)
+    kept = tight.within_budget(rows)
+    assert len(kept) == 5 and kept != rows[:5] and kept == Finetune(metric, ctx, max_train_tokens=100,
+                                                                    train={"epochs": 2}, seed=1).within_budget(rows)

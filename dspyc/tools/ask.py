@@ -8,6 +8,7 @@ import dspy
 
 from dspyc import artifacts, loading, registry
 from dspyc.console import console as make_console
+from dspyc.distill.student import adapter_ref, attach
 from dspyc.errors import DspycError
 from dspyc.settings import Settings, get_settings
 from dspyc.tools.builtin import default_registry
@@ -25,8 +26,10 @@ def build_agent(s: Settings, version: str | None = None, max_steps: int | None =
                           tool_calling=mod.resolve_tool_calling(s.agent_tool_calling))
     if version:
         v = loading.resolve_version("agent", version, s)
-        artifacts.read_manifest("agent", v, s)  # verifies the files against the manifest
+        manifest = artifacts.read_manifest("agent", v, s)  # verifies the files against the manifest
         agent.caller.load(str(artifacts.program_dir("agent", s) / str(v) / artifacts.PROGRAM_FILE))
+        if adapter_ref(manifest) is not None:  # a weights compile: the caller's predictors call its adapter
+            attach(agent.caller, manifest, s)
     return agent
 
 
