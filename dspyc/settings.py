@@ -84,10 +84,6 @@ class Settings(BaseSettings):
     tools_http_timeout_s: float = 4.0
     agent_max_steps: int = 3  # tool-calling steps before the agent must answer
     agent_tool_calling: Literal["auto", "constrained", "native"] = "auto"  # constrained (JSON schema), native (the server's tool parser), or auto
-    # BFCL split sizes, per category: 30 test items each (90 in all), so a compile's gain shows through its interval.
-    bfcl_train: int = 10
-    bfcl_dev: int = 6
-    bfcl_test: int = 30
 
     # The program server (`dspyc serve`).
     serve_host: str = "127.0.0.1"

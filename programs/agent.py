@@ -152,7 +152,9 @@ class ToolAgent(dspy.Module):
 
 # --- what dspyc needs: data, build, metric, report ---------------------------------------------------
 
-CONFIG = {"max_calls": 4, "tool_calling": "constrained", "max_tokens": 200, "split_tasks": True, "call_per_task": True}
+# Split sizes are per BFCL category (`--set test=40`): 30 test items each, so a compile's gain shows through its interval.
+CONFIG = {"max_calls": 4, "tool_calling": "constrained", "max_tokens": 200, "split_tasks": True, "call_per_task": True,
+          "train": 10, "dev": 6, "test": 30}
 
 
 def resolve_tool_calling(mode: str | None = None) -> str:
@@ -171,9 +173,8 @@ def resolve_tool_calling(mode: str | None = None) -> str:
 
 
 def load_data(dataset: str, seed: int) -> BFCLDataset:
-    s = get_settings()
-    data = load_bfcl(dataset if dataset.startswith("bfcl") else "bfcl", s)
-    data.split(seed, s.bfcl_train, s.bfcl_dev, s.bfcl_test)
+    data = load_bfcl(dataset if dataset.startswith("bfcl") else "bfcl", get_settings())
+    data.split(seed, CONFIG["train"], CONFIG["dev"], CONFIG["test"])
     return data
 
 

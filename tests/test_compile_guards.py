@@ -215,7 +215,7 @@ def test_set_split_sizes_work_per_category_for_bfcl():
     examples = {cat: [dspy.Example(id=f"{cat}-{i:02d}", question="q").with_inputs("question") for i in range(30)]
                 for cat in ("simple", "multiple")}
     data = BFCLDataset(name="bfcl:simple,multiple", path="bfcl-eval", examples=examples, version="v")
-    data.split(0, 6, 4, 8)  # what programs/agent.py does with the settings' bfcl_train/dev/test
+    data.split(0, 6, 4, 8)  # what programs/agent.py's load_data does with its config's train/dev/test
     assert apply_split_config(data, {"test": 3, "train": 2}, 0)
     assert {k: len(data.splits[k]) for k in ("train", "dev", "test")} == {"train": 4, "dev": 8, "test": 6}
 

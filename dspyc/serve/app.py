@@ -39,6 +39,9 @@ from dspyc.settings import Settings, get_settings
 VERSION_HEADER = "X-Dspyc-Version"
 
 
+OVERLOADED = "server_overloaded"  # the error type of a request refused because every run slot and queue place is taken
+
+
 class ApiError(Exception):
     def __init__(self, status: int, message: str, kind: str = "invalid_request_error", headers: dict | None = None):
         super().__init__(message)
@@ -114,12 +117,12 @@ class Limiter:
     async def acquire(self, timeout: float) -> None:
         if self.sem.locked() and self.waiting >= self.queue:
             raise ApiError(503, f"server saturated: {self.running} requests running and {self.queue} waiting; retry later",
-                           "server_overloaded", {"Retry-After": "1"})
+                           OVERLOADED, {"Retry-After": "1"})
         self.waiting += 1
         try:
             await asyncio.wait_for(self.sem.acquire(), timeout)
         except TimeoutError:
-            raise ApiError(503, "no run slot became free before the request timeout", "server_overloaded",
+            raise ApiError(503, "no run slot became free before the request timeout", OVERLOADED,
                            {"Retry-After": "1"}) from None
         finally:
             self.waiting -= 1
@@ -168,7 +171,7 @@ class Server:
         request_id = uuid.uuid4().hex
         name = ref.partition("@")[0]
         loaded: Loaded | None = None
-        status, error, outputs, usage = 200, None, None, Usage()
+        status, error, outputs, usage, kind = 200, None, None, Usage(), None
         acquired = False
         try:
             deadline = t0 + self.s.serve_timeout_s
@@ -198,13 +201,13 @@ class Server:
                 raise ApiError(504, f"request exceeded the {self.s.serve_timeout_s:g}s timeout", "timeout") from None
             return loaded, outputs, usage, (time.perf_counter() - t0) * 1000, request_id
         except ApiError as exc:
-            status, error = exc.status, exc.message
+            status, error, kind = exc.status, exc.message, exc.kind
             raise
         except UnknownProgram as exc:
             status, error = 404, str(exc)
             raise ApiError(404, str(exc), "not_found") from None
         except NotLoaded as exc:
-            status, error = 503, str(exc)
+            status, error, kind = 503, str(exc), "not_ready"
             raise ApiError(503, str(exc), "not_ready", {"Retry-After": "5"}) from None
         except DspycError as exc:
             status, error = 400, str(exc)
@@ -220,7 +223,7 @@ class Server:
             self.metrics.in_flight.set(self.limiter.in_flight if self.limiter else 0)
             self.metrics.requests.labels(name, str(version), endpoint, str(status)).inc()
             if status in (503, 429) and loaded is None:
-                self.metrics.rejected.labels("saturated" if "saturated" in (error or "") else "not_ready").inc()
+                self.metrics.rejected.labels("saturated" if kind == OVERLOADED else "not_ready").inc()
             if loaded is not None:
                 self.metrics.latency.labels(name, endpoint).observe(latency / 1000)
                 self.metrics.tokens.labels(name, str(version), "prompt").inc(usage.prompt_tokens)
