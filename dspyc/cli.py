@@ -323,7 +323,7 @@ def reoptimize(program: Annotated[str, typer.Argument(help="A program with a cha
 
 
 @app.command()
-def schedule(programs: Annotated[Optional[list[str]], typer.Argument(help="Programs (default: settings.schedule_programs).")] = None,
+def schedule(programs: Annotated[Optional[list[str]], typer.Argument(help="Programs (default: DSPYC_SCHEDULE_PROGRAMS, else every program with a champion).")] = None,
              cron: Annotated[Optional[str], typer.Option(help="Cron expression, e.g. '0 3 * * *' (default from settings).")] = None,
              emit: Annotated[Optional[str], typer.Option(help="'crontab': print a crontab line instead of running.")] = None,
              now: Annotated[bool, typer.Option(help="Also run once right away.")] = False):
@@ -332,13 +332,22 @@ def schedule(programs: Annotated[Optional[list[str]], typer.Argument(help="Progr
     from dspyc.settings import get_settings
 
     s = get_settings()
-    programs, cron = programs or s.schedule_programs, cron or s.schedule_cron
+    programs, cron = programs or s.schedule_programs or _with_champion(s), cron or s.schedule_cron
+    if not programs:
+        raise DspycError("no program has a champion yet: compile one first (`just compile rag`), or name the programs")
     if emit == "crontab":
         out.print(crontab_line(programs, cron, s), highlight=False, soft_wrap=True)
     elif emit is None:
         run(programs, cron, s, run_now=now)
     else:
         raise DspycError(f"unknown --emit {emit!r}: only 'crontab' is supported")
+
+
+def _with_champion(s) -> list[str]:
+    """Every program whose `champion` alias points at a version."""
+    from dspyc import registry, tracking
+
+    return [p for p in registry.available() if tracking.alias_holder(p, tracking.CHAMPION, s) is not None]
 
 
 @app.command()

@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     compile_max_failed_fraction: float = 0.2
     reoptimize_resamples: int = 10_000
     schedule_cron: str = "0 3 * * *"
-    schedule_programs: list[str] = ["rag"]
+    schedule_programs: list[str] = []  # empty: every program that has a champion
 
     artifacts_root: Path | None = Field(default=None, alias="DSPYC_ARTIFACTS_DIR")  # default: <project>/artifacts
 

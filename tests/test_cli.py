@@ -20,6 +20,8 @@ def dspyc(*args, env=None):
     (("adapter-check", "--model", "nope"), "unknown model 'nope'"),
     (("adapter-check", "--adapter", "Chat"), "unknown adapter 'Chat'"),
     (("distill", "tone", "--eval-threads", "0"), "--eval-threads"),
+    (("bench", "lora"), "needs a version with an adapter"),
+    (("bench", "train", "--precision", "fp16"), "--precision 'fp16'"),
 ])
 def test_user_mistakes_are_one_line_errors(args, message):
     r = dspyc(*args)
@@ -35,6 +37,15 @@ def test_eval_of_missing_version(tmp_path):
     assert r.returncode == 2 and "rag@99 not found" in r.stderr and "Traceback" not in r.stderr
     r = dspyc("distill-table", "tone@3", env={**os.environ, "DSPYC_ARTIFACTS_DIR": str(tmp_path)})
     assert r.returncode == 2 and "tone@3 not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_settings_and_schedule_mistakes_are_one_line(tmp_path):
+    import os
+
+    r = dspyc("versions", "rag", env={**os.environ, "DSPYC_LM_BACKEND": "vllm"})
+    assert r.returncode == 2 and "setting DSPYC_LM_BACKEND='vllm'" in r.stderr and "Traceback" not in r.stderr
+    r = dspyc("schedule", "--emit", "crontab", env={**os.environ, "DSPYC_ARTIFACTS_DIR": str(tmp_path)})
+    assert r.returncode == 2 and "no program has a champion yet" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_help_teaches():
