@@ -373,20 +373,18 @@ def data_add(dataset: Annotated[str, typer.Argument(help="A dataset name in data
 
 
 @data_app.command("prepare")
-def data_prepare(name: str = "wiki"):
-    """Rebuild a built-in dataset's corpus from its source (wiki: Wikipedia articles inside the gensim wheel)."""
-    from dspyc.data.wikipedia import prepare
+def data_prepare(name: Annotated[str, typer.Argument(help="A program's default dataset: wiki or tone.")] = "wiki"):
+    """Rebuild a program's default dataset from its source (wiki: Wikipedia articles inside the gensim wheel; tone:
+    headlines from the evals wheel and corporate sentences from the inspect-evals wheel)."""
+    from dspyc import registry
     from dspyc.settings import get_settings
 
     s = get_settings()
-    if name == "tone":  # headlines from the evals wheel, corporate sentences from the inspect-evals wheel
-        from dspyc.data.tone import prepare as prepare_tone
-
-        out.print(str(prepare_tone(s.project_dir / "datasets" / name, s.cache_dir)))
-        return
-    if name != "wiki":
-        raise DspycError(f"no prepare step for dataset {name!r} (built-in: wiki, tone)")
-    out.print(str(prepare(s.project_dir / "datasets" / name, s.cache_dir)))
+    specs = [registry.get(p) for p in registry.available()]
+    steps = {spec.dataset: spec.prepare_data for spec in specs if spec.prepare_data}
+    if name not in steps:
+        raise DspycError(f"no prepare step for dataset {name!r} (these have one: {', '.join(sorted(steps)) or 'none'})")
+    out.print(str(steps[name](s.project_dir / "datasets" / name, s.cache_dir)))
 
 
 @app.command()

@@ -10,6 +10,7 @@ import importlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dspy
@@ -52,6 +53,9 @@ class ProgramSpec:
     keep_trace: Callable[[dspy.Example, list[Any]], bool] | None = None
     # Distillation (`dspyc distill`): the SFT recipe it trains with unless --sft says otherwise, and the config the
     # student is built with on top of `config` (what its prompt drops: a long style guide, demos).
+    # prepare_data(out_dir, cache_dir) -> out_dir: rebuild the default dataset's files from their source
+    # (`dspyc data prepare DATASET`); None when the dataset ships as it is.
+    prepare_data: Callable[[Path, Path], Path] | None = None
     sft_recipe: str = "sft_r16_qv"
     student_config: dict[str, Any] = field(default_factory=dict)
 

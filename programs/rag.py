@@ -19,6 +19,7 @@ from typing import Any
 import dspy
 
 from dspyc.data.qa import QADataset, load_qa_dataset
+from dspyc.data.wikipedia import prepare
 from dspyc.metrics import exact_match, mean, normalize_answer, title_recall, token_f1
 from dspyc.registry import ProgramSpec
 from signatures.rag import AnswerFromPassages, GenerateQuery, RewriteQuery
@@ -211,6 +212,7 @@ def report(results: list[tuple[dspy.Example, dspy.Prediction]]) -> dict[str, flo
 
 PROGRAM = ProgramSpec(name="rag", build=build, load_data=load_data, metric=metric, report=report, dataset="wiki",
                       default_recipe="bootstrap", config=CONFIG, learned_from=reranker_questions, relabel=relabel,
+                      prepare_data=prepare,  # datasets/wiki from the Wikipedia articles inside the gensim wheel
                       outputs={"answer": str, "citations": list[str], "context_titles": list[str],
                                "queries": list[str], "hop_titles": list[list[str]], "rewrites": int},
                       description="Reflective multi-hop RAG with hybrid retrieval, a reranker and cited answers.")

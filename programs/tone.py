@@ -17,7 +17,7 @@ import dspy
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from dspyc.data.tone import ToneDataset, load_tone_dataset
+from dspyc.data.tone import ToneDataset, load_tone_dataset, prepare
 from dspyc.metrics import mean
 from dspyc.registry import ProgramSpec
 from signatures.tone import CorporateRewrite
@@ -198,5 +198,5 @@ def report(results: list[tuple[dspy.Example, dspy.Prediction]]) -> dict[str, flo
 
 PROGRAM = ProgramSpec(name="tone", build=build, load_data=load_data, metric=metric, report=report, dataset="tone",
                       default_recipe="bootstrap", config=CONFIG,
-                      student_config={"prompt": "short"},  # the distilled student: the one-line instruction, no demos
+                      student_config={"prompt": "short"}, prepare_data=prepare,  # the distilled student: the one-line instruction, no demos
                       description="Rewrite informal text in the house corporate tone of a style guide; distillable into a LoRA student.")

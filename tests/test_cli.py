@@ -21,6 +21,7 @@ def dspyc(*args, env=None):
     (("adapter-check", "--adapter", "Chat"), "unknown adapter 'Chat'"),
     (("distill", "tone", "--eval-threads", "0"), "--eval-threads"),
     (("bench", "lora"), "needs a version with an adapter"),
+    (("data", "prepare", "bfcl"), "no prepare step for dataset 'bfcl' (these have one: tone, wiki)"),
     (("bench", "train", "--precision", "fp16"), "--precision 'fp16'"),
 ])
 def test_user_mistakes_are_one_line_errors(args, message):
