@@ -479,6 +479,7 @@ def run_recipe(recipe: Recipe, program: dspy.Module, splits: dict[str, list[dspy
 def training_usage(w: WeightsResult) -> dict[str, Any]:
     """A weights stage's cost, as the manifest and MLflow record it (numbers only, so MLflow logs each)."""
     return {"rows": w.rows, "epochs": w.epochs, "steps": w.steps, "train_wall_s": w.train_wall_s or 0.0,
+            "reused": int(w.train_wall_s is None),
             "lora_rank": w.lora["r"], "lora_layers": w.lora.get("layers") or 0, "peak_rss_gb": w.peak_rss_gb,
             **{k.replace(" ", "_"): v for k, v in w.rows_by_source.items()}, "losses": w.losses}
 
@@ -568,7 +569,8 @@ def print_summary(m: artifacts.Manifest, lm_model: str = "") -> None:
     if tr := u.get("training"):
         console.print(f"training: LoRA r={tr['lora_rank']} on {m.lm.model}"
                       + (f" (top {tr['lora_layers']} layers)" if tr.get("lora_layers") else "")
-                      + f" · {tr['rows']} rows × {tr['epochs']:g} epochs = {tr['steps']} steps in {tr['train_wall_s']:.0f}s"
+                      + f" · {tr['rows']} rows × {tr['epochs']:g} epochs = {tr['steps']} steps "
+                      + ("(trained before: reused)" if tr.get("reused") else f"in {tr['train_wall_s']:.0f}s")
                       + f" · peak RSS {tr.get('peak_rss_gb', 0):.1f} GB"
                       + ("" if m.adapter else " · adapter not kept (the uncompiled program was)"))
     console.print(f"LM calls {u.get('lm_calls', 0):,} · tokens in {u.get('input_tokens', 0):,} / out "

@@ -73,7 +73,7 @@ class WeightsResult(BaseModel):
     dataset_version: str
     epochs: float
     steps: int
-    train_wall_s: float | None
+    train_wall_s: float | None  # None: the same run (rows, recipe, model) had trained before and was reused
     precision: str
     lora: dict[str, Any]
     losses: list[tuple[int, float]] = []

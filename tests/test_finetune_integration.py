@@ -13,14 +13,21 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def finetuned(live_engine, tmp_path_factory):
+    """A cold DSPy cache of its own, so every call reaches the engine and is billed (cache hits are counted apart)."""
+    import dspy
+
     from dspyc.settings import get_settings
+
+    before = dspy.cache
+    dspy.configure_cache(disk_cache_dir=str(tmp_path_factory.mktemp("dspy-cache")))
 
     s = get_settings().model_copy(update={"artifacts_root": tmp_path_factory.mktemp("artifacts")})
     with pytest.MonkeyPatch.context() as mp:
         # 3 dev items cannot show a gain beyond noise; the keep rule has its own tests, this one tests what is kept
         mp.setattr(compiler, "keep", lambda *a, **k: ("compiled", ""))
         manifest = compiler.compile_program("agent", "finetune_tiny", sizes=(2, 1, 1), s=s)
-    return manifest, s
+    yield manifest, s
+    dspy.cache = before
 
 
 def test_the_version_is_an_adapter_on_the_program_lm_never_a_merged_model(finetuned):
@@ -37,11 +44,13 @@ def test_the_version_is_an_adapter_on_the_program_lm_never_a_merged_model(finetu
 def test_the_compile_table_records_training_and_per_call_cost(finetuned):
     m, _ = finetuned
     training = m.usage["training"]
-    assert training["steps"] == 3 and 0 < training["rows"] <= 6 and training["train_wall_s"] > 0
+    assert training["steps"] == 3 and 0 < training["rows"] <= 6
+    assert training["train_wall_s"] > 0 or training["reused"]  # an earlier run of this test trained the same rows
     assert training["gold_rows"] > 0  # BFCL's labels joined the program's passing traces
     for which in ("baseline", "compiled"):
         cost = m.metrics["cost"][which]["test"]
-        assert cost["lm_calls"] >= 3 and cost["prompt_tokens_per_call"] > 50 and cost["latency_p50_s"] > 0
+        assert cost["lm_calls"] >= 3 and cost["cached_calls"] == 0
+        assert cost["prompt_tokens_per_call"] > 50 and cost["latency_p50_s"] > 0
 
 
 def test_load_serves_the_program_through_its_adapter(finetuned):

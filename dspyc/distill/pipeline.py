@@ -30,7 +30,7 @@ from dspyc.distill import recipe as R
 from dspyc.distill import student as S
 from dspyc.distill import traces as T
 from dspyc.distill import train
-from dspyc.data import SPLIT_KEYS
+from dspyc.data import SPLIT_KEYS, ProgramData
 from dspyc.errors import DspycError
 from dspyc.lm import build_lm
 from dspyc.models import resolve_lm, served_name
@@ -130,28 +130,67 @@ def _teacher(spec, dataset, teacher_ref: str | None, s: Settings) -> tuple[dspy.
     return spec.build(dataset, spec.config), f"{spec.name} (uncompiled, default config)"
 
 
+@dataclass
+class Recipes:
+    """The run's recipes, all loaded before any data or model is touched: a misspelt one, or a prompt pass whose
+    optimizer takes no teacher, fails in a line instead of after hours of training."""
 
-def distill(program: str, sft_recipe: str | None = None, dpo_recipe: str | None = "dpo_default", *,
-            teacher: str | None = None, teacher_url: str | None = None, data: str | None = None, seed: int = 0,
-            sizes: tuple[int, int, int] | None = None, eval_split: str = "test", eval_threads: int = 2,
-            num_threads: int | None = None, track: bool = True, prompt_recipe: str | None = None,
-            s: Settings | None = None) -> dict[str, Any]:
-    """The whole distillation; returns {"table": rows, "versions": {...}}. Teacher traces run `num_threads`
-    at once (default: DSPYC_NUM_THREADS, as a compile: throughput, not latency, bounds them); the table's
-    systems run `eval_threads` at once, so their p50 latencies compare at the same light load. `sft_recipe`
-    defaults to the program's `sft_recipe` (sft_r16_qv unless it names another). `prompt_recipe`
-    (a prompt-optimizer recipe) adds BetterTogether's last step: the best student on dev gets its prompt
-    optimized again, and the table gains that row."""
-    s = s or get_settings()
-    num_threads = num_threads or s.num_threads
-    t0 = time.perf_counter()
-    spec = registry.get(program)
-    source = registry.source_hash(program)  # the prompts the student is trained on: the source as the run began
+    sft: R.SFTRecipe
+    dpo: R.DPORecipe | None
+    prompt: Recipe | None
+
+
+def load_recipes(spec: registry.ProgramSpec, sft_recipe: str | None, dpo_recipe: str | None,
+                 prompt_recipe: str | None) -> Recipes:
     sft = R.load(sft_recipe or spec.sft_recipe, "sft")
     dpo = R.load(dpo_recipe, "dpo") if dpo_recipe else None
-    prompt_opt = load_recipe(prompt_recipe) if prompt_recipe else None  # a bad recipe fails now, not after training
+    prompt_opt = load_recipe(prompt_recipe) if prompt_recipe else None
     if prompt_opt:
         check_takes_teacher(prompt_opt)
+    return Recipes(sft, dpo, prompt_opt)
+
+
+@dataclass
+class DistillSetup:
+    """What every step reads and none changes: the program, its recipes and split data, the teacher and the
+    student as built, the LM the teacher samples with, and the run's seed, split and thread counts."""
+
+    program: str
+    spec: registry.ProgramSpec
+    source: str  # the program's source hash as the run began: what the student's prompts were built from
+    recipes: Recipes
+    dataset: ProgramData
+    train_ex: list[dspy.Example]
+    held_out: list[dspy.Example]
+    base_path: str  # the student's base model as training loads it
+    teacher: dspy.Module
+    teacher_label: str
+    teacher_settings: Settings  # the settings with --teacher-url's engine, where one is named
+    teacher_lm: dspy.LM
+    student: dspy.Module
+    student_config: dict[str, Any]
+    seed: int
+    eval_split: str
+    num_threads: int
+    eval_threads: int
+    settings: Settings
+
+    @property
+    def work(self) -> Path:
+        """Checkpoints and sampled candidates, in folders keyed by their inputs: a killed run resumes from them."""
+        return self.settings.cache_dir / "distill" / self.program
+
+
+def prepare(program: str, sft_recipe: str | None, dpo_recipe: str | None, prompt_recipe: str | None, *,
+            teacher: str | None, teacher_url: str | None, data: str | None, seed: int,
+            sizes: tuple[int, int, int] | None, eval_split: str, num_threads: int, eval_threads: int,
+            s: Settings) -> DistillSetup:
+    """Everything the steps share, built before the teacher runs: the recipes first, so a bad one fails before the
+    data loads, then the data, both programs and the teacher's LM; prints the run's one-line header."""
+    spec = registry.get(program)
+    source = registry.source_hash(program)  # the prompts the student is trained on: the source as the run began
+    recipes = load_recipes(spec, sft_recipe, dpo_recipe, prompt_recipe)
+    sft = recipes.sft
     dataset = spec.load_data(data or spec.dataset, seed)
     if sizes:
         dataset.split(seed, *sizes)
@@ -167,122 +206,202 @@ def distill(program: str, sft_recipe: str | None = None, dpo_recipe: str | None 
     # same SFT dataset, so training resumes from its checkpoint) instead of sampling new ones.
     t_lm = build_lm(teacher_settings, temperature=sft.teacher_temperature, cache=True)
     console.print(f"[bold]distill {program}[/bold] · teacher {teacher_label} on {t_lm.model} · student "
-                  f"{served_name(sft.base_model, s)} + LoRA · sft [cyan]{sft.name}[/cyan] · dpo [cyan]{dpo.name if dpo else '-'}[/cyan] · "
+                  f"{served_name(sft.base_model, s)} + LoRA · sft [cyan]{sft.name}[/cyan] · dpo "
+                  f"[cyan]{recipes.dpo.name if recipes.dpo else '-'}[/cyan] · "
                   f"train {len(train_ex)} / {eval_split} {len(held_out)} · seed {seed}")
+    return DistillSetup(program, spec, source, recipes, dataset, train_ex, held_out, base_path, teacher_module,
+                        teacher_label, teacher_settings, t_lm, student_module, s_cfg, seed, eval_split, num_threads,
+                        eval_threads, s)
 
-    # 1. Teacher traces, kept where the metric passes, become the SFT dataset (the student's own prompts).
+
+@dataclass
+class SFTData:
+    """The SFT dataset and what it came from: every teacher run (with its pass flag), the gold-labelled runs
+    beside them, and the rows as written under `artifacts/<program>/datasets/` (`version` is their content hash)."""
+
+    runs: list[T.TeacherRun]
+    gold: list[T.TeacherRun]
+    rows: list[T.SFTRow]
+    version: str
+    path: Path
+    passed: int  # runs that passed the metric
+    kept: int  # of those, runs the program's own test kept as clean traces
+
+    @property
+    def traces(self) -> list[T.TeacherRun]:
+        return self.runs + self.gold
+
+
+def collect_sft_data(setup: DistillSetup) -> SFTData:
+    """Teacher traces, kept where the metric (and the program's `keep_trace`) passes, and gold labels where the
+    program has them, as SFT rows in the student's own prompts."""
+    spec, sft = setup.spec, setup.recipes.sft
     with _progress() as progress, dspy.context(adapter=ConstrainedJSONAdapter()):
-        runs = T.collect(teacher_module, train_ex, spec.metric, repeats=sft.teacher_repeats, min_score=sft.min_score,
-                         num_threads=num_threads, lm=t_lm, progress=progress)
+        runs = T.collect(setup.teacher, setup.train_ex, spec.metric, repeats=sft.teacher_repeats, min_score=sft.min_score,
+                         num_threads=setup.num_threads, lm=setup.teacher_lm, progress=progress)
     passed = sum(r.passed for r in runs)
     if keep_trace := spec.keep_trace:  # the program's own test of a clean trace
-        by_id = {str(ex.get("id")): ex for ex in train_ex}
+        by_id = {str(ex.get("id")): ex for ex in setup.train_ex}
         for r in runs:
             r.passed = r.passed and keep_trace(by_id[r.example_id], r.calls)
     kept = sum(r.passed for r in runs)
     gold_trace, gold = spec.gold_trace, []
     if gold_trace:  # labels of train, and of examples in no split: never dev or test
-        extra = dataset.outside("train", "dev", "test")[: sft.gold_extra] if sft.gold_extra else []
-        gold = T.gold_runs(gold_trace, train_ex + extra)
-    rows = T.sft_rows(runs + gold, student_module, dedupe=sft.dedupe_rows)
-    sft_version, sft_path = T.write_dataset(program, "sft", rows, s)
+        extra = setup.dataset.outside("train", "dev", "test")[: sft.gold_extra] if sft.gold_extra else []
+        gold = T.gold_runs(gold_trace, setup.train_ex + extra)
+    rows = T.sft_rows(runs + gold, setup.student, dedupe=sft.dedupe_rows)
+    version, path = T.write_dataset(setup.program, "sft", rows, setup.settings)
     console.print(f"teacher traces: {passed}/{len(runs)} passed the metric"
                   + (f", {kept} kept as clean traces" if kept != passed else "")
                   + (f", + {len(gold)} gold-labelled" if gold else "")
-                  + f" → {len(rows)} SFT examples (dataset sft-{sft_version}: {sft_path})")
+                  + f" → {len(rows)} SFT examples (dataset sft-{version}: {path})")
+    return SFTData(runs, gold, rows, version, path, passed, kept)
 
-    # 2. LoRA SFT (resumable: the work folder is keyed by the dataset and the recipe).
-    work = s.cache_dir / "distill" / program
-    sft_key = hashlib.sha256(f"{sft_version}{sft.model_dump_json()}{base_path}".encode()).hexdigest()[:12]
-    sft_out = train.run_sft([r.model_dump() for r in rows], base_path, sft, work / f"sft-{sft_key}")
-    sft_adapter = Path(sft_out["adapter"])
-    console.print(f"SFT: {sft_out['steps']} steps {_took(sft_out)} ({sft_out['precision']}); "
-                  f"loss {_loss_span(sft_out['losses'])}")
 
-    # 3. Preference pairs from the metric, then DPO from the SFT adapter.
-    dpo_out, pair_rows, pairs_version, dpo_adapter = None, [], None, None
-    if dpo:
-        groups = _candidate_groups(runs + gold, train_ex, student_module, spec, sft.base_model, sft_adapter, dpo, seed,
-                                   num_threads, s, cache=work / f"samples-{sft_key}.json")
-        pair_rows = P.build_pairs(groups, dpo.min_margin)
-        pairs_version, pairs_path = T.write_dataset(program, "pairs", pair_rows, s)
-        console.print(f"preference pairs: {len(pair_rows)} of {len(groups)} inputs had a score gap "
-                      f"(dataset pairs-{pairs_version}: {pairs_path})")
-        dpo_key = hashlib.sha256(f"{pairs_version}{sft_key}{dpo.model_dump_json()}".encode()).hexdigest()[:12]
-        dpo_out = train.run_dpo([p.model_dump() for p in pair_rows], base_path, sft_adapter, dpo, work / f"dpo-{dpo_key}")
-        dpo_adapter = Path(dpo_out["adapter"])
-        console.print(f"DPO: {dpo_out['steps']} steps {_took(dpo_out)}; loss {_loss_span(dpo_out['losses'])}")
+@dataclass
+class SFTResult:
+    """The SFT adapter, the trainer's report (steps, losses, precision, runtime), and the key of its work folder."""
 
-    # 4. The honest table: every system through the engine on the held-out split. Each student decodes with the
-    #    settings it scored best with on dev; the untuned base gets the student's prompt and greedy decoding.
-    systems: dict[str, dict[str, float]] = {}
-    decodings: dict[str, dict[str, Any]] = {}
-    dev = dataset.splits.get("dev") or []
-    base_lm = build_lm(teacher_settings, temperature=0.0)
-    systems["teacher"] = evaluate_system(f"teacher · {eval_split}", teacher_module, base_lm, held_out, spec, eval_threads, s)
-    for stage, adapter in (("student_sft", sft_adapter), ("student_dpo", dpo_adapter)):
-        if adapter is None:
-            continue
-        name = S.lora_name(program, adapter)
-        engine.load_lora(name, adapter, s, model=sft.base_model)  # the base model's engine, with LoRA
-        decoding, tried = (choose_decoding(stage, student_module, sft.base_model, name, sft.decoding_candidates, dev,
-                                           spec, eval_threads, s) if dev else ({}, []))
-        decodings[stage] = {"decoding": decoding, "tried_on_dev": tried}
-        student_lm = build_lm(s, model=sft.base_model, adapter=name, temperature=0.0, **S.decoding_overrides(decoding))
-        systems[stage] = evaluate_system(f"{stage} · {eval_split}", student_module, student_lm, held_out, spec, eval_threads, s)
-    adapters, prompted = {"sft": sft_adapter, "dpo": dpo_adapter}, None
-    if prompt_opt and not dev:
+    key: str  # the dataset, the recipe and the base model: DPO's key and the sample cache build on it
+    out: dict[str, Any]
+    adapter: Path
+
+
+def train_sft(setup: DistillSetup, data: SFTData) -> SFTResult:
+    """LoRA SFT, resumable: the work folder is keyed by the dataset and the recipe, so a rerun continues from its
+    checkpoint (or finds the adapter done)."""
+    sft = setup.recipes.sft
+    key = hashlib.sha256(f"{data.version}{sft.model_dump_json()}{setup.base_path}".encode()).hexdigest()[:12]
+    out = train.run_sft([r.model_dump() for r in data.rows], setup.base_path, sft, setup.work / f"sft-{key}")
+    console.print(f"SFT: {out['steps']} steps {_took(out)} ({out['precision']}); loss {_loss_span(out['losses'])}")
+    return SFTResult(key, out, Path(out["adapter"]))
+
+
+@dataclass
+class DPOResult:
+    """The preference pairs (their dataset version) and the DPO adapter trained on them; empty without a DPO
+    recipe, so the table and the store simply have no DPO student."""
+
+    pairs: list[P.PreferencePair] = field(default_factory=list)
+    version: str | None = None
+    out: dict[str, Any] | None = None
+    adapter: Path | None = None
+
+
+def train_dpo(setup: DistillSetup, data: SFTData, sft: SFTResult) -> DPOResult:
+    """Preference pairs from the metric (the SFT student's samples against each other and the teacher's best),
+    then DPO from the SFT adapter, resumable like SFT."""
+    dpo, program = setup.recipes.dpo, setup.program
+    if not dpo:
+        return DPOResult()
+    groups = _candidate_groups(data.traces, setup.train_ex, setup.student, setup.spec, setup.recipes.sft.base_model,
+                               sft.adapter, dpo, setup.seed, setup.num_threads, setup.settings,
+                               cache=setup.work / f"samples-{sft.key}.json")
+    pairs = P.build_pairs(groups, dpo.min_margin)
+    version, path = T.write_dataset(program, "pairs", pairs, setup.settings)
+    console.print(f"preference pairs: {len(pairs)} of {len(groups)} inputs had a score gap "
+                  f"(dataset pairs-{version}: {path})")
+    key = hashlib.sha256(f"{version}{sft.key}{dpo.model_dump_json()}".encode()).hexdigest()[:12]
+    out = train.run_dpo([p.model_dump() for p in pairs], setup.base_path, sft.adapter, dpo, setup.work / f"dpo-{key}")
+    console.print(f"DPO: {out['steps']} steps {_took(out)}; loss {_loss_span(out['losses'])}")
+    return DPOResult(pairs, version, out, Path(out["adapter"]))
+
+
+@dataclass
+class Scores:
+    """The honest table's systems in row order, each student's decoding (and how it was chosen), the adapter each
+    stored student is served through, and the prompt pass's program where it ran."""
+
+    systems: dict[str, dict[str, Any]] = field(default_factory=dict)
+    decodings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    adapters: dict[str, Path | None] = field(default_factory=dict)
+    prompted: dspy.Module | None = None
+
+
+def score_systems(setup: DistillSetup, sft: SFTResult, dpo: DPOResult) -> Scores:
+    """The honest table: every system through the engine on the held-out split. Each student decodes with the
+    settings it scored best with on dev; the untuned base gets the student's prompt and greedy decoding."""
+    s, split, held_out = setup.settings, setup.eval_split, setup.held_out
+    scores = Scores(adapters={"sft": sft.adapter, "dpo": dpo.adapter})
+    dev = setup.dataset.splits.get("dev") or []
+    base_lm = build_lm(setup.teacher_settings, temperature=0.0)
+    scores.systems["teacher"] = evaluate_system(f"teacher · {split}", setup.teacher, base_lm, held_out, setup.spec,
+                                                setup.eval_threads, s)
+    for stage, adapter in (("student_sft", sft.adapter), ("student_dpo", dpo.adapter)):
+        if adapter is not None:
+            _score_student(setup, scores, stage, adapter, dev)
+    if setup.recipes.prompt and not dev:
         console.print("[yellow]prompt pass skipped[/yellow]: it is judged against the student on dev, and there is no dev split")
-    elif prompt_opt:  # BetterTogether's order: prompt (the teacher) → weights (SFT, DPO) → prompt (this)
-        dev_best = {st.removeprefix("student_"): max(t["metric"] for t in d["tried_on_dev"]) for st, d in decodings.items()}
-        on = max(dev_best, key=dev_best.get)
-        decoding = decodings[f"student_{on}"]["decoding"]
-        student_lm = build_lm(s, model=sft.base_model, adapter=S.lora_name(program, adapters[on]),
-                              temperature=0.0, **S.decoding_overrides(decoding))
-        prompted = prompt_pass(prompt_opt, student_module, student_lm, base_lm, train_ex, spec, num_threads, seed)
-        before = dev_best[on]
-        after = evaluate_system("student_prompt · dev", prompted, student_lm, dev, spec, eval_threads, s).get("metric", 0.0)
-        console.print(f"prompt pass ({prompt_opt.name}) on the {on.upper()} student: dev {before:.3f} → {after:.3f}"
-                      + ("" if after > before else " (no gain: keep the student without it)"))
-        decodings["student_prompt"] = {"decoding": decoding, "prompt_pass": {
-            "recipe": prompt_opt.name, "on": on, "dev_before": before, "dev_after": after}}
-        systems["student_prompt"] = evaluate_system(f"student_prompt · {eval_split}", prompted, student_lm, held_out, spec,
-                                                    eval_threads, s)
-        adapters["prompt"] = adapters[on]
-    untuned = build_lm(s, model=sft.base_model, temperature=0.0)  # same engine, no adapter
-    systems["student_base"] = evaluate_system(f"untuned base · {eval_split}", student_module, untuned, held_out, spec,
-                                              eval_threads, s)
+    elif setup.recipes.prompt:
+        _score_prompt_pass(setup, scores, base_lm, dev)
+    untuned = build_lm(s, model=setup.recipes.sft.base_model, temperature=0.0)  # same engine, no adapter
+    scores.systems["student_base"] = evaluate_system(f"untuned base · {split}", setup.student, untuned, held_out,
+                                                     setup.spec, setup.eval_threads, s)
+    return scores
 
-    # 5. Student versions in the artifact store (adapter files, never a merged model), tracked like compiles.
+
+def _score_student(setup: DistillSetup, scores: Scores, stage: str, adapter: Path, dev: list[dspy.Example]) -> None:
+    """A student's row, through its base model's engine with its adapter loaded, under the decoding it scored best
+    with on dev (greedy without a dev split)."""
+    s, sft = setup.settings, setup.recipes.sft
+    name = S.lora_name(setup.program, adapter)
+    engine.load_lora(name, adapter, s, model=sft.base_model)  # the base model's engine, with LoRA
+    decoding, tried = (choose_decoding(stage, setup.student, sft.base_model, name, sft.decoding_candidates, dev,
+                                       setup.spec, setup.eval_threads, s) if dev else ({}, []))
+    scores.decodings[stage] = {"decoding": decoding, "tried_on_dev": tried}
+    student_lm = build_lm(s, model=sft.base_model, adapter=name, temperature=0.0, **S.decoding_overrides(decoding))
+    scores.systems[stage] = evaluate_system(f"{stage} · {setup.eval_split}", setup.student, student_lm, setup.held_out,
+                                            setup.spec, setup.eval_threads, s)
+
+
+def _score_prompt_pass(setup: DistillSetup, scores: Scores, teacher_lm: dspy.LM, dev: list[dspy.Example]) -> None:
+    """BetterTogether's order: prompt (the teacher) → weights (SFT, DPO) → prompt (this), on the student that scored
+    best on dev. Its row is kept in the table even without a gain on dev, which the console says."""
+    s, prompt_opt, base_model = setup.settings, setup.recipes.prompt, setup.recipes.sft.base_model
+    dev_best = {st.removeprefix("student_"): max(t["metric"] for t in d["tried_on_dev"]) for st, d in scores.decodings.items()}
+    on = max(dev_best, key=dev_best.get)
+    decoding = scores.decodings[f"student_{on}"]["decoding"]
+    student_lm = build_lm(s, model=base_model, adapter=S.lora_name(setup.program, scores.adapters[on]),
+                          temperature=0.0, **S.decoding_overrides(decoding))
+    prompted = prompt_pass(prompt_opt, setup.student, student_lm, teacher_lm, setup.train_ex, setup.spec,
+                           setup.num_threads, setup.seed)
+    before = dev_best[on]
+    after = evaluate_system("student_prompt · dev", prompted, student_lm, dev, setup.spec, setup.eval_threads,
+                            s).get("metric", 0.0)
+    console.print(f"prompt pass ({prompt_opt.name}) on the {on.upper()} student: dev {before:.3f} → {after:.3f}"
+                  + ("" if after > before else " (no gain: keep the student without it)"))
+    scores.decodings["student_prompt"] = {"decoding": decoding, "prompt_pass": {
+        "recipe": prompt_opt.name, "on": on, "dev_before": before, "dev_after": after}}
+    scores.systems["student_prompt"] = evaluate_system(f"student_prompt · {setup.eval_split}", prompted, student_lm,
+                                                       setup.held_out, setup.spec, setup.eval_threads, s)
+    scores.adapters["prompt"] = scores.adapters[on]
+    scores.prompted = prompted
+
+
+def save_students(setup: DistillSetup, data: SFTData, sft: SFTResult, dpo: DPOResult, scores: Scores, track: bool,
+                  t0: float) -> dict[str, int]:
+    """Each student (after SFT, after DPO, with the prompt pass) as a version in the artifact store, with its
+    adapter's files (never a merged model) and the data it was trained on, tracked like a compile; `t0` is when the
+    run began (the manifests' wall time)."""
+    s, program, recipes = setup.settings, setup.program, setup.recipes
+    common = dict(teacher=setup.teacher_label, teacher_lm=setup.teacher_lm.model, base_model=recipes.sft.base_model,
+                  sft_dataset={"version": data.version, "examples": len(data.rows), "traces_kept": data.kept,
+                               "traces": len(data.runs)},
+                  sft_train=sft.out)
+    dpo_info = {"pairs": {"version": dpo.version, "pairs": len(dpo.pairs)}, "dpo_train": dpo.out}
     versions = {}
-    common = dict(teacher=teacher_label, teacher_lm=t_lm.model, base_model=sft.base_model,
-                  sft_dataset={"version": sft_version, "examples": len(rows), "traces_kept": kept, "traces": len(runs)},
-                  sft_train=sft_out)
-    dpo_info = {"pairs": {"version": pairs_version, "pairs": len(pair_rows)}, "dpo_train": dpo_out}
-    for stage, adapter in adapters.items():
+    for stage, adapter in scores.adapters.items():
         if adapter is None:
             continue
-        extra = dpo_info if adapter == dpo_adapter else {}  # the DPO student, or the prompt pass on it
-        files: dict[str, Any] = {S.ADAPTER_DIR: adapter, "sft.jsonl": sft_path.read_text()}
+        extra = dpo_info if adapter == dpo.adapter else {}  # the DPO student, or the prompt pass on it
+        files: dict[str, Any] = {S.ADAPTER_DIR: adapter, "sft.jsonl": data.path.read_text()}
         if extra:
-            files["pairs.jsonl"] = T.to_jsonl(pair_rows)
-        with artifacts.state_file(prompted if stage == "prompt" else student_module) as state:
+            files["pairs.jsonl"] = T.to_jsonl(dpo.pairs)
+        with artifacts.state_file(scores.prompted if stage == "prompt" else setup.student) as state:
             files[artifacts.PROGRAM_FILE] = state.read_bytes()
         info = ({"stage": stage, "adapter": S.ADAPTER_DIR, "lora_name": S.lora_name(program, adapter)} | common | extra
-                | decodings.get(f"student_{stage}", {}))
-        manifest = artifacts.Manifest(
-            program=program, version=0, import_path=spec.import_path, source_hash=source,
-            recipe={"name": "+".join([sft.name] + ([dpo.name] if extra else []) + ([prompt_opt.name] if stage == "prompt" else [])),
-                    "optimizer": stage.upper(), "sft": sft.model_dump(), "dpo": dpo.model_dump() if extra else None},
-            dataset=artifacts.DatasetRef(name=dataset.name, path=str(dataset.path), version=dataset.version),
-            lm=artifacts.LMRef(backend=s.lm_backend, model=sft.base_model, served_name=info["lora_name"]),
-            seed=seed, config=s_cfg | {"student": info},
-            metrics={"teacher": {eval_split: systems["teacher"]}, "student": {eval_split: systems[f"student_{stage}"]},
-                     "untuned_base": {eval_split: systems["student_base"]}},
-            usage={"stage_wall_time_s": {}}, wall_time_s=round(time.perf_counter() - t0, 1),
-            library_versions=artifacts.library_versions() | _train_versions(), git_commit=artifacts.git_commit(s.project_dir),
-            kind="student", adapter=artifacts.AdapterRef(path=S.ADAPTER_DIR, lora_name=info["lora_name"],
-                                                          base_model=sft.base_model, decoding=info.get("decoding") or {}))
+                | scores.decodings.get(f"student_{stage}", {}))
+        manifest = _student_manifest(setup, scores, stage, info, bool(extra), round(time.perf_counter() - t0, 1))
         out = artifacts.save(program, files, manifest, s)
         versions[stage] = manifest.version
         console.print(f"[green]✓[/green] student ({stage}) {program}@{manifest.version} → {out} (served as {info['lora_name']})")
@@ -290,10 +409,57 @@ def distill(program: str, sft_recipe: str | None = None, dpo_recipe: str | None 
             from dspyc import tracking
 
             tracking.log_compile(manifest, out, s)
-    report_table(program, systems, _labels(teacher_label, t_lm.model, sft.base_model), eval_split, len(held_out),
-                 versions, track, s)
-    return {"systems": systems, "versions": versions, "sft_examples": len(rows), "pairs": len(pair_rows),
-            "wall_time_s": round(time.perf_counter() - t0, 1)}
+    return versions
+
+
+def _student_manifest(setup: DistillSetup, scores: Scores, stage: str, info: dict[str, Any], with_dpo: bool,
+                      wall: float) -> artifacts.Manifest:
+    """A student's manifest: the recipes it went through, its scores beside the teacher's and the untuned base's,
+    and the adapter it is served through (`info`, its distillation record, is kept in its config)."""
+    s, recipes, split = setup.settings, setup.recipes, setup.eval_split
+    base_model, dataset = recipes.sft.base_model, setup.dataset
+    name = "+".join([recipes.sft.name] + ([recipes.dpo.name] if with_dpo else [])
+                    + ([recipes.prompt.name] if stage == "prompt" else []))
+    return artifacts.Manifest(
+        program=setup.program, version=0, import_path=setup.spec.import_path, source_hash=setup.source,
+        recipe={"name": name, "optimizer": stage.upper(), "sft": recipes.sft.model_dump(),
+                "dpo": recipes.dpo.model_dump() if with_dpo else None},
+        dataset=artifacts.DatasetRef(name=dataset.name, path=str(dataset.path), version=dataset.version),
+        lm=artifacts.LMRef(backend=s.lm_backend, model=base_model, served_name=info["lora_name"]),
+        seed=setup.seed, config=setup.student_config | {"student": info},
+        metrics={"teacher": {split: scores.systems["teacher"]}, "student": {split: scores.systems[f"student_{stage}"]},
+                 "untuned_base": {split: scores.systems["student_base"]}},
+        usage={"stage_wall_time_s": {}}, wall_time_s=wall,
+        library_versions=artifacts.library_versions() | _train_versions(), git_commit=artifacts.git_commit(s.project_dir),
+        kind="student", adapter=artifacts.AdapterRef(path=S.ADAPTER_DIR, lora_name=info["lora_name"],
+                                                      base_model=base_model, decoding=info.get("decoding") or {}))
+
+
+def distill(program: str, sft_recipe: str | None = None, dpo_recipe: str | None = "dpo_default", *,
+            teacher: str | None = None, teacher_url: str | None = None, data: str | None = None, seed: int = 0,
+            sizes: tuple[int, int, int] | None = None, eval_split: str = "test", eval_threads: int = 2,
+            num_threads: int | None = None, track: bool = True, prompt_recipe: str | None = None,
+            s: Settings | None = None) -> dict[str, Any]:
+    """The whole distillation; returns the table's systems, the stored students' versions, the SFT examples' and
+    the pairs' counts, and the wall time. Teacher traces run `num_threads` at once (default: DSPYC_NUM_THREADS, as
+    a compile: throughput, not latency, bounds them); the table's systems run `eval_threads` at once, so their p50
+    latencies compare at the same light load. `sft_recipe` defaults to the program's `sft_recipe` (sft_r16_qv
+    unless it names another). `prompt_recipe` (a prompt-optimizer recipe) adds BetterTogether's last step: the
+    best student on dev gets its prompt optimized again, and the table gains that row."""
+    s = s or get_settings()
+    t0 = time.perf_counter()
+    setup = prepare(program, sft_recipe, dpo_recipe, prompt_recipe, teacher=teacher, teacher_url=teacher_url, data=data,
+                    seed=seed, sizes=sizes, eval_split=eval_split, num_threads=num_threads or s.num_threads,
+                    eval_threads=eval_threads, s=s)
+    sft_data = collect_sft_data(setup)
+    sft = train_sft(setup, sft_data)
+    dpo = train_dpo(setup, sft_data, sft)
+    scores = score_systems(setup, sft, dpo)
+    versions = save_students(setup, sft_data, sft, dpo, scores, track, t0)
+    labels = _labels(setup.teacher_label, setup.teacher_lm.model, setup.recipes.sft.base_model)
+    report_table(program, scores.systems, labels, eval_split, len(setup.held_out), versions, track, s)
+    return {"systems": scores.systems, "versions": versions, "sft_examples": len(sft_data.rows),
+            "pairs": len(dpo.pairs), "wall_time_s": round(time.perf_counter() - t0, 1)}
 
 
 def _candidate_groups(runs: list[T.TeacherRun], examples: list[dspy.Example], student: dspy.Module,

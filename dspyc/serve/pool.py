@@ -54,6 +54,7 @@ class Loaded:
 # (name, version, settings) -> Loaded. The default builds from the artifact store; tests inject their own.
 Loader = Callable[[str, int, Settings], Loaded]
 Resolver = Callable[[str, str, Settings], int]  # (name, alias or number, settings) -> version
+SwapCallback = Callable[[str, int | None, int], None]  # (name, old version or None on first load, new version)
 
 
 def parse_model_ref(ref: str) -> tuple[str, str | None]:
@@ -110,11 +111,11 @@ class _Entry:
 class ProgramPool:
     def __init__(self, s: Settings | None = None, *, loader: Loader = load_from_store,
                  resolver: Resolver = resolve_from_store, catalog: Callable[[Settings], list[str]] = catalog_from_store,
-                 on_swap: Callable[[str, int | None, int], None] | None = None):
+                 on_swap: SwapCallback | None = None):
         self.s = s or get_settings()
         self.alias = self.s.serve_alias
         self._loader, self._resolver, self._catalog = loader, resolver, catalog
-        self._on_swap = on_swap
+        self._swap_callbacks: tuple[SwapCallback, ...] = (on_swap,) if on_swap else ()
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
         self._pinned: OrderedDict[tuple[str, int], Loaded] = OrderedDict()
@@ -132,6 +133,14 @@ class ProgramPool:
         if poll and self.s.serve_poll_s > 0:
             self._thread = threading.Thread(target=self._poll, name="dspyc-alias-poller", daemon=True)
             self._thread.start()
+
+    def on_swap(self, callback: SwapCallback) -> None:
+        """Also call `callback` after each swap (and each first load), after those registered before it.
+
+        Several parties watch swaps (the caller that built the pool, the app's metrics), so callbacks add up
+        rather than replace each other. The poller thread may be reading them: the tuple is replaced, never mutated.
+        """
+        self._swap_callbacks = (*self._swap_callbacks, callback)
 
     def stop(self) -> None:
         self._stop.set()
@@ -163,8 +172,8 @@ class ProgramPool:
             swapped.append((name, version))
             if old is not None:
                 console.print(f"[green]hot swap[/green] {name}@{self.alias}: {old.version} -> {version}")
-            if self._on_swap:
-                self._on_swap(name, old.version if old else None, version)
+            for callback in self._swap_callbacks:
+                callback(name, old.version if old else None, version)
         return swapped
 
     # --- lookups -----------------------------------------------------------------------------------

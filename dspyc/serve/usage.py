@@ -90,6 +90,13 @@ class Metrics:
         self.version = Gauge("dspyc_program_version", "Version served at the alias", ["program"], registry=r)
         self.swaps = Counter("dspyc_hot_swaps", "Alias moves picked up without a restart", ["program"], registry=r)
 
+    def record_swap(self, program: str, old: int | None, new: int) -> None:
+        """A `ProgramPool` swap callback: the version gauge follows the alias, and only a real move (not a
+        program's first load) counts as a hot swap."""
+        self.version.labels(program).set(new)
+        if old is not None:
+            self.swaps.labels(program).inc()
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
