@@ -425,44 +425,54 @@ def bench_train(model: str | None = None, batch_size: int = 8, max_length: int =
 
 
 def bench_lora(ref: str, requests: int = 24, concurrency: int = 8, max_tokens: int = 32, s: Settings | None = None) -> dict:
-    """How to serve a version with an adapter: LoRA on its base model's engine (torch.compile off on vLLM-CPU) vs a
-    merged copy on an engine without LoRA, on the program's own prompts (its finetune rows; else compile-like ones),
+    """How to serve an adapter: LoRA on its base model's engine (torch.compile off on vLLM-CPU) vs a merged copy on
+    an engine without LoRA. `ref` is a version with an adapter (`agent@4`) or an adapter folder on the program LM (a
+    finetune's, kept or not). Measured on the program's own prompts (its finetune rows; else compile-like ones),
     `concurrency` in flight, then decode alone. The faster one is what `DSPYC_ADAPTER_SERVING` should say."""
     import json
+    from pathlib import Path
 
     from dspyc import artifacts, loading
-    from dspyc.distill.student import adapter_ref, merged_model, serve
+    from dspyc.distill.student import adapter_path, adapter_ref
     from dspyc.errors import DspycError
+    from dspyc.finetune import lora_name
+    from dspyc.merge import merged_copy
 
     s = s or get_settings()
-    name, tag = artifacts.parse_ref(ref)
-    manifest = artifacts.read_manifest(name, loading.resolve_version(name, tag, s), s)
-    ref_ = adapter_ref(manifest)
-    if ref_ is None:
-        raise DspycError(f"{name}@{manifest.version} has no adapter to serve: compile it with a finetune recipe first")
-    rows = sorted(artifacts.program_dir(name, s).glob("datasets/finetune-*.jsonl"))
+    if Path(ref).is_dir():
+        folder, name, base, program = Path(ref), lora_name("bench", Path(ref)), s.lm_model, None
+    else:
+        program, tag = artifacts.parse_ref(ref)
+        manifest = artifacts.read_manifest(program, loading.resolve_version(program, tag, s), s)
+        if (a := adapter_ref(manifest)) is None:
+            raise DspycError(f"{ref} has no adapter to serve (its compile kept the uncompiled program?); pass the "
+                             "adapter folder instead, e.g. ~/.cache/dspyc/finetune/<program>/<key>/adapter")
+        folder, name, base = adapter_path(manifest, s), a.lora_name, a.base_model
+    if not (folder / "adapter_model.safetensors").exists():
+        raise DspycError(f"{folder} holds no adapter_model.safetensors")
+    found = (artifacts.program_dir(program, s) if program else s.artifacts_dir).glob(("" if program else "*/") + "datasets/finetune-*.jsonl")
+    rows = sorted(found, key=lambda p: p.stat().st_mtime)  # the newest finetune's rows: prompts the adapter serves
     prompts = ([json.loads(line)["prompt"] for line in rows[-1].read_text().splitlines()][:requests] if rows
                else rag_prompts(s, n=requests))
-    systems = {"LoRA on the base engine": (serve(manifest, s), ref_.base_model)}
-    folder = merged_model(manifest, s)
-    systems["merged copy, engine without LoRA"] = (served_name(str(folder), s), str(folder))
+    engine.load_lora(name, folder, s, model=base)
+    merged = merged_copy(folder, base, s)
+    systems = {"LoRA on the base engine": (name, base, True), "merged copy, engine without LoRA": (served_name(str(merged), s), str(merged), False)}
     out = []
-    for label, (model_name, key) in systems.items():
-        base = engine.ensure(s, key, lora=label.startswith("LoRA"))
-        prefill_throughput(base, model_name, s.lm_api_key, prompts[:4], concurrency=4, max_tokens=4)  # warm-up
+    for label, (model_name, key, lora) in systems.items():
+        url = engine.ensure(s, key, lora=lora)
+        prefill_throughput(url, model_name, s.lm_api_key, prompts[:4], concurrency=4, max_tokens=4)  # warm-up
         with console.status(f"{label}: {len(prompts)} prompts, {concurrency} in flight"):
-            load = prefill_throughput(base, model_name, s.lm_api_key, prompts, concurrency, max_tokens)
-            decode = engine_throughput(base, model_name, s.lm_api_key, concurrency, concurrency * 2, 64)
+            load = prefill_throughput(url, model_name, s.lm_api_key, prompts, concurrency, max_tokens)
+            decode = engine_throughput(url, model_name, s.lm_api_key, concurrency, concurrency * 2, 64)
         out.append({"system": label, "prompt_tokens_per_s": load["prompt_tokens_per_s"], "p50_latency_s": load["p50_latency_s"],
                     "decode_tokens_per_s": decode["tokens_per_s"], "requests": load["requests"]})
     table = Table("served as", "prompt tok/s", "p50 s/request", f"decode tok/s ({concurrency} streams)",
-                  title=f"{name}@{manifest.version}: adapter serving on {ref_.base_model} ({len(prompts)} of its prompts, "
-                        f"{concurrency} in flight, {max_tokens} new tokens)")
+                  title=f"adapter {folder} on {base}: {len(prompts)} prompts, {concurrency} in flight, {max_tokens} new tokens")
     for r in out:
         table.add_row(r["system"], f"{r['prompt_tokens_per_s']:.0f}", f"{r['p50_latency_s']:.2f}", f"{r['decode_tokens_per_s']:.1f}")
     console.print(table)
     faster = min(out, key=lambda r: r["p50_latency_s"])
     console.print(f"faster here: [bold]{faster['system']}[/bold] (DSPYC_ADAPTER_SERVING is {s.adapter_serving})")
-    result = {"ref": f"{name}@{manifest.version}", "rows": out, "cpu": cpu_summary()}
-    _save(f"lora-{name}", result, s)
+    result = {"adapter": str(folder), "base_model": base, "rows": out, "cpu": cpu_summary()}
+    _save(f"lora-{program or 'adapter'}", result, s)
     return result

@@ -389,7 +389,7 @@ def data_prepare(name: Annotated[str, typer.Argument(help="A program's default d
 
 @app.command()
 def bench(what: Annotated[str, typer.Argument(help="engine, compile, serve, train or lora")] = "engine",
-          ref: Annotated[str, typer.Argument(help="lora: a version with an adapter, e.g. agent@4.")] = "",
+          ref: Annotated[str, typer.Argument(help="lora: a version with an adapter (agent@4) or an adapter folder.")] = "",
           requests: Annotated[int, typer.Option(help="Requests per concurrency level.")] = 32,
           max_tokens: Annotated[int, typer.Option()] = 64,
           label: Annotated[str, typer.Option(help="engine: name this configuration (engine-<model>-<label>.json), for A/B runs.")] = "",
@@ -420,7 +420,7 @@ def bench(what: Annotated[str, typer.Argument(help="engine, compile, serve, trai
         b.bench_train(precision=precision)
     elif what == "lora":  # serving a version's adapter: LoRA on the engine vs a merged copy
         if not ref:
-            raise DspycError("dspyc bench lora needs a version with an adapter, e.g. `dspyc bench lora agent@4`")
+            raise DspycError("dspyc bench lora needs a version with an adapter (`dspyc bench lora agent@4`) or an adapter folder")
         b.bench_lora(ref)
     else:
         raise DspycError(f"unknown benchmark {what!r}: choose engine, compile, serve, train or lora")

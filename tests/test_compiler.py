@@ -61,7 +61,7 @@ def test_same_seed_data_and_cache_give_the_same_program(compiled, data_dir, tmp_
 
 def test_compile_writes_a_complete_artifact(compiled):
     settings, m = compiled
-    assert m.version == 1 and set(m.metrics) == {"baseline", "compiled", "delta"} and m.kept in ("compiled", "uncompiled")
+    assert m.version == 1 and set(m.metrics) == {"baseline", "compiled", "delta", "cost"} and m.kept in ("compiled", "uncompiled")
     for split in ("dev", "test"):  # compiled − uncompiled on the same examples, with its paired-bootstrap interval
         d = m.metrics["delta"][split]
         assert d["n"] == 3 and d["low"] <= d["mean"] <= d["high"]

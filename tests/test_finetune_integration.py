@@ -30,6 +30,16 @@ def finetuned(live_engine, tmp_path_factory):
     dspy.cache = before
 
 
+def assert_calls_area(program) -> None:
+    """One request through the loaded program: it answers with calls to the one listed function."""
+    pred = program(question="What is the area of a circle of radius 3?",
+                   functions=["area_circle(radius: integer) - area of a circle"],
+                   schemas=[{"name": "area_circle", "description": "area of a circle",
+                             "parameters": {"type": "dict", "properties": {"radius": {"type": "integer"}},
+                                            "required": ["radius"]}}])
+    assert pred.calls and all(c["name"] == "area_circle" for c in pred.calls)
+
+
 def test_the_version_is_an_adapter_on_the_program_lm_never_a_merged_model(finetuned):
     m, s = finetuned
     assert m.adapter is not None and m.adapter.base_model == s.lm_model and m.adapter.lora_name.startswith("agent-ft-")
@@ -58,9 +68,26 @@ def test_load_serves_the_program_through_its_adapter(finetuned):
     program = loading.load_program(f"agent@{m.version}", s=s)
     assert {p.lm.model for _, p in program.named_predictors()} == {f"openai/{m.adapter.lora_name}"}
     assert m.adapter.lora_name in engine.status(s).adapters  # loaded at runtime into the program LM's engine
-    pred = program(question="What is the area of a circle of radius 3?",
-                   functions=["area_circle(radius: integer) - area of a circle"],
-                   schemas=[{"name": "area_circle", "description": "area of a circle",
-                             "parameters": {"type": "dict", "properties": {"radius": {"type": "integer"}},
-                                            "required": ["radius"]}}])
-    assert pred.calls and all(c["name"] == "area_circle" for c in pred.calls)
+    assert_calls_area(program)
+
+
+def test_a_merged_copy_is_a_hash_checked_cache_and_serves_the_same_program(finetuned):
+    """DSPYC_ADAPTER_SERVING=merged: base + adapter merged once into the cache (never the store), checked on every
+    use and rebuilt when damaged, served by an engine of its own without LoRA."""
+    from dspyc import merge
+    from dspyc.distill.student import adapter_path
+
+    m, s = finetuned
+    folder = merge.merged_copy(adapter_path(m, s), m.adapter.base_model, s)
+    digest = artifacts.sha256_file(adapter_path(m, s) / "adapter_model.safetensors")
+    assert merge.is_valid(folder, digest) and (folder / "config.json").exists()
+    assert not (artifacts.program_dir("agent", s) / str(m.version) / "model.safetensors").exists()
+    weights = next(folder.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-8] + b"tampered")
+    assert not merge.is_valid(folder, digest)
+    assert merge.is_valid(merge.merged_copy(adapter_path(m, s), m.adapter.base_model, s), digest)  # rebuilt
+    merged = s.model_copy(update={"adapter_serving": "merged"})
+    program = loading.load_program(f"agent@{m.version}", s=merged)
+    assert {p.lm.model for _, p in program.named_predictors()} == {f"openai/{folder.name.lower()}"}
+    assert_calls_area(program)
+    engine.down(merged, model=str(folder))

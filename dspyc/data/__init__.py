@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar, runtime_checkable
 
@@ -50,6 +51,24 @@ class ProgramData(Protocol):
 
     def outside(self, *splits: str) -> list[dspy.Example]:
         """Every example in none of `splits` (e.g. more gold labels: all but train, dev and test)."""
+
+
+@dataclass
+class NoData:
+    """The data of a program that learns from none (served as built, never compiled): empty splits."""
+
+    name: str = "none"
+    path: str = ""
+    version: str = "none"
+    splits: dict[str, list[dspy.Example]] = field(default_factory=lambda: {k: [] for k in (*SPLIT_KEYS, "all")})
+    split_sizes: tuple[int, int, int] | None = None
+
+    def split(self, seed: int, train: int, dev: int, test: int) -> dict[str, list[dspy.Example]]:
+        self.split_sizes = (train, dev, test)
+        return self.splits
+
+    def outside(self, *splits: str) -> list[dspy.Example]:
+        return []
 
 
 def apply_split_config(dataset: ProgramData, config: dict | None, seed: int, sizes: Sequence[int] | None = None) -> bool:

@@ -37,6 +37,7 @@ console = make_console()
 PROGRAM_SOURCE = '''
 """bench_qa: one predictor, for serving benchmarks."""
 import dspy
+from dspyc.data import NoData
 from dspyc.registry import ProgramSpec
 
 
@@ -56,7 +57,7 @@ class BenchQA(dspy.Module):
         return self.answer(question=question)
 
 
-PROGRAM = ProgramSpec(name="bench_qa", build=lambda data, config: BenchQA(), load_data=lambda name, seed: None,
+PROGRAM = ProgramSpec(name="bench_qa", build=lambda data, config: BenchQA(), load_data=lambda name, seed: NoData(),
                       metric=lambda ex, pred, trace=None: 0.0, report=lambda results: {}, dataset="none",
                       description="One-predictor QA used by `just bench serve`.")
 '''
