@@ -17,7 +17,7 @@ import dspy
 
 from dspyc.data import ProgramData
 from dspyc.errors import DspycError
-from dspyc.settings import get_settings
+from dspyc.settings import Settings, get_settings
 
 
 @dataclass
@@ -56,6 +56,9 @@ class ProgramSpec:
     # prepare_data(out_dir, cache_dir) -> out_dir: rebuild the default dataset's files from their source
     # (`dspyc data prepare DATASET`); None when the dataset ships as it is.
     prepare_data: Callable[[Path, Path], Path] | None = None
+    # tool_agent(settings, max_steps, compiled) -> module: the program as a tool-using agent for `dspyc ask`, its
+    # compiled version (already loaded, adapter attached) in place of the as-built core when `--version` is given.
+    tool_agent: Callable[[Settings, int | None, dspy.Module | None], dspy.Module] | None = None
     sft_recipe: str = "sft_r16_qv"
     student_config: dict[str, Any] = field(default_factory=dict)
 

@@ -21,7 +21,7 @@ from dspyc.adapter import DEFAULT_MAX_STRING_LENGTH
 from dspyc.data.bfcl import BFCLDataset, ast_check, load_bfcl, to_bfcl_calls
 from dspyc.metrics import mean
 from dspyc.registry import ProgramSpec
-from dspyc.settings import get_settings
+from dspyc.settings import Settings, get_settings
 from dspyc.tools.base import ToolRegistry, ToolResult
 from dspyc.tools.schema import calls_response_format, render_function
 from signatures.agent import AnswerFromResults, CallFunctions, NextStep, SplitTasks
@@ -172,6 +172,18 @@ def resolve_tool_calling(mode: str | None = None) -> str:
     return mode
 
 
+def tool_agent(s: Settings, max_steps: int | None, compiled: FunctionCaller | None) -> ToolAgent:
+    """`dspyc ask`: a ToolAgent over the built-in tools, its function caller the compiled one when given."""
+    from dspyc.tools.builtin import default_registry
+
+    agent = ToolAgent(default_registry(s), max_steps=max_steps or s.agent_max_steps,
+                      tool_calling=resolve_tool_calling(s.agent_tool_calling))
+    if compiled is not None:  # the compiled caller, with the loop's own bounds
+        compiled.max_calls, compiled.tool_calling = agent.caller.max_calls, agent.caller.tool_calling
+        agent.caller = compiled
+    return agent
+
+
 def load_data(dataset: str, seed: int) -> BFCLDataset:
     data = load_bfcl(dataset if dataset.startswith("bfcl") else "bfcl", get_settings())
     data.split(seed, CONFIG["train"], CONFIG["dev"], CONFIG["test"])
@@ -233,6 +245,6 @@ def report(results: list[tuple[dspy.Example, dspy.Prediction]]) -> dict[str, flo
 
 
 PROGRAM = ProgramSpec(name="agent", build=build, load_data=load_data, metric=metric, report=report, dataset="bfcl",
-                      default_recipe="bootstrap", config=CONFIG, gold_trace=gold_trace, keep_trace=keep_trace,
+                      default_recipe="bootstrap", config=CONFIG, gold_trace=gold_trace, keep_trace=keep_trace, tool_agent=tool_agent,
                       sft_recipe="sft_agent",  # `dspyc distill agent`: sft_r16_qv plus BFCL's gold labels
                       description="Function calling under a per-call JSON schema (scored on BFCL) and a bounded tool loop (dspyc ask).")

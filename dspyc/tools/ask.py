@@ -2,35 +2,26 @@
 
 from __future__ import annotations
 
-import importlib
-
 import dspy
 
-from dspyc import artifacts, loading, registry
+from dspyc import loading, registry
 from dspyc.console import console as make_console
-from dspyc.distill.student import adapter_ref, attach
 from dspyc.errors import DspycError
 from dspyc.settings import Settings, get_settings
-from dspyc.tools.builtin import default_registry
 from dspyc.tools.providers import PROVIDERS
 
 console = make_console(soft_wrap=True)  # a tool line stays one line, also when piped
 
 
 def build_agent(s: Settings, version: str | None = None, max_steps: int | None = None) -> dspy.Module:
-    """A ToolAgent over the default tools; with `version` (e.g. `3`, `champion`), its function caller is the
-    compiled `agent@version`."""
-    registry.get("agent")  # puts the project on sys.path and checks programs/agent.py
-    mod = importlib.import_module("programs.agent")
-    agent = mod.ToolAgent(default_registry(s), max_steps=max_steps or s.agent_max_steps,
-                          tool_calling=mod.resolve_tool_calling(s.agent_tool_calling))
-    if version:
-        v = loading.resolve_version("agent", version, s)
-        manifest = artifacts.read_manifest("agent", v, s)  # verifies the files against the manifest
-        agent.caller.load(str(artifacts.program_dir("agent", s) / str(v) / artifacts.PROGRAM_FILE))
-        if adapter_ref(manifest) is not None:  # a weights compile: the caller's predictors call its adapter
-            attach(agent.caller, manifest, s)
-    return agent
+    """The tool-using agent of the program that defines one (`ProgramSpec.tool_agent`); with `version` (`3`,
+    `champion`), its core is that compiled version, loaded as `dspyc.load` does (a weights compile on its adapter)."""
+    specs = [spec for spec in map(registry.get, registry.available()) if spec.tool_agent]
+    if not specs:
+        raise DspycError("no program defines a tool agent (ProgramSpec.tool_agent)")
+    spec = specs[0]
+    compiled = loading.load_program(f"{spec.name}@{version}", s=s) if version else None
+    return spec.tool_agent(s, max_steps, compiled)
 
 
 def ask(question: str, version: str | None = None, provider: str | None = None, max_steps: int | None = None,
