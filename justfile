@@ -47,7 +47,7 @@ serve *args:
 usage *args:
     dspyc usage "$@"
 
-# Benchmarks: just bench engine | just bench compile | just bench serve
+# Benchmarks: just bench engine | just bench compile rag | just bench serve | just bench train | just bench lora agent@4
 bench what="engine" *args:
     dspyc bench "$@"
 

@@ -389,7 +389,7 @@ def data_prepare(name: Annotated[str, typer.Argument(help="A program's default d
 
 @app.command()
 def bench(what: Annotated[str, typer.Argument(help="engine, compile, serve, train or lora")] = "engine",
-          ref: Annotated[str, typer.Argument(help="lora: a version with an adapter (agent@4) or an adapter folder.")] = "",
+          ref: Annotated[str, typer.Argument(help="compile: a program (rag); lora: a version with an adapter (agent@4) or an adapter folder.")] = "",
           requests: Annotated[int, typer.Option(help="Requests per concurrency level.")] = 32,
           max_tokens: Annotated[int, typer.Option()] = 64,
           label: Annotated[str, typer.Option(help="engine: name this configuration (engine-<model>-<label>.json), for A/B runs.")] = "",
@@ -412,8 +412,10 @@ def bench(what: Annotated[str, typer.Argument(help="engine, compile, serve, trai
         if label and not re.fullmatch(r"[A-Za-z0-9_.-]+", label):
             raise DspycError(f"--label {label!r}: use letters, digits, '.', '_' or '-' (it names a file)")
         b.bench_engine(requests=requests, max_tokens=max_tokens, label=label, inprocess=inprocess)
-    elif what == "compile":
-        b.bench_compile()
+    elif what == "compile":  # a small compile of a program: engine vs in-process, cold vs warm cache
+        if not ref:
+            raise DspycError("dspyc bench compile needs a program, e.g. `dspyc bench compile rag`")
+        b.bench_compile(ref)
     elif what == "train":  # seconds per LoRA training row of the program LM: q/v vs all linear, whole stack vs top layers
         if precision not in ("auto", "fp32", "bf16"):
             raise DspycError(f"--precision {precision!r}: choose auto, fp32 or bf16")

@@ -48,10 +48,10 @@ def test_the_compile_bench_times_the_engine_from_an_empty_prefix_cache(monkeypat
     def compile_program(name, recipe, s, lm_overrides, **kw):
         events.append((s.lm_backend, s.num_threads, lm_overrides["cache"]))
         return SimpleNamespace(usage={"lm_calls": 2, "input_tokens": 10, "output_tokens": 1},
-                               metrics={"compiled": {"dev": {"f1": 0.5}}})
+                               metrics={"compiled": {"dev": {"metric": 0.5}}})
 
     monkeypatch.setattr(compiler, "compile_program", compile_program)
-    out = bench.bench_compile(s=get_settings().model_copy(update={"artifacts_root": tmp_path}))
+    out = bench.bench_compile("rag", s=get_settings().model_copy(update={"artifacts_root": tmp_path}))
     assert events == ["fresh DSPy cache", "down", "up", ("engine", 16, True), ("transformers", 1, False),
                       ("engine", 16, True)]
     assert list(out["runs"]) == ["engine, cold caches", "in-process, sequential", "engine, warm DSPy cache (re-run)"]

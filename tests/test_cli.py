@@ -21,6 +21,7 @@ def dspyc(*args, env=None):
     (("adapter-check", "--adapter", "Chat"), "unknown adapter 'Chat'"),
     (("distill", "tone", "--eval-threads", "0"), "--eval-threads"),
     (("bench", "lora"), "needs a version with an adapter"),
+    (("bench", "compile"), "needs a program"),
     (("data", "prepare", "bfcl"), "no prepare step for dataset 'bfcl' (these have one: tone, wiki)"),
     (("bench", "train", "--precision", "fp16"), "--precision 'fp16'"),
 ])
