@@ -461,7 +461,7 @@ def run_recipe(recipe: Recipe, program: dspy.Module, splits: dict[str, list[dspy
         out = run_stage(load_recipe(name), best.program, splits, spec, context, seed)
         weights = out.weights or best.weights
         if weights and out.weights is None:
-            out.program.set_lm(adapter_lm(context.settings, weights.base_model, weights.lora_name))
+            out.program.set_lm(adapter_lm(context.settings, weights))
         dev = evaluate(out.program, splits["dev"], spec, context.settings.num_threads, f"stage {i} · {name} · dev")
         score = dev.scores.get("metric", 0.0)
         stages.append({"stage": i, "recipe": name, "dev": score, "kept": score > best_dev})

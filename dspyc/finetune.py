@@ -87,11 +87,16 @@ def lora_name(program: str, adapter_dir: Path) -> str:
     return f"{program}-ft-{sha256_file(Path(adapter_dir) / 'adapter_model.safetensors')[:10]}"
 
 
-def adapter_lm(s: Settings, model: str, name: str) -> dspy.LM:
-    """The program LM through one of its adapters, with the settings' decoding (what `configure` gives the program)."""
+def adapter_lm(s: Settings, weights: WeightsResult) -> dspy.LM:
+    """The program LM with a trained adapter, served as `DSPYC_ADAPTER_SERVING` says (a merged copy on an engine
+    of its own, or the adapter loaded into the program LM's engine), with the settings' decoding."""
     from dspyc.lm import build_lm
+    from dspyc.merge import merged_copy
 
-    return build_lm(s, model=model, adapter=name)
+    if s.adapter_serving == "merged":
+        return build_lm(s, model=str(merged_copy(Path(weights.adapter_dir), weights.base_model, s)))
+    engine.load_lora(weights.lora_name, weights.adapter_dir, s, model=weights.base_model)
+    return build_lm(s, model=weights.base_model, adapter=weights.lora_name)
 
 
 class Finetune:
@@ -111,17 +116,16 @@ class Finetune:
         console.print(f"finetune rows: {len(rows)} ({', '.join(f'{n} {k}' for k, n in by_source.items())}) → {path}")
         out = self.train(rows, version)
         adapter = Path(out["adapter"])
-        name = lora_name(ctx.program, adapter)
-        model = ctx.settings.lm_model
-        with console.status(f"loading adapter {name} into the {model} engine (LoRA on)"):
-            engine.load_lora(name, adapter, ctx.settings, model=model)
-        compiled = student.deepcopy()
-        compiled.set_lm(adapter_lm(ctx.settings, model, name))
         self.result = WeightsResult(
-            adapter_dir=str(adapter), lora_name=name, base_model=model, rows=len(rows), rows_by_source=by_source,
+            adapter_dir=str(adapter), lora_name=lora_name(ctx.program, adapter), base_model=ctx.settings.lm_model,
+            rows=len(rows), rows_by_source=by_source,
             dataset_version=version, epochs=p.train.epochs if p.train.max_steps <= 0 else 0.0, steps=out["steps"],
             train_wall_s=out.get("train_runtime_s"), precision=out["precision"], lora=p.lora.model_dump(),
             losses=out.get("losses", []), peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2))
+        console.print(f"scoring the compiled program through adapter {self.result.lora_name} "
+                      f"(DSPYC_ADAPTER_SERVING={ctx.settings.adapter_serving})")
+        compiled = student.deepcopy()
+        compiled.set_lm(adapter_lm(ctx.settings, self.result))
         return compiled
 
     # --- the steps ---------------------------------------------------------------------------------------------

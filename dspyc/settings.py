@@ -68,11 +68,12 @@ class Settings(BaseSettings):
     # dspyc's recipes train q/v; vLLM-CPU runs every wrapped layer's LoRA ops eagerly on each step.
     engine_lora_target_modules: str = "q_proj,v_proj"
     engine_extra_args: str = ""
-    # How a version with a LoRA adapter (a weights compile, a student) is served: "lora", the adapter loaded at
-    # runtime into its base model's engine (one engine for every adapter; LoRA turns vLLM-CPU's torch.compile
-    # off), or "merged", a merged copy built at load time as a hash-checked cache (dspyc/merge.py), served by an
-    # engine of its own without LoRA. The default is what `dspyc bench lora` measured faster here (docs/results.md).
-    adapter_serving: Literal["lora", "merged"] = "lora"
+    # How a version with a LoRA adapter (a weights compile, a student) is served: "merged", a merged copy built at
+    # load time as a hash-checked cache (dspyc/merge.py) on an engine of its own without LoRA, or "lora", the adapter
+    # loaded at runtime into its base model's engine (one engine for every adapter, but vLLM-CPU then runs without
+    # torch.compile). `dspyc bench lora` measured merged faster on CPU: p50 4.2 s vs 25.2 s a request, decode 127 vs
+    # 31 tok/s (Qwen 0.5B, the agent's adapter, 8 in flight; docs/results.md). On a GPU `lora` may win: measure.
+    adapter_serving: Literal["lora", "merged"] = "merged"
 
     mlflow_uri: str | None = None  # None: SQLite under artifacts/
 

@@ -65,6 +65,7 @@ def test_the_compile_table_records_training_and_per_call_cost(finetuned):
 
 def test_load_serves_the_program_through_its_adapter(finetuned):
     m, s = finetuned
+    s = s.model_copy(update={"adapter_serving": "lora"})
     program = loading.load_program(f"agent@{m.version}", s=s)
     assert {p.lm.model for _, p in program.named_predictors()} == {f"openai/{m.adapter.lora_name}"}
     assert m.adapter.lora_name in engine.status(s).adapters  # loaded at runtime into the program LM's engine

@@ -76,7 +76,7 @@ def test_served_adapter_answers_differently_from_the_base_model(distilled):
 
     assert complete(name) != complete(state.served_model)
     # The program itself, loaded from the store with its predictors on the student.
-    student = load_program(f"tone@{m.version}", s=s)  # dspyc.load: a student's predictors call its adapter
+    student = load_program(f"tone@{m.version}", s=s.model_copy(update={"adapter_serving": "lora"}))  # dspyc.load: a student's predictors call its adapter
     assert student.rewrite.lm.model == f"openai/{name}"
     assert isinstance(student(text="our new office coffee machine is basically a disaster").rewrite, str)
 
@@ -108,7 +108,7 @@ def test_the_prompt_pass_bootstraps_demos_on_the_teacher_engine_for_the_served_s
     result, s = distilled
     m = artifacts.read_manifest("tone", result["versions"]["sft"], s)
     serve(m, s)
-    student = load_program(f"tone@{m.version}", s=s)
+    student = load_program(f"tone@{m.version}", s=s.model_copy(update={"adapter_serving": "lora"}))
     student_lm = student.rewrite.lm
     student.set_lm(None)  # the prompt pass runs the student under its LM by context, like the table
     spec = dataclasses.replace(registry.get("tone"), metric=lambda ex, pred, trace=None: True)

@@ -281,7 +281,7 @@ def test_each_version_routes_to_the_engine_of_its_model(serve_settings):
     from dspyc import artifacts
     from dspyc.loading import serving_model
 
-    s = serve_settings.model_copy(update={"lm_model": "qwen-x"})
+    s = serve_settings.model_copy(update={"lm_model": "qwen-x", "adapter_serving": "lora"})
     assert serving_model(_manifest("program", "engine", "smol-y"), s) == "smol-y"  # compiled on another model
     assert serving_model(_manifest("program", "url", "remote"), s) is None  # the program LM (DSPYC_LM_*)
     assert serving_model(_manifest("student", "engine", "smol-y", base="smol-z"), s) == "smol-z"  # its base model
@@ -294,7 +294,7 @@ def test_serve_starts_only_the_engines_it_needs_and_lora_only_for_students(serve
     from dspyc import artifacts, engine, registry
     from dspyc.serve import server
 
-    s = serve_settings.model_copy(update={"lm_model": "qwen-x", "serve_alias": "latest"})
+    s = serve_settings.model_copy(update={"lm_model": "qwen-x", "serve_alias": "latest", "adapter_serving": "lora"})
     root = s.artifacts_dir
     for program, version, base in (("tone", 2, "smol-y"), ("other", 1, "tiny-z")):
         v = root / program / str(version)
