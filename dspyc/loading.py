@@ -71,6 +71,9 @@ def load_state(module: dspy.Module, path: Path, label: str) -> None:
     as-built state (with a warning) instead of failing the load with a KeyError."""
     state = json.loads(path.read_text())
     params = dict(module.named_parameters())
+    if set(params) == {"self"}:  # a program that is one bare predictor: its state is its own, not keyed by name
+        module.load_state(state)
+        return
     missing = [n for n in params if n not in state]
     if missing:
         warnings.warn(f"{label} was saved before the program had {', '.join(missing)}: "
