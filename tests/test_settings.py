@@ -15,3 +15,16 @@ def test_project_dir_found_from_a_subfolder(tmp_path):
 
 def test_artifacts_dir_override(tmp_path):
     assert Settings(artifacts_root=tmp_path).artifacts_dir == tmp_path
+
+
+def test_the_configuration_doc_is_generated_from_the_settings():
+    """docs/configuration.md is `python -m dspyc.settings_doc`'s output: a setting added, renamed or re-explained
+    in dspyc/settings.py shows up here until the doc is regenerated."""
+    from pathlib import Path
+
+    from dspyc.settings import Settings
+    from dspyc.settings_doc import comments, table
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+    assert doc.read_text() == table(), "regenerate: python -m dspyc.settings_doc > docs/configuration.md"
+    assert all(comments().get(name) for name in Settings.model_fields)  # every setting says what it is for
