@@ -577,7 +577,8 @@ def print_summary(m: artifacts.Manifest, lm_model: str = "") -> None:
                   f"{u.get('output_tokens', 0):,} · est. cost ${u.get('estimated_cost_usd', 0):.4f} · "
                   f"wall time {m.wall_time_s:.0f}s {u.get('stage_wall_time_s', '')}")
     if m.adapter:
-        console.print(f"served as LoRA adapter {m.adapter.lora_name} on the {m.adapter.base_model} engine (unmerged)")
+        console.print(f"stored as adapter {m.adapter.lora_name} on {m.adapter.base_model} (never merged in the store); "
+                      f"served as DSPYC_ADAPTER_SERVING says ({get_settings().adapter_serving})")
 
 
 COST_COLUMNS = {"prompt_tokens_per_call": "prompt tok/call", "output_tokens_per_call": "out tok/call",
