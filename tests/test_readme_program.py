@@ -9,6 +9,7 @@ from pathlib import Path
 import dspy
 
 from dspyc import compiler, loading, registry
+from dspyc import settings as settings_module
 from dspyc.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,13 +30,13 @@ def test_the_readme_program_compiles_and_loads(tmp_path, monkeypatch):
     (project / "pyproject.toml").write_text("[project]\nname = 'mine'\n")
     shutil.copytree(CAPITALS, project / "datasets" / "capitals")
     shutil.copytree(ROOT / "optimizers", project / "optimizers")
-    monkeypatch.chdir(project)  # a dataset name resolves under the project's datasets/
     monkeypatch.setattr(sys, "path", [str(project), *sys.path])
     monkeypatch.delitem(sys.modules, "programs", raising=False)
     s = Settings(project_dir=project, artifacts_root=project / "artifacts", mlflow_traces=False, num_threads=2,
                  lm_backend="litellm", lm_model="openai/unused", reoptimize_resamples=500)
-    monkeypatch.setattr(registry, "get_settings", lambda: s)
-    monkeypatch.setattr("dspyc.optimizers.get_settings", lambda: s)
+    monkeypatch.setattr(settings_module, "get_settings", lambda: s)  # every module reads the project from here
+    for module in ("dspyc.registry", "dspyc.optimizers", "dspyc.data.qa"):
+        monkeypatch.setattr(f"{module}.get_settings", lambda: s, raising=False)
     capitals = {q["question"]: q["answer"] for q in map(__import__("json").loads, (CAPITALS / "questions.jsonl").open())}
 
     class Table(dspy.utils.DummyLM):  # answers every question right, from the dataset itself
