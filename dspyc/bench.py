@@ -434,14 +434,13 @@ def bench_lora(ref: str, requests: int = 24, concurrency: int = 8, max_tokens: i
     from pathlib import Path
 
     from dspyc import artifacts, loading
-    from dspyc.distill.student import adapter_path, adapter_ref
+    from dspyc.distill.student import adapter_path, adapter_ref, lora_name
     from dspyc.errors import DspycError
-    from dspyc.finetune import lora_name
     from dspyc.merge import merged_copy
 
     s = s or get_settings()
     if Path(ref).is_dir():
-        folder, name, base, program = Path(ref), lora_name("bench", Path(ref)), s.lm_model, None
+        folder, name, base, program = Path(ref), lora_name("bench", Path(ref), role="ft"), s.lm_model, None
     else:
         program, tag = artifacts.parse_ref(ref)
         manifest = artifacts.read_manifest(program, loading.resolve_version(program, tag, s), s)

@@ -3,8 +3,8 @@
 DSPy's BootstrapFinetune with a metric, for the program's own LM: the program (or the recipe's teacher) runs over
 train, its passing traces and the program's gold labels become chat rows holding exactly the prompts the program
 sends (its instructions and demos as they stand, so a finetune after a prompt stage learns that prompt), and PEFT +
-TRL train one adapter for every predictor (DSPy's multitask default). The adapter is loaded into the program LM's
-engine at runtime, never merged into the store; the compiled program's predictors call it by name.
+TRL train one adapter for every predictor (DSPy's multitask default). The store keeps only the adapter; it is served
+as `DSPYC_ADAPTER_SERVING` says (a merged copy built in the cache, or loaded into the program LM's engine).
 
 Rows come from the train split and from examples outside every split (`gold_extra`), never from dev or test.
 """
@@ -22,9 +22,9 @@ import dspy
 from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from dspyc import engine
 from dspyc.console import console as make_console
 from dspyc.data import ProgramData
+from dspyc.distill import student as S
 from dspyc.distill import traces as T
 from dspyc.distill.recipe import LoraSpec, SFTRecipe, TrainSpec
 from dspyc.errors import DspycError
@@ -80,23 +80,12 @@ class WeightsResult(BaseModel):
     peak_rss_gb: float = 0.0  # the compile process's peak resident memory once training ended
 
 
-def lora_name(program: str, adapter_dir: Path) -> str:
-    """The engine's name for a program LM's adapter: program plus a content hash (equal weights share a name)."""
-    from dspyc.artifacts import sha256_file
-
-    return f"{program}-ft-{sha256_file(Path(adapter_dir) / 'adapter_model.safetensors')[:10]}"
-
-
 def adapter_lm(s: Settings, weights: WeightsResult) -> dspy.LM:
-    """The program LM with a trained adapter, served as `DSPYC_ADAPTER_SERVING` says (a merged copy on an engine
-    of its own, or the adapter loaded into the program LM's engine), with the settings' decoding."""
-    from dspyc.lm import build_lm
-    from dspyc.merge import merged_copy
+    """The program LM with a trained adapter, served as any stored adapter version is (`student.adapter_lm`)."""
+    from dspyc.artifacts import AdapterRef
 
-    if s.adapter_serving == "merged":
-        return build_lm(s, model=str(merged_copy(Path(weights.adapter_dir), weights.base_model, s)))
-    engine.load_lora(weights.lora_name, weights.adapter_dir, s, model=weights.base_model)
-    return build_lm(s, model=weights.base_model, adapter=weights.lora_name)
+    ref = AdapterRef(lora_name=weights.lora_name, base_model=weights.base_model)
+    return S.adapter_lm(s, Path(weights.adapter_dir), ref)
 
 
 class Finetune:
@@ -117,7 +106,7 @@ class Finetune:
         out = self.train(rows, version)
         adapter = Path(out["adapter"])
         self.result = WeightsResult(
-            adapter_dir=str(adapter), lora_name=lora_name(ctx.program, adapter), base_model=ctx.settings.lm_model,
+            adapter_dir=str(adapter), lora_name=S.lora_name(ctx.program, adapter, role="ft"), base_model=ctx.settings.lm_model,
             rows=len(rows), rows_by_source=by_source,
             dataset_version=version, epochs=p.train.epochs if p.train.max_steps <= 0 else 0.0, steps=out["steps"],
             train_wall_s=out.get("train_runtime_s"), precision=out["precision"], lora=p.lora.model_dump(),

@@ -22,9 +22,8 @@ console = make_console(stderr=True)
 STAMP = ".dspyc-merged.json"
 
 
-def merged_dir(adapter_dir: Path, base_model: str, s: Settings) -> Path:
-    digest = sha256_file(Path(adapter_dir) / "adapter_model.safetensors")
-    return s.cache_dir / "merged" / f"{Path(base_model).name}-{digest[:16]}"
+def merged_dir(adapter_sha256: str, base_model: str, s: Settings) -> Path:
+    return s.cache_dir / "merged" / f"{Path(base_model).name}-{adapter_sha256[:16]}"
 
 
 def is_valid(folder: Path, adapter_sha256: str) -> bool:
@@ -48,7 +47,7 @@ def merged_copy(adapter_dir: Path, base_model: str, s: Settings) -> Path:
 
     adapter_dir = Path(adapter_dir)
     digest = sha256_file(adapter_dir / "adapter_model.safetensors")
-    out = merged_dir(adapter_dir, base_model, s)
+    out = merged_dir(digest, base_model, s)
     if is_valid(out, digest):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,10 +17,11 @@ from dspyc.settings import Settings, get_settings
 ADAPTER_DIR = "adapter"
 
 
-def lora_name(program: str, adapter_dir: Path) -> str:
-    """The engine's name for an adapter: program plus a content hash, so equal weights share one name."""
+def lora_name(program: str, adapter_dir: Path, role: str = "student") -> str:
+    """The engine's name for an adapter: program, role (a distilled "student", a weights compile's "ft") and a
+    content hash, so equal weights share one name."""
     digest = artifacts.sha256_file(Path(adapter_dir) / "adapter_model.safetensors")[:10]
-    return f"{program}-student-{digest}"
+    return f"{program}-{role}-{digest}"
 
 
 def student_info(manifest: artifacts.Manifest) -> dict[str, Any]:
@@ -96,14 +97,21 @@ def decoding_overrides(decoding: dict[str, float] | None) -> dict[str, object]:
 def student_lm(manifest: artifacts.Manifest, s: Settings | None = None, **lm_overrides) -> dspy.LM:
     """The student's LM: its adapter, served by its base model's engine, decoding with the settings chosen for it
     on dev (`config.student.decoding`); `lm_overrides` win over them."""
-    from dspyc.lm import build_lm
-
     s = s or get_settings()
-    decoding = decoding_overrides(_adapter(manifest).decoding)
-    if s.adapter_serving == "merged":  # a merged copy (a cache built from the adapter) on an engine without LoRA
-        return build_lm(s, model=str(merged_model(manifest, s)), **(decoding | lm_overrides))
-    name = serve(manifest, s)
-    return build_lm(s, model=base_model(manifest), adapter=name, **(decoding | lm_overrides))
+    return adapter_lm(s, adapter_path(manifest, s), _adapter(manifest), **lm_overrides)
+
+
+def adapter_lm(s: Settings, adapter_dir: Path, ref: artifacts.AdapterRef, **lm_overrides) -> dspy.LM:
+    """An adapter's LM as `DSPYC_ADAPTER_SERVING` says: a merged copy (a cache built from the adapter) on an engine
+    of its own without LoRA, or the adapter loaded into its base model's engine; decoding as chosen for it."""
+    from dspyc.lm import build_lm
+    from dspyc.merge import merged_copy
+
+    kwargs = decoding_overrides(ref.decoding) | lm_overrides
+    if s.adapter_serving == "merged":
+        return build_lm(s, model=str(merged_copy(adapter_dir, ref.base_model, s)), **kwargs)
+    engine.load_lora(ref.lora_name, adapter_dir, s, model=ref.base_model)
+    return build_lm(s, model=ref.base_model, adapter=ref.lora_name, **kwargs)
 
 
 def sample(lm: dspy.LM, prompts: list[list[dict[str, str]]], n: int, threads: int = 8,
