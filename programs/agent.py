@@ -154,7 +154,7 @@ class ToolAgent(dspy.Module):
 
 # Split sizes are per BFCL category (`--set test=40`): 30 test items each, so a compile's gain shows through its interval.
 CONFIG = {"max_calls": 4, "tool_calling": "constrained", "max_tokens": 200, "split_tasks": True, "call_per_task": True,
-          "train": 10, "dev": 6, "test": 30}
+          "train": 10, "dev": 10, "test": 30}
 
 
 def resolve_tool_calling(mode: str | None = None) -> str:

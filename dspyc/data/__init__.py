@@ -15,12 +15,13 @@ Row = TypeVar("Row")
 
 def seeded_split(rows: Sequence[Row], to_example: Callable[[Row], dspy.Example], seed: int, train: int, dev: int,
                  test: int, train_cap_divisor: int) -> dict[str, list[dspy.Example]]:
-    """Deterministic train/dev/test (and "all") from a seed; sizes are capped by what the data holds, with
-    train at most 1/`train_cap_divisor` of it and dev at most half of the rest."""
+    """Deterministic train/dev/test (and "all") from a seed; sizes are capped by what the data holds: train
+    takes at most what leaves dev and test their sizes, or 1/`train_cap_divisor` of the data if that is more,
+    and dev at most half of the rest (200 questions: `train=110` with dev 30 and test 60 is all of them)."""
     order = list(rows)
     random.Random(seed).shuffle(order)
     n = len(order)
-    n_train = min(train, n // train_cap_divisor)
+    n_train = min(train, max(n // train_cap_divisor, n - dev - test))
     n_dev = min(dev, (n - n_train) // 2)
     parts = {"train": order[:n_train], "dev": order[n_train:n_train + n_dev],
              "test": order[n_train + n_dev:n_train + n_dev + test], "all": order}

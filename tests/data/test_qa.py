@@ -75,3 +75,18 @@ def test_hotpot_folder_loads(hotpot_dir):
     ds = load_qa_dataset(hotpot_dir)
     assert len(ds.questions) == 200 and len(ds.corpus) == 1989
     assert all(len(q.gold_titles) == 2 for q in ds.questions)
+
+
+def test_split_gives_train_what_dev_and_test_leave():
+    """200 questions, train=110 with dev 30 and test 60 (issue 26's rag target) is all of them; a small set still
+    keeps dev and test their share rather than handing train more than a third."""
+    import dspy
+
+    from dspyc.data import seeded_split
+
+    rows = list(range(200))
+    parts = seeded_split(rows, lambda r: dspy.Example(id=r), 0, 110, 30, 60, 3)
+    assert [len(parts[k]) for k in ("train", "dev", "test")] == [110, 30, 60]
+    assert not {e.id for e in parts["train"]} & {e.id for e in parts["dev"] + parts["test"]}
+    small = seeded_split(list(range(30)), lambda r: dspy.Example(id=r), 0, 110, 30, 60, 3)
+    assert [len(small[k]) for k in ("train", "dev", "test")] == [10, 10, 10]
