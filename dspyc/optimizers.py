@@ -8,7 +8,7 @@ from typing import Any
 
 import dspy
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dspyc.errors import DspycError
 from dspyc.metrics import evaluator
@@ -16,6 +16,7 @@ from dspyc.settings import get_settings
 
 from dspyc.config_search import ConfigSearch
 from dspyc.finetune import CompileContext, Finetune
+from dspyc.objective import CostMeasure, Objective
 
 OWN = {"ConfigSearch": ConfigSearch, "Finetune": Finetune}  # dspyc's own optimizers, beside DSPy's
 OPTIMIZERS = ("BootstrapFewShot", "BootstrapFewShotWithRandomSearch", "MIPROv2", "GEPA", "SIMBA", "LabeledFewShot",
@@ -36,13 +37,39 @@ class Recipe(BaseModel):
     # Recipes run in turn, each on the previous stage's program (BetterTogether: `[bootstrap, finetune, bootstrap]`).
     # Each stage is scored on dev; the chain stops at the first stage that does not raise dev, keeping the one before.
     sequence: list[str] = []
+    # What the compile optimizes (`--objective` overrides): `quality` (the compiled program must beat the uncompiled
+    # one on dev), `cost` (the cheapest candidate not worse than uncompiled by more than `margin` on dev: the 95%
+    # interval's lower bound >= -margin) or `pareto` (the quality-cost frontier, one version per point). Candidates:
+    # the program's `cost_space`, `--candidate` versions, and what `optimizer` compiled if the recipe names one.
+    objective: Objective = "quality"
+    margin: float = Field(0.03, ge=0.0, lt=1.0)
+    cost: CostMeasure = "tokens"  # what `cost` minimises: tokens (prompt + output) per run, prompt_tokens, latency, usd
+    probe: int = Field(3, ge=0)  # train examples each candidate runs on first, to order them cheapest first
 
     def model_post_init(self, _ctx: Any) -> None:
         if self.sequence:
             if self.optimizer or self.params or self.compile or self.teacher:
                 raise ValueError("a recipe with a sequence names only its stages (each stage's recipe holds its settings)")
+        elif not self.optimizer and self.objective != "quality":
+            pass  # a cost or pareto search over the program's declared settings only
         elif self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
+
+    @property
+    def optimizes(self) -> bool:
+        """Whether the recipe runs an optimizer (or a sequence of them), not only a cost search."""
+        return bool(self.optimizer or self.sequence)
+
+
+def with_objective(recipe: Recipe, objective: Objective | None = None, margin: float | None = None) -> Recipe:
+    """The recipe with `--objective`/`--margin` over its own (the manifest records what the compile used)."""
+    update = {k: v for k, v in (("objective", objective), ("margin", margin)) if v is not None}
+    if not update:
+        return recipe
+    try:
+        return Recipe(**(recipe.model_dump() | update))
+    except ValidationError as exc:
+        raise DspycError(f"recipe {recipe.name!r}: {_first_error(exc)}") from None
 
 
 def recipes_dir() -> Path:

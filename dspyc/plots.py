@@ -101,3 +101,37 @@ def distill_plot(program: str, rows: list[dict], path: Path) -> Path | None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+FRONTIER_PNG = "frontier.png"
+
+
+def frontier_plot(m: artifacts.Manifest, path: Path) -> Path | None:
+    """A cost or pareto compile's candidates: dev quality against cost per run (candidates grey, the frontier joined,
+    the uncompiled program and the chosen one marked)."""
+    rows = [c for c in m.metrics.get("candidates", []) if c.get("dev") is not None and c.get("dev_cost") is not None]
+    if not rows:
+        return None
+    from dspyc.objective import COST_LABELS
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    ax.scatter([c["dev_cost"] for c in rows], [c["dev"] for c in rows], s=30, color="grey", alpha=0.6, label="candidate")
+    front = sorted((c for c in rows if c["frontier"]), key=lambda c: c["dev_cost"])
+    ax.plot([c["dev_cost"] for c in front], [c["dev"] for c in front], "o-", color="tab:blue", label="frontier")
+    for c in rows:
+        if c["frontier"] or c["chosen"] or c["origin"] == "uncompiled":
+            ax.annotate(c["name"][:32], (c["dev_cost"], c["dev"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    base = next(c for c in rows if c["origin"] == "uncompiled")
+    ax.scatter([base["dev_cost"]], [base["dev"]], s=90, marker="s", color="tab:red", zorder=3, label="uncompiled")
+    for c in (c for c in rows if c["chosen"]):
+        ax.scatter([c["dev_cost"]], [c["dev"]], s=160, marker="*", color="gold", edgecolors="k", zorder=4, label="chosen")
+    obj = m.metrics["objective"]
+    ax.set(xlabel=f"{COST_LABELS[obj['cost']]} (dev)", ylabel="dev score",
+           title=f"{m.program}@{m.version}: quality vs cost ({obj['objective']}, margin {obj['margin']:g})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -59,6 +59,9 @@ class ProgramSpec:
     # tool_agent(settings, max_steps, compiled) -> module: the program as a tool-using agent for `dspyc ask`, its
     # compiled version (already loaded, adapter attached) in place of the as-built core when `--version` is given.
     tool_agent: Callable[[Settings, int | None, dspy.Module | None], dspy.Module] | None = None
+    # Settings that trade cost for quality, each with the values `--objective cost|pareto` tries (config key ->
+    # values; the grid of them, built with `build`), e.g. {"max_passages": [8, 4, 2], "hops": [2, 1]}.
+    cost_space: dict[str, list[Any]] = field(default_factory=dict)
     sft_recipe: str = "sft_r16_qv"
     student_config: dict[str, Any] = field(default_factory=dict)
 

@@ -89,11 +89,34 @@ def _record(d: Decision, source_hash: str, s: Settings) -> None:
         console.print(f"[yellow]tracking skipped[/yellow] for the decision ({type(exc).__name__}); it is in {DECISIONS}")
 
 
-def _scores(ref: str, examples: list, spec: registry.ProgramSpec, data: str, s: Settings) -> list[float]:
-    from dspyc.compiler import evaluate
+def _evaluate(ref: str, examples: list, spec: registry.ProgramSpec, data: str, s: Settings, measure: bool):
+    """`ref` on the held-out examples; `measure`: with DSPy's cache off, so its cost per run is measured."""
+    from dspyc.compiler import evaluate, measured
 
     module, _, _ = loading.build_version(ref, data=data, s=s)
-    return evaluate(module, examples, spec, s.num_threads, f"{ref} · held-out").per_example
+    with measured(measure):
+        return evaluate(module, examples, spec, s.num_threads, f"{ref} · held-out")
+
+
+def judge(objective: str, cost_measure: str, champ, chal, margin: float, alpha: float, s: Settings,
+          seed: int) -> tuple[bool, str, tuple[float, tuple[float, float], float]]:
+    """(promote?, why, (delta, ci, p)) for challenger vs champion on the same held-out examples. `quality`: a win
+    by `margin` with p < alpha; `cost`, `pareto`: not worse by more than `margin` (the interval's lower bound) and
+    cheaper per run."""
+    from dspyc.objective import COST_LABELS, run_cost
+
+    delta, ci, p = paired_bootstrap(chal.per_example, champ.per_example, s.reoptimize_resamples, seed=seed)
+    stats = f"95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}], p={p:.4f}, n={len(chal.per_example)}"
+    if objective == "quality":
+        win = delta >= margin and p < alpha
+        return win, (f"challenger {'beats' if win else 'does not beat'} champion by {delta:+.3f} "
+                     f"(margin {margin}, {stats}, alpha {alpha})"), (delta, ci, p)
+    before, after = (run_cost(e.cost, cost_measure, s.price_machine_hour) for e in (champ, chal))
+    cheaper = before is not None and after is not None and after < before
+    win = ci[0] >= -margin and cheaper
+    return win, (f"objective {objective}: challenger is {'' if ci[0] >= -margin else 'not '}within {margin:g} of the "
+                 f"champion ({delta:+.3f}, {stats}) at {after} vs {before} {COST_LABELS[cost_measure]} "
+                 f"({'cheaper' if cheaper else 'not cheaper'})"), (delta, ci, p)
 
 
 def reoptimize(program: str, s: Settings | None = None, *, margin: float | None = None, alpha: float | None = None,
@@ -102,12 +125,16 @@ def reoptimize(program: str, s: Settings | None = None, *, margin: float | None 
     from dspyc.lm import configure
 
     s = s or get_settings()
-    margin = s.reoptimize_margin if margin is None else margin
+    explicit_margin, margin = margin, s.reoptimize_margin if margin is None else margin
     alpha = s.reoptimize_alpha if alpha is None else alpha
     spec = registry.get(program)
     with program_lock(program, s):
         champion = tracking.resolve_alias(program, tracking.CHAMPION, s)
         champ = artifacts.read_manifest(program, champion, s)
+        # the champion's objective and margin: a cost champion is challenged on cost, and promoted on it
+        objective, cost_measure = champ.recipe.get("objective", "quality"), champ.recipe.get("cost", "tokens")
+        if objective != "quality" and explicit_margin is None:
+            margin = champ.recipe.get("margin", margin)
         data = champ.dataset.path if Path(champ.dataset.path).is_dir() else champ.dataset.name
         current = spec.load_data(data, champ.seed)
         apply_split_config(current, spec.config | champ.config, champ.seed)  # the champion's split sizes (--set test=60)
@@ -128,19 +155,19 @@ def reoptimize(program: str, s: Settings | None = None, *, margin: float | None 
                       f"{program}@{champion}; compiling a challenger with recipe {champ.recipe.get('name')}")
         warm = artifacts.program_dir(program, s) / str(champion) / artifacts.PROGRAM_FILE if warm_start else None
         chal = compile_program(program, champ.recipe.get("name"), data=data, seed=champ.seed, s=s, config=champ.config,
-                               warm_start=warm, auto_champion=False)  # only the held-out test below promotes
+                               warm_start=warm, auto_champion=False,  # only the held-out test below promotes
+                               objective=objective, margin=margin if objective != "quality" else None)
         # The same fresh held-out examples for both: the current test split, minus anything either trained on.
         used = set(champ.trained_on) | set(chal.trained_on)
         held_out = [ex for ex in current.splits["test"] if str(ex.get("id")) not in used]
         if not held_out:
             raise DspycError(f"{program}: no held-out examples left to compare on (all were used for training)")
         configure(s)
-        champ_scores = _scores(f"{program}@{champion}", held_out, spec, data, s)
-        chal_scores = _scores(f"{program}@{chal.version}", held_out, spec, data, s)
-        delta, ci, p = paired_bootstrap(chal_scores, champ_scores, s.reoptimize_resamples, seed=champ.seed)
-        win = delta >= margin and p < alpha
-        reason = (f"challenger {'beats' if win else 'does not beat'} champion by {delta:+.3f} "
-                  f"(margin {margin}, 95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}], p={p:.4f}, alpha {alpha}, n={len(held_out)})")
+        cost_run = objective != "quality"
+        champ_ev = _evaluate(f"{program}@{champion}", held_out, spec, data, s, cost_run)
+        chal_ev = _evaluate(f"{program}@{chal.version}", held_out, spec, data, s, cost_run)
+        champ_scores, chal_scores = champ_ev.per_example, chal_ev.per_example
+        win, reason, (delta, ci, p) = judge(objective, cost_measure, champ_ev, chal_ev, margin, alpha, s, champ.seed)
         d = Decision(action="promoted" if win else "kept", reason=reason, challenger=chal.version, n=len(held_out),
                      champion_score=sum(champ_scores) / len(champ_scores), challenger_score=sum(chal_scores) / len(chal_scores),
                      delta=delta, ci95=ci, p_value=p, **base)

@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     reoptimize_alpha: float = 0.05  # the paired-bootstrap p a challenger must stay under
     # a compile keeps the compiled program only when it beats the uncompiled one on dev with paired-bootstrap p < this
     compile_keep_alpha: float = 0.05
+    # `--objective cost|pareto`: the most candidates a program's cost_space may expand to (each is scored on dev).
+    cost_max_candidates: int = 24
     # More failed program runs than this share of an evaluation aborts the compile (the engine failed, not the program).
     compile_max_failed_fraction: float = 0.2
     reoptimize_resamples: int = 10_000  # bootstrap resamples for every interval and p-value

@@ -72,12 +72,13 @@ def _pending_dir(s: Settings) -> Path:
     return s.artifacts_dir / ".pending-tracking"
 
 
-def log_compile(manifest: Manifest, version_dir: Path, s: Settings | None = None, auto_champion: bool = True) -> str | None:
+def log_compile(manifest: Manifest, version_dir: Path, s: Settings | None = None, auto_champion: bool = True,
+                tags: dict[str, str] | None = None) -> str | None:
     """Log a compile as an MLflow run and register its artifact; returns the run id (None if skipped).
     `auto_champion`: the version may become `champion` by the rule of `champion_decision`."""
     s = s or get_settings()
     try:
-        run_id = _log(manifest, version_dir, s, auto_champion)
+        run_id = _log(manifest, version_dir, s, auto_champion, tags)
     except Exception as exc:  # tracking must never lose a compiled artifact
         pending = _pending_dir(s)
         pending.mkdir(parents=True, exist_ok=True)
@@ -90,7 +91,8 @@ def log_compile(manifest: Manifest, version_dir: Path, s: Settings | None = None
     return run_id
 
 
-def _log(manifest: Manifest, version_dir: Path, s: Settings, auto_champion: bool = True) -> str:
+def _log(manifest: Manifest, version_dir: Path, s: Settings, auto_champion: bool = True,
+         tags: dict[str, str] | None = None) -> str:
     from dspyc import plots
 
     params = {"program": manifest.program, "recipe": manifest.recipe.get("name"), "optimizer": manifest.recipe.get("optimizer"),
@@ -104,10 +106,33 @@ def _log(manifest: Manifest, version_dir: Path, s: Settings, auto_champion: bool
         kind = "distill" if manifest.kind == "student" else "compile"  # a LoRA student comes from `dspyc distill`
         run_id = log_run(manifest.program, kind, f"{kind} {manifest.program}@{manifest.version}", params, metrics,
                          s, artifact_dirs={"artifact": version_dir}, files=figures,
-                         steps=_series(manifest), tags={VERSION_TAG: str(manifest.version)})
+                         steps=_series(manifest), tags={VERSION_TAG: str(manifest.version), **(tags or {})})
     mlflow = _mlflow(s)
     register(manifest, f"{mlflow.get_run(run_id).info.artifact_uri}/artifact", run_id, s, auto_champion)
     return run_id
+
+
+def log_candidates(manifest: Manifest, parent_run: str | None, s: Settings) -> None:
+    """A cost or pareto compile's candidates, one child run each under the compile's run (dev score, delta, cost)."""
+    if parent_run is None:  # the compile's run was not logged (`dspyc sync` logs it later)
+        return
+    try:
+        for c in manifest.metrics.get("candidates", []):
+            _log_candidate(manifest, c, parent_run, s)
+    except _store_errors() as exc:  # the candidates are in the manifest; MLflow only mirrors them
+        console.print(f"[yellow]tracking skipped[/yellow] for the candidates ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0][:160]})")
+
+
+def _log_candidate(manifest: Manifest, c: dict[str, Any], parent_run: str, s: Settings) -> None:
+    metrics = {k: float(v) for k, v in (("dev", c["dev"]), ("dev_cost", c["dev_cost"]), ("probe_cost", c["probe_cost"]))
+               if v is not None}
+    metrics |= {f"delta.{k}": float(v) for k, v in (c.get("delta") or {}).items()}
+    metrics |= {f"cost.{k}": float(v) for k, v in (c.get("cost") or {}).items()}
+    log_run(manifest.program, "candidate", f"{manifest.program}@{manifest.version} · {c['name']}",
+            {"origin": c["origin"], "config": c["config"], "measure": c["measure"]}, metrics, s,
+            tags={"mlflow.parentRunId": parent_run, "dspyc.frontier": str(c["frontier"]).lower(),
+                  "dspyc.chosen": str(c["chosen"]).lower()})
 
 
 def _series(manifest: Manifest) -> dict[str, list[float]]:
@@ -234,9 +259,29 @@ def champion_decision(new: Manifest, champion: Manifest | None) -> tuple[bool, s
         why = "a dev score is missing"
     if why:
         return False, f"{cref} stays {CHAMPION}: {ref} is not compared with it ({why})"
+    if new.recipe.get("objective", "quality") != "quality":
+        return cost_champion(new, champion, dev, cdev)
     if dev >= cdev:
         return True, f"dev {dev:.3f} >= {cref}'s {cdev:.3f} on the same examples"
     return False, f"{cref} stays {CHAMPION}: {ref} scores {dev:.3f} on dev, below {cref}'s {cdev:.3f}"
+
+
+def cost_champion(new: Manifest, champion: Manifest, dev: float, cdev: float) -> tuple[bool, str]:
+    """A cost or pareto version replaces the champion when it is cheaper per run on dev and its dev score is not
+    below the champion's by more than its margin."""
+    from dspyc.objective import COST_LABELS, run_cost
+
+    margin, measure, s = float(new.recipe.get("margin", 0.0)), new.recipe.get("cost", "tokens"), get_settings()
+    ref, cref = f"{new.program}@{new.version}", f"{champion.program}@{champion.version}"
+    cost, ccost = (run_cost(m.metrics.get("cost", {}).get("baseline" if m.kept == "uncompiled" else "compiled", {})
+                            .get("dev", {}), measure, s.price_machine_hour) for m in (new, champion))
+    if cost is None or ccost is None:
+        return False, f"{cref} stays {CHAMPION}: {ref} is not compared with it (a cost per run is missing)"
+    if dev >= cdev - margin and cost < ccost:
+        return True, (f"objective {new.recipe.get('objective')}: dev {dev:.3f} within {margin:g} of {cref}'s {cdev:.3f} "
+                      f"at {cost:,.1f} < {ccost:,.1f} {COST_LABELS[measure]}")
+    return False, (f"{cref} stays {CHAMPION}: {ref} (objective {new.recipe.get('objective')}) has dev {dev:.3f} vs "
+                   f"{cdev:.3f} (margin {margin:g}) at {cost:,.1f} vs {ccost:,.1f} {COST_LABELS[measure]}")
 
 
 def dev_regression(program: str, version: int, s: Settings | None = None, alias: str | None = None) -> str | None:

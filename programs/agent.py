@@ -245,6 +245,8 @@ def report(results: list[tuple[dspy.Example, dspy.Prediction]]) -> dict[str, flo
 
 
 PROGRAM = ProgramSpec(name="agent", build=build, load_data=load_data, metric=metric, report=report, dataset="bfcl",
-                      default_recipe="bootstrap", config=CONFIG, gold_trace=gold_trace, keep_trace=keep_trace, tool_agent=tool_agent,
+                      default_recipe="bootstrap", config=CONFIG,
+                      # `--objective cost|pareto`: the split step, one call step per task, the reply's token bound
+                      cost_space={"split_tasks": [True, False], "call_per_task": [True, False], "max_tokens": [200, 120]}, gold_trace=gold_trace, keep_trace=keep_trace, tool_agent=tool_agent,
                       sft_recipe="sft_agent",  # `dspyc distill agent`: sft_r16_qv plus BFCL's gold labels
                       description="Function calling under a per-call JSON schema (scored on BFCL) and a bounded tool loop (dspyc ask).")

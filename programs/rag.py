@@ -211,7 +211,11 @@ def report(results: list[tuple[dspy.Example, dspy.Prediction]]) -> dict[str, flo
 
 
 PROGRAM = ProgramSpec(name="rag", build=build, load_data=load_data, metric=metric, report=report, dataset="wiki",
-                      default_recipe="bootstrap", config=CONFIG, learned_from=reranker_questions, relabel=relabel,
+                      default_recipe="bootstrap", config=CONFIG,
+                      # `--objective cost|pareto`: what each answer reads (passages), how many searches (hops, the
+                      # reflective rewrite) and how much of hop 1 the query writer sees
+                      cost_space={"max_passages": [8, 5, 3], "hops": [2, 1], "max_rewrites": [1, 0],
+                                  "query_passage_chars": [300, 150]}, learned_from=reranker_questions, relabel=relabel,
                       prepare_data=prepare,  # datasets/wiki from the Wikipedia articles inside the gensim wheel
                       outputs={"answer": str, "citations": list[str], "context_titles": list[str],
                                "queries": list[str], "hop_titles": list[list[str]], "rewrites": int},

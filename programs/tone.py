@@ -198,5 +198,6 @@ def report(results: list[tuple[dspy.Example, dspy.Prediction]]) -> dict[str, flo
 
 PROGRAM = ProgramSpec(name="tone", build=build, load_data=load_data, metric=metric, report=report, dataset="tone",
                       default_recipe="bootstrap", config=CONFIG,
+                      cost_space={"prompt": ["guide", "short"]},  # the style guide and its demos, or one line
                       student_config={"prompt": "short"}, prepare_data=prepare,  # the distilled student: the one-line instruction, no demos
                       description="Rewrite informal text in the house corporate tone of a style guide; distillable into a LoRA student.")

@@ -128,3 +128,28 @@ def test_token_budget_stops_cleanly_without_artifact(live_engine, data_dir, tmp_
         # cache off: the module's compile already cached these calls, and cache hits bill no tokens
         compile_program("rag", data=data_dir, s=settings, token_budget=500, lm_overrides={"cache": False}, **TINY)
     assert artifacts.versions("rag", settings) == []
+
+
+def test_pareto_compile_measures_candidates_and_registers_the_frontier(live_engine, data_dir, tmp_path, monkeypatch):
+    """A real cost search on the engine: two passage budgets, measured with the cache off; fewer passages cost fewer
+    tokens per run, every frontier point is a version, the plot is in the artifact, each candidate a child run."""
+    import mlflow
+
+    from dspyc import registry, tracking
+    from dspyc.settings import Settings
+
+    monkeypatch.setattr(registry.get("rag"), "cost_space", {"max_passages": [8, 2]})
+    settings = Settings(artifacts_root=tmp_path)
+    m = compile_program("rag", data=data_dir, s=settings, sizes=(3, 3, 3), config={"hops": 1}, objective="pareto")
+    rows = {c["name"]: c for c in m.metrics["candidates"]}
+    assert set(rows) == {"uncompiled", "max_passages=2"}
+    assert rows["max_passages=2"]["dev_cost"] < rows["uncompiled"]["dev_cost"]  # measured, not cached
+    assert rows["max_passages=2"]["probe_cost"] > 0 and m.metrics["objective"]["objective"] == "pareto"
+    assert "frontier.png" in m.files and m.kept_reason.startswith("objective pareto")
+    points = [c for c in m.metrics["candidates"] if c["frontier"]]
+    stored = [artifacts.read_manifest("rag", v, settings) for v in artifacts.versions("rag", settings)]
+    assert len(stored) == 1 + sum(1 for c in points if not c["chosen"] and c["origin"] != "uncompiled")
+    mlflow.set_tracking_uri(tracking.tracking_uri(settings))
+    children = mlflow.search_runs(experiment_ids=[tracking.experiment("rag", settings)],
+                                  filter_string="tags.`dspyc.kind` = 'candidate'")
+    assert len(children) == 2
