@@ -72,7 +72,8 @@ def quality_cost_plot(manifests: list[artifacts.Manifest], path: Path, champion:
 
 def version_plots(program: str, out: Path, s: Settings | None = None, upto: int | None = None,
                   champion: int | None = None) -> list[Path]:
-    """The trial plot of the latest version (up to `upto`) and the quality/cost plot of all versions."""
+    """The trial plot of the latest version (up to `upto`), the quality/cost plot of all versions, and the frontier
+    of the latest cost or pareto compile."""
     s = s or get_settings()
     out.mkdir(parents=True, exist_ok=True)
     manifests = [artifacts.read_manifest(program, v, s, verify=False) for v in artifacts.versions(program, s)
@@ -82,6 +83,8 @@ def version_plots(program: str, out: Path, s: Settings | None = None, upto: int 
         return []
     made = [trials_plot(manifests[-1], out / f"trials_v{manifests[-1].version}.png"),
             quality_cost_plot(manifests, out / "quality_vs_cost.png", champion)]
+    if searched := next((m for m in reversed(manifests) if m.metrics.get("candidates")), None):
+        made.append(frontier_plot(searched, out / f"frontier_v{searched.version}.png"))  # the latest cost search
     return [p for p in made if p]
 
 
