@@ -320,7 +320,7 @@ def prepare(name: str, recipe_name: str | None, data: str | None, seed: int, con
     if sizes:
         cfg = cfg | dict(zip(SPLIT_KEYS, sizes))  # the manifest records the sizes actually used
     splits = dataset.splits
-    console.print(f"[bold]{name}[/bold] · recipe [cyan]{recipe.name}[/cyan] ({recipe.optimizer or 'sequence'}) · dataset "
+    console.print(f"[bold]{name}[/bold] · recipe [cyan]{recipe.name}[/cyan] ({recipe.optimizer or ('sequence' if recipe.sequence else f'{recipe.objective} search')}) · dataset "
                   f"{dataset.name}@{dataset.version} · train {len(splits['train'])} / dev {len(splits['dev'])} / "
                   f"test {len(splits['test'])} · seed {seed}")
     return Setup(name, spec, recipe, dataset, cfg, source)

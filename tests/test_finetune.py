@@ -197,3 +197,15 @@ def test_a_token_budget_keeps_a_seeded_sample_that_fits(monkeypatch):
     kept = tight.within_budget(rows)
     assert len(kept) == 5 and kept != rows[:5] and kept == Finetune(metric, ctx, max_train_tokens=100,
                                                                     train={"epochs": 2}, seed=1).within_budget(rows)
+
+
+def test_long_rows_train_in_micro_batches_of_the_same_effective_batch():
+    """rag's ~1,100-token rows at batch 8 were killed for memory: a step keeps its batch, split to fit the tokens."""
+    from dspyc.distill.recipe import TrainSpec, fit_batch
+
+    spec = TrainSpec(batch_size=8, max_batch_tokens=4096)
+    shapes = {n: (s.batch_size, s.gradient_accumulation_steps) for n in (300, 700, 1100, 5000) for s in [fit_batch(spec, n)]}
+    assert shapes == {300: (8, 1), 700: (4, 2), 1100: (2, 4), 5000: (1, 8)}
+    assert fit_batch(TrainSpec(batch_size=8), 5000).batch_size == 8  # no bound: as the recipe says
+    assert fit_batch(TrainSpec(batch_size=6, gradient_accumulation_steps=2, max_batch_tokens=4096), 1100).model_dump() \
+        | {} == TrainSpec(batch_size=3, gradient_accumulation_steps=4, max_batch_tokens=4096).model_dump()

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from dspyc.artifacts import write_json_atomic
 from dspyc.console import console as make_console
-from dspyc.distill.recipe import DPORecipe, LoraSpec, SFTRecipe, TrainSpec
+from dspyc.distill.recipe import DPORecipe, LoraSpec, SFTRecipe, TrainSpec, fit_batch
 from dspyc.errors import DspycError
 
 console = make_console(stderr=True)
@@ -216,6 +216,12 @@ def _threads() -> None:
     torch.set_num_threads(max(1, int(os.environ.get("DSPYC_TRAIN_THREADS", os.cpu_count() or 1))))
 
 
+def longest_row(rows: list[dict], tok, max_length: int) -> int:
+    """The longest prompt + completion among chat rows, in tokens, capped at what training truncates to."""
+    texts = (tok.apply_chat_template(r["prompt"] + r["completion"], tokenize=False) for r in rows)
+    return min(max_length, max(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts))
+
+
 def run_sft(rows: list[dict], model_path: str, recipe: SFTRecipe, work_dir: Path) -> dict[str, Any]:
     """LoRA SFT on prompt/completion chat rows (loss on the completion only). Returns the adapter path and losses."""
     from datasets import Dataset
@@ -229,7 +235,11 @@ def run_sft(rows: list[dict], model_path: str, recipe: SFTRecipe, work_dir: Path
     _threads()
     model, tok = load_base(model_path, recipe.train)
     data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
-    args = SFTConfig(**_common_args(recipe.train, work_dir / "checkpoints"), completion_only_loss=True, packing=False)
+    spec = fit_batch(recipe.train, longest_row(rows, tok, recipe.train.max_length))
+    if spec.batch_size != recipe.train.batch_size:
+        console.print(f"batch {recipe.train.batch_size} as {spec.gradient_accumulation_steps} micro-batches of "
+                      f"{spec.batch_size} (at most {spec.max_batch_tokens:,} padded tokens a step)")
+    args = SFTConfig(**_common_args(spec, work_dir / "checkpoints"), completion_only_loss=True, packing=False)
     cb = progress_callback(f"SFT {recipe.name}")
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
                          peft_config=lora_config(recipe.lora, model.config.num_hidden_layers), callbacks=[cb, trim_heap_callback()])
