@@ -31,7 +31,7 @@ from dspyc.models import served_name
 from dspyc.finetune import CompileContext, Finetune, WeightsResult, adapter_lm
 from dspyc.distill.student import adapter_ref, attach
 from dspyc.objective import (COST_LABELS, Candidate, Objective, SearchResult, decision, run_cost, search,
-                             space_candidates, summary, usd_per_1k_runs)
+                             space_candidates, space_changes, summary, usd_per_1k_runs)
 from dspyc.optimizers import Recipe, build_optimizer, load_recipe, prewarm_bootstrap, with_objective
 from dspyc.settings import Settings, get_settings
 from dspyc.stats import format_delta, paired_delta
@@ -319,6 +319,8 @@ def prepare(name: str, recipe_name: str | None, data: str | None, seed: int, con
     apply_split_config(dataset, cfg, seed, sizes)  # `sizes`, else --set train/dev/test: never silently ignored
     if sizes:
         cfg = cfg | dict(zip(SPLIT_KEYS, sizes))  # the manifest records the sizes actually used
+    if recipe.objective != "quality":  # a bad cost_space fails now, not after the baseline
+        space_changes(spec.cost_space, cfg, get_settings().cost_max_candidates)
     splits = dataset.splits
     console.print(f"[bold]{name}[/bold] · recipe [cyan]{recipe.name}[/cyan] ({recipe.optimizer or ('sequence' if recipe.sequence else f'{recipe.objective} search')}) · dataset "
                   f"{dataset.name}@{dataset.version} · train {len(splits['train'])} / dev {len(splits['dev'])} / "

@@ -73,16 +73,22 @@ class Candidate:
 def space_candidates(space: dict[str, list[Any]], config: dict[str, Any], build: Callable[[dict[str, Any]], dspy.Module],
                      max_candidates: int) -> list[Candidate]:
     """Every combination of the declared settings except the uncompiled config itself, each built from config."""
+    return [Candidate(" ".join(f"{k}={v}" for k, v in c.items()), build(config | c), c)
+            for c in space_changes(space, config, max_candidates)]
+
+
+def space_changes(space: dict[str, list[Any]], config: dict[str, Any], max_candidates: int) -> list[dict[str, Any]]:
+    """The grid of the declared settings as changes to `config` (the uncompiled config left out); checked, so a
+    compile can refuse a bad space before it spends anything."""
     unknown = [k for k in space if k not in config]
     if unknown:
         raise DspycError(f"cost_space names setting(s) {', '.join(unknown)} the program's config does not have")
     grid = [dict(zip(space, values)) for values in itertools.product(*space.values())]
-    changes = [{k: v for k, v in c.items() if config[k] != v} for c in grid]
-    changes = [c for c in changes if c]
+    changes = [c for c in ({k: v for k, v in g.items() if config[k] != v} for g in grid) if c]
     if len(changes) > max_candidates:
         raise DspycError(f"the cost space has {len(changes)} candidates, above max_candidates={max_candidates}: "
                          "declare fewer values, or raise DSPYC_COST_MAX_CANDIDATES")
-    return [Candidate(" ".join(f"{k}={v}" for k, v in c.items()), build(config | c), c) for c in changes]
+    return changes
 
 
 def non_inferior(delta: dict[str, float] | None, margin: float) -> bool:

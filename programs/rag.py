@@ -130,7 +130,8 @@ class MultiHopRAG(dspy.Module):
 # `sources`: more corpora (QA folders or dataset names) routed to by query, e.g. --set sources='[wiki, /data/hotpot]'.
 # `max_passages` 8 (hop 1's best 6, then 2 from hop 2): on hotpotqa-mini train+dev (54 questions, never test) the
 # context's gold-title recall was 0.806 at 6 and 0.852 at 8, answer F1 0.289 and 0.286 (5+1 and 5+2: 0.806).
-CONFIG = {"hops": 2, "k": 4, "max_rewrites": 1, "max_passages": 8, "later_hop_passages": 2, "retriever": "hybrid",
+CONFIG = {"hops": 2, "k": 4, "max_rewrites": 1, "max_passages": 8, "later_hop_passages": 2, "query_passage_chars": 300,
+          "retriever": "hybrid",
           "sources": [],
           "train": 24, "dev": 30, "test": 60}
 
@@ -144,7 +145,8 @@ def load_data(dataset: str, seed: int) -> QADataset:
 def build(data: QADataset, config: dict[str, Any]) -> MultiHopRAG:
     cfg = CONFIG | config
     return MultiHopRAG(build_retriever(data, cfg), hops=cfg["hops"], k=cfg["k"], max_rewrites=cfg["max_rewrites"],
-                       max_passages=cfg["max_passages"], later_hop_passages=cfg["later_hop_passages"])
+                       max_passages=cfg["max_passages"], later_hop_passages=cfg["later_hop_passages"],
+                       query_passage_chars=cfg["query_passage_chars"])
 
 
 def build_retriever(data: QADataset, cfg: dict[str, Any]):

@@ -207,3 +207,13 @@ def test_frontier_plot_draws_the_candidates(tmp_path):
                           "candidates": obj.summary(result, "tokens")})
     out = plots.frontier_plot(m, tmp_path / "f.png")
     assert out is not None and out.stat().st_size > 5000
+
+
+@pytest.mark.parametrize("name", ["rag", "agent", "tone"])
+def test_every_shipped_cost_space_names_settings_of_the_program_config(name):
+    """rag declared `query_passage_chars`, which its config lacked: the compile refused only after its baseline."""
+    from dspyc import registry
+    from dspyc.settings import Settings
+
+    spec = registry.get(name)
+    assert obj.space_changes(spec.cost_space, spec.config, Settings().cost_max_candidates)
