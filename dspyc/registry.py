@@ -47,7 +47,8 @@ class ProgramSpec:
     # agent: BFCL's possible answers). Used on train and on examples outside every split, never dev or test.
     gold_trace: Callable[[dspy.Example], list[dict[str, Any]]] | None = None
     # relabel(example, calls of the program's own run) -> calls: gold outputs over the inputs the program itself
-    # produced (rag: the gold answer over its own retrieved passages, only where they hold it).
+    # produced (rag: the gold answer over its own retrieved passages, only where they hold it). `finetune` only:
+    # where it is set, it replaces the program's passing traces; `dspyc distill` learns from the teacher's traces.
     relabel: Callable[[dspy.Example, list[Any]], list[dict[str, Any]]] | None = None
     # keep_trace(example, calls) -> bool: a passing trace is training data only if this holds (a clean trace).
     keep_trace: Callable[[dspy.Example, list[Any]], bool] | None = None
