@@ -25,7 +25,7 @@ from dspyc import artifacts, loading, plots, registry
 from dspyc.console import console as make_console
 from dspyc.data import SPLIT_KEYS, ProgramData, apply_split_config
 from dspyc.errors import DspycError
-from dspyc.lm import configure
+from dspyc.lm import configure, usage_listener
 from dspyc.metrics import evaluator
 from dspyc.models import served_name
 from dspyc.finetune import CompileContext, Finetune, WeightsResult, adapter_lm
@@ -137,8 +137,10 @@ def evaluate(program: dspy.Module, examples: list[dspy.Example], spec: registry.
 
 
 class CallCosts(BaseCallback):
-    """Per evaluation job: each LM call's billed tokens and latency. A call answered from DSPy's cache bills nothing
-    and takes no engine time, so it is counted apart (`cached_calls`) and left out of the per-call figures.
+    """Per evaluation job: each LM call's tokens and latency, and each program run's. A call answered from DSPy's
+    cache bills nothing and takes no engine time: it is counted apart (`cached_calls`) and left out of the per-call
+    figures and latencies, but its tokens (DSPy keeps a cached response's usage; `dspyc.lm.LM` hands it on) still
+    count in the tokens per run, so a re-run compile measures what a run costs from its cache.
 
     The job is known by thread (`run` marks the worker); a call learns it was billed when the LM hands its usage to
     the usage tracker, which `run` wraps so the compile's own totals (and token budget) still see every call."""
@@ -147,22 +149,30 @@ class CallCosts(BaseCallback):
         self._local = threading.local()
         self._lock = threading.Lock()
         self.calls: dict[str, list[tuple[float, dict[str, Any] | None]]] = {}
-        self.runs: dict[str, list[float]] = {}  # per job: each program run's wall time (its calls, in turn)
+        # per job: each program run's (wall time, prompt tokens, output tokens, whether any call was cached)
+        self.runs: dict[str, list[tuple[float, int, int, bool]]] = {}
         self.machine_s_per_run = 0.0  # the pool's wall time over its runs: the machine's share of one run
 
     def run(self, label: str, fn):
-        self._local.job = label
+        self._local.job, self._local.tokens, self._local.cached = label, [0, 0], False
         tracker = _BillingTracker(self, dspy.settings.usage_tracker)
         t0 = time.perf_counter()
         try:
-            with dspy.context(usage_tracker=tracker):
+            with dspy.context(usage_tracker=tracker), usage_listener(self.seen):
                 return fn()
         finally:
             with self._lock:
-                self.runs.setdefault(label, []).append(time.perf_counter() - t0)
+                self.runs.setdefault(label, []).append((time.perf_counter() - t0, *self._local.tokens, self._local.cached))
 
     def bill(self, usage: dict[str, Any]) -> None:
         self._local.usage = usage
+
+    def seen(self, usage: dict[str, Any]) -> None:
+        """Every response's usage, a cached one's included (from `dspyc.lm.LM`, after the tracker billed it or not)."""
+        if getattr(self._local, "job", None) is not None:
+            self._local.tokens[0] += int(usage.get("prompt_tokens") or 0)
+            self._local.tokens[1] += int(usage.get("completion_tokens") or 0)
+            self._local.cached |= self._local.usage is None
 
     def on_lm_start(self, call_id, instance, inputs):
         self._local.usage, self._local.t0 = None, time.perf_counter()
@@ -175,23 +185,29 @@ class CallCosts(BaseCallback):
             self.calls.setdefault(job, []).append((time.perf_counter() - self._local.t0, self._local.usage))
 
     def summary(self, label: str) -> dict[str, float]:
-        """prompt/output tokens and p50/mean latency per billed call, and how many calls there were."""
+        """prompt/output tokens and p50/mean latency per billed call, how many calls there were, and per run: tokens
+        (cached calls included), p50 wall time (runs with no cached call) and the machine's share."""
         calls = self.calls.get(label, [])
         if not calls:
             return {}
         billed = [(lat, u) for lat, u in calls if u is not None]
         lat = sorted(x for x, _ in billed)
         n = max(1, len(billed))
-        prompt = sum(int(u.get("prompt_tokens") or 0) for _, u in billed)
-        output = sum(int(u.get("completion_tokens") or 0) for _, u in billed)
-        runs = sorted(self.runs.get(label, []))
-        per_run = {"runs": len(runs), "prompt_tokens_per_run": round(prompt / len(runs), 1),
-                   "output_tokens_per_run": round(output / len(runs), 1), "run_p50_s": round(runs[len(runs) // 2], 3),
-                   "machine_s_per_run": round(self.machine_s_per_run, 3)} if runs else {}
-        return {"lm_calls": len(calls), "cached_calls": len(calls) - len(billed),
-                "prompt_tokens_per_call": round(prompt / n, 1), "output_tokens_per_call": round(output / n, 1),
-                "latency_p50_s": round(lat[len(lat) // 2], 3) if lat else 0.0,
-                "latency_mean_s": round(sum(lat) / n, 3)} | per_run
+        out = {"lm_calls": len(calls), "cached_calls": len(calls) - len(billed),
+               "prompt_tokens_per_call": round(sum(int(u.get("prompt_tokens") or 0) for _, u in billed) / n, 1),
+               "output_tokens_per_call": round(sum(int(u.get("completion_tokens") or 0) for _, u in billed) / n, 1),
+               "latency_p50_s": round(lat[len(lat) // 2], 3) if lat else 0.0, "latency_mean_s": round(sum(lat) / n, 3)}
+        return out | self.per_run(label)
+
+    def per_run(self, label: str) -> dict[str, float]:
+        runs = self.runs.get(label, [])
+        if not runs:
+            return {}
+        fresh = sorted(wall for wall, _, _, cached in runs if not cached)
+        return {"runs": len(runs), "prompt_tokens_per_run": round(sum(r[1] for r in runs) / len(runs), 1),
+                "output_tokens_per_run": round(sum(r[2] for r in runs) / len(runs), 1),
+                **({"run_p50_s": round(fresh[len(fresh) // 2], 3)} if fresh else {}),
+                "cached_runs": len(runs) - len(fresh), "machine_s_per_run": round(self.machine_s_per_run, 3)}
 
 
 class _BillingTracker(SharedUsageTracker):
@@ -392,7 +408,7 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
         tracking.enable_traces(name, s)
     board = Scoreboard(setup, s, Usage(budget=token_budget))
     splits = ["dev"] + ([] if skip_test else ["test"])
-    with board.usage.context(), measured(setup.recipe.objective != "quality"):
+    with board.usage.context(), measured(setup.recipe.objective != "quality" and setup.recipe.cost in ("latency", "usd")):
         # The uncompiled program first, on the engine as it is before the compile (a weights stage turns LoRA on:
         # per-call latency is then each program's as served).
         board.evaluate("baseline", program, splits)
@@ -521,8 +537,9 @@ class Compiled:
 
 @contextmanager
 def measured(on: bool):
-    """A cost compile's evaluations bypass DSPy's cache, so every call is billed and timed: a cached call costs
-    nothing, and a candidate sharing calls with one scored before would look cheaper than it is."""
+    """A compile minimising latency or $ bypasses DSPy's cache, so every call is timed: a cached call takes no time,
+    and a candidate sharing calls with one scored before would look faster than it is. (Tokens are measured from
+    the cache as well, so a compile minimising tokens keeps it: re-running one reuses every call.)"""
     lm = dspy.settings.lm
     if not on or lm is None:
         yield

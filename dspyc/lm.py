@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import threading
+from collections.abc import Callable
+from contextlib import contextmanager
 
 import dspy
 import httpx
@@ -49,6 +52,30 @@ def _cache_metadata_misses() -> None:
 _cache_metadata_misses()
 
 
+_LISTENER = threading.local()
+
+
+@contextmanager
+def usage_listener(fn: Callable[[dict], None]):
+    """In this thread, hand every LM response's token usage to `fn`, a response from DSPy's cache included (DSPy
+    keeps a cached response's usage but bills only fresh calls): what a cost compile measures per run."""
+    before = getattr(_LISTENER, "fn", None)
+    _LISTENER.fn = fn
+    try:
+        yield
+    finally:
+        _LISTENER.fn = before
+
+
+class LM(dspy.LM):
+    """dspy.LM that reports each response's usage to the thread's `usage_listener` as DSPy records it."""
+
+    def update_history(self, entry: dict) -> None:
+        super().update_history(entry)
+        if (fn := getattr(_LISTENER, "fn", None)) is not None:
+            fn(dict(entry.get("usage") or {}))
+
+
 def _served_models(base_url: str, api_key: str) -> list[str]:
     try:
         r = httpx.get(f"{base_url}/models", headers={"Authorization": f"Bearer {api_key}"}, timeout=10)
@@ -81,7 +108,7 @@ def build_lm(settings: Settings | None = None, *, model: str | None = None, adap
     if url:
         base = url.rstrip("/")
         name = adapter or _pick_served(base, served_name(key, s), s.lm_api_key)
-        return dspy.LM(f"openai/{name}", api_base=base, api_key=s.lm_api_key, **kwargs)
+        return LM(f"openai/{name}", api_base=base, api_key=s.lm_api_key, **kwargs)
     if s.lm_backend not in BACKENDS:
         raise DspycError(f"unknown lm_backend {s.lm_backend!r}: choose one of {', '.join(BACKENDS)}")
     if s.lm_backend in ("engine", "url"):
@@ -91,7 +118,7 @@ def build_lm(settings: Settings | None = None, *, model: str | None = None, adap
         else:
             name = adapter or served_name(key, s)
         # openai/ talks the plain chat-completions wire to any compatible server (vLLM included).
-        return dspy.LM(f"openai/{name}", api_base=base, api_key=s.lm_api_key, **kwargs)
+        return LM(f"openai/{name}", api_base=base, api_key=s.lm_api_key, **kwargs)
     if s.lm_backend == "transformers":
         from dspyc.inprocess import TransformersEngine
 
@@ -99,8 +126,8 @@ def build_lm(settings: Settings | None = None, *, model: str | None = None, adap
             raise DspycError(f"LoRA adapter {adapter!r} needs the engine (vLLM) backend, not lm_backend=transformers")
         name = served_name(key, s)
         kwargs.pop("num_retries")
-        return dspy.LM(f"transformers/{name}", engine=TransformersEngine(resolve_lm(key, s), name), **kwargs)
-    return dspy.LM(adapter or key, **kwargs)
+        return LM(f"transformers/{name}", engine=TransformersEngine(resolve_lm(key, s), name), **kwargs)
+    return LM(adapter or key, **kwargs)
 
 
 def configure(settings: Settings | None = None, **overrides) -> dspy.LM:

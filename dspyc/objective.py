@@ -8,8 +8,8 @@ candidate scored; the non-dominated set is registered, one version per point).
 Candidates are the program's own settings that trade cost for quality (`ProgramSpec.cost_space`: one line per
 setting), stored versions of the same program (`--candidate rag@3`), and what the recipe's optimizer compiled,
 if it names one. Cost is measured, never estimated: each candidate runs on a few train examples first (the probe)
-so candidates can be scored on dev cheapest first, and `cost` stops at the first that passes. Every evaluation of
-a cost compile runs with DSPy's cache off, so every call is billed and timed.
+so candidates can be scored on dev cheapest first, and `cost` stops at the first that passes. Tokens are counted
+for cached calls too; a compile minimising latency or $ runs with DSPy's cache off, so every call is timed.
 """
 
 from __future__ import annotations

@@ -122,19 +122,35 @@ def test_run_cost_by_measure():
     assert obj.run_cost({}, "tokens", 0.1) is None
 
 
-def test_call_costs_measure_each_run():
+def test_call_costs_measure_each_run_cache_hits_included():
+    """Tokens per run count a cached call's usage (DSPy keeps it); per-call figures and run latency leave it out."""
     costs = CallCosts()
-    for tokens in (100, 300):
-        def one_run(tokens=tokens):
-            for _ in range(2):  # two LM calls a run
+    for tokens, cached in ((100, False), (300, True)):
+        def one_run(tokens=tokens, cached=cached):
+            for i in range(2):  # two LM calls a run; the second run's last answered from the cache
                 costs.on_lm_start("id", None, {})
-                costs.bill({"prompt_tokens": tokens, "completion_tokens": 10})
+                usage = {"prompt_tokens": tokens, "completion_tokens": 10}
+                if not (cached and i == 1):
+                    costs.bill(usage)
+                costs.seen(usage)  # as dspyc.lm.LM reports every response
                 costs.on_lm_end("id", None, None)
         costs.run("job", one_run)
     out = costs.summary("job")
     assert out["runs"] == 2 and out["prompt_tokens_per_run"] == 400 and out["output_tokens_per_run"] == 20
-    assert out["prompt_tokens_per_call"] == 200 and out["run_p50_s"] >= 0
+    assert out["lm_calls"] == 4 and out["cached_calls"] == 1 and out["prompt_tokens_per_call"] == 166.7  # (100 + 100 + 300) / 3
+    assert out["cached_runs"] == 1 and out["run_p50_s"] >= 0  # the p50 of the one run with no cached call
     assert _cost_cell(out, "tokens_per_run") == "420"
+
+
+def test_the_lm_hands_every_responses_usage_to_the_listener():
+    from dspyc.lm import LM, usage_listener
+
+    seen = []
+    lm = LM("openai/unused", api_base="http://127.0.0.1:9/v1", api_key="x")
+    with usage_listener(seen.append):
+        lm.update_history({"usage": {"prompt_tokens": 7}})
+    lm.update_history({"usage": {"prompt_tokens": 9}})  # no listener: nothing reported
+    assert seen == [{"prompt_tokens": 7}]
 
 
 def test_recipes_and_flags_set_the_objective():
