@@ -220,16 +220,26 @@ def eval_(ref: Annotated[str, typer.Argument(help="PROGRAM[@VERSION|@ALIAS], e.g
 
 
 @app.command("eval-retrieval")
-def eval_retrieval(program: Annotated[str, typer.Option(help="A retrieval program, e.g. rag.")] = "rag",
+def eval_retrieval(program: Annotated[str, typer.Option(help="A retrieval program, e.g. rag (`just eval-retrieval` "
+                                                              "passes rag unless told).")],
                    data: Annotated[Optional[str], typer.Option(help="Dataset name or QA folder (default: the program's).")] = None,
                    split: Annotated[str, typer.Option(help="dev or test: the reranker trains on every other question.")] = "dev",
-                   seed: Annotated[int, typer.Option(help="The split seed.")] = 0):
-    """Recall@k and MRR of gold titles for BM25, dense, hybrid and hybrid+rerank (no LM calls)."""
+                   seed: Annotated[int, typer.Option(help="The split seed (and the --sizes sample's).")] = 0,
+                   add_corpus: Annotated[Optional[list[str]], typer.Option(
+                       "--add-corpus", help="Repeatable. A QA folder, dataset name or corpus-only folder whose passages "
+                       "join the corpus as distractors (titles already there are skipped): one more corpus size each, "
+                       "cumulative.")] = None,
+                   sizes: Annotated[Optional[str], typer.Option(
+                       help="Instead, sample the pooled corpus to these sizes in passages, e.g. 2000,6000,20k (seeded; "
+                       "the split's gold passages always kept).")] = None):
+    """Recall@k and MRR of gold titles for BM25, dense, hybrid and hybrid+rerank, per corpus size (no LM calls).
+
+    Example: dspyc eval-retrieval --data ../shared/datasets/hotpotqa-mini --add-corpus wiki"""
     if split not in ("dev", "test"):
         raise DspycError(f"--split {split!r}: use dev or test (the reranker trains on every question outside them)")
-    from dspyc.retrieval_report import report
+    from dspyc.retrieval_report import parse_sizes, report
 
-    report(program, data=data, split=split, seed=seed)
+    report(program, data=data, split=split, seed=seed, add_corpus=add_corpus or (), sizes=parse_sizes(sizes))
 
 
 @app.command("distill")

@@ -407,22 +407,7 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
 
         tracking.enable_traces(name, s)
     board = Scoreboard(setup, s, Usage(budget=token_budget))
-    splits = ["dev"] + ([] if skip_test else ["test"])
-    with board.usage.context(), measured(setup.recipe.objective != "quality" and setup.recipe.cost in ("latency", "usd")):
-        # The uncompiled program first, on the engine as it is before the compile (a weights stage turns LoRA on:
-        # per-call latency is then each program's as served).
-        board.evaluate("baseline", program, splits)
-        context = CompileContext(program=name, spec=setup.spec, dataset=setup.dataset, settings=s)
-        outcome = Compiled(program)
-        if setup.recipe.optimizes:
-            outcome = board.stage("compile", lambda: run_recipe(setup.recipe, program, setup.dataset.splits, setup.spec,
-                                                                context, seed, board.results["baseline"]["dev"].get("metric", 0.0)))
-        if setup.recipe.objective == "quality":
-            board.evaluate("compiled", outcome.program, splits)
-        else:
-            outcome = board.stage("cost search", lambda: cost_search(setup, board, program, outcome, candidates or [], seed))
-            if outcome.search.chosen is not None and not skip_test:
-                board.evaluate("compiled", outcome.program, ["test"])
+    outcome = score_and_compile(setup, board, program, seed, ["dev"] + ([] if skip_test else ["test"]), candidates or [])
     manifest = build_manifest(setup, board, outcome, seed, round(time.perf_counter() - t0, 1))
     if not save:
         return manifest
@@ -437,6 +422,29 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
         if setup.recipe.objective == "pareto":
             save_frontier(manifest, outcome.search, setup, s)
     return manifest
+
+
+def score_and_compile(setup: Setup, board: Scoreboard, program: dspy.Module, seed: int, splits: list[str],
+                      refs: list[str]) -> Compiled:
+    """The uncompiled program on `splits`, then the recipe's optimizer (if it names one), then the compiled program
+    on `splits` or, for a cost or pareto objective, the cost search (its choice then scored on test)."""
+    recipe, s = setup.recipe, board.settings
+    with board.usage.context(), measured(recipe.objective != "quality" and recipe.cost in ("latency", "usd")):
+        # The uncompiled program first, on the engine as it is before the compile (a weights stage turns LoRA on:
+        # per-call latency is then each program's as served).
+        board.evaluate("baseline", program, splits)
+        context = CompileContext(program=setup.name, spec=setup.spec, dataset=setup.dataset, settings=s)
+        outcome = Compiled(program)
+        if recipe.optimizes:
+            outcome = board.stage("compile", lambda: run_recipe(recipe, program, setup.dataset.splits, setup.spec,
+                                                                context, seed, board.results["baseline"]["dev"].get("metric", 0.0)))
+        if recipe.objective == "quality":
+            board.evaluate("compiled", outcome.program, splits)
+            return outcome
+        outcome = board.stage("cost search", lambda: cost_search(setup, board, program, outcome, refs, seed))
+        if outcome.search.chosen is not None and "test" in splits:
+            board.evaluate("compiled", outcome.program, ["test"])
+        return outcome
 
 
 def build_manifest(setup: Setup, board: Scoreboard, outcome: Compiled, seed: int, wall: float) -> artifacts.Manifest:

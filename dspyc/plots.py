@@ -138,3 +138,29 @@ def frontier_plot(m: artifacts.Manifest, path: Path) -> Path | None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def recall_curve_plot(points: list[tuple[int, dict[str, dict[str, float]]]], path: Path, title: str,
+                      metric: str = "recall@5") -> Path | None:
+    """`just eval-retrieval --add-corpus/--sizes`: `metric` against corpus size (passages, log axis), one line per
+    retriever; `points` are (passages, {retriever: {metric: value}}) in corpus order."""
+    points = sorted(((n, s) for n, s in points if n > 0), key=lambda p: p[0])
+    names = list(dict.fromkeys(name for _, scores in points for name in scores))
+    if not names:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name in names:
+        xy = [(n, s[name][metric]) for n, s in points if metric in s.get(name, {})]
+        ax.plot([x for x, _ in xy], [y for _, y in xy], "o-", label=name)
+    ax.set_xscale("log")
+    sizes = sorted({n for n, _ in points})
+    ax.set_xticks(sizes, [f"{n:,}" for n in sizes])  # the measured sizes, not powers of ten
+    ax.minorticks_off()
+    ax.set(xlabel="corpus size (passages, log scale)", ylabel=metric, ylim=(0, 1.02), title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,34 +1,182 @@
-"""`just eval-retrieval rag`: retrieval quality on its own, apart from answer quality."""
+"""`just eval-retrieval rag`: retrieval quality on its own, apart from answer quality, as a curve by corpus size.
+
+The first point is the program's own corpus. `--add-corpus DIR` (repeatable) pools in more passages as distractors,
+one point per added corpus, cumulative; `--sizes N,N,...` instead samples the pool to given sizes, the gold passages
+of the split's questions always kept. Every point scores BM25, dense, hybrid and hybrid+rerank on the same questions;
+the reranker is trained once, on the program's own corpus (as the program's reranker is), and reused at every size."""
 
 from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from rich.table import Table
 
 from dspyc import artifacts, registry
 from dspyc.console import console as make_console
+from dspyc.data.qa import CorpusRow, load_qa_dataset, read_jsonl
+from dspyc.errors import DataError, DspycError
 from dspyc.retrieval import build_retrievers, evaluate_retrievers
+from dspyc.retrieval.rerank import RerankedRetriever
+from dspyc.retrieval.types import Retriever
 
 console = make_console()
 
+Row = Mapping[str, str]  # a corpus row: {"title", "text"}
+Question = tuple[str, set[str]]  # (question, gold titles)
 
-def report(program: str = "rag", data: str | None = None, split: str = "dev", seed: int = 0,
-           ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, dict[str, float]]:
+
+@dataclass(frozen=True)
+class Corpus:
+    """One point of the curve before scoring: a label and the corpus rows indexed there."""
+
+    label: str
+    rows: list[Row]
+
+
+@dataclass(frozen=True)
+class Run:
+    """What the curve was measured on: the JSON's header."""
+
+    dataset: str
+    version: str
+    split: str
+    seed: int
+    questions: int
+    reranker_train_questions: int
+
+
+@dataclass(frozen=True)
+class Point:
+    """One point of the curve: the corpus's label and size, and recall@k / MRR per retriever."""
+
+    corpus: str
+    passages: int
+    titles: int
+    scores: dict[str, dict[str, float]]
+
+
+def report(program: str, data: str | None = None, split: str = "dev", seed: int = 0,
+           ks: tuple[int, ...] = (1, 5, 10), add_corpus: Sequence[str] = (),
+           sizes: Sequence[int] = ()) -> list[Point]:
+    """Score every retriever at every corpus size; print one table, write the JSON and the recall@5 plot."""
     spec = registry.get(program)
     dataset = spec.load_data(data or spec.dataset, seed)
-    train = [(ex.question, set(ex.gold_titles)) for ex in dataset.outside("dev", "test")]
-    with console.status(f"building indexes (cached by corpus hash) and the reranker ({len(train)} questions outside dev and test)"):
-        retrievers = build_retrievers(dataset.documents, train_questions=train)
-    questions = [(ex.question, set(ex.gold_titles)) for ex in dataset.splits[split]]
-    scores = evaluate_retrievers(retrievers, questions, ks=ks)
-    first = next(iter(scores.values()))
-    table = Table("retriever", *first.keys(), title=f"{dataset.name}@{dataset.version} · {split} · {len(questions)} questions · gold titles")
-    for name, row in scores.items():
-        table.add_row(name, *(f"{v:.3f}" for v in row.values()))
+    train = _questions(dataset.outside("dev", "test"))
+    questions = _questions(dataset.splits[split])
+    own = dataset.documents
+    extras = [load_distractors(ref) for ref in add_corpus]  # every folder is read before anything is indexed
+    corpora = cumulative(dataset.name, own, extras)
+    if sizes:
+        gold = {t for _, titles in questions for t in titles}
+        corpora = sample(corpora[-1].rows, len(own), gold, sizes, seed)
+    points = curve(corpora, own, train, questions, ks)
+    print_table(points, f"{dataset.name}@{dataset.version} · {split} · {len(questions)} questions · gold titles")
+    write(program, Run(dataset.name, dataset.version, split, seed, len(questions), len(train)), points)
+    return points
+
+
+def _questions(examples: Sequence) -> list[Question]:
+    return [(ex.question, set(ex.gold_titles)) for ex in examples]
+
+
+def load_distractors(ref: str) -> tuple[str, list[Row]]:
+    """(name, corpus rows) of an `--add-corpus` value: a QA folder or dataset name, or a folder with only a
+    corpus.jsonl (a distractor pool has no questions)."""
+    path = Path(ref).expanduser()
+    try:
+        if path.is_dir() and not (path / "questions.jsonl").is_file():
+            return path.name, [r.model_dump() for r in read_jsonl(path / "corpus.jsonl", CorpusRow)]
+        dataset = load_qa_dataset(ref)
+    except DataError as exc:
+        raise DspycError(f"--add-corpus {ref}: {exc}") from None
+    return dataset.name, dataset.documents
+
+
+def cumulative(name: str, own: list[Row], extras: Sequence[tuple[str, list[Row]]]) -> list[Corpus]:
+    """The program's corpus, then + each added corpus in turn. An added row whose title is already in the corpus
+    is left out (a gold paragraph stays the only one of its title); an added corpus's own rows may share a title."""
+    rows, titles = list(own), {r["title"] for r in own}
+    out = [Corpus(name, rows)]
+    for extra_name, extra in extras:
+        new = [r for r in extra if r["title"] not in titles]
+        titles |= {r["title"] for r in new}
+        rows = rows + new
+        out.append(Corpus(f"+ {extra_name}", rows))
+    return out
+
+
+def sample(pool: list[Row], own: int, gold: set[str], sizes: Sequence[int], seed: int) -> list[Corpus]:
+    """The pool cut to each size: the gold rows, then the program's other rows, then the added ones (each group in a
+    seeded order), so a larger size holds every row of a smaller one. Rows keep their pool order."""
+    keep = [i for i, r in enumerate(pool) if r["title"] in gold]
+    rng = random.Random(seed)
+    own_rest = [i for i in range(own) if pool[i]["title"] not in gold]
+    added = [i for i in range(own, len(pool)) if pool[i]["title"] not in gold]
+    rng.shuffle(own_rest)
+    rng.shuffle(added)
+    order = keep + own_rest + added
+    for n in sizes:
+        if n < len(keep) or n > len(pool):
+            raise DspycError(f"--sizes {n}: a size must lie between the {len(keep)} gold passages of the split's "
+                             f"questions and the {len(pool)} passages of the pool (more with --add-corpus)")
+    return [Corpus(f"sample {n}", [pool[i] for i in sorted(order[:n])]) for n in sorted(set(sizes))]
+
+
+def parse_sizes(text: str | None) -> tuple[int, ...]:
+    """`2000,6000,20k` → (2000, 6000, 20000)."""
+    if not text:
+        return ()
+    try:
+        return tuple(int(float(s[:-1]) * 1000) if s.lower().endswith("k") else int(s)
+                     for s in (p.strip() for p in text.split(",")))
+    except ValueError:
+        raise DspycError(f"--sizes {text!r}: expected passage counts separated by commas, e.g. 2000,6000 or 2k,6k") from None
+
+
+def curve(corpora: Sequence[Corpus], own: list[Row], train: list[Question], questions: list[Question],
+          ks: tuple[int, ...]) -> list[Point]:
+    with console.status(f"the program's corpus: indexes (cached by corpus hash) and the reranker ({len(train)} questions "
+                        "outside dev and test)"):
+        base = build_retrievers(own, train_questions=train)
+    points = []
+    for c in corpora:
+        with console.status(f"{c.label}: {len(c.rows)} passages: indexes (vectors cached by text) and {len(questions)} questions"):
+            retrievers = base if c.rows == own else retrievers_at(c.rows, base.get("hybrid+rerank"))
+            scores = evaluate_retrievers(retrievers, questions, ks=ks)
+        points.append(Point(c.label, len(c.rows), len({r["title"] for r in c.rows}), scores))
+    return points
+
+
+def retrievers_at(rows: list[Row], reranked: Retriever | None) -> dict[str, Retriever]:
+    """BM25, dense and hybrid over `rows`, and hybrid+rerank with the reranker trained on the program's corpus."""
+    out = build_retrievers(rows)
+    if isinstance(reranked, RerankedRetriever):
+        out["hybrid+rerank"] = RerankedRetriever(out["hybrid"], reranked.reranker, fanout=reranked.fanout)
+    return out
+
+
+def print_table(points: Sequence[Point], title: str) -> None:
+    metrics = list(next(iter(points[0].scores.values()), {})) if points else []
+    table = Table("corpus", "passages", "retriever", *metrics, title=title)
+    for point in points:
+        for i, (name, row) in enumerate(point.scores.items()):
+            first = i == 0
+            table.add_row(point.corpus if first else "", f"{point.passages:,}" if first else "", name,
+                          *(f"{row[m]:.3f}" for m in metrics), end_section=i == len(point.scores) - 1)
     console.print(table)
-    out = artifacts.program_dir(program) / "report" / f"retrieval-{dataset.name}-{split}.json"
+
+
+def write(program: str, run: Run, points: list[Point]) -> Path:
+    """The JSON (every size) and the recall@5 plot under artifacts/<program>/report/."""
+    from dspyc.plots import recall_curve_plot
+
+    out = artifacts.program_dir(program) / "report" / f"retrieval-{run.dataset}-{run.split}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    artifacts.write_json_atomic(out, {"dataset": dataset.name, "version": dataset.version, "split": split, "seed": seed,
-                                      "questions": len(questions), "reranker_train_questions": len(train),
-                                      "scores": scores, "created": artifacts.now_iso()})
-    console.print(f"[dim]written {out}[/dim]")
-    return scores
+    artifacts.write_json_atomic(out, asdict(run) | {"points": [asdict(p) for p in points], "created": artifacts.now_iso()})
+    png = recall_curve_plot([(p.passages, p.scores) for p in points], out.with_suffix(".png"),
+                            f"{program} · {run.dataset} · {run.split}: recall@5 by corpus size")
+    console.print(f"[dim]written {out}{f' and {png.name}' if png else ''}[/dim]")
+    return out

@@ -21,11 +21,12 @@ def test_eval_retrieval_trains_the_reranker_outside_dev_and_test_and_writes_json
     (data / "corpus.jsonl").write_text("".join(json.dumps(c) + "\n" for c in corpus))
     from dspyc.retrieval_report import report
 
-    scores = report("rag", data=str(data), split="dev")
+    [point] = report("rag", data=str(data), split="dev")  # no --add-corpus: one point, the program's corpus
+    scores = point.scores
     assert list(scores) == ["bm25", "dense", "hybrid", "hybrid+rerank"]
     assert all(0.0 <= v <= 1.0 for row in scores.values() for v in row.values())
     saved = json.loads((tmp_path / "artifacts" / "rag" / "report" / "retrieval-caps-dev.json").read_text())
-    assert saved["scores"] == scores
+    assert saved["points"] == [{"corpus": "caps", "passages": len(TOPICS), "titles": len(TOPICS), "scores": scores}]
     # 24 questions split 8/8/8 (train is capped at a third, dev at half the rest): the reranker trains on the
     # 8 outside dev and test
     assert saved["questions"] == 8 and saved["reranker_train_questions"] == 8
