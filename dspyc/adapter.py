@@ -80,7 +80,9 @@ def _strict(schema: dict[str, Any]) -> None:
     _walk(schema, visit)
 
 
-def output_schema(signature: type[Signature], max_string_length: int | None = DEFAULT_MAX_STRING_LENGTH) -> dict[str, Any]:
+def output_schema(
+    signature: type[Signature], max_string_length: int | None = DEFAULT_MAX_STRING_LENGTH
+) -> dict[str, Any]:
     """The JSON schema of a signature's outputs, keeping each field's own pydantic constraints (max_length...)."""
     fields = {}
     for name, info in signature.output_fields.items():
@@ -102,7 +104,9 @@ def output_schema(signature: type[Signature], max_string_length: int | None = DE
     return schema
 
 
-def response_format_for(signature: type[Signature], max_string_length: int | None = DEFAULT_MAX_STRING_LENGTH) -> dict[str, Any]:
+def response_format_for(
+    signature: type[Signature], max_string_length: int | None = DEFAULT_MAX_STRING_LENGTH
+) -> dict[str, Any]:
     """The OpenAI `response_format` (json_schema, strict) for a signature's output fields."""
     return copy.deepcopy(_response_format(signature, max_string_length))
 
@@ -156,7 +160,12 @@ class _SchemaAdapter(JSONAdapter):
         if "response_format" not in lm_kwargs:
             try:
                 lm_kwargs["response_format"] = response_format_for(signature, self.max_string_length)
-            except (ValueError, TypeError, pydantic.PydanticInvalidForJsonSchema, pydantic.PydanticSchemaGenerationError):
+            except (
+                ValueError,
+                TypeError,
+                pydantic.PydanticInvalidForJsonSchema,
+                pydantic.PydanticSchemaGenerationError,
+            ):
                 lm_kwargs["response_format"] = {"type": "json_object"}
         rf = lm_kwargs["response_format"]
         if isinstance(rf, dict) and rf.get("type") == "json_schema" and self.max_string_length:
@@ -220,8 +229,14 @@ class ConstrainedJSONAdapter(_SchemaAdapter):
     def format_system_message(self, signature: type[Signature]) -> str:
         return f"{self.format_task_description(signature)}\n{self.format_field_structure(signature)}".strip()
 
-    def format_user_message_content(self, signature: type[Signature], inputs: dict[str, Any], prefix: str = "",
-                                    suffix: str = "", main_request: bool = False) -> str:
+    def format_user_message_content(
+        self,
+        signature: type[Signature],
+        inputs: dict[str, Any],
+        prefix: str = "",
+        suffix: str = "",
+        main_request: bool = False,
+    ) -> str:
         parts = [prefix.strip()] if prefix.strip() else []
         for name in signature.input_fields:
             if name not in inputs:
@@ -233,8 +248,9 @@ class ConstrainedJSONAdapter(_SchemaAdapter):
             parts.append(suffix.strip())
         return "\n\n".join(parts)
 
-    def format_assistant_message_content(self, signature: type[Signature], outputs: dict[str, Any],
-                                         missing_field_message: str | None = None) -> str:
+    def format_assistant_message_content(
+        self, signature: type[Signature], outputs: dict[str, Any], missing_field_message: str | None = None
+    ) -> str:
         values = {k: outputs.get(k, missing_field_message) for k in signature.output_fields}
         return json.dumps(serialize_for_json(values), ensure_ascii=False, separators=(",", ":"))
 
@@ -247,7 +263,9 @@ class ConstrainedJSONAdapter(_SchemaAdapter):
     def __call__(self, lm, lm_kwargs, signature, demos, inputs):
         if lm_kwargs.get("reply") == "text":
             name, bound = text_field(signature)
-            return _text_outputs(name, bound, lm(**self._text_request(name, bound, lm_kwargs, signature, demos, inputs)))
+            return _text_outputs(
+                name, bound, lm(**self._text_request(name, bound, lm_kwargs, signature, demos, inputs))
+            )
         return super().__call__(lm, lm_kwargs, signature, demos, inputs)
 
     async def acall(self, lm, lm_kwargs, signature, demos, inputs):
@@ -257,14 +275,23 @@ class ConstrainedJSONAdapter(_SchemaAdapter):
             return _text_outputs(name, bound, await lm.acall(**request))
         return await super().acall(lm, lm_kwargs, signature, demos, inputs)
 
-    def _text_request(self, name: str, bound: int, lm_kwargs: dict[str, Any], signature: type[Signature],
-                      demos: list[dict[str, Any]], inputs: dict[str, Any]) -> dict[str, Any]:
+    def _text_request(
+        self,
+        name: str,
+        bound: int,
+        lm_kwargs: dict[str, Any],
+        signature: type[Signature],
+        demos: list[dict[str, Any]],
+        inputs: dict[str, Any],
+    ) -> dict[str, Any]:
         system = f"{self.format_task_description(signature)}\nReply with the {_label(name).lower()} only.".strip()
         messages = [{"role": "system", "content": system}]
         for demo in demos:
             if name in demo and all(k in demo for k in signature.input_fields):
-                messages += [{"role": "user", "content": self.format_user_message_content(signature, demo)},
-                             {"role": "assistant", "content": str(demo[name])}]
+                messages += [
+                    {"role": "user", "content": self.format_user_message_content(signature, demo)},
+                    {"role": "assistant", "content": str(demo[name])},
+                ]
         messages.append({"role": "user", "content": self.format_user_message_content(signature, inputs)})
         kwargs = {k: v for k, v in lm_kwargs.items() if k not in ("reply", "response_format")}
         kwargs["max_tokens"] = min(kwargs.get("max_tokens") or 10**9, text_max_tokens(bound))

@@ -96,6 +96,7 @@ def _field(obj: Any, name: str) -> Any:
 
 def text_check(field: str, accept: tuple[str, ...], forbid: tuple[str, ...] = (), sub: Optional[str] = None) -> Check:
     """Right when the field (or its `sub` field) mentions one accepted phrase and no forbidden one."""
+
     def check(pred: dspy.Prediction) -> bool:
         value = _field(pred, field)
         if sub is not None:
@@ -103,11 +104,13 @@ def text_check(field: str, accept: tuple[str, ...], forbid: tuple[str, ...] = ()
         if not isinstance(value, str) or not value.strip():
             return False
         return any(mentions(value, a) for a in accept) and not any(mentions(value, f) for f in forbid)
+
     return check
 
 
 def equals_check(**expected: Any) -> Check:
     """Right when every named field equals its expected value (strings compared normalized, numbers by value)."""
+
     def same(got: Any, want: Any) -> bool:
         if isinstance(want, str):
             return isinstance(got, str) and normalize(got) == normalize(want)
@@ -120,23 +123,40 @@ def equals_check(**expected: Any) -> Check:
 
     def check(pred: dspy.Prediction) -> bool:
         return all(same(_field(pred, k), v) for k, v in expected.items())
+
     return check
 
 
 def list_check(field: str, accept: tuple[str, ...]) -> Check:
     """Right when some item of the list field mentions one accepted phrase."""
+
     def check(pred: dspy.Prediction) -> bool:
         items = _field(pred, field)
         return isinstance(items, list) and any(isinstance(i, str) and mentions(i, a) for i in items for a in accept)
+
     return check
 
 
-COUNTRIES = {"Paris": ("France",), "Tokyo": ("Japan",), "Lagos": ("Nigeria",), "Lima": ("Peru",), "Oslo": ("Norway",),
-             "Cairo": ("Egypt",), "Delhi": ("India",), "Quito": ("Ecuador",), "Rome": ("Italy",),
-             "Seoul": ("South Korea", "Korea", "Republic of Korea")}
+COUNTRIES = {
+    "Paris": ("France",),
+    "Tokyo": ("Japan",),
+    "Lagos": ("Nigeria",),
+    "Lima": ("Peru",),
+    "Oslo": ("Norway",),
+    "Cairo": ("Egypt",),
+    "Delhi": ("India",),
+    "Quito": ("Ecuador",),
+    "Rome": ("Italy",),
+    "Seoul": ("South Korea", "Korea", "Republic of Korea"),
+}
 NOT_COUNTRIES = {"Seoul": ("North Korea",)}  # mentions 'Korea', but is wrong
-SENTIMENTS = {"I loved": "positive", "Wonderful": "positive", "I hated": "negative", "Terrible,": "negative",
-              "It was fine:": "neutral"}
+SENTIMENTS = {
+    "I loved": "positive",
+    "Wonderful": "positive",
+    "I hated": "negative",
+    "Terrible,": "negative",
+    "It was fine:": "neutral",
+}
 
 # (question, accepted answers, a wrong answer): well-known facts, checked by whole-word containment
 FACTS: list[tuple[str, tuple[str, ...], str]] = [
@@ -186,11 +206,26 @@ _OPPOSITE = {"yes": ("no",), "no": ("yes",)}
 
 # (animal, group, legs)
 ANIMALS: list[tuple[str, str, int]] = [
-    ("dog", "mammal", 4), ("eagle", "bird", 2), ("salmon", "fish", 0), ("snake", "reptile", 0), ("ant", "insect", 6),
-    ("cat", "mammal", 4), ("owl", "bird", 2), ("shark", "fish", 0), ("lizard", "reptile", 4), ("bee", "insect", 6),
-    ("horse", "mammal", 4), ("penguin", "bird", 2), ("tuna", "fish", 0), ("crocodile", "reptile", 4),
-    ("butterfly", "insect", 6), ("cow", "mammal", 4), ("parrot", "bird", 2), ("goldfish", "fish", 0),
-    ("turtle", "reptile", 4), ("elephant", "mammal", 4),
+    ("dog", "mammal", 4),
+    ("eagle", "bird", 2),
+    ("salmon", "fish", 0),
+    ("snake", "reptile", 0),
+    ("ant", "insect", 6),
+    ("cat", "mammal", 4),
+    ("owl", "bird", 2),
+    ("shark", "fish", 0),
+    ("lizard", "reptile", 4),
+    ("bee", "insect", 6),
+    ("horse", "mammal", 4),
+    ("penguin", "bird", 2),
+    ("tuna", "fish", 0),
+    ("crocodile", "reptile", 4),
+    ("butterfly", "insect", 6),
+    ("cow", "mammal", 4),
+    ("parrot", "bird", 2),
+    ("goldfish", "fish", 0),
+    ("turtle", "reptile", 4),
+    ("elephant", "mammal", 4),
 ]
 _WRONG_GROUP = {"mammal": "bird", "bird": "mammal", "fish": "reptile", "reptile": "fish", "insect": "mammal"}
 
@@ -198,7 +233,11 @@ CITIES = ["Paris", "Tokyo", "Lagos", "Lima", "Oslo", "Cairo", "Delhi", "Quito", 
 ROUNDS = 40
 KINDS = ("facts", "country (ChainOfThought)", "animal", "sentiment", "city facts", "keywords", "open question")
 
-_short, _open, _cot = dspy.Predict(ShortAnswer), dspy.Predict("question -> answer"), dspy.ChainOfThought("question -> answer")
+_short, _open, _cot = (
+    dspy.Predict(ShortAnswer),
+    dspy.Predict("question -> answer"),
+    dspy.ChainOfThought("question -> answer"),
+)
 _animal, _sentiment = dspy.Predict(Animal), dspy.Predict(Sentiment)
 _describe, _keywords = dspy.Predict(Describe), dspy.Predict(Keywords)
 
@@ -219,25 +258,61 @@ def labelled_calls() -> list[ProbeCall]:
         label = SENTIMENTS[openers[i]]
         wrong_label = "negative" if label == "positive" else "positive"
         calls += [
-            ProbeCall("facts", _short, {"question": question},
-                      text_check("answer", accept, _OPPOSITE.get(accept[0], ())), {"answer": accept[0]}, {"answer": wrong}),
-            ProbeCall("country (ChainOfThought)", _cot, {"question": f"Which country is {city} in?"},
-                      text_check("answer", COUNTRIES[city], NOT_COUNTRIES.get(city, ())),
-                      {"reasoning": f"{city} is a city in {country}.", "answer": country},
-                      {"reasoning": f"{city} is a city in {wrong_country}.", "answer": wrong_country}),
-            ProbeCall("animal", _animal, {"animal": animal}, equals_check(group=group, legs=legs),
-                      {"group": group, "legs": legs, "features": ["a feature"]},
-                      {"group": _WRONG_GROUP[group], "legs": legs + 2, "features": ["a feature"]}),
-            ProbeCall("sentiment", _sentiment, {"review": reviews[i]}, equals_check(sentiment=label),
-                      {"sentiment": label, "confidence": 0.9}, {"sentiment": wrong_label, "confidence": 0.9}),
-            ProbeCall("city facts", _describe, {"city": city},
-                      text_check("facts", COUNTRIES[city], NOT_COUNTRIES.get(city, ()), sub="country"),
-                      {"facts": {"name": city, "country": country, "population_millions": 5.0}},
-                      {"facts": {"name": city, "country": wrong_country, "population_millions": 5.0}}),
-            ProbeCall("keywords", _keywords, {"text": reviews[i]}, list_check("keywords", (city, words[i])),
-                      {"keywords": [words[i], city]}, {"keywords": ["nothing"]}),
-            ProbeCall("open question", _open, {"question": f"What is {topics[i]} like?"}, None,
-                      {"answer": f"It is rich and varied: {topics[i]} has a long story."}),
+            ProbeCall(
+                "facts",
+                _short,
+                {"question": question},
+                text_check("answer", accept, _OPPOSITE.get(accept[0], ())),
+                {"answer": accept[0]},
+                {"answer": wrong},
+            ),
+            ProbeCall(
+                "country (ChainOfThought)",
+                _cot,
+                {"question": f"Which country is {city} in?"},
+                text_check("answer", COUNTRIES[city], NOT_COUNTRIES.get(city, ())),
+                {"reasoning": f"{city} is a city in {country}.", "answer": country},
+                {"reasoning": f"{city} is a city in {wrong_country}.", "answer": wrong_country},
+            ),
+            ProbeCall(
+                "animal",
+                _animal,
+                {"animal": animal},
+                equals_check(group=group, legs=legs),
+                {"group": group, "legs": legs, "features": ["a feature"]},
+                {"group": _WRONG_GROUP[group], "legs": legs + 2, "features": ["a feature"]},
+            ),
+            ProbeCall(
+                "sentiment",
+                _sentiment,
+                {"review": reviews[i]},
+                equals_check(sentiment=label),
+                {"sentiment": label, "confidence": 0.9},
+                {"sentiment": wrong_label, "confidence": 0.9},
+            ),
+            ProbeCall(
+                "city facts",
+                _describe,
+                {"city": city},
+                text_check("facts", COUNTRIES[city], NOT_COUNTRIES.get(city, ()), sub="country"),
+                {"facts": {"name": city, "country": country, "population_millions": 5.0}},
+                {"facts": {"name": city, "country": wrong_country, "population_millions": 5.0}},
+            ),
+            ProbeCall(
+                "keywords",
+                _keywords,
+                {"text": reviews[i]},
+                list_check("keywords", (city, words[i])),
+                {"keywords": [words[i], city]},
+                {"keywords": ["nothing"]},
+            ),
+            ProbeCall(
+                "open question",
+                _open,
+                {"question": f"What is {topics[i]} like?"},
+                None,
+                {"answer": f"It is rich and varied: {topics[i]} has a long story."},
+            ),
         ]
     return calls
 

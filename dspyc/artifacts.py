@@ -121,7 +121,11 @@ def program_dir(program: str, s: Settings | None = None) -> Path:
 
 def versions(program: str, s: Settings | None = None) -> list[int]:
     d = program_dir(program, s)
-    return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit() and (p / MANIFEST_FILE).exists()) if d.is_dir() else []
+    return (
+        sorted(int(p.name) for p in d.iterdir() if p.name.isdigit() and (p / MANIFEST_FILE).exists())
+        if d.is_dir()
+        else []
+    )
 
 
 def save(program: str, files: dict[str, Path | bytes | str], manifest: Manifest, s: Settings | None = None) -> Path:
@@ -202,7 +206,9 @@ def read_manifest(program: str, version: int, s: Settings | None = None, verify:
     d = program_dir(program, s) / str(version)
     if not (d / MANIFEST_FILE).exists():
         have = versions(program, s)
-        raise ArtifactError(f"{program}@{version} not found; versions: {', '.join(map(str, have)) or 'none (compile first)'}")
+        raise ArtifactError(
+            f"{program}@{version} not found; versions: {', '.join(map(str, have)) or 'none (compile first)'}"
+        )
     try:
         manifest = Manifest.model_validate_json((d / MANIFEST_FILE).read_text())
     except ValueError as exc:
@@ -213,7 +219,9 @@ def read_manifest(program: str, version: int, s: Settings | None = None, verify:
             if not f.exists():
                 raise ArtifactError(f"{program}@{version}: {name} is missing")
             if sha256_file(f) != digest:
-                raise ArtifactError(f"{program}@{version}: {name} does not match its manifest hash (modified or corrupt)")
+                raise ArtifactError(
+                    f"{program}@{version}: {name} does not match its manifest hash (modified or corrupt)"
+                )
     return manifest
 
 

@@ -30,8 +30,19 @@ from dspyc.metrics import evaluator
 from dspyc.models import served_name
 from dspyc.finetune import CompileContext, Finetune, WeightsResult, adapter_lm
 from dspyc.distill.student import adapter_ref, attach
-from dspyc.objective import (COST_LABELS, Candidate, Objective, SearchResult, decision, run_cost, search,
-                             space_candidates, space_changes, summary, usd_per_1k_runs)
+from dspyc.objective import (
+    COST_LABELS,
+    Candidate,
+    Objective,
+    SearchResult,
+    decision,
+    run_cost,
+    search,
+    space_candidates,
+    space_changes,
+    summary,
+    usd_per_1k_runs,
+)
 from dspyc.optimizers import Recipe, build_optimizer, load_recipe, prewarm_bootstrap, with_objective
 from dspyc.settings import Settings, get_settings
 from dspyc.stats import format_delta, paired_delta
@@ -108,8 +119,12 @@ class Usage(BaseCallback):
         return (self.input_tokens * s.price_input_per_mtok + self.output_tokens * s.price_output_per_mtok) / 1e6
 
     def as_dict(self, s: Settings) -> dict[str, Any]:
-        return {"lm_calls": self.calls, "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
-                "estimated_cost_usd": round(self.cost(s), 6)}
+        return {
+            "lm_calls": self.calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "estimated_cost_usd": round(self.cost(s), 6),
+        }
 
 
 @dataclass
@@ -130,8 +145,9 @@ def _jsonable(v: Any) -> Any:
     return v if isinstance(v, (str, int, float, bool, type(None), list, dict)) else str(v)
 
 
-def evaluate(program: dspy.Module, examples: list[dspy.Example], spec: registry.ProgramSpec, num_threads: int,
-             label: str) -> Evaluation:
+def evaluate(
+    program: dspy.Module, examples: list[dspy.Example], spec: registry.ProgramSpec, num_threads: int, label: str
+) -> Evaluation:
     """Run the program on examples concurrently. A failed call leaves an empty Prediction, scored as wrong."""
     return evaluate_many([(label, program, examples)], spec, num_threads)[0]
 
@@ -162,7 +178,9 @@ class CallCosts(BaseCallback):
                 return fn()
         finally:
             with self._lock:
-                self.runs.setdefault(label, []).append((time.perf_counter() - t0, *self._local.tokens, self._local.cached))
+                self.runs.setdefault(label, []).append(
+                    (time.perf_counter() - t0, *self._local.tokens, self._local.cached)
+                )
 
     def bill(self, usage: dict[str, Any]) -> None:
         self._local.usage = usage
@@ -193,10 +211,14 @@ class CallCosts(BaseCallback):
         billed = [(lat, u) for lat, u in calls if u is not None]
         lat = sorted(x for x, _ in billed)
         n = max(1, len(billed))
-        out = {"lm_calls": len(calls), "cached_calls": len(calls) - len(billed),
-               "prompt_tokens_per_call": round(sum(int(u.get("prompt_tokens") or 0) for _, u in billed) / n, 1),
-               "output_tokens_per_call": round(sum(int(u.get("completion_tokens") or 0) for _, u in billed) / n, 1),
-               "latency_p50_s": round(lat[len(lat) // 2], 3) if lat else 0.0, "latency_mean_s": round(sum(lat) / n, 3)}
+        out = {
+            "lm_calls": len(calls),
+            "cached_calls": len(calls) - len(billed),
+            "prompt_tokens_per_call": round(sum(int(u.get("prompt_tokens") or 0) for _, u in billed) / n, 1),
+            "output_tokens_per_call": round(sum(int(u.get("completion_tokens") or 0) for _, u in billed) / n, 1),
+            "latency_p50_s": round(lat[len(lat) // 2], 3) if lat else 0.0,
+            "latency_mean_s": round(sum(lat) / n, 3),
+        }
         return out | self.per_run(label)
 
     def per_run(self, label: str) -> dict[str, float]:
@@ -204,10 +226,14 @@ class CallCosts(BaseCallback):
         if not runs:
             return {}
         fresh = sorted(wall for wall, _, _, cached in runs if not cached)
-        return {"runs": len(runs), "prompt_tokens_per_run": round(sum(r[1] for r in runs) / len(runs), 1),
-                "output_tokens_per_run": round(sum(r[2] for r in runs) / len(runs), 1),
-                **({"run_p50_s": round(fresh[len(fresh) // 2], 3)} if fresh else {}),
-                "cached_runs": len(runs) - len(fresh), "machine_s_per_run": round(self.machine_s_per_run, 3)}
+        return {
+            "runs": len(runs),
+            "prompt_tokens_per_run": round(sum(r[1] for r in runs) / len(runs), 1),
+            "output_tokens_per_run": round(sum(r[2] for r in runs) / len(runs), 1),
+            **({"run_p50_s": round(fresh[len(fresh) // 2], 3)} if fresh else {}),
+            "cached_runs": len(runs) - len(fresh),
+            "machine_s_per_run": round(self.machine_s_per_run, 3),
+        }
 
 
 class _BillingTracker(SharedUsageTracker):
@@ -238,8 +264,9 @@ class _Item:
         return f"{self.label}: {self.example!r}"
 
 
-def evaluate_many(jobs: list[tuple[str, dspy.Module, list[dspy.Example]]], spec: registry.ProgramSpec,
-                  num_threads: int) -> list[Evaluation]:
+def evaluate_many(
+    jobs: list[tuple[str, dspy.Module, list[dspy.Example]]], spec: registry.ProgramSpec, num_threads: int
+) -> list[Evaluation]:
     """Evaluate (label, module, examples) jobs in ONE pool of `num_threads`: one dspy.Evaluate over every
     (job, example) pair, with one progress bar, so one job's tail overlaps the next one's start and a batching
     engine keeps `num_threads` requests in flight. Each job's Evaluation is the one it gets on its own (rows in
@@ -263,7 +290,7 @@ def evaluate_many(jobs: list[tuple[str, dspy.Module, list[dspy.Example]]], spec:
     costs.machine_s_per_run = (time.perf_counter() - t0) / len(items)
     evs, start = [], 0
     for label, _, examples in jobs:
-        part = [(item.example, pred, score) for item, pred, score in results[start:start + len(examples)]]
+        part = [(item.example, pred, score) for item, pred, score in results[start : start + len(examples)]]
         start += len(examples)
         evs.append(_evaluation(part, spec))
         evs[-1].cost = costs.summary(label)
@@ -275,9 +302,11 @@ def check_failures(label: str, ev: Evaluation, n: int, max_fraction: float) -> N
     (seen: an engine killed mid-compile, 47 of 60 test calls refused), and the scores would mean nothing."""
     failed = int(ev.scores.get("errors", 0))
     if n and failed > max_fraction * n:
-        raise DspycError(f"{label}: {failed} of {n} program runs failed, so the LM or its engine did (check `dspyc "
-                         f"engine status` and `dspyc engine logs`); nothing saved. Re-running reuses every cached call "
-                         f"(DSPYC_COMPILE_MAX_FAILED_FRACTION={max_fraction} sets the limit)")
+        raise DspycError(
+            f"{label}: {failed} of {n} program runs failed, so the LM or its engine did (check `dspyc "
+            f"engine status` and `dspyc engine logs`); nothing saved. Re-running reuses every cached call "
+            f"(DSPYC_COMPILE_MAX_FAILED_FRACTION={max_fraction} sets the limit)"
+        )
 
 
 def _evaluation(results: list[tuple[dspy.Example, dspy.Prediction, Any]], spec: registry.ProgramSpec) -> Evaluation:
@@ -287,10 +316,16 @@ def _evaluation(results: list[tuple[dspy.Example, dspy.Prediction, Any]], spec: 
     scores = spec.report([(ex, pred) for ex, pred, _score in results])
     scores["metric"] = round(100 * sum(score for *_, score in results) / len(results), 2) / 100.0  # Evaluate's score
     scores["errors"] = sum(1 for _, p, _ in results if not p.keys())
-    rows = [{"id": ex.get("id", str(i)), "inputs": {k: _jsonable(ex[k]) for k in ex.inputs().keys()},
-             "gold": {k: _jsonable(v) for k, v in ex.labels().items()},
-             "outputs": {k: _jsonable(v) for k, v in pred.items()}, "score": float(score or 0.0)}
-            for i, (ex, pred, score) in enumerate(results)]
+    rows = [
+        {
+            "id": ex.get("id", str(i)),
+            "inputs": {k: _jsonable(ex[k]) for k in ex.inputs().keys()},
+            "gold": {k: _jsonable(v) for k, v in ex.labels().items()},
+            "outputs": {k: _jsonable(v) for k, v in pred.items()},
+            "score": float(score or 0.0),
+        }
+        for i, (ex, pred, score) in enumerate(results)
+    ]
     return Evaluation(scores, rows)
 
 
@@ -322,8 +357,16 @@ class Setup:
     source: str  # the program's source hash as the compile began: what its prompts were built from
 
 
-def prepare(name: str, recipe_name: str | None, data: str | None, seed: int, config: dict[str, Any] | None,
-            sizes: tuple[int, int, int] | None, objective: Objective | None = None, margin: float | None = None) -> Setup:
+def prepare(
+    name: str,
+    recipe_name: str | None,
+    data: str | None,
+    seed: int,
+    config: dict[str, Any] | None,
+    sizes: tuple[int, int, int] | None,
+    objective: Objective | None = None,
+    margin: float | None = None,
+) -> Setup:
     source = registry.source_hash(name)
     spec = registry.get(name)
     if recipe_name is None and objective in ("cost", "pareto"):
@@ -338,9 +381,11 @@ def prepare(name: str, recipe_name: str | None, data: str | None, seed: int, con
     if recipe.objective != "quality":  # a bad cost_space fails now, not after the baseline
         space_changes(spec.cost_space, cfg, get_settings().cost_max_candidates)
     splits = dataset.splits
-    console.print(f"[bold]{name}[/bold] · recipe [cyan]{recipe.name}[/cyan] ({recipe.optimizer or ('sequence' if recipe.sequence else f'{recipe.objective} search')}) · dataset "
-                  f"{dataset.name}@{dataset.version} · train {len(splits['train'])} / dev {len(splits['dev'])} / "
-                  f"test {len(splits['test'])} · seed {seed}")
+    console.print(
+        f"[bold]{name}[/bold] · recipe [cyan]{recipe.name}[/cyan] ({recipe.optimizer or ('sequence' if recipe.sequence else f'{recipe.objective} search')}) · dataset "
+        f"{dataset.name}@{dataset.version} · train {len(splits['train'])} / dev {len(splits['dev'])} / "
+        f"test {len(splits['test'])} · seed {seed}"
+    )
     return Setup(name, spec, recipe, dataset, cfg, source)
 
 
@@ -362,8 +407,10 @@ class Scoreboard:
         out = fn()
         self.stage_times[label] = round(time.perf_counter() - t, 1)
         if self.usage.exceeded:
-            raise BudgetExceeded(f"token budget of {self.usage.budget:,} exceeded during {label} "
-                                 f"({self.usage.total:,} tokens used); no artifact written")
+            raise BudgetExceeded(
+                f"token budget of {self.usage.budget:,} exceeded during {label} "
+                f"({self.usage.total:,} tokens used); no artifact written"
+            )
         return out
 
     def record(self, which: str, split: str, ev: Evaluation) -> None:
@@ -374,19 +421,35 @@ class Scoreboard:
         metric name, so no "+")."""
         data, s = self.setup.dataset.splits, self.settings
         labels = [f"{'uncompiled' if which == 'baseline' else which} · {split}" for split in splits]
-        evs = self.stage(f"{which} {' and '.join(splits)}", lambda: evaluate_many(
-            [(label, module, data[split]) for label, split in zip(labels, splits)], self.setup.spec, s.num_threads))
+        evs = self.stage(
+            f"{which} {' and '.join(splits)}",
+            lambda: evaluate_many(
+                [(label, module, data[split]) for label, split in zip(labels, splits)], self.setup.spec, s.num_threads
+            ),
+        )
         for label, split, ev in zip(labels, splits, evs, strict=True):
             check_failures(label, ev, len(data[split]), s.compile_max_failed_fraction)
             self.record(which, split, ev)
 
 
-def compile_program(name: str, recipe_name: str | None = None, data: str | None = None, seed: int = 0,
-                    token_budget: int | None = None, s: Settings | None = None, skip_test: bool = False,
-                    config: dict[str, Any] | None = None, sizes: tuple[int, int, int] | None = None,
-                    lm_overrides: dict[str, Any] | None = None, save: bool = True,
-                    warm_start: Path | None = None, auto_champion: bool = True, objective: Objective | None = None,
-                    margin: float | None = None, candidates: list[str] | None = None) -> artifacts.Manifest:
+def compile_program(
+    name: str,
+    recipe_name: str | None = None,
+    data: str | None = None,
+    seed: int = 0,
+    token_budget: int | None = None,
+    s: Settings | None = None,
+    skip_test: bool = False,
+    config: dict[str, Any] | None = None,
+    sizes: tuple[int, int, int] | None = None,
+    lm_overrides: dict[str, Any] | None = None,
+    save: bool = True,
+    warm_start: Path | None = None,
+    auto_champion: bool = True,
+    objective: Objective | None = None,
+    margin: float | None = None,
+    candidates: list[str] | None = None,
+) -> artifacts.Manifest:
     """Compile `name` with a recipe. `sizes` overrides the (train, dev, test) split sizes, which otherwise come
     from the config's `train`/`dev`/`test` keys (`--set test=60`); `save=False` is for benchmarks; `warm_start`
     is a program.json whose state the student starts from (instructions carry over for MIPROv2/GEPA;
@@ -407,7 +470,9 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
 
         tracking.enable_traces(name, s)
     board = Scoreboard(setup, s, Usage(budget=token_budget))
-    outcome = score_and_compile(setup, board, program, seed, ["dev"] + ([] if skip_test else ["test"]), candidates or [])
+    outcome = score_and_compile(
+        setup, board, program, seed, ["dev"] + ([] if skip_test else ["test"]), candidates or []
+    )
     manifest = build_manifest(setup, board, outcome, seed, round(time.perf_counter() - t0, 1))
     if not save:
         return manifest
@@ -424,8 +489,9 @@ def compile_program(name: str, recipe_name: str | None = None, data: str | None 
     return manifest
 
 
-def score_and_compile(setup: Setup, board: Scoreboard, program: dspy.Module, seed: int, splits: list[str],
-                      refs: list[str]) -> Compiled:
+def score_and_compile(
+    setup: Setup, board: Scoreboard, program: dspy.Module, seed: int, splits: list[str], refs: list[str]
+) -> Compiled:
     """The uncompiled program on `splits`, then the recipe's optimizer (if it names one), then the compiled program
     on `splits` or, for a cost or pareto objective, the cost search (its choice then scored on test)."""
     recipe, s = setup.recipe, board.settings
@@ -436,8 +502,18 @@ def score_and_compile(setup: Setup, board: Scoreboard, program: dspy.Module, see
         context = CompileContext(program=setup.name, spec=setup.spec, dataset=setup.dataset, settings=s)
         outcome = Compiled(program)
         if recipe.optimizes:
-            outcome = board.stage("compile", lambda: run_recipe(recipe, program, setup.dataset.splits, setup.spec,
-                                                                context, seed, board.results["baseline"]["dev"].get("metric", 0.0)))
+            outcome = board.stage(
+                "compile",
+                lambda: run_recipe(
+                    recipe,
+                    program,
+                    setup.dataset.splits,
+                    setup.spec,
+                    context,
+                    seed,
+                    board.results["baseline"]["dev"].get("metric", 0.0),
+                ),
+            )
         if recipe.objective == "quality":
             board.evaluate("compiled", outcome.program, splits)
             return outcome
@@ -450,15 +526,22 @@ def score_and_compile(setup: Setup, board: Scoreboard, program: dspy.Module, see
 def build_manifest(setup: Setup, board: Scoreboard, outcome: Compiled, seed: int, wall: float) -> artifacts.Manifest:
     """The version's manifest: scores of both programs, the keep decision, what the compile cost and learned from."""
     s, splits, cfg = board.settings, setup.dataset.splits, setup.config
-    metrics: dict[str, Any] = board.results | {"delta": deltas(board.rows, s.reoptimize_resamples, seed), "cost": board.costs}
+    metrics: dict[str, Any] = board.results | {
+        "delta": deltas(board.rows, s.reoptimize_resamples, seed),
+        "cost": board.costs,
+    }
     if outcome.stages:
         metrics["stages"] = outcome.stages
     recipe = setup.recipe
     if outcome.search is not None:  # cost, pareto: non-inferiority at the margin, and cheaper
         kept, kept_reason = decision(outcome.search, recipe.objective, recipe.margin, recipe.cost)
-        metrics["objective"] = {"objective": recipe.objective, "margin": recipe.margin, "cost": recipe.cost,
-                                "uncompiled": outcome.search.uncompiled.dev_cost,
-                                "compiled": outcome.search.chosen.dev_cost if outcome.search.chosen else None}
+        metrics["objective"] = {
+            "objective": recipe.objective,
+            "margin": recipe.margin,
+            "cost": recipe.cost,
+            "uncompiled": outcome.search.uncompiled.dev_cost,
+            "compiled": outcome.search.chosen.dev_cost if outcome.search.chosen else None,
+        }
         metrics["candidates"] = summary(outcome.search, recipe.cost)
     else:
         kept, kept_reason = keep(board.results, metrics["delta"].get("dev"), s.compile_keep_alpha)
@@ -468,20 +551,34 @@ def build_manifest(setup: Setup, board: Scoreboard, outcome: Compiled, seed: int
     weights = outcome.weights if kept == "compiled" else None
     ds = setup.dataset
     return artifacts.Manifest(
-        program=setup.name, version=0, import_path=setup.spec.import_path, source_hash=setup.source,
-        recipe=setup.recipe.model_dump(), dataset=artifacts.DatasetRef(name=ds.name, path=str(ds.path), version=ds.version),
+        program=setup.name,
+        version=0,
+        import_path=setup.spec.import_path,
+        source_hash=setup.source,
+        recipe=setup.recipe.model_dump(),
+        dataset=artifacts.DatasetRef(name=ds.name, path=str(ds.path), version=ds.version),
         lm=artifacts.LMRef(backend=s.lm_backend, model=s.lm_model, served_name=served_name(s.lm_model, s)),
-        seed=seed, config=cfg, metrics=metrics, kept=kept, kept_reason=kept_reason,
+        seed=seed,
+        config=cfg,
+        metrics=metrics,
+        kept=kept,
+        kept_reason=kept_reason,
         split_ids={k: ids_hash(splits[k]) for k in ("dev", "test")},
-        usage=board.usage.as_dict(s) | {"stage_wall_time_s": board.stage_times}
+        usage=board.usage.as_dict(s)
+        | {"stage_wall_time_s": board.stage_times}
         | ({"training": training_usage(outcome.weights)} if outcome.weights else {}),
-        wall_time_s=wall, library_versions=artifacts.library_versions(), git_commit=artifacts.git_commit(s.project_dir),
+        wall_time_s=wall,
+        library_versions=artifacts.library_versions(),
+        git_commit=artifacts.git_commit(s.project_dir),
         trials=outcome.trials,
         trained_on=[str(ex.get("id")) for split in ("train", "dev") for ex in splits[split] if ex.get("id") is not None]
         + (setup.spec.learned_from(ds, cfg) if setup.spec.learned_from else []),
         adapter=artifacts.AdapterRef(path=ADAPTER_DIR, lora_name=weights.lora_name, base_model=weights.base_model)
-        if weights else outcome.adapter[0].model_copy(update={"path": ADAPTER_DIR})
-        if outcome.adapter and kept == "compiled" else None)
+        if weights
+        else outcome.adapter[0].model_copy(update={"path": ADAPTER_DIR})
+        if outcome.adapter and kept == "compiled"
+        else None,
+    )
 
 
 def save_version(manifest: artifacts.Manifest, board: Scoreboard, outcome: Compiled, program: dspy.Module) -> Path:
@@ -489,14 +586,18 @@ def save_version(manifest: artifacts.Manifest, board: Scoreboard, outcome: Compi
     per-example rows, and the manifest, as the next version; returns its folder."""
     kept = manifest.kept
     other = "uncompiled" if kept == "compiled" else "compiled"
-    files: dict[str, Any] = {EVALUATION_FILE: _jsonl(board.rows, kept),
-                             OTHER_EVALUATION_FILE.format(which=other): _jsonl(board.rows, other)}
+    files: dict[str, Any] = {
+        EVALUATION_FILE: _jsonl(board.rows, kept),
+        OTHER_EVALUATION_FILE.format(which=other): _jsonl(board.rows, other),
+    }
     if manifest.adapter and outcome.weights:  # the adapter's files, never a merged model; loading attaches it again
         files[ADAPTER_DIR] = Path(outcome.weights.adapter_dir)
     elif manifest.adapter and outcome.adapter:  # a stored version chosen by a cost search: its adapter, copied
         files[ADAPTER_DIR] = outcome.adapter[1]
-    with artifacts.state_file(without_lm(outcome.program if kept == "compiled" else program)) as state_file, \
-            tempfile.TemporaryDirectory() as tmp:
+    with (
+        artifacts.state_file(without_lm(outcome.program if kept == "compiled" else program)) as state_file,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         if plot := plots.frontier_plot(manifest, Path(tmp) / plots.FRONTIER_PNG):
             files[plots.FRONTIER_PNG] = plot
         return artifacts.save(manifest.program, files | {artifacts.PROGRAM_FILE: state_file}, manifest, board.settings)
@@ -511,19 +612,34 @@ def save_frontier(manifest: artifacts.Manifest, search: SearchResult, setup: Set
     for c in search.points:
         if c is search.chosen or c.origin in ("uncompiled", "version"):
             continue
-        point = manifest.model_copy(deep=True, update={
-            "config": manifest.config | c.config, "kept": "compiled", "adapter": None,
-            "kept_reason": f"pareto frontier point of {manifest.program}@{manifest.version}: dev {c.quality:.3f}, "
-                           f"Δ {format_delta(c.delta)}, {_num(c.dev_cost)} {COST_LABELS[setup.recipe.cost]}"})
+        point = manifest.model_copy(
+            deep=True,
+            update={
+                "config": manifest.config | c.config,
+                "kept": "compiled",
+                "adapter": None,
+                "kept_reason": f"pareto frontier point of {manifest.program}@{manifest.version}: dev {c.quality:.3f}, "
+                f"Δ {format_delta(c.delta)}, {_num(c.dev_cost)} {COST_LABELS[setup.recipe.cost]}",
+            },
+        )
         point.metrics["compiled"] = {"dev": c.dev.scores}
         point.metrics["delta"] = {"dev": c.delta} if c.delta else {}
         point.metrics["cost"]["compiled"] = {"dev": c.dev.cost}
         rows = "".join(json.dumps({"split": "dev", "program": "compiled", **r}, default=str) + "\n" for r in c.dev.rows)
         with artifacts.state_file(without_lm(c.module)) as state_file:
             out = artifacts.save(point.program, {EVALUATION_FILE: rows, artifacts.PROGRAM_FILE: state_file}, point, s)
-        tracking.log_compile(point, out, s, auto_champion=False,
-                             tags={"dspyc.objective": "pareto", "dspyc.frontier_of": str(manifest.version),
-                                   "dspyc.dev": f"{c.quality:.4f}", "dspyc.cost": f"{c.dev_cost}"})
+        tracking.log_compile(
+            point,
+            out,
+            s,
+            auto_champion=False,
+            tags={
+                "dspyc.objective": "pareto",
+                "dspyc.frontier_of": str(manifest.version),
+                "dspyc.dev": f"{c.quality:.4f}",
+                "dspyc.cost": f"{c.dev_cost}",
+            },
+        )
         console.print(f"frontier point {c.name} → {point.program}@{point.version}")
         saved.append(point.version)
     return saved
@@ -559,30 +675,54 @@ def measured(on: bool):
 def candidates(setup: Setup, outcome: Compiled, refs: list[str], s: Settings) -> list[Candidate]:
     """The program's cost_space grid, the stored versions named, and the recipe's compiled program if it ran."""
     spec = setup.spec
-    out = space_candidates(spec.cost_space, setup.config, lambda cfg: spec.build(setup.dataset, cfg), s.cost_max_candidates)
+    out = space_candidates(
+        spec.cost_space, setup.config, lambda cfg: spec.build(setup.dataset, cfg), s.cost_max_candidates
+    )
     for ref in refs:
         module, manifest, _ = loading.build_version(ref, s=s)
         if adapter_ref(manifest) is not None:
             attach(module, manifest, s)
-        out.append(Candidate(f"{setup.name}@{manifest.version}", module, manifest.config, origin="version", manifest=manifest))
+        out.append(
+            Candidate(f"{setup.name}@{manifest.version}", module, manifest.config, origin="version", manifest=manifest)
+        )
     if setup.recipe.optimizes:
-        out.append(Candidate(f"recipe {setup.recipe.name}", outcome.program, outcome.searched_config or {}, origin="recipe"))
+        out.append(
+            Candidate(f"recipe {setup.recipe.name}", outcome.program, outcome.searched_config or {}, origin="recipe")
+        )
     if not out:
-        raise DspycError(f"{setup.name} declares no cost_space and no --candidate was given: nothing to search "
-                         "(add `cost_space` to its ProgramSpec, or name versions with --candidate)")
+        raise DspycError(
+            f"{setup.name} declares no cost_space and no --candidate was given: nothing to search "
+            "(add `cost_space` to its ProgramSpec, or name versions with --candidate)"
+        )
     return out
 
 
-def cost_search(setup: Setup, board: Scoreboard, program: dspy.Module, outcome: Compiled, refs: list[str], seed: int) -> Compiled:
+def cost_search(
+    setup: Setup, board: Scoreboard, program: dspy.Module, outcome: Compiled, refs: list[str], seed: int
+) -> Compiled:
     """`--objective cost|pareto`: the candidates scored on dev against the uncompiled program (see dspyc.objective);
     returns the chosen one as the compiled program (the uncompiled one when none is non-inferior and cheaper)."""
     s, spec, recipe, splits = board.settings, setup.spec, setup.recipe, setup.dataset.splits
-    base = Candidate("uncompiled", program, origin="uncompiled",
-                     dev=Evaluation(board.results["baseline"]["dev"], board.rows["baseline"]["dev"], board.costs["baseline"]["dev"]))
+    base = Candidate(
+        "uncompiled",
+        program,
+        origin="uncompiled",
+        dev=Evaluation(board.results["baseline"]["dev"], board.rows["baseline"]["dev"], board.costs["baseline"]["dev"]),
+    )
     base.dev_cost = run_cost(base.dev.cost, recipe.cost, s.price_machine_hour)
-    result = search(recipe.objective, candidates(setup, outcome, refs, s), base, splits["train"][: recipe.probe],
-                    splits["dev"], lambda jobs: evaluate_many(jobs, spec, s.num_threads), measure=recipe.cost,
-                    margin=recipe.margin, price=s.price_machine_hour, resamples=s.reoptimize_resamples, seed=seed)
+    result = search(
+        recipe.objective,
+        candidates(setup, outcome, refs, s),
+        base,
+        splits["train"][: recipe.probe],
+        splits["dev"],
+        lambda jobs: evaluate_many(jobs, spec, s.num_threads),
+        measure=recipe.cost,
+        margin=recipe.margin,
+        price=s.price_machine_hour,
+        resamples=s.reoptimize_resamples,
+        seed=seed,
+    )
     shown = result.chosen or (result.scored[-1] if result.scored else None)
     if shown is not None:  # the compiled row of the table: the chosen candidate, else the last one tried
         board.record("compiled", "dev", shown.dev)
@@ -597,12 +737,22 @@ def cost_search(setup: Setup, board: Scoreboard, program: dspy.Module, outcome: 
     return Compiled(c.module, searched_config=c.config, search=result, adapter=adapter)
 
 
-def run_stage(recipe: Recipe, program: dspy.Module, splits: dict[str, list[dspy.Example]], spec: registry.ProgramSpec,
-              context: CompileContext, seed: int) -> Compiled:
+def run_stage(
+    recipe: Recipe,
+    program: dspy.Module,
+    splits: dict[str, list[dspy.Example]],
+    spec: registry.ProgramSpec,
+    context: CompileContext,
+    seed: int,
+) -> Compiled:
     """One optimizer over train: Bootstrap* teachers traced concurrently first, then `compile`."""
     s = context.settings
-    optimizer, compile_kwargs = build_optimizer(recipe, spec.metric, num_threads=s.num_threads, seed=seed, context=context)
-    console.print(f"[bold]compiling[/bold] with {recipe.name} ({recipe.optimizer}) on train ({len(splits['train'])} examples)")
+    optimizer, compile_kwargs = build_optimizer(
+        recipe, spec.metric, num_threads=s.num_threads, seed=seed, context=context
+    )
+    console.print(
+        f"[bold]compiling[/bold] with {recipe.name} ({recipe.optimizer}) on train ({len(splits['train'])} examples)"
+    )
     # Bootstrap* optimizers trace one example at a time: run the teacher over train concurrently first.
     prewarm_bootstrap(optimizer, program, splits["train"], spec.metric, s.num_threads)
     compiled = optimizer.compile(program, trainset=splits["train"], **compile_kwargs)
@@ -610,8 +760,15 @@ def run_stage(recipe: Recipe, program: dspy.Module, splits: dict[str, list[dspy.
     return Compiled(compiled, weights, getattr(compiled, "searched_config", None), optimizer_trials(compiled))
 
 
-def run_recipe(recipe: Recipe, program: dspy.Module, splits: dict[str, list[dspy.Example]], spec: registry.ProgramSpec,
-               context: CompileContext, seed: int, baseline_dev: float) -> Compiled:
+def run_recipe(
+    recipe: Recipe,
+    program: dspy.Module,
+    splits: dict[str, list[dspy.Example]],
+    spec: registry.ProgramSpec,
+    context: CompileContext,
+    seed: int,
+    baseline_dev: float,
+) -> Compiled:
     """A recipe, or its `sequence` of stages, each compiling the program the stage before left. A stage is kept only
     if it raises dev above the best so far (the uncompiled program's first); the chain stops at the first that
     does not. A prompt stage after a weights stage keeps the adapter (DSPy's optimizers reset predictors' LMs)."""
@@ -626,12 +783,18 @@ def run_recipe(recipe: Recipe, program: dspy.Module, splits: dict[str, list[dspy
         dev = evaluate(out.program, splits["dev"], spec, context.settings.num_threads, f"stage {i} · {name} · dev")
         score = dev.scores.get("metric", 0.0)
         stages.append({"stage": i, "recipe": name, "dev": score, "kept": score > best_dev})
-        console.print(f"stage {i} ({name}): dev {best_dev:.3f} → {score:.3f}"
-                      + ("" if score > best_dev else " · no gain: the chain stops here, keeping the stage before"))
+        console.print(
+            f"stage {i} ({name}): dev {best_dev:.3f} → {score:.3f}"
+            + ("" if score > best_dev else " · no gain: the chain stops here, keeping the stage before")
+        )
         if score <= best_dev:
             break
-        best = Compiled(out.program, weights, (best.searched_config or {}) | (out.searched_config or {}) or None,
-                        best.trials + out.trials)
+        best = Compiled(
+            out.program,
+            weights,
+            (best.searched_config or {}) | (out.searched_config or {}) or None,
+            best.trials + out.trials,
+        )
         best_dev = score
     best.stages = stages
     return best
@@ -639,10 +802,18 @@ def run_recipe(recipe: Recipe, program: dspy.Module, splits: dict[str, list[dspy
 
 def training_usage(w: WeightsResult) -> dict[str, Any]:
     """A weights stage's cost, as the manifest and MLflow record it (numbers only, so MLflow logs each)."""
-    return {"rows": w.rows, "epochs": w.epochs, "steps": w.steps, "train_wall_s": w.train_wall_s or 0.0,
-            "reused": int(w.train_wall_s is None),
-            "lora_rank": w.lora["r"], "lora_layers": w.lora.get("layers") or 0, "peak_rss_gb": w.peak_rss_gb,
-            **{k.replace(" ", "_"): v for k, v in w.rows_by_source.items()}, "losses": w.losses}
+    return {
+        "rows": w.rows,
+        "epochs": w.epochs,
+        "steps": w.steps,
+        "train_wall_s": w.train_wall_s or 0.0,
+        "reused": int(w.train_wall_s is None),
+        "lora_rank": w.lora["r"],
+        "lora_layers": w.lora.get("layers") or 0,
+        "peak_rss_gb": w.peak_rss_gb,
+        **{k.replace(" ", "_"): v for k, v in w.rows_by_source.items()},
+        "losses": w.losses,
+    }
 
 
 def without_lm(module: dspy.Module) -> dspy.Module:
@@ -652,8 +823,9 @@ def without_lm(module: dspy.Module) -> dspy.Module:
     return copy
 
 
-def keep(results: dict[str, dict[str, dict[str, float]]], dev_delta: dict[str, float] | None = None,
-         alpha: float = 0.05) -> tuple[str, str]:
+def keep(
+    results: dict[str, dict[str, dict[str, float]]], dev_delta: dict[str, float] | None = None, alpha: float = 0.05
+) -> tuple[str, str]:
     """("compiled" | "uncompiled", why). The compiled program is kept only when it beats the uncompiled one on dev
     with paired-bootstrap p < alpha: on 30 dev examples a gain inside the noise (rag on wiki: dev +0.017
     [-0.058, +0.084]) came out -0.120 on test, and the uncompiled program is the cheaper of two equals."""
@@ -667,7 +839,9 @@ def keep(results: dict[str, dict[str, dict[str, float]]], dev_delta: dict[str, f
     return "compiled", ""
 
 
-def deltas(rows: dict[str, dict[str, list[dict[str, Any]]]], n_resamples: int, seed: int) -> dict[str, dict[str, float]]:
+def deltas(
+    rows: dict[str, dict[str, list[dict[str, Any]]]], n_resamples: int, seed: int
+) -> dict[str, dict[str, float]]:
     """Per split: compiled − uncompiled over the same examples, with its paired-bootstrap 95% interval."""
     out = {}
     for split in ("dev", "test"):
@@ -687,13 +861,18 @@ def ids_hash(examples: list[dspy.Example]) -> str:
 
 def _jsonl(rows: dict[str, dict[str, list[dict[str, Any]]]], which: str) -> str:
     key = "baseline" if which == "uncompiled" else "compiled"
-    return "".join(json.dumps({"split": split, "program": which, **row}, default=str) + "\n"
-                   for split in ("dev", "test") for row in rows[key].get(split, []))
+    return "".join(
+        json.dumps({"split": split, "program": which, **row}, default=str) + "\n"
+        for split in ("dev", "test")
+        for row in rows[key].get(split, [])
+    )
 
 
 KEPT_UNCOMPILED = "compiled scored below uncompiled on dev: kept the uncompiled program"
-KEPT_WITHIN_NOISE = ("compiled is not better than uncompiled on dev beyond noise (paired bootstrap p = {p:.2f} ≥ {alpha:g}): "
-                     "kept the uncompiled program")
+KEPT_WITHIN_NOISE = (
+    "compiled is not better than uncompiled on dev beyond noise (paired bootstrap p = {p:.2f} ≥ {alpha:g}): "
+    "kept the uncompiled program"
+)
 DELTA_COLUMN = "compiled − uncompiled [95% CI]"
 
 
@@ -701,8 +880,10 @@ def print_summary(m: artifacts.Manifest, lm_model: str = "") -> None:
     # every metric the program's report gives (e.g. per-category accuracy), the DSPy metric last
     first = m.metrics.get("compiled", {}).get("test") or m.metrics.get("compiled", {}).get("dev", {})
     keys = [k for k in first if k not in ("errors", "metric")] + ["metric"] * ("metric" in first)
-    table = Table(title=f"{m.program}@{m.version} · {m.recipe.get('name')} · {lm_model or m.lm.served_name}",
-                  caption=(m.kept_reason or KEPT_UNCOMPILED) if m.kept == "uncompiled" else None)
+    table = Table(
+        title=f"{m.program}@{m.version} · {m.recipe.get('name')} · {lm_model or m.lm.served_name}",
+        caption=(m.kept_reason or KEPT_UNCOMPILED) if m.kept == "uncompiled" else None,
+    )
     table.add_column("split")
     table.add_column("program")
     for k in keys:
@@ -719,34 +900,51 @@ def print_summary(m: artifacts.Manifest, lm_model: str = "") -> None:
             if row:
                 label = "uncompiled" if which == "baseline" else "compiled"
                 cost = costs.get(which, {}).get(split, {})
-                table.add_row(split, f"{label} (kept)" if m.kept == "uncompiled" and which == "baseline" else label,
-                              *(f"{row.get(k, 0.0):.3f}" for k in keys),
-                              *([format_delta(delta.get(split)) if which == "compiled" else ""] if delta else []),
-                              *(_cost_cell(cost, k) for k in (COST_COLUMNS if costs else ())))
+                table.add_row(
+                    split,
+                    f"{label} (kept)" if m.kept == "uncompiled" and which == "baseline" else label,
+                    *(f"{row.get(k, 0.0):.3f}" for k in keys),
+                    *([format_delta(delta.get(split)) if which == "compiled" else ""] if delta else []),
+                    *(_cost_cell(cost, k) for k in (COST_COLUMNS if costs else ())),
+                )
     console.print(table)
     if m.metrics.get("candidates"):
         print_candidates(m)
         console.print(f"decision: {m.kept_reason}")
     for st in m.metrics.get("stages", []):
-        console.print(f"stage {st['stage']} · {st['recipe']}: dev {st['dev']:.3f}" + ("" if st["kept"] else " (no gain: chain stopped)"))
+        console.print(
+            f"stage {st['stage']} · {st['recipe']}: dev {st['dev']:.3f}"
+            + ("" if st["kept"] else " (no gain: chain stopped)")
+        )
     u = m.usage
     if tr := u.get("training"):
-        console.print(f"training: LoRA r={tr['lora_rank']} on {m.lm.model}"
-                      + (f" (top {tr['lora_layers']} layers)" if tr.get("lora_layers") else "")
-                      + f" · {tr['rows']} rows × {tr['epochs']:g} epochs = {tr['steps']} steps "
-                      + ("(trained before: reused)" if tr.get("reused") else f"in {tr['train_wall_s']:.0f}s")
-                      + f" · peak RSS {tr.get('peak_rss_gb', 0):.1f} GB"
-                      + ("" if m.adapter else " · adapter not kept (the uncompiled program was)"))
-    console.print(f"LM calls {u.get('lm_calls', 0):,} · tokens in {u.get('input_tokens', 0):,} / out "
-                  f"{u.get('output_tokens', 0):,} · est. cost ${u.get('estimated_cost_usd', 0):.4f} · "
-                  f"wall time {m.wall_time_s:.0f}s {u.get('stage_wall_time_s', '')}")
+        console.print(
+            f"training: LoRA r={tr['lora_rank']} on {m.lm.model}"
+            + (f" (top {tr['lora_layers']} layers)" if tr.get("lora_layers") else "")
+            + f" · {tr['rows']} rows × {tr['epochs']:g} epochs = {tr['steps']} steps "
+            + ("(trained before: reused)" if tr.get("reused") else f"in {tr['train_wall_s']:.0f}s")
+            + f" · peak RSS {tr.get('peak_rss_gb', 0):.1f} GB"
+            + ("" if m.adapter else " · adapter not kept (the uncompiled program was)")
+        )
+    console.print(
+        f"LM calls {u.get('lm_calls', 0):,} · tokens in {u.get('input_tokens', 0):,} / out "
+        f"{u.get('output_tokens', 0):,} · est. cost ${u.get('estimated_cost_usd', 0):.4f} · "
+        f"wall time {m.wall_time_s:.0f}s {u.get('stage_wall_time_s', '')}"
+    )
     if m.adapter:
-        console.print(f"stored as adapter {m.adapter.lora_name} on {m.adapter.base_model} (never merged in the store); "
-                      f"served as DSPYC_ADAPTER_SERVING says ({get_settings().adapter_serving})")
+        console.print(
+            f"stored as adapter {m.adapter.lora_name} on {m.adapter.base_model} (never merged in the store); "
+            f"served as DSPYC_ADAPTER_SERVING says ({get_settings().adapter_serving})"
+        )
 
 
-COST_COLUMNS = {"prompt_tokens_per_call": "prompt tok/call", "output_tokens_per_call": "out tok/call",
-                "latency_p50_s": "p50 s/call", "tokens_per_run": "tok/run", "usd_per_1k_runs": "$/1k runs"}
+COST_COLUMNS = {
+    "prompt_tokens_per_call": "prompt tok/call",
+    "output_tokens_per_call": "out tok/call",
+    "latency_p50_s": "p50 s/call",
+    "tokens_per_run": "tok/run",
+    "usd_per_1k_runs": "$/1k runs",
+}
 
 
 def _cost_cell(cost: dict[str, float], key: str) -> str:
@@ -767,17 +965,35 @@ def _cost_cell(cost: dict[str, float], key: str) -> str:
 def print_candidates(m: artifacts.Manifest) -> None:
     """A cost or pareto compile's candidates as scored on dev, cheapest probe first (the uncompiled program first)."""
     obj = m.metrics["objective"]
-    table = Table(title=f"{m.program}@{m.version} · objective {obj['objective']} · margin {obj['margin']:g} · dev",
-                  caption="★ chosen · ◆ on the quality-cost frontier")
-    for col in ("candidate", "dev", "Δ vs uncompiled [95% CI]", COST_LABELS[obj["cost"]], "probe", "tok/run",
-                "p50 s/run", "$/1k runs", ""):
+    table = Table(
+        title=f"{m.program}@{m.version} · objective {obj['objective']} · margin {obj['margin']:g} · dev",
+        caption="★ chosen · ◆ on the quality-cost frontier",
+    )
+    for col in (
+        "candidate",
+        "dev",
+        "Δ vs uncompiled [95% CI]",
+        COST_LABELS[obj["cost"]],
+        "probe",
+        "tok/run",
+        "p50 s/run",
+        "$/1k runs",
+        "",
+    ):
         table.add_column(col, justify="left" if col == "candidate" else "right")
     for c in m.metrics["candidates"]:
         cost = c.get("cost") or {}
-        table.add_row(c["name"], "–" if c["dev"] is None else f"{c['dev']:.3f}", format_delta(c.get("delta")),
-                      _num(c.get("dev_cost")), _num(c.get("probe_cost")), _cost_cell(cost, "tokens_per_run"),
-                      f"{cost['run_p50_s']:.2f}" if cost.get("runs") else "–", _cost_cell(cost, "usd_per_1k_runs"),
-                      ("★" if c["chosen"] else "") + ("◆" if c["frontier"] else ""))
+        table.add_row(
+            c["name"],
+            "–" if c["dev"] is None else f"{c['dev']:.3f}",
+            format_delta(c.get("delta")),
+            _num(c.get("dev_cost")),
+            _num(c.get("probe_cost")),
+            _cost_cell(cost, "tokens_per_run"),
+            f"{cost['run_p50_s']:.2f}" if cost.get("runs") else "–",
+            _cost_cell(cost, "usd_per_1k_runs"),
+            ("★" if c["chosen"] else "") + ("◆" if c["frontier"] else ""),
+        )
     console.print(table)
 
 
@@ -785,8 +1001,13 @@ def _num(x: float | None) -> str:
     return "–" if x is None else f"{x:.4f}" if x < 1 else f"{x:,.1f}"
 
 
-def build_uncompiled(name: str, data: str | None = None, config: dict[str, Any] | None = None, seed: int = 0,
-                     dataset: ProgramData | None = None) -> tuple[dspy.Module, ProgramData, dict[str, Any]]:
+def build_uncompiled(
+    name: str,
+    data: str | None = None,
+    config: dict[str, Any] | None = None,
+    seed: int = 0,
+    dataset: ProgramData | None = None,
+) -> tuple[dspy.Module, ProgramData, dict[str, Any]]:
     """The program as compile starts from it (spec.build on the data with its default config, `config` on top),
     the data it was built over (`dataset`, or `data` loaded and split by the config) and the merged config."""
     spec = registry.get(name)
@@ -797,8 +1018,14 @@ def build_uncompiled(name: str, data: str | None = None, config: dict[str, Any] 
     return spec.build(dataset, cfg), dataset, cfg
 
 
-def evaluate_version(ref: str, data: str | None = None, split: str = "test", s: Settings | None = None,
-                     uncompiled: bool = False, with_baseline: bool = False) -> dict[str, Any]:
+def evaluate_version(
+    ref: str,
+    data: str | None = None,
+    split: str = "test",
+    s: Settings | None = None,
+    uncompiled: bool = False,
+    with_baseline: bool = False,
+) -> dict[str, Any]:
     """Evaluate a compiled version on any dataset folder without compiling. `uncompiled`: the uncompiled program
     instead (`rag`: the default config; `rag@3`: that version's config); `with_baseline`: the version and its
     uncompiled program on the same examples, with compiled − uncompiled and its paired-bootstrap 95% interval."""
@@ -830,37 +1057,65 @@ def evaluate_version(ref: str, data: str | None = None, split: str = "test", s: 
     usage = Usage()
     t0 = time.perf_counter()
     with usage.context():  # the version and its baseline share one pool
-        evs = evaluate_many([(f"{label} · {dataset.name} · {split}", module, examples) for label, module in systems],
-                            spec, s.num_threads)
+        evs = evaluate_many(
+            [(f"{label} · {dataset.name} · {split}", module, examples) for label, module in systems],
+            spec,
+            s.num_threads,
+        )
     scores = evs[0].scores
     if not uncompiled:
         shown = f"{name}@{version}"
     else:
         shown = f"{name} (uncompiled{f', config of {name}@{version}' if version is not None else ''})"
-    table = Table("metric", *(label for label, _ in systems),
-                  title=f"{shown} on {dataset.name}/{split} ({len(examples)} examples)")
+    table = Table(
+        "metric",
+        *(label for label, _ in systems),
+        title=f"{shown} on {dataset.name}/{split} ({len(examples)} examples)",
+    )
     for k in scores:
         table.add_row(k, *(_cell(ev.scores.get(k)) for ev in evs))
     console.print(table)
     delta = None
     if with_baseline:
         delta = paired_delta(evs[0].rows, evs[1].rows, s.reoptimize_resamples, seed=manifest.seed)
-        console.print(f"{name}@{version} − uncompiled [95% CI]: {format_delta(delta)}"
-                      + (f" (paired bootstrap over n={delta['n']})" if delta else ""))
+        console.print(
+            f"{name}@{version} − uncompiled [95% CI]: {format_delta(delta)}"
+            + (f" (paired bootstrap over n={delta['n']})" if delta else "")
+        )
     console.print(f"LM calls {usage.calls:,} · tokens in {usage.input_tokens:,} / out {usage.output_tokens:,}")
-    params = {"ref": ref, "version": "uncompiled" if uncompiled else version, "dataset": dataset.name,
-              "dataset_hash": dataset.version, "split": split, "lm": served_name(s.lm_model, s),
-              "with_baseline": with_baseline}
-    metrics = {f"eval.{k}": float(v) for k, v in scores.items()} | {f"usage.{k}": float(v) for k, v in usage.as_dict(s).items()}
+    params = {
+        "ref": ref,
+        "version": "uncompiled" if uncompiled else version,
+        "dataset": dataset.name,
+        "dataset_hash": dataset.version,
+        "split": split,
+        "lm": served_name(s.lm_model, s),
+        "with_baseline": with_baseline,
+    }
+    metrics = {f"eval.{k}": float(v) for k, v in scores.items()} | {
+        f"usage.{k}": float(v) for k, v in usage.as_dict(s).items()
+    }
     if with_baseline:
         metrics |= {f"baseline.{k}": float(v) for k, v in evs[1].scores.items()}
         metrics |= {f"delta.{k}": float(v) for k, v in (delta or {}).items()}
-    tags = {tracking.VERSION_TAG: str(version)} if version is not None and not uncompiled else {"dspyc.uncompiled": "true"}
+    tags = (
+        {tracking.VERSION_TAG: str(version)} if version is not None and not uncompiled else {"dspyc.uncompiled": "true"}
+    )
     try:
-        tracking.log_run(name, "eval", f"eval {shown} on {dataset.name}/{split}", params,
-                         metrics | {"wall_time_s": time.perf_counter() - t0}, s, tags=tags,
-                         tables={"evaluation.json": [{"program": label, **row} for (label, _), ev in zip(systems, evs)
-                                                     for row in ev.rows]})
+        tracking.log_run(
+            name,
+            "eval",
+            f"eval {shown} on {dataset.name}/{split}",
+            params,
+            metrics | {"wall_time_s": time.perf_counter() - t0},
+            s,
+            tags=tags,
+            tables={
+                "evaluation.json": [
+                    {"program": label, **row} for (label, _), ev in zip(systems, evs) for row in ev.rows
+                ]
+            },
+        )
     except Exception as exc:  # the numbers are printed above; tracking is best effort here
         console.print(f"[yellow]tracking skipped[/yellow] ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})")
     if with_baseline:

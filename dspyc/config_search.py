@@ -37,8 +37,10 @@ class ConfigSearch(Teleprompter):
         grid = [dict(zip(self.space, values)) for values in itertools.product(*self.space.values())]
         out = [own] + [c for c in grid if c != own]
         if len(out) > self.max_candidates:
-            raise DspycError(f"ConfigSearch: {len(out)} candidates exceed max_candidates={self.max_candidates}; "
-                             "list fewer values or raise the cap")
+            raise DspycError(
+                f"ConfigSearch: {len(out)} candidates exceed max_candidates={self.max_candidates}; "
+                "list fewer values or raise the cap"
+            )
         return out
 
     def compile(self, student: dspy.Module, *, trainset: list[dspy.Example], **_: Any) -> dspy.Module:
@@ -52,8 +54,10 @@ class ConfigSearch(Teleprompter):
                 assign(candidate, key, value)
             score = float(evaluate(candidate).score) / 100  # dspy reports a percentage
             self.trials.append({"config": values, "full_eval_score": round(score, 4)})
-            out.print(f"ConfigSearch {i + 1}/{len(candidates)} {values}: train {score:.4f}"
-                      + (" (the program as built)" if i == 0 else ""))
+            out.print(
+                f"ConfigSearch {i + 1}/{len(candidates)} {values}: train {score:.4f}"
+                + (" (the program as built)" if i == 0 else "")
+            )
             if score > best_score:  # strictly better: ties keep the earlier (the program's own first)
                 best, best_values, best_score = candidate, values, score
         # instructions travel in program.json; attributes are rebuilt from the manifest's config
@@ -66,8 +70,9 @@ def _predictor(module: dspy.Module, key: str) -> dspy.Predict:
     name = key.removesuffix(INSTRUCTIONS)
     predictors = dict(module.named_predictors())
     if name not in predictors:
-        raise DspycError(f"ConfigSearch: {type(module).__name__} has no predictor {name!r} "
-                         f"(it has {', '.join(predictors)})")
+        raise DspycError(
+            f"ConfigSearch: {type(module).__name__} has no predictor {name!r} (it has {', '.join(predictors)})"
+        )
     return predictors[name]
 
 

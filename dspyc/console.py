@@ -34,8 +34,9 @@ class LogConsole(Console):
     def print(self, *objects: Any, **kwargs: Any) -> None:
         if kwargs.get("width") is None and not self.is_terminal:
             options = self.options.update_width(_UNBOUNDED)
-            natural = max((Measurement.get(self, options, o).maximum for o in objects if isinstance(o, Table)),
-                          default=0)
+            natural = max(
+                (Measurement.get(self, options, o).maximum for o in objects if isinstance(o, Table)), default=0
+            )
             if natural > self.width:
                 width, self._width = self._width, natural
                 try:

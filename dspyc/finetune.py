@@ -91,8 +91,15 @@ def adapter_lm(s: Settings, weights: WeightsResult) -> dspy.LM:
 class Finetune:
     """dspyc's weights optimizer (`optimizer: Finetune` in a recipe): see the module docstring."""
 
-    def __init__(self, metric, context: CompileContext, teacher_settings: dict[str, Any] | None = None,
-                 num_threads: int = 8, seed: int = 0, **kwargs: Any):
+    def __init__(
+        self,
+        metric,
+        context: CompileContext,
+        teacher_settings: dict[str, Any] | None = None,
+        num_threads: int = 8,
+        seed: int = 0,
+        **kwargs: Any,
+    ):
         self.metric, self.context, self.num_threads, self.seed = metric, context, num_threads, seed
         self.params = FinetuneParams(**kwargs)
         self.teacher = (teacher_settings or {}).get("lm")
@@ -106,20 +113,33 @@ class Finetune:
         out = self.train(rows, version)
         adapter = Path(out["adapter"])
         self.result = WeightsResult(
-            adapter_dir=str(adapter), lora_name=S.lora_name(ctx.program, adapter, role="ft"), base_model=ctx.settings.lm_model,
-            rows=len(rows), rows_by_source=by_source,
-            dataset_version=version, epochs=p.train.epochs if p.train.max_steps <= 0 else 0.0, steps=out["steps"],
-            train_wall_s=out.get("train_runtime_s"), precision=out["precision"], lora=p.lora.model_dump(),
-            losses=out.get("losses", []), peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2))
-        console.print(f"scoring the compiled program through adapter {self.result.lora_name} "
-                      f"(DSPYC_ADAPTER_SERVING={ctx.settings.adapter_serving})")
+            adapter_dir=str(adapter),
+            lora_name=S.lora_name(ctx.program, adapter, role="ft"),
+            base_model=ctx.settings.lm_model,
+            rows=len(rows),
+            rows_by_source=by_source,
+            dataset_version=version,
+            epochs=p.train.epochs if p.train.max_steps <= 0 else 0.0,
+            steps=out["steps"],
+            train_wall_s=out.get("train_runtime_s"),
+            precision=out["precision"],
+            lora=p.lora.model_dump(),
+            losses=out.get("losses", []),
+            peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        )
+        console.print(
+            f"scoring the compiled program through adapter {self.result.lora_name} "
+            f"(DSPYC_ADAPTER_SERVING={ctx.settings.adapter_serving})"
+        )
         compiled = student.deepcopy()
         compiled.set_lm(adapter_lm(ctx.settings, self.result))
         return compiled
 
     # --- the steps ---------------------------------------------------------------------------------------------
 
-    def training_rows(self, program: dspy.Module, trainset: list[dspy.Example]) -> tuple[list[T.SFTRow], dict[str, int]]:
+    def training_rows(
+        self, program: dspy.Module, trainset: list[dspy.Example]
+    ) -> tuple[list[T.SFTRow], dict[str, int]]:
         """Passing traces of the program (or teacher) over train, gold traces over train + extras; capped, seeded."""
         ctx, p = self.context, self.params
         runs = self.traces(program, trainset)
@@ -148,8 +168,10 @@ class Finetune:
             by_source[key] = by_source.get(key, 0) + 1
         console.print(f"traces: {len(passed)}/{len(runs)} passed and kept · {len(gold)} gold-labelled runs")
         if not rows:
-            raise DspycError("no finetune rows: no trace passed the metric and the program has no gold labels "
-                             "(lower min_score, raise teacher_repeats, or give the program a gold_trace)")
+            raise DspycError(
+                "no finetune rows: no trace passed the metric and the program has no gold labels "
+                "(lower min_score, raise teacher_repeats, or give the program a gold_trace)"
+            )
         return rows, by_source
 
     def within_budget(self, rows: list[T.SFTRow]) -> list[T.SFTRow]:
@@ -161,8 +183,14 @@ class Finetune:
         p, s = self.params, self.context.settings
         tok = AutoTokenizer.from_pretrained(resolve_lm(s.lm_model, s))
         epochs = p.train.epochs if p.train.max_steps <= 0 else 1.0
-        sizes = [len(tok(tok.apply_chat_template(row.prompt + row.completion, tokenize=False), add_special_tokens=False)
-                     ["input_ids"]) for row in rows]
+        sizes = [
+            len(
+                tok(tok.apply_chat_template(row.prompt + row.completion, tokenize=False), add_special_tokens=False)[
+                    "input_ids"
+                ]
+            )
+            for row in rows
+        ]
         order = list(range(len(rows)))
         if sum(sizes) * epochs > p.max_train_tokens:  # a seeded sample of what fits (all rows, in order, when all do)
             random.Random(self.seed).shuffle(order)
@@ -172,8 +200,10 @@ class Finetune:
                 break
             kept.append(rows[i])
             used += sizes[i]
-        console.print(f"rows within {p.max_train_tokens:,} trained tokens: {len(kept)} of {len(rows)} "
-                      f"({used:,} tokens an epoch × {epochs:g})")
+        console.print(
+            f"rows within {p.max_train_tokens:,} trained tokens: {len(kept)} of {len(rows)} "
+            f"({used:,} tokens an epoch × {epochs:g})"
+        )
         return kept
 
     def traces(self, program: dspy.Module, trainset: list[dspy.Example]) -> list[T.TeacherRun]:
@@ -182,8 +212,16 @@ class Finetune:
         if p.teacher_repeats > 1 or p.teacher_temperature:
             lm = lm.copy(temperature=p.teacher_temperature)
         with _progress() as progress:
-            return T.collect(program, trainset, self.metric, repeats=p.teacher_repeats, min_score=p.min_score,
-                             num_threads=self.num_threads, lm=lm, progress=progress)
+            return T.collect(
+                program,
+                trainset,
+                self.metric,
+                repeats=p.teacher_repeats,
+                min_score=p.min_score,
+                num_threads=self.num_threads,
+                lm=lm,
+                progress=progress,
+            )
 
     def train(self, rows: list[T.SFTRow], version: str) -> dict[str, Any]:
         """LoRA SFT on the program LM (resumable: the work folder is keyed by the rows, the recipe and the model)."""
@@ -195,14 +233,24 @@ class Finetune:
         base = resolve_lm(s.lm_model, s)
         recipe = SFTRecipe(name=f"finetune {ctx.program}", base_model=s.lm_model, lora=p.lora, train=p.train)
         key = hashlib.sha256(f"{version}{recipe.model_dump_json()}{base}".encode()).hexdigest()[:12]
-        console.print(f"training a LoRA on {s.lm_model}: {len(rows)} rows × {p.train.epochs:g} epochs, batch "
-                      f"{p.train.batch_size}, max {p.train.max_length} tokens, {train.precision(p.train)}, "
-                      f"LoRA r={p.lora.r} on {'/'.join(m.removesuffix('_proj') for m in p.lora.target_modules)}"
-                      + (f" of the top {p.lora.layers} layers" if p.lora.layers else ""))
+        console.print(
+            f"training a LoRA on {s.lm_model}: {len(rows)} rows × {p.train.epochs:g} epochs, batch "
+            f"{p.train.batch_size}, max {p.train.max_length} tokens, {train.precision(p.train)}, "
+            f"LoRA r={p.lora.r} on {'/'.join(m.removesuffix('_proj') for m in p.lora.target_modules)}"
+            + (f" of the top {p.lora.layers} layers" if p.lora.layers else "")
+        )
         # a run trained before (same rows, recipe and model) is reused: its adapter, and train_runtime_s None
-        return train.run_sft([r.model_dump() for r in rows], str(base), recipe, s.cache_dir / "finetune" / ctx.program / key)
+        return train.run_sft(
+            [r.model_dump() for r in rows], str(base), recipe, s.cache_dir / "finetune" / ctx.program / key
+        )
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )

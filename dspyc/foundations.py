@@ -31,15 +31,22 @@ def show_tokens(text: str, s: Settings | None = None, chat: bool = False) -> lis
     """Print each token id and piece, and how much of the context window the text uses."""
     s = s or get_settings()
     tok = _tokenizer(s)
-    ids = (tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True,
-                                   return_dict=True)["input_ids"] if chat else tok.encode(text))
+    ids = (
+        tok.apply_chat_template(
+            [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
+        if chat
+        else tok.encode(text)
+    )
     table = Table("#", "id", "piece", title=f"{len(ids)} tokens ({s.lm_model})")
     for i, t in enumerate(ids):
         table.add_row(str(i), str(t), repr(tok.decode([t])))
     console.print(table)
     window = context_window(s)
-    console.print(f"context window: {len(ids)} / {window} tokens ({100 * len(ids) / window:.2f}%), "
-                  f"{len(text) / max(len(ids), 1):.2f} characters per token")
+    console.print(
+        f"context window: {len(ids)} / {window} tokens ({100 * len(ids) / window:.2f}%), "
+        f"{len(text) / max(len(ids), 1):.2f} characters per token"
+    )
     return ids
 
 
@@ -59,20 +66,27 @@ def smoke(prompt: str = "What is the capital of France?", max_new_tokens: int = 
     with torch.inference_mode():
         logits = model(ids).logits[0, -1]
     top = torch.topk(torch.softmax(logits, -1), 5)
-    console.print("forward → next-token distribution: " + ", ".join(
-        f"{tok.decode([int(i)])!r} {p:.3f}" for p, i in zip(top.values.tolist(), top.indices.tolist())))
+    console.print(
+        "forward → next-token distribution: "
+        + ", ".join(f"{tok.decode([int(i)])!r} {p:.3f}" for p, i in zip(top.values.tolist(), top.indices.tolist()))
+    )
     t0 = time.perf_counter()
     with torch.inference_mode():
         out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.eos_token_id)
     dt = time.perf_counter() - t0
-    new = out[0, ids.shape[1]:]
-    console.print(f"greedy ({len(new)} tokens, {len(new) / dt:.1f} tok/s): {tok.decode(new, skip_special_tokens=True)!r}")
+    new = out[0, ids.shape[1] :]
+    console.print(
+        f"greedy ({len(new)} tokens, {len(new) / dt:.1f} tok/s): {tok.decode(new, skip_special_tokens=True)!r}"
+    )
     console.rule("[bold]2. the same prompt through the engine")
     base = engine.ensure(s)
     t0 = time.perf_counter()
-    r = httpx.post(f"{base}/chat/completions", headers={"Authorization": f"Bearer {s.lm_api_key}"}, timeout=120,
-                   json={"model": served_name(s.lm_model, s), "messages": msgs, "max_tokens": max_new_tokens,
-                         "temperature": 0})
+    r = httpx.post(
+        f"{base}/chat/completions",
+        headers={"Authorization": f"Bearer {s.lm_api_key}"},
+        timeout=120,
+        json={"model": served_name(s.lm_model, s), "messages": msgs, "max_tokens": max_new_tokens, "temperature": 0},
+    )
     r.raise_for_status()
     body = r.json()
     dt = time.perf_counter() - t0
@@ -80,14 +94,30 @@ def smoke(prompt: str = "What is the capital of France?", max_new_tokens: int = 
     console.print(f"engine ({n} tokens, {n / dt:.1f} tok/s incl. HTTP): {body['choices'][0]['message']['content']!r}")
 
 
-def sample(prompt: str, temperature: float = 0.8, top_p: float = 0.95, n: int = 5, max_tokens: int = 40,
-           s: Settings | None = None) -> list[str]:
+def sample(
+    prompt: str,
+    temperature: float = 0.8,
+    top_p: float = 0.95,
+    n: int = 5,
+    max_tokens: int = 40,
+    s: Settings | None = None,
+) -> list[str]:
     """Sample n completions through the engine: see how temperature and top-p change the outputs."""
     s = s or get_settings()
     base = engine.ensure(s)
-    r = httpx.post(f"{base}/chat/completions", headers={"Authorization": f"Bearer {s.lm_api_key}"}, timeout=300,
-                   json={"model": served_name(s.lm_model, s), "messages": [{"role": "user", "content": prompt}],
-                         "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "n": n})
+    r = httpx.post(
+        f"{base}/chat/completions",
+        headers={"Authorization": f"Bearer {s.lm_api_key}"},
+        timeout=300,
+        json={
+            "model": served_name(s.lm_model, s),
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+            "n": n,
+        },
+    )
     if r.status_code >= 400:
         raise DspycError(f"the engine refused the request ({r.status_code}): {r.text[:200]}")
     outs = [c["message"]["content"] for c in r.json()["choices"]]

@@ -58,7 +58,9 @@ def _schema_constraint(path: str, response_format: dict[str, Any] | None, prompt
         return None
     from lmformatenforcer import JsonSchemaParser, TokenEnforcer
 
-    schema = (response_format.get("json_schema") or {}).get("schema") if response_format["type"] == "json_schema" else None
+    schema = (
+        (response_format.get("json_schema") or {}).get("schema") if response_format["type"] == "json_schema" else None
+    )
     enforcer = TokenEnforcer(_TokenizerData.build(path), JsonSchemaParser(schema))
     return lambda _batch, ids: enforcer.get_allowed_tokens(ids[prompt_len:].tolist()).allowed_tokens
 
@@ -76,8 +78,15 @@ class TransformersEngine:
     def tokenizer(self):
         return load_model(self.path, self.dtype)[0]
 
-    def generate(self, messages: list[dict[str, str]], max_tokens: int = 256, temperature: float = 0.0,
-                 top_p: float = 1.0, response_format: dict | None = None, seed: int | None = None) -> tuple[str, int, int, str]:
+    def generate(
+        self,
+        messages: list[dict[str, str]],
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        response_format: dict | None = None,
+        seed: int | None = None,
+    ) -> tuple[str, int, int, str]:
         """Returns (text, prompt tokens, completion tokens, finish reason)."""
         tok, model = load_model(self.path, self.dtype)
         ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
@@ -103,11 +112,20 @@ class TransformersEngine:
         data = request_kwargs(request, "chat")
         messages = [{"role": m["role"], "content": _message_text(m.get("content"))} for m in data["messages"]]
         text, n_in, n_out, finish = self.generate(
-            messages, max_tokens=data.get("max_completion_tokens") or data.get("max_tokens") or 256,
-            temperature=data.get("temperature") or 0.0, top_p=data.get("top_p") or 1.0,
-            response_format=data.get("response_format"), seed=data.get("seed"))
-        return Response(id=None, model=self.served_name, message=Message.assistant([TextPart(text)]),
-                        finish_reason=finish, usage=Usage(input_tokens=n_in, output_tokens=n_out))
+            messages,
+            max_tokens=data.get("max_completion_tokens") or data.get("max_tokens") or 256,
+            temperature=data.get("temperature") or 0.0,
+            top_p=data.get("top_p") or 1.0,
+            response_format=data.get("response_format"),
+            seed=data.get("seed"),
+        )
+        return Response(
+            id=None,
+            model=self.served_name,
+            message=Message.assistant([TextPart(text)]),
+            finish_reason=finish,
+            usage=Usage(input_tokens=n_in, output_tokens=n_out),
+        )
 
     def stream(self, request: Request):
         return response_to_events(self.complete(request))

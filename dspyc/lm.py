@@ -93,8 +93,14 @@ def _pick_served(base: str, wanted: str, api_key: str) -> str:
     return wanted if wanted in served else served[0]
 
 
-def build_lm(settings: Settings | None = None, *, model: str | None = None, adapter: str | None = None,
-             url: str | None = None, **overrides) -> dspy.LM:
+def build_lm(
+    settings: Settings | None = None,
+    *,
+    model: str | None = None,
+    adapter: str | None = None,
+    url: str | None = None,
+    **overrides,
+) -> dspy.LM:
     """Build the LM the settings describe.
 
     `model` is a model key, folder or hub id (None: the program LM, `lm_model`) whose engine serves the calls;

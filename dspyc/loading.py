@@ -49,17 +49,22 @@ def build_version(ref: str, data: str | None = None, s: Settings | None = None) 
         data = manifest.dataset.path if Path(manifest.dataset.path).is_dir() else manifest.dataset.name
         dataset = spec.load_data(data, manifest.seed)
         if dataset.version != manifest.dataset.version:
-
-            warnings.warn(f"{name}@{version} was compiled on dataset version {manifest.dataset.version}; "
-                          f"the data now has {dataset.version}", stacklevel=2)
+            warnings.warn(
+                f"{name}@{version} was compiled on dataset version {manifest.dataset.version}; "
+                f"the data now has {dataset.version}",
+                stacklevel=2,
+            )
     else:
         dataset = spec.load_data(data, manifest.seed)
     apply_split_config(dataset, manifest.config, manifest.seed)  # the split sizes it was compiled with (--set test=60)
     source = registry.source_hash(name)
     if manifest.source_hash != source:  # the prompts come from the code as it is now
-        warnings.warn(f"{name}@{version} was compiled against other source (programs/{name}.py or signatures/{name}.py "
-                      f"changed since: {manifest.source_hash} → {source}); its prompts may differ from "
-                      "the ones it was scored with", stacklevel=2)
+        warnings.warn(
+            f"{name}@{version} was compiled against other source (programs/{name}.py or signatures/{name}.py "
+            f"changed since: {manifest.source_hash} → {source}); its prompts may differ from "
+            "the ones it was scored with",
+            stacklevel=2,
+        )
     module = spec.build(dataset, manifest.config)
     load_state(module, program_dir(name, s) / str(version) / PROGRAM_FILE, f"{name}@{version}")
     module.dspyc_manifest = manifest
@@ -76,8 +81,11 @@ def load_state(module: dspy.Module, path: Path, label: str) -> None:
         return
     missing = [n for n in params if n not in state]
     if missing:
-        warnings.warn(f"{label} was saved before the program had {', '.join(missing)}: "
-                      f"{'it runs' if len(missing) == 1 else 'they run'} as built, uncompiled", stacklevel=3)
+        warnings.warn(
+            f"{label} was saved before the program had {', '.join(missing)}: "
+            f"{'it runs' if len(missing) == 1 else 'they run'} as built, uncompiled",
+            stacklevel=3,
+        )
         state |= {n: params[n].dump_state() for n in missing}
     module.load_state(state)
 

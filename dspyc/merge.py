@@ -34,7 +34,9 @@ def is_valid(folder: Path, adapter_sha256: str) -> bool:
     info = json.loads(stamp.read_text())
     if info.get("adapter_sha256") != adapter_sha256:
         return False
-    return all((folder / name).is_file() and sha256_file(folder / name) == digest for name, digest in info["files"].items())
+    return all(
+        (folder / name).is_file() and sha256_file(folder / name) == digest for name, digest in info["files"].items()
+    )
 
 
 def merged_copy(adapter_dir: Path, base_model: str, s: Settings) -> Path:
@@ -56,7 +58,9 @@ def merged_copy(adapter_dir: Path, base_model: str, s: Settings) -> Path:
         with console.status(f"merging adapter {adapter_dir} into {base_model} (a cache, built once: {out})"):
             base = resolve_lm(base_model, s)
             model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
-            dtype = model.config.dtype if isinstance(getattr(model.config, "dtype", None), torch.dtype) else torch.float32
+            dtype = (
+                model.config.dtype if isinstance(getattr(model.config, "dtype", None), torch.dtype) else torch.float32
+            )
             merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
             merged.to(dtype).save_pretrained(str(tmp))
             AutoTokenizer.from_pretrained(str(base)).save_pretrained(str(tmp))

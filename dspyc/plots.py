@@ -56,13 +56,18 @@ def quality_cost_plot(manifests: list[artifacts.Manifest], path: Path, champion:
     fig, ax = plt.subplots(figsize=(6, 4))
     for m, x, y in points:
         ax.scatter(x, y, s=60, marker="*" if m.version == champion else "o", zorder=3)
-        ax.annotate(f"v{m.version} {m.recipe.get('name', '')}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.annotate(
+            f"v{m.version} {m.recipe.get('name', '')}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8
+        )
         base = score(m, which="baseline")
         if base is not None:  # where each version started from (uncompiled, hollow): what compiling bought
             ax.scatter(x, base, s=40, facecolors="none", edgecolors="grey", zorder=2)
             ax.annotate("", (x, y), (x, base), arrowprops={"arrowstyle": "->", "alpha": 0.4})
-    ax.set(xlabel="tokens per LM call (in + out)", ylabel="score on test (● compiled, ○ uncompiled)",
-           title=f"{points[0][0].program}: quality vs cost across versions")
+    ax.set(
+        xlabel="tokens per LM call (in + out)",
+        ylabel="score on test (● compiled, ○ uncompiled)",
+        title=f"{points[0][0].program}: quality vs cost across versions",
+    )
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -70,19 +75,25 @@ def quality_cost_plot(manifests: list[artifacts.Manifest], path: Path, champion:
     return path
 
 
-def version_plots(program: str, out: Path, s: Settings | None = None, upto: int | None = None,
-                  champion: int | None = None) -> list[Path]:
+def version_plots(
+    program: str, out: Path, s: Settings | None = None, upto: int | None = None, champion: int | None = None
+) -> list[Path]:
     """The trial plot of the latest version (up to `upto`), the quality/cost plot of all versions, and the frontier
     of the latest cost or pareto compile."""
     s = s or get_settings()
     out.mkdir(parents=True, exist_ok=True)
-    manifests = [artifacts.read_manifest(program, v, s, verify=False) for v in artifacts.versions(program, s)
-                 if upto is None or v <= upto]
+    manifests = [
+        artifacts.read_manifest(program, v, s, verify=False)
+        for v in artifacts.versions(program, s)
+        if upto is None or v <= upto
+    ]
     manifests = [m for m in manifests if m.kind == "program"]
     if not manifests:
         return []
-    made = [trials_plot(manifests[-1], out / f"trials_v{manifests[-1].version}.png"),
-            quality_cost_plot(manifests, out / "quality_vs_cost.png", champion)]
+    made = [
+        trials_plot(manifests[-1], out / f"trials_v{manifests[-1].version}.png"),
+        quality_cost_plot(manifests, out / "quality_vs_cost.png", champion),
+    ]
     if searched := next((m for m in reversed(manifests) if m.metrics.get("candidates")), None):
         made.append(frontier_plot(searched, out / f"frontier_v{searched.version}.png"))  # the latest cost search
     return [p for p in made if p]
@@ -97,8 +108,13 @@ def distill_plot(program: str, rows: list[dict], path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for r in rows:
         ax.scatter(r["cost_per_1k_calls_usd"], r[quality], s=40)
-        ax.annotate(r["system"][:40], (r["cost_per_1k_calls_usd"], r[quality]), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")
+        ax.annotate(
+            r["system"][:40],
+            (r["cost_per_1k_calls_usd"], r[quality]),
+            fontsize=7,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
     ax.set(xlabel="$ per 1,000 calls (machine time)", ylabel=quality, title=f"{program}: teacher vs students")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -119,19 +135,28 @@ def frontier_plot(m: artifacts.Manifest, path: Path) -> Path | None:
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    ax.scatter([c["dev_cost"] for c in rows], [c["dev"] for c in rows], s=30, color="grey", alpha=0.6, label="candidate")
+    ax.scatter(
+        [c["dev_cost"] for c in rows], [c["dev"] for c in rows], s=30, color="grey", alpha=0.6, label="candidate"
+    )
     front = sorted((c for c in rows if c["frontier"]), key=lambda c: c["dev_cost"])
     ax.plot([c["dev_cost"] for c in front], [c["dev"] for c in front], "o-", color="tab:blue", label="frontier")
     for c in rows:
         if c["frontier"] or c["chosen"] or c["origin"] == "uncompiled":
-            ax.annotate(c["name"][:32], (c["dev_cost"], c["dev"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+            ax.annotate(
+                c["name"][:32], (c["dev_cost"], c["dev"]), fontsize=7, xytext=(4, 4), textcoords="offset points"
+            )
     base = next(c for c in rows if c["origin"] == "uncompiled")
     ax.scatter([base["dev_cost"]], [base["dev"]], s=90, marker="s", color="tab:red", zorder=3, label="uncompiled")
     for c in (c for c in rows if c["chosen"]):
-        ax.scatter([c["dev_cost"]], [c["dev"]], s=160, marker="*", color="gold", edgecolors="k", zorder=4, label="chosen")
+        ax.scatter(
+            [c["dev_cost"]], [c["dev"]], s=160, marker="*", color="gold", edgecolors="k", zorder=4, label="chosen"
+        )
     obj = m.metrics["objective"]
-    ax.set(xlabel=f"{COST_LABELS[obj['cost']]} (dev)", ylabel="dev score",
-           title=f"{m.program}@{m.version}: quality vs cost ({obj['objective']}, margin {obj['margin']:g})")
+    ax.set(
+        xlabel=f"{COST_LABELS[obj['cost']]} (dev)",
+        ylabel="dev score",
+        title=f"{m.program}@{m.version}: quality vs cost ({obj['objective']}, margin {obj['margin']:g})",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -140,8 +165,9 @@ def frontier_plot(m: artifacts.Manifest, path: Path) -> Path | None:
     return path
 
 
-def recall_curve_plot(points: list[tuple[int, dict[str, dict[str, float]]]], path: Path, title: str,
-                      metric: str = "recall@5") -> Path | None:
+def recall_curve_plot(
+    points: list[tuple[int, dict[str, dict[str, float]]]], path: Path, title: str, metric: str = "recall@5"
+) -> Path | None:
     """`just eval-retrieval --add-corpus/--sizes`: `metric` against corpus size (passages, log axis), one line per
     retriever; `points` are (passages, {retriever: {metric: value}}) in corpus order."""
     points = sorted(((n, s) for n, s in points if n > 0), key=lambda p: p[0])

@@ -27,7 +27,9 @@ class ProgramSpec:
     name: str
     # build(data, config) -> dspy.Module; `data` is what load_data returned (retrievers come from it).
     build: Callable[[ProgramData, dict[str, Any]], dspy.Module]
-    load_data: Callable[[str, int], ProgramData]  # (dataset name or folder, seed) -> split data (dspyc.data.ProgramData)
+    load_data: Callable[
+        [str, int], ProgramData
+    ]  # (dataset name or folder, seed) -> split data (dspyc.data.ProgramData)
     metric: Callable[..., float]  # DSPy metric: (example, prediction, trace=None) -> float (or bool when tracing)
     report: Callable[[list[tuple[dspy.Example, Any]]], dict[str, float]]  # all metrics of an evaluation
     dataset: str  # the default dataset under datasets/
@@ -94,12 +96,18 @@ def get(name: str) -> ProgramSpec:
 
 
 def source_hash(name: str) -> str:
-    """Hash of the program's file and its signatures file: what the prompts were compiled against."""
+    """Hash of the program's file and its signatures file as code (their syntax trees: docstrings, which become
+    prompts, count; comments and formatting do not): what the prompts were compiled against."""
+    import ast
     import hashlib
 
     root = get_settings().project_dir
     h = hashlib.sha256()
     for p in (root / "programs" / f"{name}.py", root / "signatures" / f"{name}.py"):
         if p.exists():
-            h.update(p.read_bytes())
+            text = p.read_text()
+            try:
+                h.update(ast.dump(ast.parse(text)).encode())
+            except SyntaxError:  # loading the program reports it; the hash still tells versions apart
+                h.update(text.encode())
     return h.hexdigest()[:16]

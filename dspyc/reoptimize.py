@@ -55,7 +55,9 @@ def program_lock(program: str, s: Settings) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            raise DspycError(f"another re-optimization of {program} is running ({f.read().strip() or 'pid unknown'})") from None
+            raise DspycError(
+                f"another re-optimization of {program} is running ({f.read().strip() or 'pid unknown'})"
+            ) from None
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()} since {artifacts.now_iso()}")
@@ -71,7 +73,9 @@ def _decided(program: str, champion: int, dataset: str, source: str, s: Settings
     f = artifacts.program_dir(program, s) / DECISIONS
     for line in reversed(f.read_text().splitlines() if f.exists() else []):
         row = json.loads(line)
-        if (row["champion"], row["dataset_after"], row.get("source_hash")) == (champion, dataset, source) and row["action"] != "skipped":
+        if (row["champion"], row["dataset_after"], row.get("source_hash")) == (champion, dataset, source) and row[
+            "action"
+        ] != "skipped":
             return Decision(**{k: v for k, v in row.items() if k in Decision.model_fields})
     return None
 
@@ -80,13 +84,29 @@ def _record(d: Decision, source_hash: str, s: Settings) -> None:
     with open(artifacts.program_dir(d.program, s) / DECISIONS, "a") as f:  # one short line per append
         f.write(json.dumps(d.model_dump() | {"source_hash": source_hash}) + "\n")
     try:
-        metrics = {k: float(v) for k, v in d.model_dump().items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        tracking.log_run(d.program, "reoptimize", f"reoptimize {d.program}: {d.action}",
-                         {"action": d.action, "reason": d.reason, "champion": d.champion, "challenger": d.challenger,
-                          "dataset_before": d.dataset_before, "dataset_after": d.dataset_after}, metrics, s,
-                         tags={"dspyc.decision": d.action})
+        metrics = {
+            k: float(v) for k, v in d.model_dump().items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+        tracking.log_run(
+            d.program,
+            "reoptimize",
+            f"reoptimize {d.program}: {d.action}",
+            {
+                "action": d.action,
+                "reason": d.reason,
+                "champion": d.champion,
+                "challenger": d.challenger,
+                "dataset_before": d.dataset_before,
+                "dataset_after": d.dataset_after,
+            },
+            metrics,
+            s,
+            tags={"dspyc.decision": d.action},
+        )
     except Exception as exc:
-        console.print(f"[yellow]tracking skipped[/yellow] for the decision ({type(exc).__name__}); it is in {DECISIONS}")
+        console.print(
+            f"[yellow]tracking skipped[/yellow] for the decision ({type(exc).__name__}); it is in {DECISIONS}"
+        )
 
 
 def _evaluate(ref: str, examples: list, spec: registry.ProgramSpec, data: str, s: Settings, measure: bool):
@@ -98,8 +118,9 @@ def _evaluate(ref: str, examples: list, spec: registry.ProgramSpec, data: str, s
         return evaluate(module, examples, spec, s.num_threads, f"{ref} · held-out")
 
 
-def judge(objective: str, cost_measure: str, champ, chal, margin: float, alpha: float, s: Settings,
-          seed: int) -> tuple[bool, str, tuple[float, tuple[float, float], float]]:
+def judge(
+    objective: str, cost_measure: str, champ, chal, margin: float, alpha: float, s: Settings, seed: int
+) -> tuple[bool, str, tuple[float, tuple[float, float], float]]:
     """(promote?, why, (delta, ci, p)) for challenger vs champion on the same held-out examples. `quality`: a win
     by `margin` with p < alpha; `cost`, `pareto`: not worse by more than `margin` (the interval's lower bound) and
     cheaper per run."""
@@ -109,18 +130,37 @@ def judge(objective: str, cost_measure: str, champ, chal, margin: float, alpha: 
     stats = f"95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}], p={p:.4f}, n={len(chal.per_example)}"
     if objective == "quality":
         win = delta >= margin and p < alpha
-        return win, (f"challenger {'beats' if win else 'does not beat'} champion by {delta:+.3f} "
-                     f"(margin {margin}, {stats}, alpha {alpha})"), (delta, ci, p)
+        return (
+            win,
+            (
+                f"challenger {'beats' if win else 'does not beat'} champion by {delta:+.3f} "
+                f"(margin {margin}, {stats}, alpha {alpha})"
+            ),
+            (delta, ci, p),
+        )
     before, after = (run_cost(e.cost, cost_measure, s.price_machine_hour) for e in (champ, chal))
     cheaper = before is not None and after is not None and after < before
     win = ci[0] >= -margin and cheaper
-    return win, (f"objective {objective}: challenger is {'' if ci[0] >= -margin else 'not '}within {margin:g} of the "
-                 f"champion ({delta:+.3f}, {stats}) at {after} vs {before} {COST_LABELS[cost_measure]} "
-                 f"({'cheaper' if cheaper else 'not cheaper'})"), (delta, ci, p)
+    return (
+        win,
+        (
+            f"objective {objective}: challenger is {'' if ci[0] >= -margin else 'not '}within {margin:g} of the "
+            f"champion ({delta:+.3f}, {stats}) at {after} vs {before} {COST_LABELS[cost_measure]} "
+            f"({'cheaper' if cheaper else 'not cheaper'})"
+        ),
+        (delta, ci, p),
+    )
 
 
-def reoptimize(program: str, s: Settings | None = None, *, margin: float | None = None, alpha: float | None = None,
-               force: bool = False, warm_start: bool = False) -> Decision:
+def reoptimize(
+    program: str,
+    s: Settings | None = None,
+    *,
+    margin: float | None = None,
+    alpha: float | None = None,
+    force: bool = False,
+    warm_start: bool = False,
+) -> Decision:
     from dspyc.compiler import compile_program
     from dspyc.lm import configure
 
@@ -137,26 +177,58 @@ def reoptimize(program: str, s: Settings | None = None, *, margin: float | None 
             margin = champ.recipe.get("margin", margin)
         data = champ.dataset.path if Path(champ.dataset.path).is_dir() else champ.dataset.name
         current = spec.load_data(data, champ.seed)
-        apply_split_config(current, spec.config | champ.config, champ.seed)  # the champion's split sizes (--set test=60)
+        apply_split_config(
+            current, spec.config | champ.config, champ.seed
+        )  # the champion's split sizes (--set test=60)
         source = registry.source_hash(program)
-        base = dict(program=program, champion=champion, dataset_before=champ.dataset.version,
-                    dataset_after=current.version, margin=margin, alpha=alpha, created=artifacts.now_iso())
-        changed = [what for what, differs in (("data", current.version != champ.dataset.version),
-                                              ("code", source != champ.source_hash)) if differs]
+        base = dict(
+            program=program,
+            champion=champion,
+            dataset_before=champ.dataset.version,
+            dataset_after=current.version,
+            margin=margin,
+            alpha=alpha,
+            created=artifacts.now_iso(),
+        )
+        changed = [
+            what
+            for what, differs in (
+                ("data", current.version != champ.dataset.version),
+                ("code", source != champ.source_hash),
+            )
+            if differs
+        ]
         if not changed and not force:
-            d = Decision(action="skipped", reason=f"data ({current.version}) and code unchanged since {program}@{champion}", **base)
+            d = Decision(
+                action="skipped",
+                reason=f"data ({current.version}) and code unchanged since {program}@{champion}",
+                **base,
+            )
             console.print(f"[dim]{program}: {d.reason}; champion stays[/dim]")
             return d
         earlier = None if force else _decided(program, champion, current.version, source, s)
         if earlier:
-            console.print(f"[dim]{program}: already decided for this data and code ({earlier.action}: {earlier.reason})[/dim]")
+            console.print(
+                f"[dim]{program}: already decided for this data and code ({earlier.action}: {earlier.reason})[/dim]"
+            )
             return earlier.model_copy(update={"action": "skipped", "reason": f"already decided: {earlier.reason}"})
-        console.print(f"[bold]{program}[/bold]: {' and '.join(changed) or 'forced'} changed since champion "
-                      f"{program}@{champion}; compiling a challenger with recipe {champ.recipe.get('name')}")
+        console.print(
+            f"[bold]{program}[/bold]: {' and '.join(changed) or 'forced'} changed since champion "
+            f"{program}@{champion}; compiling a challenger with recipe {champ.recipe.get('name')}"
+        )
         warm = artifacts.program_dir(program, s) / str(champion) / artifacts.PROGRAM_FILE if warm_start else None
-        chal = compile_program(program, champ.recipe.get("name"), data=data, seed=champ.seed, s=s, config=champ.config,
-                               warm_start=warm, auto_champion=False,  # only the held-out test below promotes
-                               objective=objective, margin=margin if objective != "quality" else None)
+        chal = compile_program(
+            program,
+            champ.recipe.get("name"),
+            data=data,
+            seed=champ.seed,
+            s=s,
+            config=champ.config,
+            warm_start=warm,
+            auto_champion=False,  # only the held-out test below promotes
+            objective=objective,
+            margin=margin if objective != "quality" else None,
+        )
         # The same fresh held-out examples for both: the current test split, minus anything either trained on.
         used = set(champ.trained_on) | set(chal.trained_on)
         held_out = [ex for ex in current.splits["test"] if str(ex.get("id")) not in used]
@@ -168,15 +240,26 @@ def reoptimize(program: str, s: Settings | None = None, *, margin: float | None 
         chal_ev = _evaluate(f"{program}@{chal.version}", held_out, spec, data, s, cost_run)
         champ_scores, chal_scores = champ_ev.per_example, chal_ev.per_example
         win, reason, (delta, ci, p) = judge(objective, cost_measure, champ_ev, chal_ev, margin, alpha, s, champ.seed)
-        d = Decision(action="promoted" if win else "kept", reason=reason, challenger=chal.version, n=len(held_out),
-                     champion_score=sum(champ_scores) / len(champ_scores), challenger_score=sum(chal_scores) / len(chal_scores),
-                     delta=delta, ci95=ci, p_value=p, **base)
+        d = Decision(
+            action="promoted" if win else "kept",
+            reason=reason,
+            challenger=chal.version,
+            n=len(held_out),
+            champion_score=sum(champ_scores) / len(champ_scores),
+            challenger_score=sum(chal_scores) / len(chal_scores),
+            delta=delta,
+            ci95=ci,
+            p_value=p,
+            **base,
+        )
         if win:
             tracking.promote(program, chal.version, s, reason=f"reoptimize: {reason}")
         _record(d, source, s)
         colour = "green" if win else "yellow"
-        console.print(f"[{colour}]{program}: {d.action}[/{colour}] {program}@{chal.version if win else champion} "
-                      f"is champion · {reason}")
+        console.print(
+            f"[{colour}]{program}: {d.action}[/{colour}] {program}@{chal.version if win else champion} "
+            f"is champion · {reason}"
+        )
         return d
 
 
@@ -197,11 +280,15 @@ def schedule(programs: list[str], cron: str, s: Settings | None = None, run_now:
             try:
                 reoptimize(program, s)
             except Exception as exc:  # noqa: BLE001 - one program's failure must not stop the schedule
-                console.print(f"[red]{program}: re-optimization failed[/red] ({type(exc).__name__}: {exc}); retrying next tick")
+                console.print(
+                    f"[red]{program}: re-optimization failed[/red] ({type(exc).__name__}: {exc}); retrying next tick"
+                )
 
     scheduler = BlockingScheduler()
     scheduler.add_job(tick, trigger, max_instances=1, coalesce=True)
-    console.print(f"re-optimizing {', '.join(programs)} on '{cron}' (next: {trigger.get_next_fire_time(None, _now())}); Ctrl-C stops")
+    console.print(
+        f"re-optimizing {', '.join(programs)} on '{cron}' (next: {trigger.get_next_fire_time(None, _now())}); Ctrl-C stops"
+    )
     if run_now:
         tick()
     try:

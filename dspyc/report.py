@@ -32,11 +32,23 @@ def version_rows(program: str, s: Settings | None = None) -> list[dict]:
     rows = []
     for v in have:
         m = artifacts.read_manifest(program, v, s, verify=False)
-        rows.append({"version": v, "aliases": alias_of.get(v, []), "kind": m.kind, "recipe": m.recipe.get("name", ""),
-                     "dataset": f"{m.dataset.name}@{m.dataset.version}", "dev": plots.score(m, "dev"),
-                     "test": plots.score(m, "test"), "tokens": m.usage.get("input_tokens", 0) + m.usage.get("output_tokens", 0),
-                     "tokens_per_call": plots.tokens_per_call(m), "created": m.created, "manifest": m,
-                     "lm": m.lm.served_name or m.lm.model, "kept": m.kept})
+        rows.append(
+            {
+                "version": v,
+                "aliases": alias_of.get(v, []),
+                "kind": m.kind,
+                "recipe": m.recipe.get("name", ""),
+                "dataset": f"{m.dataset.name}@{m.dataset.version}",
+                "dev": plots.score(m, "dev"),
+                "test": plots.score(m, "test"),
+                "tokens": m.usage.get("input_tokens", 0) + m.usage.get("output_tokens", 0),
+                "tokens_per_call": plots.tokens_per_call(m),
+                "created": m.created,
+                "manifest": m,
+                "lm": m.lm.served_name or m.lm.model,
+                "kept": m.kept,
+            }
+        )
     return rows
 
 
@@ -47,8 +59,17 @@ def print_versions(program: str, s: Settings | None = None) -> None:
         table.add_column(col, justify="right" if col in ("version", "dev", "test", "tokens") else "left")
     for r in rows:
         recipe = r["recipe"] + (" (uncompiled kept)" if r["kept"] == "uncompiled" else "")
-        table.add_row(str(r["version"]), ", ".join(r["aliases"]), recipe, r["lm"], r["dataset"], _fmt(r["dev"]),
-                      _fmt(r["test"]), f"{r['tokens']:,}", r["created"].replace("T", " ")[:16])
+        table.add_row(
+            str(r["version"]),
+            ", ".join(r["aliases"]),
+            recipe,
+            r["lm"],
+            r["dataset"],
+            _fmt(r["dev"]),
+            _fmt(r["test"]),
+            f"{r['tokens']:,}",
+            r["created"].replace("T", " ")[:16],
+        )
     console.print(table)
 
 
@@ -59,18 +80,24 @@ def write_report(program: str, out: Path | None = None, s: Settings | None = Non
     out = out or artifacts.program_dir(program, s) / "report"
     champion = next((r["version"] for r in rows if tracking.CHAMPION in r["aliases"]), None)
     figures = plots.version_plots(program, out, s, champion=champion)
-    lines = [f"# {program}: compiled versions", "",
-             f"Champion: {f'v{champion}' if champion else 'none'}. Scores are the program's metric on the split "
-             "(compiled, or uncompiled where that was kept for scoring higher on dev; uncompiled in brackets). "
-             "Tokens are all LM tokens of the compile run.", "",
-             "| version | alias | recipe | dataset | dev | test | tokens/call | tokens | created |",
-             "|---:|---|---|---|---:|---:|---:|---:|---|"]
+    lines = [
+        f"# {program}: compiled versions",
+        "",
+        f"Champion: {f'v{champion}' if champion else 'none'}. Scores are the program's metric on the split "
+        "(compiled, or uncompiled where that was kept for scoring higher on dev; uncompiled in brackets). "
+        "Tokens are all LM tokens of the compile run.",
+        "",
+        "| version | alias | recipe | dataset | dev | test | tokens/call | tokens | created |",
+        "|---:|---|---|---|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         m = r["manifest"]
         base = {split: plots.score(m, split, "baseline") for split in ("dev", "test")}
-        lines.append(f"| {r['version']} | {', '.join(r['aliases'])} | {r['recipe']} | {r['dataset']} | "
-                     f"{_fmt(r['dev'])} ({_fmt(base['dev'])}) | {_fmt(r['test'])} ({_fmt(base['test'])}) | "
-                     f"{_fmt(r['tokens_per_call'], 0)} | {r['tokens']:,} | {r['created'][:16]} |")
+        lines.append(
+            f"| {r['version']} | {', '.join(r['aliases'])} | {r['recipe']} | {r['dataset']} | "
+            f"{_fmt(r['dev'])} ({_fmt(base['dev'])}) | {_fmt(r['test'])} ({_fmt(base['test'])}) | "
+            f"{_fmt(r['tokens_per_call'], 0)} | {r['tokens']:,} | {r['created'][:16]} |"
+        )
     lines += ["", *(f"![{f.stem}]({f.name})" for f in figures), ""]
     tmp = out / "report.md.tmp"
     tmp.write_text("\n".join(lines))

@@ -42,19 +42,25 @@ def train_table(record: dict[str, Any], labels: dict[str, str]) -> tuple[list[st
         if "error" in r:
             lines.append(f"| {label} | — | {r['error']} | — | — | — |")
             continue
-        lines.append(f"| {label} | {r['trainable_params'] / 1e6:.2f}M | {r['s_per_step']:.1f} | {r['s_per_row']:.2f} | "
-                     f"{r['tokens_per_s']:.0f} | {r['peak_rss_gb']:.1f} GB |")
+        lines.append(
+            f"| {label} | {r['trainable_params'] / 1e6:.2f}M | {r['s_per_step']:.1f} | {r['s_per_row']:.2f} | "
+            f"{r['tokens_per_s']:.0f} | {r['peak_rss_gb']:.1f} GB |"
+        )
     precision = next((r["precision"] for r in record["rows"] if "precision" in r), "?")
-    return lines, (f"{record['model']}, {precision}, batch {record['batch_size']} × {record['max_length']} tokens, "
-                   f"{record['steps']} timed steps, {record.get('threads', '?')} threads")
+    return lines, (
+        f"{record['model']}, {precision}, batch {record['batch_size']} × {record['max_length']} tokens, "
+        f"{record['steps']} timed steps, {record.get('threads', '?')} threads"
+    )
 
 
 def lora_table(record: dict[str, Any], labels: dict[str, str]) -> tuple[list[str], str]:
     """`dspyc bench lora`: one row per way of serving the adapter."""
     lines = ["| served as | prompt tok/s | p50 s/request | decode tok/s |", "|---|---|---|---|"]
     for r in record["rows"]:
-        lines.append(f"| {labels.get(r['system'], r['system'])} | {r['prompt_tokens_per_s']:.0f} | "
-                     f"{r['p50_latency_s']:.2f} | {r['decode_tokens_per_s']:.1f} |")
+        lines.append(
+            f"| {labels.get(r['system'], r['system'])} | {r['prompt_tokens_per_s']:.0f} | "
+            f"{r['p50_latency_s']:.2f} | {r['decode_tokens_per_s']:.1f} |"
+        )
     requests = "/".join(sorted({str(r.get("requests", "?")) for r in record["rows"]}))
     return lines, f"an adapter on {record['base_model']}, {requests} prompts each"
 

@@ -58,9 +58,15 @@ class Point:
     scores: dict[str, dict[str, float]]
 
 
-def report(program: str, data: str | None = None, split: str = "dev", seed: int = 0,
-           ks: tuple[int, ...] = (1, 5, 10), add_corpus: Sequence[str] = (),
-           sizes: Sequence[int] = ()) -> list[Point]:
+def report(
+    program: str,
+    data: str | None = None,
+    split: str = "dev",
+    seed: int = 0,
+    ks: tuple[int, ...] = (1, 5, 10),
+    add_corpus: Sequence[str] = (),
+    sizes: Sequence[int] = (),
+) -> list[Point]:
     """Score every retriever at every corpus size; print one table, write the JSON and the recall@5 plot."""
     spec = registry.get(program)
     dataset = spec.load_data(data or spec.dataset, seed)
@@ -120,8 +126,10 @@ def sample(pool: list[Row], own: int, gold: set[str], sizes: Sequence[int], seed
     order = keep + own_rest + added
     for n in sizes:
         if n < len(keep) or n > len(pool):
-            raise DspycError(f"--sizes {n}: a size must lie between the {len(keep)} gold passages of the split's "
-                             f"questions and the {len(pool)} passages of the pool (more with --add-corpus)")
+            raise DspycError(
+                f"--sizes {n}: a size must lie between the {len(keep)} gold passages of the split's "
+                f"questions and the {len(pool)} passages of the pool (more with --add-corpus)"
+            )
     return [Corpus(f"sample {n}", [pool[i] for i in sorted(order[:n])]) for n in sorted(set(sizes))]
 
 
@@ -130,20 +138,29 @@ def parse_sizes(text: str | None) -> tuple[int, ...]:
     if not text:
         return ()
     try:
-        return tuple(int(float(s[:-1]) * 1000) if s.lower().endswith("k") else int(s)
-                     for s in (p.strip() for p in text.split(",")))
+        return tuple(
+            int(float(s[:-1]) * 1000) if s.lower().endswith("k") else int(s)
+            for s in (p.strip() for p in text.split(","))
+        )
     except ValueError:
-        raise DspycError(f"--sizes {text!r}: expected passage counts separated by commas, e.g. 2000,6000 or 2k,6k") from None
+        raise DspycError(
+            f"--sizes {text!r}: expected passage counts separated by commas, e.g. 2000,6000 or 2k,6k"
+        ) from None
 
 
-def curve(corpora: Sequence[Corpus], own: list[Row], train: list[Question], questions: list[Question],
-          ks: tuple[int, ...]) -> list[Point]:
-    with console.status(f"the program's corpus: indexes (cached by corpus hash) and the reranker ({len(train)} questions "
-                        "outside dev and test)"):
+def curve(
+    corpora: Sequence[Corpus], own: list[Row], train: list[Question], questions: list[Question], ks: tuple[int, ...]
+) -> list[Point]:
+    with console.status(
+        f"the program's corpus: indexes (cached by corpus hash) and the reranker ({len(train)} questions "
+        "outside dev and test)"
+    ):
         base = build_retrievers(own, train_questions=train)
     points = []
     for c in corpora:
-        with console.status(f"{c.label}: {len(c.rows)} passages: indexes (vectors cached by text) and {len(questions)} questions"):
+        with console.status(
+            f"{c.label}: {len(c.rows)} passages: indexes (vectors cached by text) and {len(questions)} questions"
+        ):
             retrievers = base if c.rows == own else retrievers_at(c.rows, base.get("hybrid+rerank"))
             scores = evaluate_retrievers(retrievers, questions, ks=ks)
         points.append(Point(c.label, len(c.rows), len({r["title"] for r in c.rows}), scores))
@@ -164,8 +181,13 @@ def print_table(points: Sequence[Point], title: str) -> None:
     for point in points:
         for i, (name, row) in enumerate(point.scores.items()):
             first = i == 0
-            table.add_row(point.corpus if first else "", f"{point.passages:,}" if first else "", name,
-                          *(f"{row[m]:.3f}" for m in metrics), end_section=i == len(point.scores) - 1)
+            table.add_row(
+                point.corpus if first else "",
+                f"{point.passages:,}" if first else "",
+                name,
+                *(f"{row[m]:.3f}" for m in metrics),
+                end_section=i == len(point.scores) - 1,
+            )
     console.print(table)
 
 
@@ -175,8 +197,13 @@ def write(program: str, run: Run, points: list[Point]) -> Path:
 
     out = artifacts.program_dir(program) / "report" / f"retrieval-{run.dataset}-{run.split}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    artifacts.write_json_atomic(out, asdict(run) | {"points": [asdict(p) for p in points], "created": artifacts.now_iso()})
-    png = recall_curve_plot([(p.passages, p.scores) for p in points], out.with_suffix(".png"),
-                            f"{program} · {run.dataset} · {run.split}: recall@5 by corpus size")
+    artifacts.write_json_atomic(
+        out, asdict(run) | {"points": [asdict(p) for p in points], "created": artifacts.now_iso()}
+    )
+    png = recall_curve_plot(
+        [(p.passages, p.scores) for p in points],
+        out.with_suffix(".png"),
+        f"{program} · {run.dataset} · {run.split}: recall@5 by corpus size",
+    )
     console.print(f"[dim]written {out}{f' and {png.name}' if png else ''}[/dim]")
     return out

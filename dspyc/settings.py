@@ -26,7 +26,9 @@ class Settings(BaseSettings):
     # the project: the nearest folder above the working directory with programs/ and pyproject.toml
     project_dir: Path = Field(default_factory=find_project_dir)
     # models, the engines' virtualenv, indexes, training runs, merged adapters
-    cache_dir: Path = Field(default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dspyc")
+    cache_dir: Path = Field(
+        default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dspyc"
+    )
 
     # The LM. `lm_backend`: "engine" (local vLLM, started on demand), "url" (any OpenAI-compatible server
     # at `lm_url`), "transformers" (in-process), or "litellm" (`lm_model` is any LiteLLM/DSPy model string).
@@ -59,13 +61,15 @@ class Settings(BaseSettings):
 
     # The local vLLM engine.
     engine_host: str = "127.0.0.1"
-    engine_port: int | None = None  # the program LM's engine; None (and for other engines): the first free port from 8400
+    # the program LM's engine; None (and for other engines): the first free port from 8400
+    engine_port: int | None = None
     engine_start_timeout: float = 600.0  # seconds an engine may take to answer after its start
     engine_max_model_len: int = 4096  # the engine's context window in tokens
     # LoRA on an engine: None (auto) only where adapters are served (a student's base model, or `engine up --lora`);
     # True on every engine; False only while adapters are given. On CPU LoRA turns torch.compile off (1.7-2.6x slower).
     engine_enable_lora: bool | None = None
-    engine_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"  # auto: bfloat16 on GPUs and CPUs with native bf16, float32 elsewhere
+    # auto: bfloat16 on GPUs and CPUs with native bf16, float32 elsewhere
+    engine_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     engine_preload_iomp: bool = False  # LD_PRELOAD the engine venv's Intel OpenMP on CPU (vLLM's CPU install docs)
     engine_kv_cache_gb: int = 2  # CPU KV cache; vLLM's default reserves 92% of a NUMA node's memory
     # The largest LoRA rank an engine accepts (dspyc's recipes train r=16); a larger adapter raises it. vLLM sizes its
@@ -91,7 +95,8 @@ class Settings(BaseSettings):
     tools_timeout_s: float = 10.0  # per tool call
     tools_http_timeout_s: float = 4.0  # per HTTP request of a tool's provider
     agent_max_steps: int = 3  # tool-calling steps before the agent must answer
-    agent_tool_calling: Literal["auto", "constrained", "native"] = "auto"  # constrained (JSON schema), native (the server's tool parser), or auto
+    # constrained (JSON schema), native (the server's tool parser), or auto
+    agent_tool_calling: Literal["auto", "constrained", "native"] = "auto"
 
     # The program server (`dspyc serve`).
     serve_host: str = "127.0.0.1"
@@ -104,7 +109,8 @@ class Settings(BaseSettings):
     serve_timeout_s: float = 120.0  # per request, queueing included
     serve_max_body_bytes: int = 65536  # a larger request body is refused (413)
     serve_max_input_chars: int = 8000  # per string input field
-    serve_log: Literal["full", "redact", "none"] = "full"  # request log payloads: full, redact (hashes and lengths) or none
+    # request log payloads: full, redact (hashes and lengths) or none
+    serve_log: Literal["full", "redact", "none"] = "full"
     serve_log_path: Path | None = None  # default: <artifacts>/serve/requests.jsonl
     mlflow_traces: bool = True  # DSPy traces of evaluations via mlflow.dspy.autolog
 

@@ -15,8 +15,9 @@ def _check_paired(x: list[float], y: list[float]) -> None:
         raise ValueError("paired scores must be non-empty and of equal length")
 
 
-def paired_bootstrap(challenger: list[float], champion: list[float], n_resamples: int = 10_000,
-                     seed: int = 0) -> tuple[float, tuple[float, float], float]:
+def paired_bootstrap(
+    challenger: list[float], champion: list[float], n_resamples: int = 10_000, seed: int = 0
+) -> tuple[float, tuple[float, float], float]:
     """(mean difference, 95% interval, one-sided p-value that the challenger is not better), resampling
     examples with their pair of scores: the comparison is on the same inputs, so pairing removes their variance."""
     _check_paired(challenger, champion)
@@ -29,8 +30,9 @@ def paired_bootstrap(challenger: list[float], champion: list[float], n_resamples
     return mean, (boots[int(0.025 * n_resamples)], boots[int(0.975 * n_resamples) - 1]), p
 
 
-def paired_ratio(x: list[float], y: list[float], n_resamples: int = 10_000,
-                 seed: int = 0) -> tuple[float, tuple[float, float]] | None:
+def paired_ratio(
+    x: list[float], y: list[float], n_resamples: int = 10_000, seed: int = 0
+) -> tuple[float, tuple[float, float]] | None:
     """mean(x) / mean(y) over the same examples (a student's share of its teacher's score) with its
     paired-bootstrap 95% interval; None when y scores nothing. Resamples where y scores nothing are skipped."""
     _check_paired(x, y)
@@ -58,8 +60,9 @@ def pair_rows(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> tuple[list[fl
     return [float(r["score"]) for r in kept], [by_id[r["id"]] for r in kept]
 
 
-def paired_delta(new: list[dict[str, Any]], old: list[dict[str, Any]], n_resamples: int = 10_000,
-                 seed: int = 0) -> dict[str, float] | None:
+def paired_delta(
+    new: list[dict[str, Any]], old: list[dict[str, Any]], n_resamples: int = 10_000, seed: int = 0
+) -> dict[str, float] | None:
     """mean(new − old) over the same examples with its paired-bootstrap 95% interval, as recorded in manifests:
     {"mean", "low", "high", "p", "n"}; None when no example was scored by both."""
     x, y = pair_rows(new, old)

@@ -72,8 +72,13 @@ def _pending_dir(s: Settings) -> Path:
     return s.artifacts_dir / ".pending-tracking"
 
 
-def log_compile(manifest: Manifest, version_dir: Path, s: Settings | None = None, auto_champion: bool = True,
-                tags: dict[str, str] | None = None) -> str | None:
+def log_compile(
+    manifest: Manifest,
+    version_dir: Path,
+    s: Settings | None = None,
+    auto_champion: bool = True,
+    tags: dict[str, str] | None = None,
+) -> str | None:
     """Log a compile as an MLflow run and register its artifact; returns the run id (None if skipped).
     `auto_champion`: the version may become `champion` by the rule of `champion_decision`."""
     s = s or get_settings()
@@ -82,31 +87,54 @@ def log_compile(manifest: Manifest, version_dir: Path, s: Settings | None = None
     except Exception as exc:  # tracking must never lose a compiled artifact
         pending = _pending_dir(s)
         pending.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(pending / f"{manifest.program}@{manifest.version}.json",
-                          {"program": manifest.program, "version": manifest.version, "auto_champion": auto_champion})
-        console.print(f"[yellow]tracking skipped[/yellow] ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
-                      f"the artifact is saved; run `dspyc sync` to log it later")
+        write_json_atomic(
+            pending / f"{manifest.program}@{manifest.version}.json",
+            {"program": manifest.program, "version": manifest.version, "auto_champion": auto_champion},
+        )
+        console.print(
+            f"[yellow]tracking skipped[/yellow] ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+            f"the artifact is saved; run `dspyc sync` to log it later"
+        )
         return None
     console.print(f"[dim]tracked: MLflow run {run_id} · registered {manifest.program} ({tracking_uri(s)})[/dim]")
     return run_id
 
 
-def _log(manifest: Manifest, version_dir: Path, s: Settings, auto_champion: bool = True,
-         tags: dict[str, str] | None = None) -> str:
+def _log(
+    manifest: Manifest, version_dir: Path, s: Settings, auto_champion: bool = True, tags: dict[str, str] | None = None
+) -> str:
     from dspyc import plots
 
-    params = {"program": manifest.program, "recipe": manifest.recipe.get("name"), "optimizer": manifest.recipe.get("optimizer"),
-              "seed": manifest.seed, "lm": manifest.lm.served_name, "lm_backend": manifest.lm.backend,
-              "dataset": manifest.dataset.name, "dataset_hash": manifest.dataset.version,
-              "git_commit": manifest.git_commit or "", "source_hash": manifest.source_hash, "dspyc_version": manifest.version}
+    params = {
+        "program": manifest.program,
+        "recipe": manifest.recipe.get("name"),
+        "optimizer": manifest.recipe.get("optimizer"),
+        "seed": manifest.seed,
+        "lm": manifest.lm.served_name,
+        "lm_backend": manifest.lm.backend,
+        "dataset": manifest.dataset.name,
+        "dataset_hash": manifest.dataset.version,
+        "git_commit": manifest.git_commit or "",
+        "source_hash": manifest.source_hash,
+        "dspyc_version": manifest.version,
+    }
     params |= {f"recipe.{k}": v for k, v in manifest.recipe.get("params", {}).items()}
     metrics = flatten(manifest.metrics) | flatten(manifest.usage, "usage.") | {"wall_time_s": manifest.wall_time_s}
     with tempfile.TemporaryDirectory() as tmp:
         figures = plots.version_plots(manifest.program, Path(tmp), s, upto=manifest.version)
         kind = "distill" if manifest.kind == "student" else "compile"  # a LoRA student comes from `dspyc distill`
-        run_id = log_run(manifest.program, kind, f"{kind} {manifest.program}@{manifest.version}", params, metrics,
-                         s, artifact_dirs={"artifact": version_dir}, files=figures,
-                         steps=_series(manifest), tags={VERSION_TAG: str(manifest.version), **(tags or {})})
+        run_id = log_run(
+            manifest.program,
+            kind,
+            f"{kind} {manifest.program}@{manifest.version}",
+            params,
+            metrics,
+            s,
+            artifact_dirs={"artifact": version_dir},
+            files=figures,
+            steps=_series(manifest),
+            tags={VERSION_TAG: str(manifest.version), **(tags or {})},
+        )
     mlflow = _mlflow(s)
     register(manifest, f"{mlflow.get_run(run_id).info.artifact_uri}/artifact", run_id, s, auto_champion)
     return run_id
@@ -120,32 +148,59 @@ def log_candidates(manifest: Manifest, parent_run: str | None, s: Settings) -> N
         for c in manifest.metrics.get("candidates", []):
             _log_candidate(manifest, c, parent_run, s)
     except _store_errors() as exc:  # the candidates are in the manifest; MLflow only mirrors them
-        console.print(f"[yellow]tracking skipped[/yellow] for the candidates ({type(exc).__name__}: "
-                      f"{str(exc).splitlines()[0][:160]})")
+        console.print(
+            f"[yellow]tracking skipped[/yellow] for the candidates ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:160]})"
+        )
 
 
 def _log_candidate(manifest: Manifest, c: dict[str, Any], parent_run: str, s: Settings) -> None:
-    metrics = {k: float(v) for k, v in (("dev", c["dev"]), ("dev_cost", c["dev_cost"]), ("probe_cost", c["probe_cost"]))
-               if v is not None}
+    metrics = {
+        k: float(v)
+        for k, v in (("dev", c["dev"]), ("dev_cost", c["dev_cost"]), ("probe_cost", c["probe_cost"]))
+        if v is not None
+    }
     metrics |= {f"delta.{k}": float(v) for k, v in (c.get("delta") or {}).items()}
     metrics |= {f"cost.{k}": float(v) for k, v in (c.get("cost") or {}).items()}
-    log_run(manifest.program, "candidate", f"{manifest.program}@{manifest.version} · {c['name']}",
-            {"origin": c["origin"], "config": c["config"], "measure": c["measure"]}, metrics, s,
-            tags={"mlflow.parentRunId": parent_run, "dspyc.frontier": str(c["frontier"]).lower(),
-                  "dspyc.chosen": str(c["chosen"]).lower()})
+    log_run(
+        manifest.program,
+        "candidate",
+        f"{manifest.program}@{manifest.version} · {c['name']}",
+        {"origin": c["origin"], "config": c["config"], "measure": c["measure"]},
+        metrics,
+        s,
+        tags={
+            "mlflow.parentRunId": parent_run,
+            "dspyc.frontier": str(c["frontier"]).lower(),
+            "dspyc.chosen": str(c["chosen"]).lower(),
+        },
+    )
 
 
 def _series(manifest: Manifest) -> dict[str, list[float]]:
     """Per-step series of a compile: the optimizer's trial scores, a chain's dev score per stage, a LoRA's loss."""
     training = manifest.usage.get("training") or {}
-    return {"trial.score": manifest.trials, "stage.dev": [st["dev"] for st in manifest.metrics.get("stages", [])],
-            "train.loss": [loss for _, loss in training.get("losses", [])]}
+    return {
+        "trial.score": manifest.trials,
+        "stage.dev": [st["dev"] for st in manifest.metrics.get("stages", [])],
+        "train.loss": [loss for _, loss in training.get("losses", [])],
+    }
 
 
-def log_run(program: str, kind: str, name: str, params: dict[str, Any], metrics: dict[str, float], s: Settings | None = None,
-            *, files: list[Path] = (), artifact_dirs: dict[str, Path] | None = None,
-            steps: dict[str, list[float]] | None = None, tags: dict[str, str] | None = None,
-            tables: dict[str, list[dict[str, Any]]] | None = None) -> str:
+def log_run(
+    program: str,
+    kind: str,
+    name: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    s: Settings | None = None,
+    *,
+    files: list[Path] = (),
+    artifact_dirs: dict[str, Path] | None = None,
+    steps: dict[str, list[float]] | None = None,
+    tags: dict[str, str] | None = None,
+    tables: dict[str, list[dict[str, Any]]] | None = None,
+) -> str:
     """One MLflow run in the program's experiment (compile, eval, reoptimize, distill); returns its id.
     `steps` are per-step series (e.g. a score per optimizer trial), logged with step numbers."""
     s = s or get_settings()
@@ -170,8 +225,13 @@ def log_run(program: str, kind: str, name: str, params: dict[str, Any], metrics:
 
 def _table_columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    return {k: [r.get(k) if isinstance(r.get(k), (int, float, str, type(None))) else json.dumps(r.get(k), default=str)
-                for r in rows] for k in keys}
+    return {
+        k: [
+            r.get(k) if isinstance(r.get(k), (int, float, str, type(None))) else json.dumps(r.get(k), default=str)
+            for r in rows
+        ]
+        for k in keys
+    }
 
 
 def enable_traces(program: str, s: Settings | None = None) -> bool:
@@ -209,10 +269,19 @@ def register(manifest: Manifest, source: str, run_id: str | None, s: Settings, a
         if not not_found(exc):
             raise store_error(exc, s) from exc
         client.create_registered_model(manifest.program, description=f"dspyc program {manifest.program}")
-    tags = {VERSION_TAG: str(manifest.version), "recipe": manifest.recipe.get("name", ""),
-            "dataset_hash": manifest.dataset.version, "kind": manifest.kind}
-    mv = client.create_model_version(manifest.program, source=source, run_id=run_id, tags=tags,
-                                     description=f"{manifest.program}@{manifest.version} ({manifest.recipe.get('name')})")
+    tags = {
+        VERSION_TAG: str(manifest.version),
+        "recipe": manifest.recipe.get("name", ""),
+        "dataset_hash": manifest.dataset.version,
+        "kind": manifest.kind,
+    }
+    mv = client.create_model_version(
+        manifest.program,
+        source=source,
+        run_id=run_id,
+        tags=tags,
+        description=f"{manifest.program}@{manifest.version} ({manifest.recipe.get('name')})",
+    )
     if manifest.kind == "program" and auto_champion:
         current = alias_holder(manifest.program, CHAMPION, s)
         try:
@@ -273,15 +342,25 @@ def cost_champion(new: Manifest, champion: Manifest, dev: float, cdev: float) ->
 
     margin, measure, s = float(new.recipe.get("margin", 0.0)), new.recipe.get("cost", "tokens"), get_settings()
     ref, cref = f"{new.program}@{new.version}", f"{champion.program}@{champion.version}"
-    cost, ccost = (run_cost(m.metrics.get("cost", {}).get("baseline" if m.kept == "uncompiled" else "compiled", {})
-                            .get("dev", {}), measure, s.price_machine_hour) for m in (new, champion))
+    cost, ccost = (
+        run_cost(
+            m.metrics.get("cost", {}).get("baseline" if m.kept == "uncompiled" else "compiled", {}).get("dev", {}),
+            measure,
+            s.price_machine_hour,
+        )
+        for m in (new, champion)
+    )
     if cost is None or ccost is None:
         return False, f"{cref} stays {CHAMPION}: {ref} is not compared with it (a cost per run is missing)"
     if dev >= cdev - margin and cost < ccost:
-        return True, (f"objective {new.recipe.get('objective')}: dev {dev:.3f} within {margin:g} of {cref}'s {cdev:.3f} "
-                      f"at {cost:,.1f} < {ccost:,.1f} {COST_LABELS[measure]}")
-    return False, (f"{cref} stays {CHAMPION}: {ref} (objective {new.recipe.get('objective')}) has dev {dev:.3f} vs "
-                   f"{cdev:.3f} (margin {margin:g}) at {cost:,.1f} vs {ccost:,.1f} {COST_LABELS[measure]}")
+        return True, (
+            f"objective {new.recipe.get('objective')}: dev {dev:.3f} within {margin:g} of {cref}'s {cdev:.3f} "
+            f"at {cost:,.1f} < {ccost:,.1f} {COST_LABELS[measure]}"
+        )
+    return False, (
+        f"{cref} stays {CHAMPION}: {ref} (objective {new.recipe.get('objective')}) has dev {dev:.3f} vs "
+        f"{cdev:.3f} (margin {margin:g}) at {cost:,.1f} vs {ccost:,.1f} {COST_LABELS[measure]}"
+    )
 
 
 def dev_regression(program: str, version: int, s: Settings | None = None, alias: str | None = None) -> str | None:
@@ -295,8 +374,9 @@ def dev_regression(program: str, version: int, s: Settings | None = None, alias:
     if dev is None or cdev is None or dev >= cdev:
         return None
     why = comparable(new, old)
-    return (f"{program}@{version} scores {dev:.3f} on dev, below {program}@{current} ({cdev:.3f})"
-            + (f"; not like for like: {why}" if why else ""))
+    return f"{program}@{version} scores {dev:.3f} on dev, below {program}@{current} ({cdev:.3f})" + (
+        f"; not like for like: {why}" if why else ""
+    )
 
 
 def sync(s: Settings | None = None) -> list[str]:
@@ -348,7 +428,9 @@ def aliases(program: str, s: Settings | None = None) -> dict[int, list[str]]:
         if not not_found(exc):
             raise store_error(exc, s) from exc
         return {}
-    by_registry = {str(mv.version): int(mv.tags.get(VERSION_TAG, 0)) for mv in client.search_model_versions(f"name='{program}'")}
+    by_registry = {
+        str(mv.version): int(mv.tags.get(VERSION_TAG, 0)) for mv in client.search_model_versions(f"name='{program}'")
+    }
     out: dict[int, list[str]] = {}
     for alias, reg_version in (model.aliases or {}).items():
         out.setdefault(by_registry.get(str(reg_version), 0), []).append(alias)
@@ -377,8 +459,10 @@ def not_found(exc: Exception) -> bool:
 
 
 def store_error(exc: Exception, s: Settings) -> TrackingError:
-    return TrackingError(f"tracking store {tracking_uri(s)} failed: {type(exc).__name__}: "
-                         f"{(str(exc).splitlines() or [''])[0][:200]} (nothing was changed; retry)")
+    return TrackingError(
+        f"tracking store {tracking_uri(s)} failed: {type(exc).__name__}: "
+        f"{(str(exc).splitlines() or [''])[0][:200]} (nothing was changed; retry)"
+    )
 
 
 def champion_history(program: str, s: Settings | None = None) -> list[int]:
@@ -394,8 +478,9 @@ def champion_history(program: str, s: Settings | None = None) -> list[int]:
         return []
 
 
-def promote(program: str, version: int, s: Settings | None = None, alias: str = CHAMPION, reason: str = "",
-            warn: bool = True) -> int | None:
+def promote(
+    program: str, version: int, s: Settings | None = None, alias: str = CHAMPION, reason: str = "", warn: bool = True
+) -> int | None:
     """Point `alias` at `version` (one registry call, so a crash leaves the old or the new champion, never
     neither); returns the version it moved from. Moving it to a version with a lower dev score is allowed (a
     person or re-optimization's held-out test decided) but never silent: a warning line says so."""

@@ -26,8 +26,11 @@ from dspyc.tools.base import ToolRegistry, ToolResult
 from dspyc.tools.schema import calls_response_format, render_function
 from signatures.agent import AnswerFromResults, CallFunctions, NextStep, SplitTasks
 
-FINISH = {"name": "finish", "description": "Stop calling functions: the results answer the request.",
-          "parameters": {"type": "dict", "properties": {}, "required": []}}
+FINISH = {
+    "name": "finish",
+    "description": "Stop calling functions: the results answer the request.",
+    "parameters": {"type": "dict", "properties": {}, "required": []},
+}
 
 
 class NativeCall(dspy.Signature):
@@ -47,15 +50,25 @@ def _as_dict(call: Any) -> dict[str, Any]:
 def _stub_tool(spec: dict[str, Any]) -> dspy.Tool:
     """A dspy.Tool that only describes a function (native tool calling needs the schema, not the body)."""
     params = spec.get("parameters") or {}
-    return dspy.Tool(func=lambda **kw: None, name=spec["name"], desc=spec.get("description", ""),
-                     args=(params.get("properties") or {}))
+    return dspy.Tool(
+        func=lambda **kw: None,
+        name=spec["name"],
+        desc=spec.get("description", ""),
+        args=(params.get("properties") or {}),
+    )
 
 
 class FunctionCaller(dspy.Module):
     """question + function schemas → calls `[{"name", "arguments"}]`, constrained to the given functions."""
 
-    def __init__(self, max_calls: int = 4, tool_calling: str = "constrained", max_tokens: int = 200,
-                 split_tasks: bool = True, call_per_task: bool = True):
+    def __init__(
+        self,
+        max_calls: int = 4,
+        tool_calling: str = "constrained",
+        max_tokens: int = 200,
+        split_tasks: bool = True,
+        call_per_task: bool = True,
+    ):
         super().__init__()
         # max_tokens bounds the cost of a runaway reply (~8 tok/s on the CPU engine); a call list is far shorter.
         self.max_calls, self.tool_calling, self.max_tokens = max_calls, tool_calling, max_tokens
@@ -70,14 +83,22 @@ class FunctionCaller(dspy.Module):
         self.call = dspy.Predict(CallFunctions)
         self.native = dspy.Predict(NativeCall, tool_choice="required")
 
-    def forward(self, question: str, functions: list[str] | None = None, schemas: list[dict[str, Any]] | None = None,
-                max_calls: int | None = None) -> dspy.Prediction:
+    def forward(
+        self,
+        question: str,
+        functions: list[str] | None = None,
+        schemas: list[dict[str, Any]] | None = None,
+        max_calls: int | None = None,
+    ) -> dspy.Prediction:
         schemas = schemas or []
         functions = functions or [render_function(f) for f in schemas]
         if self.tool_calling == "native":
             with dspy.context(adapter=dspy.JSONAdapter(use_native_function_calling=True)):
                 pred = self.native(question=question, tools=[_stub_tool(f) for f in schemas])
-            calls = [{"name": c.name, "arguments": dict(c.args)} for c in (pred.tool_calls.tool_calls if pred.tool_calls else [])]
+            calls = [
+                {"name": c.name, "arguments": dict(c.args)}
+                for c in (pred.tool_calls.tool_calls if pred.tool_calls else [])
+            ]
             return dspy.Prediction(calls=calls)
         fewest, most, tasks = 1, max_calls or self.max_calls, []
         if self.split_tasks and most > 1:  # exactly one call per task
@@ -88,8 +109,14 @@ class FunctionCaller(dspy.Module):
             steps = [(task_request(question, task), one) for task in tasks]
         else:
             steps = [(question, calls_response_format(schemas, most, min_calls=fewest))]
-        calls = [c for request, fmt in steps for c in self.call(
-            question=request, functions=functions, config={"response_format": fmt, "max_tokens": self.max_tokens}).calls or []]
+        calls = [
+            c
+            for request, fmt in steps
+            for c in self.call(
+                question=request, functions=functions, config={"response_format": fmt, "max_tokens": self.max_tokens}
+            ).calls
+            or []
+        ]
         return dspy.Prediction(calls=dedupe([_as_dict(c) for c in calls]))
 
 
@@ -113,7 +140,9 @@ def dedupe(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
 class ToolAgent(dspy.Module):
     """A bounded tool loop over a registry; always returns an answer and the tool results behind it."""
 
-    def __init__(self, registry: ToolRegistry, max_steps: int = 3, max_calls: int = 2, tool_calling: str = "constrained"):
+    def __init__(
+        self, registry: ToolRegistry, max_steps: int = 3, max_calls: int = 2, tool_calling: str = "constrained"
+    ):
         super().__init__()
         self.registry, self.max_steps, self.max_calls = registry, max_steps, max_calls
         self.caller = FunctionCaller(max_calls=max_calls, tool_calling=tool_calling)
@@ -138,23 +167,37 @@ class ToolAgent(dspy.Module):
                 results.append(self.registry.call(c["name"], c["arguments"]))
             if steps >= self.max_steps:
                 break
-            nxt = self.next_step(question=question, functions=[*functions, render_function(FINISH)],
-                                 results=[r.as_text() for r in results],
-                                 config={"response_format": calls_response_format([*schemas, FINISH], 1)})
+            nxt = self.next_step(
+                question=question,
+                functions=[*functions, render_function(FINISH)],
+                results=[r.as_text() for r in results],
+                config={"response_format": calls_response_format([*schemas, FINISH], 1)},
+            )
             calls = [_as_dict(c) for c in nxt.calls or []]
             if any(c["name"] == "finish" for c in calls):
                 break
         observations = [r.as_text() for r in results]
-        answer = self.respond(question=question, results=observations).answer if results else \
-            "No tool was called, so there is nothing to answer from."
+        answer = (
+            self.respond(question=question, results=observations).answer
+            if results
+            else "No tool was called, so there is nothing to answer from."
+        )
         return dspy.Prediction(answer=answer, tool_results=[r.model_dump() for r in results], steps=steps)
 
 
 # --- what dspyc needs: data, build, metric, report ---------------------------------------------------
 
 # Split sizes are per BFCL category (`--set test=40`): 30 test items each, so a compile's gain shows through its interval.
-CONFIG = {"max_calls": 4, "tool_calling": "constrained", "max_tokens": 200, "split_tasks": True, "call_per_task": True,
-          "train": 10, "dev": 10, "test": 30}
+CONFIG = {
+    "max_calls": 4,
+    "tool_calling": "constrained",
+    "max_tokens": 200,
+    "split_tasks": True,
+    "call_per_task": True,
+    "train": 10,
+    "dev": 10,
+    "test": 30,
+}
 
 
 def resolve_tool_calling(mode: str | None = None) -> str:
@@ -164,7 +207,9 @@ def resolve_tool_calling(mode: str | None = None) -> str:
     mode = mode or s.agent_tool_calling
     if mode == "auto":
         lm = dspy.settings.lm
-        return "native" if s.lm_backend == "litellm" and getattr(lm, "supports_function_calling", False) else "constrained"
+        return (
+            "native" if s.lm_backend == "litellm" and getattr(lm, "supports_function_calling", False) else "constrained"
+        )
     if mode not in ("constrained", "native"):
         from dspyc.errors import DspycError
 
@@ -176,8 +221,11 @@ def tool_agent(s: Settings, max_steps: int | None, compiled: FunctionCaller | No
     """`dspyc ask`: a ToolAgent over the built-in tools, its function caller the compiled one when given."""
     from dspyc.tools.builtin import default_registry
 
-    agent = ToolAgent(default_registry(s), max_steps=max_steps or s.agent_max_steps,
-                      tool_calling=resolve_tool_calling(s.agent_tool_calling))
+    agent = ToolAgent(
+        default_registry(s),
+        max_steps=max_steps or s.agent_max_steps,
+        tool_calling=resolve_tool_calling(s.agent_tool_calling),
+    )
     if compiled is not None:  # the compiled caller, with the loop's own bounds
         compiled.max_calls, compiled.tool_calling = agent.caller.max_calls, agent.caller.tool_calling
         agent.caller = compiled
@@ -192,8 +240,13 @@ def load_data(dataset: str, seed: int) -> BFCLDataset:
 
 def build(data: BFCLDataset, config: dict[str, Any]) -> FunctionCaller:
     cfg = CONFIG | config
-    return FunctionCaller(max_calls=cfg["max_calls"], tool_calling=cfg["tool_calling"], max_tokens=cfg["max_tokens"],
-                          split_tasks=cfg["split_tasks"], call_per_task=cfg["call_per_task"])
+    return FunctionCaller(
+        max_calls=cfg["max_calls"],
+        tool_calling=cfg["tool_calling"],
+        max_tokens=cfg["max_tokens"],
+        split_tasks=cfg["split_tasks"],
+        call_per_task=cfg["call_per_task"],
+    )
 
 
 def gold_task(call: dict[str, Any]) -> str:
@@ -214,9 +267,13 @@ def gold_trace(example: dspy.Example) -> list[dict[str, Any]]:
         return []
     tasks = [gold_task(c) for c in calls]
     steps = [(task_request(q, t), [c]) for t, c in zip(tasks, calls)] if len(calls) > 1 else [(q, calls)]
-    return [{"predictor": "split", "inputs": {"question": q}, "outputs": {"tasks": tasks}},
-            *({"predictor": "call", "inputs": {"question": r, "functions": functions}, "outputs": {"calls": c}}
-              for r, c in steps)]
+    return [
+        {"predictor": "split", "inputs": {"question": q}, "outputs": {"tasks": tasks}},
+        *(
+            {"predictor": "call", "inputs": {"question": r, "functions": functions}, "outputs": {"calls": c}}
+            for r, c in steps
+        ),
+    ]
 
 
 def keep_trace(example: dspy.Example, calls: list[Any]) -> bool:
@@ -227,8 +284,9 @@ def keep_trace(example: dspy.Example, calls: list[Any]) -> bool:
 
 
 def check(example: dspy.Example, pred: dspy.Prediction) -> bool:
-    return ast_check(example.schemas, to_bfcl_calls(pred.get("calls") or []), example.possible_answer,
-                     example.category).valid
+    return ast_check(
+        example.schemas, to_bfcl_calls(pred.get("calls") or []), example.possible_answer, example.category
+    ).valid
 
 
 def metric(example: dspy.Example, pred: dspy.Prediction, trace=None) -> float | bool:
@@ -244,9 +302,20 @@ def report(results: list[tuple[dspy.Example, dspy.Prediction]]) -> dict[str, flo
     return scores
 
 
-PROGRAM = ProgramSpec(name="agent", build=build, load_data=load_data, metric=metric, report=report, dataset="bfcl",
-                      default_recipe="bootstrap", config=CONFIG,
-                      # `--objective cost|pareto`: the split step, one call step per task, the reply's token bound
-                      cost_space={"split_tasks": [True, False], "call_per_task": [True, False], "max_tokens": [200, 120]}, gold_trace=gold_trace, keep_trace=keep_trace, tool_agent=tool_agent,
-                      sft_recipe="sft_agent",  # `dspyc distill agent`: sft_r16_qv plus BFCL's gold labels
-                      description="Function calling under a per-call JSON schema (scored on BFCL) and a bounded tool loop (dspyc ask).")
+PROGRAM = ProgramSpec(
+    name="agent",
+    build=build,
+    load_data=load_data,
+    metric=metric,
+    report=report,
+    dataset="bfcl",
+    default_recipe="bootstrap",
+    config=CONFIG,
+    # `--objective cost|pareto`: the split step, one call step per task, the reply's token bound
+    cost_space={"split_tasks": [True, False], "call_per_task": [True, False], "max_tokens": [200, 120]},
+    gold_trace=gold_trace,
+    keep_trace=keep_trace,
+    tool_agent=tool_agent,
+    sft_recipe="sft_agent",  # `dspyc distill agent`: sft_r16_qv plus BFCL's gold labels
+    description="Function calling under a per-call JSON schema (scored on BFCL) and a bounded tool loop (dspyc ask).",
+)

@@ -57,8 +57,16 @@ def cite(answer: str, passages: list, max_citations: int = 2, min_grounding: flo
 
 
 class MultiHopRAG(dspy.Module):
-    def __init__(self, retriever, hops: int = 2, k: int = 4, max_rewrites: int = 1, max_passages: int = 6,
-                 query_passage_chars: int = 300, later_hop_passages: int = 2):
+    def __init__(
+        self,
+        retriever,
+        hops: int = 2,
+        k: int = 4,
+        max_rewrites: int = 1,
+        max_passages: int = 6,
+        query_passage_chars: int = 300,
+        later_hop_passages: int = 2,
+    ):
         super().__init__()
         self.retriever = SharedRetriever(retriever)
         self.hops, self.k, self.max_rewrites, self.max_passages = hops, k, max_rewrites, max_passages
@@ -116,9 +124,14 @@ class MultiHopRAG(dspy.Module):
             answer = self._answer(question, passages)
             cited = cite(answer, passages)
         # a title once, though two of its chunks hold the answer
-        return dspy.Prediction(answer=answer, citations=list(dict.fromkeys(p.title for p in cited)),
-                               context_titles=[p.title for p in passages], queries=queries, hop_titles=hop_titles,
-                               rewrites=rewrites)
+        return dspy.Prediction(
+            answer=answer,
+            citations=list(dict.fromkeys(p.title for p in cited)),
+            context_titles=[p.title for p in passages],
+            queries=queries,
+            hop_titles=hop_titles,
+            rewrites=rewrites,
+        )
 
     def _answer(self, question: str, passages: list) -> str:
         return self.answer(question=question, passages=[f"{p.title}: {p.text}" for p in passages]).answer
@@ -130,10 +143,19 @@ class MultiHopRAG(dspy.Module):
 # `sources`: more corpora (QA folders or dataset names) routed to by query, e.g. --set sources='[wiki, /data/hotpot]'.
 # `max_passages` 8 (hop 1's best 6, then 2 from hop 2): on hotpotqa-mini train+dev (54 questions, never test) the
 # context's gold-title recall was 0.806 at 6 and 0.852 at 8, answer F1 0.289 and 0.286 (5+1 and 5+2: 0.806).
-CONFIG = {"hops": 2, "k": 4, "max_rewrites": 1, "max_passages": 8, "later_hop_passages": 2, "query_passage_chars": 300,
-          "retriever": "hybrid",
-          "sources": [],
-          "train": 24, "dev": 30, "test": 60}
+CONFIG = {
+    "hops": 2,
+    "k": 4,
+    "max_rewrites": 1,
+    "max_passages": 8,
+    "later_hop_passages": 2,
+    "query_passage_chars": 300,
+    "retriever": "hybrid",
+    "sources": [],
+    "train": 24,
+    "dev": 30,
+    "test": 60,
+}
 
 
 def load_data(dataset: str, seed: int) -> QADataset:
@@ -144,9 +166,15 @@ def load_data(dataset: str, seed: int) -> QADataset:
 
 def build(data: QADataset, config: dict[str, Any]) -> MultiHopRAG:
     cfg = CONFIG | config
-    return MultiHopRAG(build_retriever(data, cfg), hops=cfg["hops"], k=cfg["k"], max_rewrites=cfg["max_rewrites"],
-                       max_passages=cfg["max_passages"], later_hop_passages=cfg["later_hop_passages"],
-                       query_passage_chars=cfg["query_passage_chars"])
+    return MultiHopRAG(
+        build_retriever(data, cfg),
+        hops=cfg["hops"],
+        k=cfg["k"],
+        max_rewrites=cfg["max_rewrites"],
+        max_passages=cfg["max_passages"],
+        later_hop_passages=cfg["later_hop_passages"],
+        query_passage_chars=cfg["query_passage_chars"],
+    )
 
 
 def build_retriever(data: QADataset, cfg: dict[str, Any]):
@@ -155,9 +183,13 @@ def build_retriever(data: QADataset, cfg: dict[str, Any]):
     from dspyc.retrieval import SemanticRouter, build_retrievers, chunk_documents, describe_with_samples, load_embedder
 
     train = [(ex.question, set(ex.gold_titles)) for ex in _reranker_pool(data, cfg)] or None
-    corpora = {data.name: data.documents} | {Path(src).name: load_qa_dataset(src).documents for src in cfg.get("sources", [])}
-    per_source = {name: build_retrievers(docs, train_questions=train if name == data.name else None)[cfg["retriever"]]
-                  for name, docs in corpora.items()}
+    corpora = {data.name: data.documents} | {
+        Path(src).name: load_qa_dataset(src).documents for src in cfg.get("sources", [])
+    }
+    per_source = {
+        name: build_retrievers(docs, train_questions=train if name == data.name else None)[cfg["retriever"]]
+        for name, docs in corpora.items()
+    }
     if len(per_source) == 1:
         return per_source[data.name]
     descriptions = {name: describe_with_samples(chunk_documents(docs)) for name, docs in corpora.items()}
@@ -185,12 +217,19 @@ def relabel(example: dspy.Example, calls: list) -> list[dict[str, Any]]:
     query steps of a run whose answer passed (they led there)."""
     gold = normalize_answer(example.answer)
     answers = [c for c in calls if c.predictor == "answer"]
-    grounded = [c for c in answers if gold and (gold in YES_NO or gold in normalize_answer(" ".join(c.inputs.get("passages", []))))]
+    grounded = [
+        c
+        for c in answers
+        if gold and (gold in YES_NO or gold in normalize_answer(" ".join(c.inputs.get("passages", []))))
+    ]
     out = [{"predictor": "answer", "inputs": dict(c.inputs), "outputs": {"answer": example.answer}} for c in grounded]
     final = answers[-1].outputs.get("answer", "") if answers else ""
     if metric(example, dspy.Prediction(answer=final), trace=True):
-        out += [{"predictor": c.predictor, "inputs": dict(c.inputs), "outputs": dict(c.outputs)}
-                for c in calls if c.predictor != "answer"]
+        out += [
+            {"predictor": c.predictor, "inputs": dict(c.inputs), "outputs": dict(c.outputs)}
+            for c in calls
+            if c.predictor != "answer"
+        ]
     return out
 
 
@@ -206,19 +245,36 @@ def report(results: list[tuple[dspy.Example, dspy.Prediction]]) -> dict[str, flo
         "f1": mean(token_f1(p.get("answer", ""), ex.answer) for ex, p in results),
         "retrieval_recall": mean(title_recall(p.get("context_titles", []), ex.gold_titles) for ex, p in results),
         # what each hop adds, before the context is cut to max_passages (retrieval apart from answer quality)
-        **{f"recall_hop{h + 1}": mean(title_recall(_hop(p, h), ex.gold_titles) for ex, p in results)
-           for h in range(max((len(p.get("hop_titles") or []) for _, p in results), default=0))},
+        **{
+            f"recall_hop{h + 1}": mean(title_recall(_hop(p, h), ex.gold_titles) for ex, p in results)
+            for h in range(max((len(p.get("hop_titles") or []) for _, p in results), default=0))
+        },
         "citation_recall": mean(title_recall(p.get("citations", []), ex.gold_titles) for ex, p in results),
     }
 
 
-PROGRAM = ProgramSpec(name="rag", build=build, load_data=load_data, metric=metric, report=report, dataset="wiki",
-                      default_recipe="bootstrap", config=CONFIG,
-                      # `--objective cost|pareto`: what each answer reads (passages), how many searches (hops, the
-                      # reflective rewrite) and how much of hop 1 the query writer sees
-                      cost_space={"max_passages": [8, 5, 3], "hops": [2, 1], "max_rewrites": [1, 0],
-                                  "query_passage_chars": [300, 150]}, learned_from=reranker_questions, relabel=relabel,
-                      prepare_data=prepare,  # datasets/wiki from the Wikipedia articles inside the gensim wheel
-                      outputs={"answer": str, "citations": list[str], "context_titles": list[str],
-                               "queries": list[str], "hop_titles": list[list[str]], "rewrites": int},
-                      description="Reflective multi-hop RAG with hybrid retrieval, a reranker and cited answers.")
+PROGRAM = ProgramSpec(
+    name="rag",
+    build=build,
+    load_data=load_data,
+    metric=metric,
+    report=report,
+    dataset="wiki",
+    default_recipe="bootstrap",
+    config=CONFIG,
+    # `--objective cost|pareto`: what each answer reads (passages), how many searches (hops, the
+    # reflective rewrite) and how much of hop 1 the query writer sees
+    cost_space={"max_passages": [8, 5, 3], "hops": [2, 1], "max_rewrites": [1, 0], "query_passage_chars": [300, 150]},
+    learned_from=reranker_questions,
+    relabel=relabel,
+    prepare_data=prepare,  # datasets/wiki from the Wikipedia articles inside the gensim wheel
+    outputs={
+        "answer": str,
+        "citations": list[str],
+        "context_titles": list[str],
+        "queries": list[str],
+        "hop_titles": list[list[str]],
+        "rewrites": int,
+    },
+    description="Reflective multi-hop RAG with hybrid retrieval, a reranker and cited answers.",
+)

@@ -59,8 +59,17 @@ class ToneScore(BaseModel):
 class ToneEvaluator:
     """Scores a rewrite against the style guide (rule checks) and the reference corpus (TF-IDF similarity)."""
 
-    RULES = ("no_banned_words", "no_contractions", "no_exclamation", "company_voice", "sentence_length",
-             "capitalized", "sign_off", "length", "keeps_subject")
+    RULES = (
+        "no_banned_words",
+        "no_contractions",
+        "no_exclamation",
+        "company_voice",
+        "sentence_length",
+        "capitalized",
+        "sign_off",
+        "length",
+        "keeps_subject",
+    )
 
     def __init__(self, guide: StyleGuide, reference: list[str]):
         self.guide, self.reference = guide, reference
@@ -111,7 +120,8 @@ class ToneEvaluator:
             "no_contractions": bool(words) and not _CONTRACTION.search(text.replace("’", "'")),
             "no_exclamation": bool(words) and "!" not in text,
             "company_voice": bool(words) and not (set(words) & self.first_person),
-            "sentence_length": bool(sentences) and all(len(_WORD.findall(s)) <= g.max_sentence_words for s in sentences),
+            "sentence_length": bool(sentences)
+            and all(len(_WORD.findall(s)) <= g.max_sentence_words for s in sentences),
             "capitalized": bool(sentences) and all(s[0].isupper() and s.rstrip()[-1] == "." for s in sentences),
             "sign_off": text.endswith(g.sign_off),
             "length": g.min_words <= len(words) <= g.max_words,
@@ -123,7 +133,9 @@ class ToneEvaluator:
         body = str(rewrite or "").replace(self.guide.sign_off, "")
         sim = self.similarity(body)
         w = self.guide.weights
-        adherence = (w.get("rules", 1.0) * sum(rules.values()) / len(rules) + w.get("similarity", 0.0) * sim) / sum(w.values())
+        adherence = (w.get("rules", 1.0) * sum(rules.values()) / len(rules) + w.get("similarity", 0.0) * sim) / sum(
+            w.values()
+        )
         return ToneScore(rules=rules, similarity=round(sim, 4), adherence=round(adherence, 4))
 
 
@@ -188,16 +200,27 @@ def metric(example: dspy.Example, pred: dspy.Prediction, trace=None) -> float | 
 
 def report(results: list[tuple[dspy.Example, dspy.Prediction]]) -> dict[str, float]:
     scores = [score(ex, p) for ex, p in results]
-    out = {"adherence": mean(s.adherence for s in scores),
-           "pass_rate": mean(float(s.adherence >= _current().guide.pass_threshold) for s in scores),
-           "similarity": mean(s.similarity for s in scores)}
+    out = {
+        "adherence": mean(s.adherence for s in scores),
+        "pass_rate": mean(float(s.adherence >= _current().guide.pass_threshold) for s in scores),
+        "similarity": mean(s.similarity for s in scores),
+    }
     for rule in ToneEvaluator.RULES:
         out[f"rule_{rule}"] = mean(float(s.rules[rule]) for s in scores)
     return out
 
 
-PROGRAM = ProgramSpec(name="tone", build=build, load_data=load_data, metric=metric, report=report, dataset="tone",
-                      default_recipe="bootstrap", config=CONFIG,
-                      cost_space={"prompt": ["guide", "short"]},  # the style guide and its demos, or one line
-                      student_config={"prompt": "short"}, prepare_data=prepare,  # the distilled student: the one-line instruction, no demos
-                      description="Rewrite informal text in the house corporate tone of a style guide; distillable into a LoRA student.")
+PROGRAM = ProgramSpec(
+    name="tone",
+    build=build,
+    load_data=load_data,
+    metric=metric,
+    report=report,
+    dataset="tone",
+    default_recipe="bootstrap",
+    config=CONFIG,
+    cost_space={"prompt": ["guide", "short"]},  # the style guide and its demos, or one line
+    student_config={"prompt": "short"},
+    prepare_data=prepare,  # the distilled student: the one-line instruction, no demos
+    description="Rewrite informal text in the house corporate tone of a style guide; distillable into a LoRA student.",
+)

@@ -30,7 +30,9 @@ class CallFunctions(dspy.Signature):
     # example value ("Price of AAPL?" -> get_weather(city='Paris')); BFCL train+dev 0.312 -> 0.438, multiple 0.19 -> 0.56.
     functions: list[str] = dspy.InputField(desc="available functions: name(arg: type, optional?: type) - description")
     question: str = dspy.InputField(desc="the user's request")
-    calls: list[FunctionCall] = dspy.OutputField(desc="the function calls, each with a name from the list and its arguments")
+    calls: list[FunctionCall] = dspy.OutputField(
+        desc="the function calls, each with a name from the list and its arguments"
+    )
 
 
 class NextStep(dspy.Signature):

@@ -40,8 +40,11 @@ def paris_teaching():
         adapter=adapter,
         student=dspy.utils.DummyLM([{"answer": "wrong"}] * 8, adapter=adapter),
         teacher=dspy.utils.DummyLM([{"answer": "Paris"}] * 8, adapter=adapter),
-        train=[dspy.Example(question=f"Capital of France? ({i})", answer="Paris").with_inputs("question") for i in range(3)],
-        metric=lambda ex, pred, trace=None: pred.answer == ex.answer)
+        train=[
+            dspy.Example(question=f"Capital of France? ({i})", answer="Paris").with_inputs("question") for i in range(3)
+        ],
+        metric=lambda ex, pred, trace=None: pred.answer == ex.answer,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,13 @@ import dspy
 import pydantic
 from dspy.utils import DummyLM
 
-from dspyc.adapter import (DEFAULT_MAX_STRING_LENGTH, ConstrainedJSONAdapter, DSPyFormatJSONAdapter, response_format_for,
-                           worst_case_tokens)
+from dspyc.adapter import (
+    DEFAULT_MAX_STRING_LENGTH,
+    ConstrainedJSONAdapter,
+    DSPyFormatJSONAdapter,
+    response_format_for,
+    worst_case_tokens,
+)
 
 
 class Typed(pydantic.BaseModel):
@@ -56,7 +61,9 @@ class RecordingLM(DummyLM):
 
 
 def test_adapter_always_sends_schema_and_parses():
-    lm = RecordingLM([{"label": "a", "tags": ["x"], "item": {"name": "n", "score": 3}}], adapter=ConstrainedJSONAdapter())
+    lm = RecordingLM(
+        [{"label": "a", "tags": ["x"], "item": {"name": "n", "score": 3}}], adapter=ConstrainedJSONAdapter()
+    )
     with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
         out = dspy.Predict(Sig)(text="hi")
     assert out.label == "a" and out.item.score == 3 and out.tags == ["x"]
@@ -99,8 +106,12 @@ def test_a_field_sets_its_own_bound():
 
 
 def test_lean_prompt_has_nothing_to_copy():
-    demo = {"question": "Who wrote Hamlet?", "passages": ["[1] Hamlet: a play by Shakespeare."], "answer": "Shakespeare",
-            "citations": [1]}
+    demo = {
+        "question": "Who wrote Hamlet?",
+        "passages": ["[1] Hamlet: a play by Shakespeare."],
+        "answer": "Shakespeare",
+        "citations": [1],
+    }
     msgs = ConstrainedJSONAdapter().format(Answer, [demo], {"question": "Who?", "passages": ["[1] T: text"]})
     assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
     text = "\n".join(m["content"] for m in msgs)
@@ -144,7 +155,7 @@ def test_every_labelled_probe_check_accepts_a_right_answer_and_rejects_a_wrong_o
 
     calls = labelled_calls()
     assert len(calls) >= 200 and {c.kind for c in calls} == set(KINDS)
-    assert {c.kind for c in calls[:len(KINDS)]} == set(KINDS)  # any prefix mixes the kinds
+    assert {c.kind for c in calls[: len(KINDS)]} == set(KINDS)  # any prefix mixes the kinds
     assert sum(c.check is not None for c in calls) / len(calls) > 0.8
     for call in calls:
         module, inputs, check = call
@@ -193,8 +204,13 @@ class ProbeLM(DummyLM):
                     return predictor.signature.instructions in system and all(v in last for v in call.inputs.values())
 
                 call = max((c for c in probe if matches(c)), key=lambda c: sum(map(len, c.inputs.values())))
-                return Response(id=None, model="dummy", message=Message.assistant([TextPart(json.dumps(call.gold))]),
-                                finish_reason="stop", usage=Usage(input_tokens=7, output_tokens=3, total_tokens=10))
+                return Response(
+                    id=None,
+                    model="dummy",
+                    message=Message.assistant([TextPart(json.dumps(call.gold))]),
+                    finish_reason="stop",
+                    usage=Usage(input_tokens=7, output_tokens=3, total_tokens=10),
+                )
 
         return Engine(self)
 
@@ -227,7 +243,13 @@ def test_adapter_check_reports_accuracy_and_failures_per_model_and_adapter(tmp_p
         assert list(rows) == ["new", "old", "ChatAdapter", "JSONAdapter"]
         for name in ("new", "old"):
             r = rows[name]
-            assert r["calls"] == 14 and r["parse_failures"] == 0 and r["empty"] == 0 and r["errors"] == 0 and r["failure_rate"] == 0
+            assert (
+                r["calls"] == 14
+                and r["parse_failures"] == 0
+                and r["empty"] == 0
+                and r["errors"] == 0
+                and r["failure_rate"] == 0
+            )
             assert r["labelled"] == 12 and r["accuracy"] == 1.0 and r["accuracy_parsed"] == 1.0
             assert r["prompt_tokens_per_call"] == 7 and len(r["by_kind"]) == 7
         assert rows["ChatAdapter"]["calls"] == rows["JSONAdapter"]["calls"] == 7
@@ -247,7 +269,9 @@ def test_adapter_check_restricts_models_and_adapters(tmp_path, monkeypatch):
     monkeypatch.setattr(dspyc.lm, "build_lm", lambda settings=None, *, model=None, **kw: ProbeLM(model))
     s = Settings(artifacts_root=tmp_path, num_threads=2)
     out = adapter_check(n=7, stock_n=0, s=s, models=["smollm2-135m-instruct"], only=["new", "JSONAdapter"])
-    assert list(out["results"]) == ["smollm2-135m-instruct"] and list(out["results"]["smollm2-135m-instruct"]) == ["new"]
+    assert list(out["results"]) == ["smollm2-135m-instruct"] and list(out["results"]["smollm2-135m-instruct"]) == [
+        "new"
+    ]
     with pytest.raises(DspycError, match="unknown model 'nope'"):
         adapter_check(n=7, s=s, models=["nope"])
 
@@ -297,4 +321,7 @@ def test_the_response_format_is_built_once_per_signature_and_handed_out_as_a_cop
 
     first = response_format_for(Once)
     first["json_schema"]["schema"]["properties"]["answer"]["maxLength"] = 1  # a caller's change stays its own
-    assert response_format_for(Once)["json_schema"]["schema"]["properties"]["answer"]["maxLength"] == DEFAULT_MAX_STRING_LENGTH
+    assert (
+        response_format_for(Once)["json_schema"]["schema"]["properties"]["answer"]["maxLength"]
+        == DEFAULT_MAX_STRING_LENGTH
+    )

@@ -7,9 +7,16 @@ from dspyc.errors import ArtifactError
 
 
 def manifest(**kw):
-    base = dict(program="toy", version=0, import_path="programs.toy", source_hash="x", recipe={"name": "r"},
-                dataset=artifacts.DatasetRef(name="d", path="/d", version="h"),
-                lm=artifacts.LMRef(backend="engine", model="m", served_name="m"), seed=0)
+    base = dict(
+        program="toy",
+        version=0,
+        import_path="programs.toy",
+        source_hash="x",
+        recipe={"name": "r"},
+        dataset=artifacts.DatasetRef(name="d", path="/d", version="h"),
+        lm=artifacts.LMRef(backend="engine", model="m", served_name="m"),
+        seed=0,
+    )
     return artifacts.Manifest(**(base | kw))
 
 
@@ -131,5 +138,7 @@ def test_unreachable_tracking_keeps_the_artifact_and_sync_logs_it_later(settings
 def test_a_students_headline_score_is_its_own_not_its_teachers():
     from dspyc import plots
 
-    m = manifest(kind="student", metrics={"teacher": {"test": {"metric": 0.35}}, "student": {"test": {"metric": 0.167}}})
+    m = manifest(
+        kind="student", metrics={"teacher": {"test": {"metric": 0.35}}, "student": {"test": {"metric": 0.167}}}
+    )
     assert plots.score(m, "test") == 0.167 and plots.score(m, "dev") is None  # a student is scored on test only

@@ -19,8 +19,9 @@ def test_prefill_throughput_counts_prompt_tokens_and_the_median_latency(monkeypa
 
     def post(url, json, **kw):
         sent.append(json)
-        return httpx.Response(200, json={"usage": {"prompt_tokens": 700, "completion_tokens": 4}},
-                              request=httpx.Request("POST", url))
+        return httpx.Response(
+            200, json={"usage": {"prompt_tokens": 700, "completion_tokens": 4}}, request=httpx.Request("POST", url)
+        )
 
     monkeypatch.setattr(bench.httpx, "post", post)
     out = bench.prefill_throughput("http://x/v1", "m", "k", bench.rag_prompts(get_settings(), n=3), concurrency=2)
@@ -47,13 +48,23 @@ def test_the_compile_bench_times_the_engine_from_an_empty_prefix_cache(monkeypat
 
     def compile_program(name, recipe, s, lm_overrides, **kw):
         events.append((s.lm_backend, s.num_threads, lm_overrides["cache"]))
-        return SimpleNamespace(usage={"lm_calls": 2, "input_tokens": 10, "output_tokens": 1},
-                               metrics={"compiled": {"dev": {"metric": 0.5}}})
+        return SimpleNamespace(
+            usage={"lm_calls": 2, "input_tokens": 10, "output_tokens": 1},
+            metrics={"compiled": {"dev": {"metric": 0.5}}},
+        )
 
     monkeypatch.setattr(compiler, "compile_program", compile_program)
     out = bench.bench_compile("rag", s=get_settings().model_copy(update={"artifacts_root": tmp_path}))
-    assert events == ["fresh DSPy cache", "down", "up", ("engine", 16, True), ("transformers", 1, False),
-                      ("engine", 16, True)]
+    assert events == [
+        "fresh DSPy cache",
+        "down",
+        "up",
+        ("engine", 16, True),
+        ("transformers", 1, False),
+        ("engine", 16, True),
+    ]
     assert list(out["runs"]) == ["engine, cold caches", "in-process, sequential", "engine, warm DSPy cache (re-run)"]
     runs = out["runs"]  # the speedup is in-process time over engine time, as measured
-    assert out["engine_speedup"] == round(runs["in-process, sequential"]["wall_s"] / max(runs["engine, cold caches"]["wall_s"], 1e-3), 2)
+    assert out["engine_speedup"] == round(
+        runs["in-process, sequential"]["wall_s"] / max(runs["engine, cold caches"]["wall_s"], 1e-3), 2
+    )

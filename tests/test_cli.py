@@ -5,27 +5,32 @@ import pytest
 
 
 def dspyc(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "dspyc.cli", *args], capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "dspyc.cli", *args], capture_output=True, text=True, timeout=120, env=env
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (("compile", "nope"), "unknown program 'nope'"),
-    (("compile", "rag", "nope"), "unknown recipe 'nope'"),
-    (("compile", "rag", "--data", "/no/such/folder"), "dataset '/no/such/folder' not found"),
-    (("bench", "nothing"), "unknown benchmark"),
-    (("bench", "engine", "--label", "../x"), "--label '../x'"),
-    (("eval-retrieval", "--program", "rag", "--split", "all"), "use dev or test"),
-    (("eval-retrieval",), "Missing option '--program'"),
-    (("eval", "rag", "--uncompiled", "--with-baseline"), "exclude each other"),
-    (("compile", "rag", "--set", "test=many"), "split sizes must be whole numbers"),
-    (("adapter-check", "--model", "nope"), "unknown model 'nope'"),
-    (("adapter-check", "--adapter", "Chat"), "unknown adapter 'Chat'"),
-    (("distill", "tone", "--eval-threads", "0"), "--eval-threads"),
-    (("bench", "lora"), "needs a version with an adapter"),
-    (("bench", "compile"), "needs a program"),
-    (("data", "prepare", "bfcl"), "no prepare step for dataset 'bfcl' (these have one: tone, wiki)"),
-    (("bench", "train", "--precision", "fp16"), "--precision 'fp16'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("compile", "nope"), "unknown program 'nope'"),
+        (("compile", "rag", "nope"), "unknown recipe 'nope'"),
+        (("compile", "rag", "--data", "/no/such/folder"), "dataset '/no/such/folder' not found"),
+        (("bench", "nothing"), "unknown benchmark"),
+        (("bench", "engine", "--label", "../x"), "--label '../x'"),
+        (("eval-retrieval", "--program", "rag", "--split", "all"), "use dev or test"),
+        (("eval-retrieval",), "Missing option '--program'"),
+        (("eval", "rag", "--uncompiled", "--with-baseline"), "exclude each other"),
+        (("compile", "rag", "--set", "test=many"), "split sizes must be whole numbers"),
+        (("adapter-check", "--model", "nope"), "unknown model 'nope'"),
+        (("adapter-check", "--adapter", "Chat"), "unknown adapter 'Chat'"),
+        (("distill", "tone", "--eval-threads", "0"), "--eval-threads"),
+        (("bench", "lora"), "needs a version with an adapter"),
+        (("bench", "compile"), "needs a program"),
+        (("data", "prepare", "bfcl"), "no prepare step for dataset 'bfcl' (these have one: tone, wiki)"),
+        (("bench", "train", "--precision", "fp16"), "--precision 'fp16'"),
+    ],
+)
 def test_user_mistakes_are_one_line_errors(args, message):
     r = dspyc(*args)
     assert r.returncode == 2, r.stderr
@@ -75,7 +80,10 @@ def test_set_overrides_parse_yaml_values():
     from dspyc.cli import parse_overrides
 
     assert parse_overrides(["hops=1", "sources=[wiki, /data/x]", "retriever=bm25"]) == {
-        "hops": 1, "sources": ["wiki", "/data/x"], "retriever": "bm25"}
+        "hops": 1,
+        "sources": ["wiki", "/data/x"],
+        "retriever": "bm25",
+    }
 
 
 def test_set_without_equals_is_a_one_line_error():

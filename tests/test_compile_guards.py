@@ -57,18 +57,32 @@ def _build(data, config):
     return Toy({q.question: q.answer for q in data.questions}, config["mode"])
 
 
-SPEC = registry.ProgramSpec(name="toyqa", build=_build, load_data=_load, metric=_metric, dataset=str(CAPITALS),
-                            report=lambda results: {"accuracy_of_the_toy_program": sum(_metric(e, p) for e, p in results)
-                                                    / max(len(results), 1)},
-                            config={"mode": "helps", "train": 6, "dev": 8, "test": 8})
+SPEC = registry.ProgramSpec(
+    name="toyqa",
+    build=_build,
+    load_data=_load,
+    metric=_metric,
+    dataset=str(CAPITALS),
+    report=lambda results: {
+        "accuracy_of_the_toy_program": sum(_metric(e, p) for e, p in results) / max(len(results), 1)
+    },
+    config={"mode": "helps", "train": 6, "dev": 8, "test": 8},
+)
 
 
 @pytest.fixture
 def toy(settings, monkeypatch):
     real = registry.get
     monkeypatch.setattr(registry, "get", lambda name: SPEC if name == "toyqa" else real(name))
-    return settings.model_copy(update={"lm_backend": "litellm", "lm_model": "openai/unused", "mlflow_traces": False,
-                                       "num_threads": 2, "reoptimize_resamples": 2000})
+    return settings.model_copy(
+        update={
+            "lm_backend": "litellm",
+            "lm_model": "openai/unused",
+            "mlflow_traces": False,
+            "num_threads": 2,
+            "reoptimize_resamples": 2000,
+        }
+    )
 
 
 def _rows(s, version: int, name: str = compiler.EVALUATION_FILE) -> list[dict]:
@@ -83,7 +97,9 @@ def test_compiling_that_helps_keeps_the_compiled_program_and_shows_the_interval(
     d = m.metrics["delta"]["dev"]
     assert d["n"] == 8 and d["mean"] == pytest.approx(1 - base) and 0 < d["low"] <= d["mean"] <= d["high"] <= 1
     assert set(m.metrics["delta"]) == {"dev", "test"}
-    assert m.metrics["delta"] == compiler.compile_program("toyqa", LABELED, s=toy, save=False).metrics["delta"]  # seeded
+    assert (
+        m.metrics["delta"] == compiler.compile_program("toyqa", LABELED, s=toy, save=False).metrics["delta"]
+    )  # seeded
     out = capsys.readouterr().out
     assert compiler.DELTA_COLUMN in out and f"{d['mean']:+.3f} [" in out and "accuracy_of_the_toy_program" in out
     assert compiler.KEPT_UNCOMPILED not in out
@@ -117,8 +133,16 @@ def test_a_gain_inside_the_noise_keeps_the_uncompiled_program_and_says_why(toy, 
     assert m.metrics["compiled"]["dev"]["metric"] > m.metrics["baseline"]["dev"]["metric"] and d["p"] >= 0.05
     assert m.kept == "uncompiled" and "beyond noise" in m.kept_reason and f"p = {d['p']:.2f}" in m.kept_reason
     assert "beyond noise" in capsys.readouterr().out
-    assert compiler.compile_program("toyqa", LABELED, s=toy.model_copy(update={"compile_keep_alpha": 1.0}),
-                                    config={"mode": "slightly"}, save=False).kept == "compiled"
+    assert (
+        compiler.compile_program(
+            "toyqa",
+            LABELED,
+            s=toy.model_copy(update={"compile_keep_alpha": 1.0}),
+            config={"mode": "slightly"},
+            save=False,
+        ).kept
+        == "compiled"
+    )
 
 
 def test_a_compile_whose_lm_failed_saves_nothing_and_says_so(toy):
@@ -174,7 +198,9 @@ def test_apply_split_config():
 
 
 def test_eval_uncompiled_and_with_baseline(toy, capsys):
-    scores = compiler.evaluate_version("toyqa", data=str(CAPITALS), split="test", s=toy, uncompiled=True)  # nothing compiled
+    scores = compiler.evaluate_version(
+        "toyqa", data=str(CAPITALS), split="test", s=toy, uncompiled=True
+    )  # nothing compiled
     assert 0 < scores["metric"] < 1
     assert "toyqa (uncompiled)" in capsys.readouterr().out
     m = compiler.compile_program("toyqa", LABELED, s=toy, config={"test": 6})
@@ -212,8 +238,10 @@ def test_tables_print_whole_when_not_a_terminal(monkeypatch):
 def test_set_split_sizes_work_per_category_for_bfcl():
     from dspyc.data.bfcl import BFCLDataset
 
-    examples = {cat: [dspy.Example(id=f"{cat}-{i:02d}", question="q").with_inputs("question") for i in range(30)]
-                for cat in ("simple", "multiple")}
+    examples = {
+        cat: [dspy.Example(id=f"{cat}-{i:02d}", question="q").with_inputs("question") for i in range(30)]
+        for cat in ("simple", "multiple")
+    }
     data = BFCLDataset(name="bfcl:simple,multiple", path="bfcl-eval", examples=examples, version="v")
     data.split(0, 6, 4, 8)  # what programs/agent.py's load_data does with its config's train/dev/test
     assert apply_split_config(data, {"test": 3, "train": 2}, 0)
@@ -225,8 +253,10 @@ def test_each_program_is_scored_on_dev_and_test_in_one_stage(toy):
     m = compiler.compile_program("toyqa", LABELED, s=toy, save=False)
     stages = m.usage["stage_wall_time_s"]
     assert list(stages) == ["baseline dev and test", "compile", "compiled dev and test"]  # MLflow metric names
-    assert {w: set(m.metrics[w]) for w in ("baseline", "compiled")} == {"baseline": {"dev", "test"},
-                                                                       "compiled": {"dev", "test"}}
+    assert {w: set(m.metrics[w]) for w in ("baseline", "compiled")} == {
+        "baseline": {"dev", "test"},
+        "compiled": {"dev", "test"},
+    }
     assert m.metrics["compiled"]["test"]["metric"] == 1.0 and 0 < m.metrics["baseline"]["test"]["metric"] < 1
     m = compiler.compile_program("toyqa", LABELED, s=toy, save=False, skip_test=True)
     assert list(m.usage["stage_wall_time_s"]) == ["baseline dev", "compile", "compiled dev"]

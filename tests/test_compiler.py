@@ -20,7 +20,9 @@ def data_dir(tmp_path_factory):
 
     src = HOTPOT if (HOTPOT / "questions.jsonl").exists() else ROOT / "datasets" / "wiki"
     questions = [json.loads(line) for line in (src / "questions.jsonl").open()][:12]
-    gold = {t for q in questions for t in ([f[0] for f in q.get("supporting_facts", [])] or q.get("supporting_titles", []))}
+    gold = {
+        t for q in questions for t in ([f[0] for f in q.get("supporting_facts", [])] or q.get("supporting_titles", []))
+    }
     context = {t for q in questions for t, _ in q.get("context", [])}
     corpus = [row for row in map(json.loads, (src / "corpus.jsonl").open()) if row["title"] in gold | context]
     out = tmp_path_factory.mktemp("tiny-qa")
@@ -61,7 +63,11 @@ def test_same_seed_data_and_cache_give_the_same_program(compiled, data_dir, tmp_
 
 def test_compile_writes_a_complete_artifact(compiled):
     settings, m = compiled
-    assert m.version == 1 and set(m.metrics) == {"baseline", "compiled", "delta", "cost"} and m.kept in ("compiled", "uncompiled")
+    assert (
+        m.version == 1
+        and set(m.metrics) == {"baseline", "compiled", "delta", "cost"}
+        and m.kept in ("compiled", "uncompiled")
+    )
     for split in ("dev", "test"):  # compiled − uncompiled on the same examples, with its paired-bootstrap interval
         d = m.metrics["delta"][split]
         assert d["n"] == 3 and d["low"] <= d["mean"] <= d["high"]
@@ -150,6 +156,7 @@ def test_pareto_compile_measures_candidates_and_registers_the_frontier(live_engi
     stored = [artifacts.read_manifest("rag", v, settings) for v in artifacts.versions("rag", settings)]
     assert len(stored) == 1 + sum(1 for c in points if not c["chosen"] and c["origin"] != "uncompiled")
     mlflow.set_tracking_uri(tracking.tracking_uri(settings))
-    children = mlflow.search_runs(experiment_ids=[tracking.experiment("rag", settings)],
-                                  filter_string="tags.`dspyc.kind` = 'candidate'")
+    children = mlflow.search_runs(
+        experiment_ids=[tracking.experiment("rag", settings)], filter_string="tags.`dspyc.kind` = 'candidate'"
+    )
     assert len(children) == 2

@@ -27,6 +27,7 @@ def wants(passages: int, instructions: str | None = None):
     def metric(example, pred, trace=None):
         n, _, text = pred.answer.partition("|")
         return float(int(n) == passages) + float(instructions is not None and text == instructions)
+
     return metric
 
 
@@ -46,20 +47,29 @@ def test_a_tie_keeps_the_program_as_built():
 def test_instructions_are_searched_and_travel_in_the_predictor_not_the_config():
     text = "Answer with a short span."
     best = ConfigSearch(wants(6, text), space={"answer.instructions": ["Be verbose.", text]}, num_threads=2).compile(
-        Knobs(), trainset=TRAIN)
+        Knobs(), trainset=TRAIN
+    )
     assert best.answer.signature.instructions == text
     assert best.searched_config == {}
     assert best.dump_state()["answer"]["signature"]["instructions"] == text  # saved in program.json
 
 
-@pytest.mark.parametrize("space, error", [({"nope": [1]}, "no setting 'nope'"), ({"ask.instructions": ["x"]}, "no predictor 'ask'"),
-                                          ({"passages": []}, "non-empty list"), ({"passages": list(range(20))}, "max_candidates")])
+@pytest.mark.parametrize(
+    "space, error",
+    [
+        ({"nope": [1]}, "no setting 'nope'"),
+        ({"ask.instructions": ["x"]}, "no predictor 'ask'"),
+        ({"passages": []}, "non-empty list"),
+        ({"passages": list(range(20))}, "max_candidates"),
+    ],
+)
 def test_bad_spaces_fail_in_one_line(space, error):
     with pytest.raises(DspycError, match=error):
         ConfigSearch(wants(4), space=space).compile(Knobs(), trainset=TRAIN)
 
 
 def test_the_factory_builds_it_from_a_recipe():
-    optimizer, kwargs = build_optimizer(Recipe(name="s", optimizer="ConfigSearch", params={"space": {"passages": [3]}}),
-                                        wants(3), num_threads=3)
+    optimizer, kwargs = build_optimizer(
+        Recipe(name="s", optimizer="ConfigSearch", params={"space": {"passages": [3]}}), wants(3), num_threads=3
+    )
     assert isinstance(optimizer, ConfigSearch) and optimizer.num_threads == 3 and kwargs == {}

@@ -52,12 +52,16 @@ def test_lora_rank_fits_the_adapters_not_more(tmp_path):
 
     assert rank({"a": adapter("r16", 16)}) == "16" and rank({"a": "/no/config"}) == "16"
     assert rank({"a": adapter("r16b", 16), "b": adapter("r20", 20)}) == "32"  # rounded up to a rank vLLM takes
-    assert engine.lora_rank(Settings(engine_max_lora_rank=64)) == 64 and engine.lora_rank(s, [adapter("r999", 999)]) == 512
+    assert (
+        engine.lora_rank(Settings(engine_max_lora_rank=64)) == 64 and engine.lora_rank(s, [adapter("r999", 999)]) == 512
+    )
 
 
 def test_lora_only_when_adapters_or_asked(tmp_path):
     auto, forced, never = (Settings(cache_dir=tmp_path, engine_enable_lora=v) for v in (None, True, False))
-    cmd = lambda s, loras={}, lora=None: engine.build_command(tmp_path / "py", "/m", "m", "127.0.0.1", 8400, s, loras, lora)  # noqa: E731
+    cmd = lambda s, loras={}, lora=None: engine.build_command(
+        tmp_path / "py", "/m", "m", "127.0.0.1", 8400, s, loras, lora
+    )  # noqa: E731
     assert "--enable-lora" not in cmd(auto)  # torch.compile stays on for engines serving no adapters
     assert "--enable-lora" in cmd(auto, lora=True) and "--enable-lora" in cmd(auto, {"t": "/a"})
     assert "--enable-lora" in cmd(forced) and "--enable-lora" not in cmd(never)
@@ -77,8 +81,18 @@ def test_each_model_has_its_own_state_and_log(tmp_path):
 def _write_state(s, model, pid, port, **kw):
     path = engine._state_file(s, model)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(engine.EngineState(pid=pid, host="127.0.0.1", port=port, model=f"/models/{model}", key=model,
-                                       served_model=model, started_at=0, **kw).model_dump_json())
+    path.write_text(
+        engine.EngineState(
+            pid=pid,
+            host="127.0.0.1",
+            port=port,
+            model=f"/models/{model}",
+            key=model,
+            served_model=model,
+            started_at=0,
+            **kw,
+        ).model_dump_json()
+    )
     return path
 
 
@@ -95,8 +109,11 @@ def test_status_and_engines_clear_stale_state(tmp_path):
 def test_legacy_single_engine_state_moves_to_its_model_folder(tmp_path):
     s = Settings(cache_dir=tmp_path, lm_model="m")
     s.engine_dir.mkdir(parents=True)
-    (s.engine_dir / "state.json").write_text(engine.EngineState(pid=os.getpid(), host="127.0.0.1", port=1, model="/x",
-                                                                 served_model="m", started_at=0).model_dump_json())
+    (s.engine_dir / "state.json").write_text(
+        engine.EngineState(
+            pid=os.getpid(), host="127.0.0.1", port=1, model="/x", served_model="m", started_at=0
+        ).model_dump_json()
+    )
     (s.engine_dir / "engine.log").write_text("old\n")
     assert engine.read_state(s).port == 1 and engine.log_tail(s) == "old"
     assert not (s.engine_dir / "state.json").exists()
@@ -105,7 +122,9 @@ def test_legacy_single_engine_state_moves_to_its_model_folder(tmp_path):
 def test_failed_start_reports_root_cause_from_log(tmp_path):
     s = Settings(cache_dir=tmp_path)
     engine.log_file(s).parent.mkdir(parents=True)
-    engine.log_file(s).write_text("INFO ok\nERROR ValueError: Available memory is low\nRuntimeError: Engine core initialization failed\n")
+    engine.log_file(s).write_text(
+        "INFO ok\nERROR ValueError: Available memory is low\nRuntimeError: Engine core initialization failed\n"
+    )
     assert engine._last_error_line(s) == "ValueError: Available memory is low"
 
 
@@ -194,8 +213,14 @@ def test_cli_status_lists_every_engine(tmp_path, monkeypatch):
         assert runner.invoke(cli.app, ["engine", "status"]).exit_code == 1  # none runs
         s = get_settings()
         _write_state(s, "qwen-x", os.getpid(), 1)
-        _write_state(s, "smol-y", os.getpid(), 2, loras={"tone-abc": "/a"},
-                     command=["py", "--dtype", "float32", "--enable-lora", "--max-lora-rank", "16"])
+        _write_state(
+            s,
+            "smol-y",
+            os.getpid(),
+            2,
+            loras={"tone-abc": "/a"},
+            command=["py", "--dtype", "float32", "--enable-lora", "--max-lora-rank", "16"],
+        )
         r = runner.invoke(cli.app, ["engine", "status"])
         assert r.exit_code == 0, r.output
         rows = [ln for ln in r.output.splitlines() if "127.0.0.1" in ln]
@@ -217,7 +242,9 @@ def test_build_lm_calls_the_engine_of_its_model_and_adapter(tmp_path, monkeypatc
     from dspyc.lm import build_lm
 
     calls = []
-    monkeypatch.setattr(engine, "ensure", lambda s, model=None, lora=False: calls.append((model, lora)) or f"http://{model}/v1")
+    monkeypatch.setattr(
+        engine, "ensure", lambda s, model=None, lora=False: calls.append((model, lora)) or f"http://{model}/v1"
+    )
     s = Settings(cache_dir=tmp_path, lm_model="qwen-x")
     assert build_lm(s).model == "openai/qwen-x"
     lm = build_lm(s, model="smol-y", adapter="tone-abc")
@@ -228,8 +255,13 @@ def test_build_lm_calls_the_engine_of_its_model_and_adapter(tmp_path, monkeypatc
 
 
 def test_ensure_honours_lm_url_for_the_program_lm_only(tmp_path, monkeypatch):
-    monkeypatch.setattr(engine, "up", lambda s, model=None, lora=None, quiet=False: engine.EngineState(
-        pid=1, host="127.0.0.1", port=8401, model="/m", served_model=model, started_at=0))
+    monkeypatch.setattr(
+        engine,
+        "up",
+        lambda s, model=None, lora=None, quiet=False: engine.EngineState(
+            pid=1, host="127.0.0.1", port=8401, model="/m", served_model=model, started_at=0
+        ),
+    )
     s = Settings(cache_dir=tmp_path, lm_model="qwen-x", lm_url="http://remote:9/v1/")
     assert engine.ensure(s) == "http://remote:9/v1"
     assert engine.ensure(s, "smol-y") == "http://127.0.0.1:8401/v1"
@@ -309,7 +341,11 @@ def test_cpu_tuning_names_every_choice_and_its_reason(tmp_path, monkeypatch):
     assert "no libiomp5" in t.why["LD_PRELOAD"] and "VLLM_CPU_OMP_THREADS_BIND" in t.why
     (tmp_path / "venv" / "lib").mkdir()
     (tmp_path / "venv" / "lib" / "libiomp5.so").write_bytes(b"")
-    assert cpu_tuning(Settings(engine_preload_iomp=True), python).env["LD_PRELOAD"].startswith(str(tmp_path / "venv" / "lib" / "libiomp5.so"))
+    assert (
+        cpu_tuning(Settings(engine_preload_iomp=True), python)
+        .env["LD_PRELOAD"]
+        .startswith(str(tmp_path / "venv" / "lib" / "libiomp5.so"))
+    )
     assert "LD_PRELOAD" not in cpu_tuning(Settings(engine_preload_iomp=False), python).env
     cpu = cpu_summary()
     assert cpu["cores"] >= 1 and isinstance(cpu["flags"], list)
@@ -363,7 +399,11 @@ def test_a_lora_engine_wraps_only_the_layers_its_adapters_change(fake_vllm, tmp_
     engine.load_lora("qv", adapter("qv", ["v_proj", "q_proj"]), s, model="student-base")
     first = engine.status(s, "student-base")
     assert engine.served_targets(first) == {"q_proj", "v_proj"}
-    assert first.command[first.command.index("--lora-target-modules"):][:3] == ["--lora-target-modules", "q_proj", "v_proj"]
+    assert first.command[first.command.index("--lora-target-modules") :][:3] == [
+        "--lora-target-modules",
+        "q_proj",
+        "v_proj",
+    ]
     engine.load_lora("qv2", adapter("qv2", ["q_proj"]), s, model="student-base")
     assert engine.status(s, "student-base").pid == first.pid  # covered: loaded without a restart
     engine.load_lora("o", adapter("o", ["o_proj"]), s, model="student-base")

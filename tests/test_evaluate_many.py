@@ -15,13 +15,16 @@ def _metric(example, pred, trace=None):
     return float(pred.get("answer", "") == example.answer)
 
 
-SPEC = registry.ProgramSpec(name="toy", build=lambda data, cfg: None, load_data=lambda name, seed: None,
-                            metric=_metric, dataset="unused",
-                            report=lambda results: {"answered": sum(bool(p.get("answer")) for _, p in results)
-                                                    / max(len(results), 1)})
+SPEC = registry.ProgramSpec(
+    name="toy",
+    build=lambda data, cfg: None,
+    load_data=lambda name, seed: None,
+    metric=_metric,
+    dataset="unused",
+    report=lambda results: {"answered": sum(bool(p.get("answer")) for _, p in results) / max(len(results), 1)},
+)
 
-EXAMPLES = [dspy.Example(id=f"q{i}", question=f"question {i}", answer=str(i)).with_inputs("question")
-            for i in range(9)]
+EXAMPLES = [dspy.Example(id=f"q{i}", question=f"question {i}", answer=str(i)).with_inputs("question") for i in range(9)]
 
 
 class Echo(dspy.Module):
@@ -54,8 +57,13 @@ def test_rows_follow_the_examples_order():
     (ev,) = compiler.evaluate_many([("a", Echo(1), EXAMPLES)], SPEC, num_threads=len(EXAMPLES))
     assert [r["id"] for r in ev.rows] == [ex.id for ex in EXAMPLES]
     assert [r["outputs"]["answer"] for r in ev.rows] == [ex.answer for ex in EXAMPLES]
-    assert ev.rows[0] == {"id": "q0", "inputs": {"question": "question 0"}, "gold": {"id": "q0", "answer": "0"},
-                          "outputs": {"answer": "0"}, "score": 1.0}
+    assert ev.rows[0] == {
+        "id": "q0",
+        "inputs": {"question": "question 0"},
+        "gold": {"id": "q0", "answer": "0"},
+        "outputs": {"answer": "0"},
+        "score": 1.0,
+    }
 
 
 def test_a_failed_call_is_an_error_row_scored_zero_and_the_rest_go_on():

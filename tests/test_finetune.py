@@ -19,8 +19,15 @@ def metric(ex, pred, trace=None):
 
 
 def _spec(**hooks) -> ProgramSpec:
-    return ProgramSpec(name="qa", build=lambda d, c: dspy.Predict("question -> answer"), load_data=lambda n, s: None,
-                       metric=metric, report=lambda results: {}, dataset="x", **hooks)
+    return ProgramSpec(
+        name="qa",
+        build=lambda d, c: dspy.Predict("question -> answer"),
+        load_data=lambda n, s: None,
+        metric=metric,
+        report=lambda results: {},
+        dataset="x",
+        **hooks,
+    )
 
 
 def _context(spec: ProgramSpec, outside=()) -> CompileContext:
@@ -28,8 +35,10 @@ def _context(spec: ProgramSpec, outside=()) -> CompileContext:
     return CompileContext(program="qa", spec=spec, dataset=data, settings=None)
 
 
-TRAIN = [dspy.Example(id=f"t{i}", question=f"Capital of country {i}?", answer="Paris").with_inputs("question")
-         for i in range(3)]
+TRAIN = [
+    dspy.Example(id=f"t{i}", question=f"Capital of country {i}?", answer="Paris").with_inputs("question")
+    for i in range(3)
+]
 
 
 def test_shipped_weights_recipes_load_and_validate():
@@ -38,8 +47,9 @@ def test_shipped_weights_recipes_load_and_validate():
     chain = load_recipe("better_together")
     assert chain.sequence == ["bootstrap", "finetune", "bootstrap"] and not chain.optimizer
     with pytest.raises(DspycError, match="params field 'lora.r'"):
-        build_optimizer(Recipe(name="x", optimizer="Finetune", params={"lora": {"r": 0}}), metric,
-                        context=_context(_spec()))
+        build_optimizer(
+            Recipe(name="x", optimizer="Finetune", params={"lora": {"r": 0}}), metric, context=_context(_spec())
+        )
 
 
 def test_finetune_needs_the_compile_context():
@@ -66,7 +76,9 @@ def test_rows_are_passing_traces_and_gold_labels_never_dev_or_test():
     """Passing traces of the program over train, and gold traces of train + `gold_extra` outside examples."""
     gold = lambda ex: [{"predictor": "self", "inputs": {"question": ex.question}, "outputs": {"answer": ex.answer}}]  # noqa: E731
     extra = [dspy.Example(id="x1", question="Capital of Spain?", answer="Madrid").with_inputs("question")]
-    opt = Finetune(metric, _context(_spec(gold_trace=gold), outside=extra), gold_extra=1, dedupe_rows=True, num_threads=1)
+    opt = Finetune(
+        metric, _context(_spec(gold_trace=gold), outside=extra), gold_extra=1, dedupe_rows=True, num_threads=1
+    )
     lm = dspy.utils.DummyLM([{"answer": "Paris"}, {"answer": "Lyon"}, {"answer": "Paris"}], adapter=dspy.JSONAdapter())
     with dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
         rows, by_source = opt.training_rows(dspy.Predict("question -> answer"), TRAIN)
@@ -86,7 +98,9 @@ def test_rows_are_capped_by_a_seeded_sample():
 
 def test_no_rows_is_a_one_line_error():
     opt = Finetune(metric, _context(_spec()), num_threads=1)
-    with dspy.context(lm=dspy.utils.DummyLM([{"answer": "Rome"}] * 3, adapter=dspy.JSONAdapter()), adapter=dspy.JSONAdapter()):
+    with dspy.context(
+        lm=dspy.utils.DummyLM([{"answer": "Rome"}] * 3, adapter=dspy.JSONAdapter()), adapter=dspy.JSONAdapter()
+    ):
         with pytest.raises(DspycError, match="no finetune rows"):
             opt.training_rows(dspy.Predict("question -> answer"), TRAIN)
 
@@ -105,7 +119,8 @@ def test_a_row_holds_the_prompt_the_program_sends_demos_and_plain_text_included(
     prompt, completion = T.chat_row(adapter, json_pred, {"question": "Capital of France?"}, {"answer": "Paris"})
     assert completion[0]["content"] == '{"answer":"Paris"}' and prompt == [
         {"role": m["role"], "content": m["content"]}
-        for m in adapter.format(json_pred.signature, demos=[], inputs={"question": "Capital of France?"})]
+        for m in adapter.format(json_pred.signature, demos=[], inputs={"question": "Capital of France?"})
+    ]
 
 
 def test_rag_relabels_only_answer_steps_whose_passages_hold_the_gold_answer():
@@ -118,7 +133,8 @@ def test_rag_relabels_only_answer_steps_whose_passages_hold_the_gold_answer():
     not_held = call("answer", {"question": ex.question, "passages": ["Louvre: a museum."]}, {"answer": "Paris"})
     # the run failed (its last answer, Lyon): the grounded answer step is taught the gold answer, no query step
     assert rag.relabel(ex, [q, not_held, held]) == [
-        {"predictor": "answer", "inputs": held.inputs, "outputs": {"answer": "Paris"}}]
+        {"predictor": "answer", "inputs": held.inputs, "outputs": {"answer": "Paris"}}
+    ]
     # the run passed: its query step joins; the answer step over passages without "Paris" is never taught
     out = rag.relabel(ex, [q, not_held])
     assert [c["predictor"] for c in out] == ["generate_query"]
@@ -138,7 +154,11 @@ def test_a_chain_stops_at_the_stage_that_stops_helping(monkeypatch):
     out = compiler.run_recipe(load_recipe("better_together"), "p", {"dev": []}, None, ctx, 0, baseline_dev=0.4)
     assert ran == ["bootstrap", "finetune", "bootstrap"]
     assert out.program == "p+bootstrap+finetune" and out.trials == [1, 2]  # the last stage did not raise dev
-    assert [(s["recipe"], s["kept"]) for s in out.stages] == [("bootstrap", True), ("finetune", True), ("bootstrap", False)]
+    assert [(s["recipe"], s["kept"]) for s in out.stages] == [
+        ("bootstrap", True),
+        ("finetune", True),
+        ("bootstrap", False),
+    ]
     ran.clear()
     out = compiler.run_recipe(load_recipe("better_together"), "p", {"dev": []}, None, ctx, 0, baseline_dev=0.6)
     assert ran == ["bootstrap"] and out.program == "p"  # the first stage fell below the uncompiled program: stop
@@ -146,7 +166,11 @@ def test_a_chain_stops_at_the_stage_that_stops_helping(monkeypatch):
 
 def test_call_costs_count_billed_calls_and_leave_cache_hits_apart():
     costs = compiler.CallCosts()
-    for usage in ({"prompt_tokens": 100, "completion_tokens": 10}, {"prompt_tokens": 300, "completion_tokens": 30}, None):
+    for usage in (
+        {"prompt_tokens": 100, "completion_tokens": 10},
+        {"prompt_tokens": 300, "completion_tokens": 30},
+        None,
+    ):
         costs._local.job = "job"
         costs.on_lm_start("id", None, {})
         if usage:
@@ -187,16 +211,27 @@ def test_a_token_budget_keeps_a_seeded_sample_that_fits(monkeypatch):
 
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: Tok())
     monkeypatch.setattr("dspyc.models.resolve_lm", lambda *a, **k: "model")
-    rows = [T.SFTRow(example_id=str(i), predictor="p", score=1.0, prompt=[{"role": "user", "content": "x" * 9}],
-                     completion=[{"role": "assistant", "content": str(i)}]) for i in range(10)]  # 10 tokens each
+    rows = [
+        T.SFTRow(
+            example_id=str(i),
+            predictor="p",
+            score=1.0,
+            prompt=[{"role": "user", "content": "x" * 9}],
+            completion=[{"role": "assistant", "content": str(i)}],
+        )
+        for i in range(10)
+    ]  # 10 tokens each
     ctx = _context(_spec())
     ctx.settings = SimpleNamespace(lm_model="m")
     fits = Finetune(metric, ctx, max_train_tokens=200, train={"epochs": 2})
     assert fits.within_budget(rows) == rows
     tight = Finetune(metric, ctx, max_train_tokens=100, train={"epochs": 2}, seed=1)
     kept = tight.within_budget(rows)
-    assert len(kept) == 5 and kept != rows[:5] and kept == Finetune(metric, ctx, max_train_tokens=100,
-                                                                    train={"epochs": 2}, seed=1).within_budget(rows)
+    assert (
+        len(kept) == 5
+        and kept != rows[:5]
+        and kept == Finetune(metric, ctx, max_train_tokens=100, train={"epochs": 2}, seed=1).within_budget(rows)
+    )
 
 
 def test_long_rows_train_in_micro_batches_of_the_same_effective_batch():
@@ -204,8 +239,12 @@ def test_long_rows_train_in_micro_batches_of_the_same_effective_batch():
     from dspyc.distill.recipe import TrainSpec, fit_batch
 
     spec = TrainSpec(batch_size=8, max_batch_tokens=4096)
-    shapes = {n: (s.batch_size, s.gradient_accumulation_steps) for n in (300, 700, 1100, 5000) for s in [fit_batch(spec, n)]}
+    shapes = {
+        n: (s.batch_size, s.gradient_accumulation_steps) for n in (300, 700, 1100, 5000) for s in [fit_batch(spec, n)]
+    }
     assert shapes == {300: (8, 1), 700: (4, 2), 1100: (2, 4), 5000: (1, 8)}
     assert fit_batch(TrainSpec(batch_size=8), 5000).batch_size == 8  # no bound: as the recipe says
-    assert fit_batch(TrainSpec(batch_size=6, gradient_accumulation_steps=2, max_batch_tokens=4096), 1100).model_dump() \
-        | {} == TrainSpec(batch_size=3, gradient_accumulation_steps=4, max_batch_tokens=4096).model_dump()
+    assert (
+        fit_batch(TrainSpec(batch_size=6, gradient_accumulation_steps=2, max_batch_tokens=4096), 1100).model_dump() | {}
+        == TrainSpec(batch_size=3, gradient_accumulation_steps=4, max_batch_tokens=4096).model_dump()
+    )

@@ -32,11 +32,17 @@ def finetuned(live_engine, tmp_path_factory):
 
 def assert_calls_area(program) -> None:
     """One request through the loaded program: it answers with calls to the one listed function."""
-    pred = program(question="What is the area of a circle of radius 3?",
-                   functions=["area_circle(radius: integer) - area of a circle"],
-                   schemas=[{"name": "area_circle", "description": "area of a circle",
-                             "parameters": {"type": "dict", "properties": {"radius": {"type": "integer"}},
-                                            "required": ["radius"]}}])
+    pred = program(
+        question="What is the area of a circle of radius 3?",
+        functions=["area_circle(radius: integer) - area of a circle"],
+        schemas=[
+            {
+                "name": "area_circle",
+                "description": "area of a circle",
+                "parameters": {"type": "dict", "properties": {"radius": {"type": "integer"}}, "required": ["radius"]},
+            }
+        ],
+    )
     assert pred.calls and all(c["name"] == "area_circle" for c in pred.calls)
 
 
@@ -45,7 +51,9 @@ def test_the_version_is_an_adapter_on_the_program_lm_never_a_merged_model(finetu
     assert m.adapter is not None and m.adapter.base_model == s.lm_model and m.adapter.lora_name.startswith("agent-ft-")
     assert {"adapter/adapter_config.json", "adapter/adapter_model.safetensors"} <= set(m.files)
     assert not any(f.endswith("model.safetensors") and not f.startswith("adapter/") for f in m.files)
-    config = json.loads((artifacts.program_dir("agent", s) / str(m.version) / "adapter" / "adapter_config.json").read_text())
+    config = json.loads(
+        (artifacts.program_dir("agent", s) / str(m.version) / "adapter" / "adapter_config.json").read_text()
+    )
     assert config["layers_to_transform"] == [28, 29]  # SmolLM2's top 2 of 30 layers, as the recipe asks
     state = json.loads((artifacts.program_dir("agent", s) / str(m.version) / artifacts.PROGRAM_FILE).read_text())
     assert all(v.get("lm") is None for v in state.values() if isinstance(v, dict) and "demos" in v)  # no engine URL

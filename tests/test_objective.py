@@ -16,8 +16,13 @@ from dspyc.objective import Candidate
 def ev(scores: list[float], tokens: float, outputs: str = "") -> Evaluation:
     """An evaluation with per-example scores and `tokens` prompt tokens per run (no output tokens)."""
     rows = [{"id": str(i), "score": s, "outputs": {"answer": f"{outputs}{i}"}} for i, s in enumerate(scores)]
-    cost = {"runs": len(scores), "prompt_tokens_per_run": tokens, "output_tokens_per_run": 0.0, "run_p50_s": tokens / 100,
-            "machine_s_per_run": tokens / 1000}
+    cost = {
+        "runs": len(scores),
+        "prompt_tokens_per_run": tokens,
+        "output_tokens_per_run": 0.0,
+        "run_p50_s": tokens / 100,
+        "machine_s_per_run": tokens / 1000,
+    }
     return Evaluation({"metric": sum(scores) / len(scores)}, rows, cost)
 
 
@@ -47,9 +52,19 @@ ALL_RIGHT = [1.0] * 30
 
 def run(objective, candidates, base, margin=0.03, probe=3):
     fake = FakeEvaluate()
-    result = obj.search(objective, candidates, base, [dspy.Example(id=i) for i in range(probe)],
-                        [dspy.Example(id=i) for i in range(30)], fake, measure="tokens", margin=margin, price=0.1,
-                        resamples=2000, seed=0)
+    result = obj.search(
+        objective,
+        candidates,
+        base,
+        [dspy.Example(id=i) for i in range(probe)],
+        [dspy.Example(id=i) for i in range(30)],
+        fake,
+        measure="tokens",
+        margin=margin,
+        price=0.1,
+        resamples=2000,
+        seed=0,
+    )
     return result, fake
 
 
@@ -126,6 +141,7 @@ def test_call_costs_measure_each_run_cache_hits_included():
     """Tokens per run count a cached call's usage (DSPy keeps it); per-call figures and run latency leave it out."""
     costs = CallCosts()
     for tokens, cached in ((100, False), (300, True)):
+
         def one_run(tokens=tokens, cached=cached):
             for i in range(2):  # two LM calls a run; the second run's last answered from the cache
                 costs.on_lm_start("id", None, {})
@@ -134,10 +150,13 @@ def test_call_costs_measure_each_run_cache_hits_included():
                     costs.bill(usage)
                 costs.seen(usage)  # as dspyc.lm.LM reports every response
                 costs.on_lm_end("id", None, None)
+
         costs.run("job", one_run)
     out = costs.summary("job")
     assert out["runs"] == 2 and out["prompt_tokens_per_run"] == 400 and out["output_tokens_per_run"] == 20
-    assert out["lm_calls"] == 4 and out["cached_calls"] == 1 and out["prompt_tokens_per_call"] == 166.7  # (100 + 100 + 300) / 3
+    assert (
+        out["lm_calls"] == 4 and out["cached_calls"] == 1 and out["prompt_tokens_per_call"] == 166.7
+    )  # (100 + 100 + 300) / 3
     assert out["cached_runs"] == 1 and out["run_p50_s"] >= 0  # the p50 of the one run with no cached call
     assert _cost_cell(out, "tokens_per_run") == "420"
 
@@ -198,11 +217,18 @@ def test_a_cost_version_becomes_champion_only_cheaper_and_within_the_margin():
 
     def manifest(version, dev, tokens, objective="quality"):
         cost = {"dev": {"runs": 30, "prompt_tokens_per_run": tokens, "output_tokens_per_run": 0.0}}
-        return Manifest(program="rag", version=version, import_path="programs.rag", source_hash="x",
-                        recipe={"name": objective, "objective": objective, "margin": 0.03, "cost": "tokens"},
-                        dataset=DatasetRef(name="d", path="d", version="v"), lm=LMRef(backend="engine", model="m", served_name="m"),
-                        seed=0, split_ids={"dev": "ids"},
-                        metrics={"compiled": {"dev": {"metric": dev}}, "cost": {"compiled": cost}})
+        return Manifest(
+            program="rag",
+            version=version,
+            import_path="programs.rag",
+            source_hash="x",
+            recipe={"name": objective, "objective": objective, "margin": 0.03, "cost": "tokens"},
+            dataset=DatasetRef(name="d", path="d", version="v"),
+            lm=LMRef(backend="engine", model="m", served_name="m"),
+            seed=0,
+            split_ids={"dev": "ids"},
+            metrics={"compiled": {"dev": {"metric": dev}}, "cost": {"compiled": cost}},
+        )
 
     champion = manifest(1, 0.50, 1000)
     assert champion_decision(manifest(2, 0.48, 600, "cost"), champion)[0]
@@ -217,10 +243,20 @@ def test_frontier_plot_draws_the_candidates(tmp_path):
 
     base = uncompiled([1.0] * 20 + [0.0] * 10, 1000)
     result, _ = run("pareto", [cand("cheap", [1.0] * 19 + [0.0] * 11, 300), cand("dear", ALL_RIGHT, 1500)], base)
-    m = Manifest(program="rag", version=1, import_path="programs.rag", source_hash="x", recipe={}, seed=0,
-                 dataset=DatasetRef(name="d", path="d", version="v"), lm=LMRef(backend="engine", model="m", served_name="m"),
-                 metrics={"objective": {"objective": "pareto", "margin": 0.03, "cost": "tokens"},
-                          "candidates": obj.summary(result, "tokens")})
+    m = Manifest(
+        program="rag",
+        version=1,
+        import_path="programs.rag",
+        source_hash="x",
+        recipe={},
+        seed=0,
+        dataset=DatasetRef(name="d", path="d", version="v"),
+        lm=LMRef(backend="engine", model="m", served_name="m"),
+        metrics={
+            "objective": {"objective": "pareto", "margin": 0.03, "cost": "tokens"},
+            "candidates": obj.summary(result, "tokens"),
+        },
+    )
     out = plots.frontier_plot(m, tmp_path / "f.png")
     assert out is not None and out.stat().st_size > 5000
 

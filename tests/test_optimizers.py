@@ -42,9 +42,16 @@ def test_unknown_param_is_refused():
 
 def test_a_teacher_lm_writes_the_demos(paris_teaching):
     """The student LM answers wrong; the recipe's teacher answers right, so its passing traces become the demos."""
-    adapter, student, teacher, train, exact = (paris_teaching.adapter, paris_teaching.student, paris_teaching.teacher,
-                                               paris_teaching.train, paris_teaching.metric)
-    recipe = Recipe(name="t", optimizer="BootstrapFewShot", params={"max_bootstrapped_demos": 2, "max_labeled_demos": 0})
+    adapter, student, teacher, train, exact = (
+        paris_teaching.adapter,
+        paris_teaching.student,
+        paris_teaching.teacher,
+        paris_teaching.train,
+        paris_teaching.metric,
+    )
+    recipe = Recipe(
+        name="t", optimizer="BootstrapFewShot", params={"max_bootstrapped_demos": 2, "max_labeled_demos": 0}
+    )
     with dspy.context(lm=student, adapter=adapter):
         optimizer, kwargs = build_optimizer(recipe, exact, teacher=teacher)
         compiled = optimizer.compile(dspy.Predict("question -> answer"), trainset=train, **kwargs)
@@ -57,7 +64,9 @@ def test_a_teacher_lm_writes_the_demos(paris_teaching):
 
 def test_a_teacher_needs_an_optimizer_that_takes_one():
     with pytest.raises(DspycError, match="takes no teacher"):
-        build_optimizer(Recipe(name="x", optimizer="GEPA", params={"auto": "light"}), metric, teacher=dspy.utils.DummyLM([]))
+        build_optimizer(
+            Recipe(name="x", optimizer="GEPA", params={"auto": "light"}), metric, teacher=dspy.utils.DummyLM([])
+        )
 
 
 def test_prewarm_runs_the_teacher_over_all_train_examples_only_when_it_can_help():
@@ -78,8 +87,12 @@ def test_prewarm_runs_the_teacher_over_all_train_examples_only_when_it_can_help(
         optimizer, _ = build_optimizer(plain, metric)
         assert prewarm_bootstrap(optimizer, Echo(), train, metric, num_threads=3)
         assert sorted(seen) == [ex.question for ex in train]
-        labelled, _ = build_optimizer(Recipe(name="l", optimizer="BootstrapFewShot", params={"max_labeled_demos": 2}), metric)
-        assert not prewarm_bootstrap(labelled, Echo(), train, metric, num_threads=3)  # its teacher's demos differ per example
+        labelled, _ = build_optimizer(
+            Recipe(name="l", optimizer="BootstrapFewShot", params={"max_labeled_demos": 2}), metric
+        )
+        assert not prewarm_bootstrap(
+            labelled, Echo(), train, metric, num_threads=3
+        )  # its teacher's demos differ per example
     cached.cache = False
     with dspy.context(lm=cached):
         assert not prewarm_bootstrap(optimizer, Echo(), train, metric, num_threads=3)  # nothing would be reused

@@ -18,7 +18,7 @@ CAPITALS = ROOT / "tests" / "fixtures" / "knn_project" / "datasets" / "capitals"
 
 def readme_program() -> str:
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Write a program"):]
+    section = text[text.index("## Write a program") :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
@@ -32,12 +32,21 @@ def test_the_readme_program_compiles_and_loads(tmp_path, monkeypatch):
     shutil.copytree(ROOT / "optimizers", project / "optimizers")
     monkeypatch.setattr(sys, "path", [str(project), *sys.path])
     monkeypatch.delitem(sys.modules, "programs", raising=False)
-    s = Settings(project_dir=project, artifacts_root=project / "artifacts", mlflow_traces=False, num_threads=2,
-                 lm_backend="litellm", lm_model="openai/unused", reoptimize_resamples=500)
+    s = Settings(
+        project_dir=project,
+        artifacts_root=project / "artifacts",
+        mlflow_traces=False,
+        num_threads=2,
+        lm_backend="litellm",
+        lm_model="openai/unused",
+        reoptimize_resamples=500,
+    )
     monkeypatch.setattr(settings_module, "get_settings", lambda: s)  # every module reads the project from here
     for module in ("dspyc.registry", "dspyc.optimizers", "dspyc.data.qa"):
         monkeypatch.setattr(f"{module}.get_settings", lambda: s, raising=False)
-    capitals = {q["question"]: q["answer"] for q in map(__import__("json").loads, (CAPITALS / "questions.jsonl").open())}
+    capitals = {
+        q["question"]: q["answer"] for q in map(__import__("json").loads, (CAPITALS / "questions.jsonl").open())
+    }
 
     class Table(dspy.utils.DummyLM):  # answers every question right, from the dataset itself
         def forward(self, prompt=None, messages=None, **kw):
@@ -46,7 +55,9 @@ def test_the_readme_program_compiles_and_loads(tmp_path, monkeypatch):
             return super().forward(prompt=prompt, messages=messages, **kw)
 
     lm = Table([{"answer": ""}], adapter=dspy.JSONAdapter())
-    monkeypatch.setattr(compiler, "configure", lambda settings, **kw: dspy.configure(lm=lm, adapter=dspy.JSONAdapter()) or lm)
+    monkeypatch.setattr(
+        compiler, "configure", lambda settings, **kw: dspy.configure(lm=lm, adapter=dspy.JSONAdapter()) or lm
+    )
     assert "capital" in registry.available()
     m = compiler.compile_program("capital", "bootstrap", s=s)
     assert m.metrics["baseline"]["test"]["accuracy"] == 1.0 and m.program == "capital"

@@ -51,17 +51,27 @@ def test_crontab_line(settings):
 def project(tmp_path):
     root = tmp_path / "proj"
     shutil.copytree(FIXTURE, root)
-    env = os.environ | {"DSPYC_PROJECT_DIR": str(root), "DSPYC_ARTIFACTS_DIR": str(root / "artifacts"),
-                        "DSPYC_LM_BACKEND": "litellm", "DSPYC_LM_MODEL": "openai/unused",  # the fixture makes no LM calls
-                        "DSPYC_MLFLOW_TRACES": "false", "DSPYC_NUM_THREADS": "2", "OPENAI_API_KEY": "unused"}
+    env = os.environ | {
+        "DSPYC_PROJECT_DIR": str(root),
+        "DSPYC_ARTIFACTS_DIR": str(root / "artifacts"),
+        "DSPYC_LM_BACKEND": "litellm",
+        "DSPYC_LM_MODEL": "openai/unused",  # the fixture makes no LM calls
+        "DSPYC_MLFLOW_TRACES": "false",
+        "DSPYC_NUM_THREADS": "2",
+        "OPENAI_API_KEY": "unused",
+    }
     env.pop("DSPYC_LM_URL", None)
     return root, env
 
 
 def dspyc(env, *args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "dspyc.cli", *args], env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dspyc.cli", *args], env=env, capture_output=True, text=True, timeout=600
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"dspyc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"dspyc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc.stdout + proc.stderr
 
 
@@ -100,8 +110,10 @@ def test_noise_is_not_promoted_better_data_is_and_rollback_returns(project):
     assert champion(env) == last["challenger"] == 3
 
     mlflow = client(env)
-    runs = mlflow.search_runs([mlflow.get_experiment_by_name("dspyc/capitals").experiment_id],
-                              filter_string="tags.`dspyc.kind` = 'reoptimize'")
+    runs = mlflow.search_runs(
+        [mlflow.get_experiment_by_name("dspyc/capitals").experiment_id],
+        filter_string="tags.`dspyc.kind` = 'reoptimize'",
+    )
     assert sorted(r.data.tags["dspyc.decision"] for r in runs) == ["kept", "promoted"]  # both visible in MLflow
 
     assert "3 → 1" in dspyc(env, "rollback", "capitals")
@@ -116,8 +128,14 @@ def test_a_killed_reoptimization_leaves_the_champion_and_the_next_run_completes(
     dspyc(env, "compile", "capitals")
     dspyc(env, "data", "add", "capitals", str(root / "better.jsonl"))
     slow = env | {"CAPITALS_DELAY_S": "0.5", "DSPYC_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "dspyc.cli", "reoptimize", "capitals"], env=slow,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dspyc.cli", "reoptimize", "capitals"],
+        env=slow,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     seen = ""
     deadline = time.time() + 300
     while "compiling a challenger" not in seen and time.time() < deadline:

@@ -12,7 +12,9 @@ def test_results_doc_is_in_step_with_docs_bench(capsys):
     assert main(["--check"]) == 0, capsys.readouterr().out + "regenerate: python -m dspyc.results_doc"
     used = {m.group(2) for m in BLOCK.finditer(DOC.read_text())}
     records = {str(p.relative_to(ROOT)) for p in (ROOT / "docs" / "bench").glob("*.json")}
-    assert records <= used, f"records in docs/bench that no table in docs/results.md is generated from: {records - used}"
+    assert records <= used, (
+        f"records in docs/bench that no table in docs/results.md is generated from: {records - used}"
+    )
 
 
 def test_a_table_edited_by_hand_is_found(tmp_path, capsys):
@@ -32,18 +34,44 @@ def test_a_table_edited_by_hand_is_found(tmp_path, capsys):
 
 def test_a_synthetic_record_renders_its_rows():
     cpu = {"model": "Test CPU", "cores": 4, "flags": ["avx2", "fma"], "native_bf16": False}
-    train = {"model": "tiny", "batch_size": 2, "max_length": 64, "steps": 1, "threads": 4, "cpu": cpu,
-             "created": "2026-01-01T00:00:00+00:00",
-             "rows": [{"shape": "q/v, every layer", "s_per_step": 1.234, "s_per_row": 0.617, "tokens_per_s": 103.7,
-                       "trainable_params": 1_500_000, "precision": "fp32", "peak_rss_gb": 2.04},
-                      {"shape": "all linear, every layer", "error": "killed"}]}
+    train = {
+        "model": "tiny",
+        "batch_size": 2,
+        "max_length": 64,
+        "steps": 1,
+        "threads": 4,
+        "cpu": cpu,
+        "created": "2026-01-01T00:00:00+00:00",
+        "rows": [
+            {
+                "shape": "q/v, every layer",
+                "s_per_step": 1.234,
+                "s_per_row": 0.617,
+                "tokens_per_s": 103.7,
+                "trainable_params": 1_500_000,
+                "precision": "fp32",
+                "peak_rss_gb": 2.04,
+            },
+            {"shape": "all linear, every layer", "error": "killed"},
+        ],
+    }
     out = render(train, {"q/v, every layer": "**q/v**"}, "docs/bench/x.json")
     assert "\n| **q/v** | 1.50M | 1.2 | 0.62 | 104 | 2.0 GB |\n" in out
     assert "\n| all linear, every layer | — | killed | — | — | — |\n" in out
     assert "From `docs/bench/x.json` (`dspyc bench train`, 2026-01-01T00:00:00+00:00): tiny, fp32" in out
     assert "CPU: 4-core Test CPU, `avx2 fma` (bf16 emulated)." in out
 
-    lora = {"base_model": "tiny", "cpu": cpu,
-            "rows": [{"system": "merged", "prompt_tokens_per_s": 355.6, "p50_latency_s": 4.231,
-                      "decode_tokens_per_s": 127.06, "requests": 3}]}
+    lora = {
+        "base_model": "tiny",
+        "cpu": cpu,
+        "rows": [
+            {
+                "system": "merged",
+                "prompt_tokens_per_s": 355.6,
+                "p50_latency_s": 4.231,
+                "decode_tokens_per_s": 127.06,
+                "requests": 3,
+            }
+        ],
+    }
     assert "\n| merged | 356 | 4.23 | 127.1 |\n" in render(lora)

@@ -16,27 +16,51 @@ import pytest
 from dspyc.errors import DspycError
 from dspyc.retrieval_report import cumulative, parse_sizes, sample
 
-TOPICS = ["Paris", "Berlin", "Rome", "Madrid", "Vienna", "Lisbon", "Prague", "Dublin", "Oslo", "Athens", "Warsaw", "Bern"]
+TOPICS = [
+    "Paris",
+    "Berlin",
+    "Rome",
+    "Madrid",
+    "Vienna",
+    "Lisbon",
+    "Prague",
+    "Dublin",
+    "Oslo",
+    "Athens",
+    "Warsaw",
+    "Bern",
+]
 THINGS = ["bridges", "bakeries", "trams", "museums", "parks", "markets", "towers", "fountains", "libraries", "harbours"]
 
 
 def own_rows():
-    return [{"title": t, "text": f"{t} is a European capital. The river of {t} is called the {t} river."} for t in TOPICS]
+    return [
+        {"title": t, "text": f"{t} is a European capital. The river of {t} is called the {t} river."} for t in TOPICS
+    ]
 
 
 def filler_rows():
     """32 rows: 30 titles, "Filler 0" twice (one article, two passages: both kept), and a second "Paris" (dropped)."""
-    rows = [{"title": f"Filler {i}", "text": f"The town of Filler {i} is known for its {THINGS[i % 10]} and {THINGS[i * 3 % 10]}."}
-            for i in range(30)]
-    return rows + [{"title": "Filler 0", "text": "Filler 0 also has a small airport."},
-                   {"title": "Paris", "text": "Paris is also a prince of Troy in Greek myth."}]
+    rows = [
+        {
+            "title": f"Filler {i}",
+            "text": f"The town of Filler {i} is known for its {THINGS[i % 10]} and {THINGS[i * 3 % 10]}.",
+        }
+        for i in range(30)
+    ]
+    return rows + [
+        {"title": "Filler 0", "text": "Filler 0 also has a small airport."},
+        {"title": "Paris", "text": "Paris is also a prince of Troy in Greek myth."},
+    ]
 
 
 def echo_rows():
     """One passage per capital that repeats the question's words (BM25 prefers it to the gold passage), and a
     "Filler 3" already pooled from the filler folder (dropped)."""
-    return [{"title": f"Quiz about {t}", "text": f"Which river flows through {t}? Which river flows through {t}?"}
-            for t in TOPICS] + [{"title": "Filler 3", "text": "Filler 3 again."}]
+    return [
+        {"title": f"Quiz about {t}", "text": f"Which river flows through {t}? Which river flows through {t}?"}
+        for t in TOPICS
+    ] + [{"title": "Filler 3", "text": "Filler 3 again."}]
 
 
 def write_jsonl(path, rows):
@@ -49,17 +73,29 @@ def folders(tmp_path):
     for d in (own, filler, echo):
         d.mkdir()
     write_jsonl(own / "corpus.jsonl", own_rows())
-    write_jsonl(own / "questions.jsonl", [{"id": f"q{i}", "question": f"Which river flows through {t}?",
-                                           "answer": f"the {t} river", "supporting_titles": [t]}
-                                          for i, t in enumerate(TOPICS * 2)])
+    write_jsonl(
+        own / "questions.jsonl",
+        [
+            {
+                "id": f"q{i}",
+                "question": f"Which river flows through {t}?",
+                "answer": f"the {t} river",
+                "supporting_titles": [t],
+            }
+            for i, t in enumerate(TOPICS * 2)
+        ],
+    )
     write_jsonl(filler / "corpus.jsonl", filler_rows())
-    write_jsonl(filler / "questions.jsonl", [{"id": "f1", "question": "What is Filler 1 known for?", "answer": "trams",
-                                              "supporting_titles": ["Filler 1"]}])
+    write_jsonl(
+        filler / "questions.jsonl",
+        [{"id": "f1", "question": "What is Filler 1 known for?", "answer": "trams", "supporting_titles": ["Filler 1"]}],
+    )
     write_jsonl(echo / "corpus.jsonl", echo_rows())  # a corpus-only folder: a pool of distractors has no questions
     return own, filler, echo
 
 
 # --- pooling and sampling (no index) -----------------------------------------------------------------------------
+
 
 def test_pooling_skips_titles_already_in_the_corpus_and_each_size_holds_the_one_before():
     corpora = cumulative("caps", own_rows(), [("filler", filler_rows()), ("echo", echo_rows())])
@@ -104,6 +140,7 @@ def test_parse_sizes():
 
 # --- the whole report, indexed for real with fakes for the models --------------------------------------------------
 
+
 class HashingEmbedder:
     """Bag of words hashed into 64 buckets (no model to load)."""
 
@@ -136,12 +173,18 @@ def offline(tmp_path, monkeypatch, request):
     request.addfinalizer(get_settings.cache_clear)
     monkeypatch.setattr(dspyc.retrieval, "load_embedder", lambda *a, **k: HashingEmbedder())
     trained = []
-    monkeypatch.setattr(CrossEncoderReranker, "train_or_load",
-                        classmethod(lambda cls, pairs, cache_dir, **kw: trained.append(pairs) or OverlapReranker()))
+    monkeypatch.setattr(
+        CrossEncoderReranker,
+        "train_or_load",
+        classmethod(lambda cls, pairs, cache_dir, **kw: trained.append(pairs) or OverlapReranker()),
+    )
     out = io.StringIO()
     monkeypatch.setattr(retrieval_report, "console", make_console(file=out))
-    return type("Offline", (), {"trained": trained, "printed": out.getvalue,
-                                "report_dir": tmp_path / "artifacts" / "rag" / "report"})
+    return type(
+        "Offline",
+        (),
+        {"trained": trained, "printed": out.getvalue, "report_dir": tmp_path / "artifacts" / "rag" / "report"},
+    )
 
 
 def test_add_corpus_gives_one_block_per_size_and_copied_wording_lowers_bm25_recall(folders, offline):
@@ -176,16 +219,25 @@ def test_sizes_score_samples_of_the_pool(folders, offline):
 
 # --- the command line ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args, message", [
-    (["--add-corpus", "/no/such/folder"], "--add-corpus /no/such/folder: dataset '/no/such/folder' not found"),
-    (["--sizes", "1"], "--sizes 1: a size must lie between the"),
-    (["--sizes", "2k,many"], "--sizes '2k,many'"),
-])
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--add-corpus", "/no/such/folder"], "--add-corpus /no/such/folder: dataset '/no/such/folder' not found"),
+        (["--sizes", "1"], "--sizes 1: a size must lie between the"),
+        (["--sizes", "2k,many"], "--sizes '2k,many'"),
+    ],
+)
 def test_user_mistakes_are_one_line_errors(folders, tmp_path, args, message):
     import os
 
     env = {**os.environ, "DSPYC_ARTIFACTS_DIR": str(tmp_path / "artifacts"), "DSPYC_CACHE_DIR": str(tmp_path / "cache")}
-    r = subprocess.run([sys.executable, "-m", "dspyc.cli", "eval-retrieval", "--program", "rag", "--data", str(folders[0]), *args],
-                       capture_output=True, text=True, timeout=180, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "dspyc.cli", "eval-retrieval", "--program", "rag", "--data", str(folders[0]), *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1 and message in lines[0], r.stderr

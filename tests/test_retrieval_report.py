@@ -2,7 +2,20 @@ import json
 
 import pytest
 
-TOPICS = ["Paris", "Berlin", "Rome", "Madrid", "Vienna", "Lisbon", "Prague", "Dublin", "Oslo", "Athens", "Warsaw", "Bern"]
+TOPICS = [
+    "Paris",
+    "Berlin",
+    "Rome",
+    "Madrid",
+    "Vienna",
+    "Lisbon",
+    "Prague",
+    "Dublin",
+    "Oslo",
+    "Athens",
+    "Warsaw",
+    "Bern",
+]
 
 
 @pytest.mark.integration
@@ -12,9 +25,18 @@ def test_eval_retrieval_trains_the_reranker_outside_dev_and_test_and_writes_json
 
     get_settings.cache_clear()
     request.addfinalizer(get_settings.cache_clear)  # later tests must not see this test's artifact folder
-    corpus = [{"title": t, "text": f"{t} is a European capital. The river of {t} is called the {t} river."} for t in TOPICS]
-    questions = [{"id": f"q{i}", "question": f"Which river flows through {t}?", "answer": f"the {t} river",
-                  "supporting_titles": [t]} for i, t in enumerate(TOPICS * 2)]
+    corpus = [
+        {"title": t, "text": f"{t} is a European capital. The river of {t} is called the {t} river."} for t in TOPICS
+    ]
+    questions = [
+        {
+            "id": f"q{i}",
+            "question": f"Which river flows through {t}?",
+            "answer": f"the {t} river",
+            "supporting_titles": [t],
+        }
+        for i, t in enumerate(TOPICS * 2)
+    ]
     data = tmp_path / "caps"
     data.mkdir()
     (data / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))

@@ -17,9 +17,14 @@ from test_artifacts import manifest
 def compiled(settings, dev: float, test: float, trials=(), tokens=(100, 20, 4), baseline=0.5, auto_champion=True, **kw):
     """A saved and tracked toy version, as compile leaves it (`baseline`: uncompiled scores as a share of these;
     `kw`: more manifest fields, e.g. split_ids; without them, like old manifests, dev examples are not recorded)."""
-    metrics = {which: {"dev": {"metric": dev * k}, "test": {"metric": test * k}} for which, k in (("baseline", baseline), ("compiled", 1))}
+    metrics = {
+        which: {"dev": {"metric": dev * k}, "test": {"metric": test * k}}
+        for which, k in (("baseline", baseline), ("compiled", 1))
+    }
     usage = {"input_tokens": tokens[0], "output_tokens": tokens[1], "lm_calls": tokens[2]}
-    d = artifacts.save("toy", {"program.json": "{}"}, manifest(metrics=metrics, usage=usage, trials=list(trials), **kw), settings)
+    d = artifacts.save(
+        "toy", {"program.json": "{}"}, manifest(metrics=metrics, usage=usage, trials=list(trials), **kw), settings
+    )
     m = artifacts.read_manifest("toy", int(d.name), settings)
     assert tracking.log_compile(m, d, settings, auto_champion=auto_champion)
     return m
@@ -122,13 +127,17 @@ def test_runs_carry_params_metrics_trials_and_artifacts(settings):
     run = mlflow.search_runs(experiment_names=["dspyc/toy"], output_format="list")[0]
     assert run.data.params["dataset_hash"] == "h" and run.data.metrics["compiled.test.metric"] == 0.3
     assert [x.value for x in client.get_metric_history(run.info.run_id, "trial.score")] == [10.0, 30.0, 20.0]
-    paths = {f.path for f in client.list_artifacts(run.info.run_id)} | {f.path for f in client.list_artifacts(run.info.run_id, "plots")}
+    paths = {f.path for f in client.list_artifacts(run.info.run_id)} | {
+        f.path for f in client.list_artifacts(run.info.run_id, "plots")
+    }
     assert {"artifact", "plots/trials_v1.png", "plots/quality_vs_cost.png"} <= paths
     assert m.version == 1
 
 
 def test_versions_table_and_report(settings, capsys):
-    compiled(settings, 0.2, 0.3, trials=[1.0, 2.0], lm=artifacts.LMRef(backend="engine", model="m", served_name="served-m"))
+    compiled(
+        settings, 0.2, 0.3, trials=[1.0, 2.0], lm=artifacts.LMRef(backend="engine", model="m", served_name="served-m")
+    )
     compiled(settings, 0.4, 0.6, tokens=(300, 40, 4))
     rows = report.version_rows("toy", settings)
     assert [(r["version"], r["aliases"], r["test"]) for r in rows] == [(1, ["champion"], 0.3), (2, [], 0.6)]
@@ -155,10 +164,27 @@ def mlflow_server(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("mlflow-server")
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{root / 'store.db'}", "--artifacts-destination", str(root / "art"),
-                             "--workers", "1"], stdout=open(root / "log", "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)  # its own process group: the server forks workers
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{root / 'store.db'}",
+            "--artifacts-destination",
+            str(root / "art"),
+            "--workers",
+            "1",
+        ],
+        stdout=open(root / "log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # its own process group: the server forks workers
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
     while time.time() < deadline:

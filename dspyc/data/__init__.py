@@ -13,8 +13,15 @@ import dspy
 Row = TypeVar("Row")
 
 
-def seeded_split(rows: Sequence[Row], to_example: Callable[[Row], dspy.Example], seed: int, train: int, dev: int,
-                 test: int, train_cap_divisor: int) -> dict[str, list[dspy.Example]]:
+def seeded_split(
+    rows: Sequence[Row],
+    to_example: Callable[[Row], dspy.Example],
+    seed: int,
+    train: int,
+    dev: int,
+    test: int,
+    train_cap_divisor: int,
+) -> dict[str, list[dspy.Example]]:
     """Deterministic train/dev/test (and "all") from a seed; sizes are capped by what the data holds: train
     takes at most what leaves dev and test their sizes, or 1/`train_cap_divisor` of the data if that is more,
     and dev at most half of the rest (200 questions: `train=110` with dev 30 and test 60 is all of them)."""
@@ -23,8 +30,12 @@ def seeded_split(rows: Sequence[Row], to_example: Callable[[Row], dspy.Example],
     n = len(order)
     n_train = min(train, max(n // train_cap_divisor, n - dev - test))
     n_dev = min(dev, (n - n_train) // 2)
-    parts = {"train": order[:n_train], "dev": order[n_train:n_train + n_dev],
-             "test": order[n_train + n_dev:n_train + n_dev + test], "all": order}
+    parts = {
+        "train": order[:n_train],
+        "dev": order[n_train : n_train + n_dev],
+        "test": order[n_train + n_dev : n_train + n_dev + test],
+        "all": order,
+    }
     return {k: [to_example(r) for r in v] for k, v in parts.items()}
 
 
@@ -72,7 +83,9 @@ class NoData:
         return []
 
 
-def apply_split_config(dataset: ProgramData, config: dict | None, seed: int, sizes: Sequence[int] | None = None) -> bool:
+def apply_split_config(
+    dataset: ProgramData, config: dict | None, seed: int, sizes: Sequence[int] | None = None
+) -> bool:
     """Re-split what a program's `load_data` returned: with `sizes` (train, dev, test) if given, else with the
     `train`/`dev`/`test` keys of the program's merged config (`--set test=60`), a missing key keeping the size
     the data was split with. Returns whether it re-split (not when the sizes are the ones already used)."""
@@ -86,8 +99,9 @@ def apply_split_config(dataset: ProgramData, config: dict | None, seed: int, siz
         try:
             sizes = tuple(int(config[k]) if k in config else int(c) for k, c in zip(SPLIT_KEYS, current))
         except (TypeError, ValueError):
-            raise DataError(f"split sizes must be whole numbers: "
-                            f"{ {k: config[k] for k in SPLIT_KEYS if k in config} }") from None
+            raise DataError(
+                f"split sizes must be whole numbers: { {k: config[k] for k in SPLIT_KEYS if k in config} }"
+            ) from None
         if sizes == dataset.split_sizes:
             return False
     sizes = tuple(int(n) for n in sizes)

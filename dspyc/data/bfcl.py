@@ -39,6 +39,7 @@ STAMP = ".dspyc-ok"
 
 # --- provisioning ---------------------------------------------------------------------------------
 
+
 def data_dir(s: Settings | None = None) -> Path:
     """`<cache>/bfcl/<version>/`: the wheel's data folder, extracted once (idempotent, atomic)."""
     from dspyc.models import download_wheel
@@ -50,14 +51,16 @@ def data_dir(s: Settings | None = None) -> Path:
     try:
         wheel = download_wheel(PACKAGE, VERSION, s.cache_dir / "wheels")
     except DspycError as exc:
-        raise DspycError(f"BFCL data is not provisioned and {exc} (needs PyPI once; then it is cached in {final})") from None
+        raise DspycError(
+            f"BFCL data is not provisioned and {exc} (needs PyPI once; then it is cached in {final})"
+        ) from None
     final.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=final.parent, prefix=f".{VERSION}-") as tmp:
         out = Path(tmp) / "data"
         with zipfile.ZipFile(wheel) as zf:
             for member in zf.namelist():
                 if member.startswith(DATA_PREFIX) and member.endswith(".json") and "/unused_datasets/" not in member:
-                    dest = out / member[len(DATA_PREFIX):]
+                    dest = out / member[len(DATA_PREFIX) :]
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     with zf.open(member) as src, dest.open("wb") as dst:
                         shutil.copyfileobj(src, dst)
@@ -71,8 +74,11 @@ def data_dir(s: Settings | None = None) -> Path:
 def categories(s: Settings | None = None) -> list[str]:
     """Categories that have possible answers (the ones an AST checker can score)."""
     d = data_dir(s)
-    return sorted(p.stem[len(FILE_PREFIX):] for p in (d / "possible_answer").glob(f"{FILE_PREFIX}*.json")
-                  if (d / p.name).exists() and _scorable(p.stem[len(FILE_PREFIX):]))
+    return sorted(
+        p.stem[len(FILE_PREFIX) :]
+        for p in (d / "possible_answer").glob(f"{FILE_PREFIX}*.json")
+        if (d / p.name).exists() and _scorable(p.stem[len(FILE_PREFIX) :])
+    )
 
 
 def _scorable(category: str) -> bool:
@@ -82,6 +88,7 @@ def _scorable(category: str) -> bool:
 
 
 # --- loading --------------------------------------------------------------------------------------
+
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     rows = []
@@ -127,8 +134,9 @@ def load_category(category: str, s: Settings | None = None) -> list[dspy.Example
     d = data_dir(s)
     qpath, apath = d / f"{FILE_PREFIX}{category}.json", d / "possible_answer" / f"{FILE_PREFIX}{category}.json"
     if not qpath.exists() or not apath.exists() or not _scorable(category):
-        raise DataError(f"BFCL category {category!r} has no AST-scorable possible answers; choose from "
-                        f"{', '.join(categories(s))}")
+        raise DataError(
+            f"BFCL category {category!r} has no AST-scorable possible answers; choose from {', '.join(categories(s))}"
+        )
     answers = {r["id"]: r["ground_truth"] for r in _read_jsonl(apath)}
     out = []
     for row in _read_jsonl(qpath):
@@ -136,10 +144,17 @@ def load_category(category: str, s: Settings | None = None) -> list[dspy.Example
             continue
         gt = answers[row["id"]]
         # `functions`: what the prompt shows (one compact line each); `schemas`: what constrains and checks.
-        out.append(dspy.Example(id=row["id"], category=category, question=question_text(row["question"]),
-                                functions=[render_function(f) for f in row["function"]], schemas=row["function"],
-                                possible_answer=gt, calls=canonical_calls(gt),
-                                ).with_inputs("question", "functions", "schemas"))
+        out.append(
+            dspy.Example(
+                id=row["id"],
+                category=category,
+                question=question_text(row["question"]),
+                functions=[render_function(f) for f in row["function"]],
+                schemas=row["function"],
+                possible_answer=gt,
+                calls=canonical_calls(gt),
+            ).with_inputs("question", "functions", "schemas")
+        )
     if not out:
         raise DataError(f"{qpath}: no rows with possible answers")
     return out
@@ -176,8 +191,8 @@ class BFCLDataset:
             n_train = min(train, n // 3)
             n_dev = min(dev, (n - n_train) // 2)
             per_category_train.append(order[:n_train])
-            self.splits["dev"] += order[n_train:n_train + n_dev]
-            self.splits["test"] += order[n_train + n_dev:n_train + n_dev + test]
+            self.splits["dev"] += order[n_train : n_train + n_dev]
+            self.splits["test"] += order[n_train + n_dev : n_train + n_dev + test]
             self.splits["all"] += order
         # Train interleaves the categories: Bootstrap* optimizers take the first passing traces in train order,
         # and category by category all three demos were simple_python ones.
@@ -203,14 +218,23 @@ def load_bfcl(spec: str = "bfcl", s: Settings | None = None) -> BFCLDataset:
     for c in cats:
         for p in (d / f"{FILE_PREFIX}{c}.json", d / "possible_answer" / f"{FILE_PREFIX}{c}.json"):
             h.update(p.read_bytes())
-    return BFCLDataset(name=f"bfcl:{','.join(cats)}", path=f"{PACKAGE}=={VERSION}", examples=examples,
-                       version=h.hexdigest()[:16])
+    return BFCLDataset(
+        name=f"bfcl:{','.join(cats)}", path=f"{PACKAGE}=={VERSION}", examples=examples, version=h.hexdigest()[:16]
+    )
 
 
 # --- the AST checker (port of BFCL's Python checker) ----------------------------------------------
 
-PYTHON_TYPE_MAPPING = {"string": str, "integer": int, "float": float, "boolean": bool, "array": list,
-                       "tuple": list, "dict": dict, "any": str}
+PYTHON_TYPE_MAPPING = {
+    "string": str,
+    "integer": int,
+    "float": float,
+    "boolean": bool,
+    "array": list,
+    "tuple": list,
+    "dict": dict,
+    "any": str,
+}
 PYTHON_NESTED_TYPE_CHECK_LIST = ["array", "tuple"]
 
 
@@ -244,8 +268,9 @@ def _possible_type(possible: list) -> type | None:
     return None
 
 
-def _type_checker(param: str, value: Any, possible: list, expected_desc: str, expected: type,
-                  nested: type | None) -> tuple[CheckResult, bool]:
+def _type_checker(
+    param: str, value: Any, possible: list, expected_desc: str, expected: type, nested: type | None
+) -> tuple[CheckResult, bool]:
     """(result, is_variable): BFCL accepts a value typed like the possible answer (a variable name) too."""
     ptype = _possible_type(possible)
     is_variable = ptype is not None and ptype != expected
@@ -262,25 +287,38 @@ def _type_checker(param: str, value: Any, possible: list, expected_desc: str, ex
                         break
             if flag:
                 return _ok(), is_variable
-        return _bad("type_error:nested", f"Nested type checking failed for parameter {param!r}. Expected outer type "
-                                         f"{expected_desc} with inner type {nested}. Parameter value: {value!r}."), False
+        return _bad(
+            "type_error:nested",
+            f"Nested type checking failed for parameter {param!r}. Expected outer type "
+            f"{expected_desc} with inner type {nested}. Parameter value: {value!r}.",
+        ), False
     if ptype is not None and type(value) is ptype:
         return _ok(), True
-    return _bad("type_error:simple", f"Incorrect type for parameter {param!r}. Expected type {expected_desc}, got "
-                                     f"{type(value).__name__}. Parameter value: {value!r}."), False
+    return _bad(
+        "type_error:simple",
+        f"Incorrect type for parameter {param!r}. Expected type {expected_desc}, got "
+        f"{type(value).__name__}. Parameter value: {value!r}.",
+    ), False
 
 
 def _string_checker(param: str, value: str, possible: list) -> CheckResult:
     if standardize_string(value) not in [standardize_string(a) for a in possible if type(a) is str]:
-        return _bad("value_error:string", f"Invalid value for parameter {param!r}: {value!r}. Expected one of {possible}. Case insensitive.")
+        return _bad(
+            "value_error:string",
+            f"Invalid value for parameter {param!r}: {value!r}. Expected one of {possible}. Case insensitive.",
+        )
     return _ok()
 
 
 def _list_checker(param: str, value: list, possible: list) -> CheckResult:
     std = [standardize_string(v) if type(v) is str else v for v in value]
-    std_possible = [[standardize_string(x) if type(x) is str else x for x in p] for p in possible if isinstance(p, list)]
+    std_possible = [
+        [standardize_string(x) if type(x) is str else x for x in p] for p in possible if isinstance(p, list)
+    ]
     if std not in std_possible:
-        return _bad("value_error:list/tuple", f"Invalid value for parameter {param!r}: {value!r}. Expected one of {possible}.")
+        return _bad(
+            "value_error:list/tuple", f"Invalid value for parameter {param!r}: {value!r}. Expected one of {possible}."
+        )
     return _ok()
 
 
@@ -297,7 +335,13 @@ def _dict_checker(param: str, value: dict, possibles: list) -> CheckResult:
             sv = standardize_string(v) if type(v) is str else v
             allowed = [standardize_string(a) if type(a) is str else a for a in possible[k]]
             if sv not in allowed:
-                result, flag = _bad("value_error:dict_value", f"Invalid value for parameter {k!r}: {v!r}. Expected one of {allowed}."), False
+                result, flag = (
+                    _bad(
+                        "value_error:dict_value",
+                        f"Invalid value for parameter {k!r}: {v!r}. Expected one of {allowed}.",
+                    ),
+                    False,
+                )
                 break
         if flag:
             for k, allowed in possible.items():
@@ -326,7 +370,9 @@ def _list_dict_checker(param: str, value: list, possibles: list) -> CheckResult:
     return result
 
 
-def simple_function_checker(func: dict[str, Any], call: dict[str, dict[str, Any]], answer: dict[str, dict[str, list]]) -> CheckResult:
+def simple_function_checker(
+    func: dict[str, Any], call: dict[str, dict[str, Any]], answer: dict[str, dict[str, list]]
+) -> CheckResult:
     """One call `{name: {arg: value}}` against one possible answer `{name: {arg: [allowed, ...]}}`."""
     possible = next(iter(answer.values()))
     name = func["name"]
@@ -367,11 +413,15 @@ def simple_function_checker(func: dict[str, Any], call: dict[str, dict[str, Any]
                     return r
                 continue
         if value not in possible[p]:
-            return _bad("value_error:others", f"Invalid value for parameter {p!r}: {value!r}. Expected one of {possible[p]}.")
+            return _bad(
+                "value_error:others", f"Invalid value for parameter {p!r}: {value!r}. Expected one of {possible[p]}."
+            )
     for p in possible:
         if p not in params and "" not in possible[p]:
-            return _bad("simple_function_checker:missing_optional",
-                        f"Optional parameter {p!r} not provided and not marked as optional.")
+            return _bad(
+                "simple_function_checker:missing_optional",
+                f"Optional parameter {p!r} not provided and not marked as optional.",
+            )
     return _ok()
 
 
@@ -379,12 +429,16 @@ def _find(funcs: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
     return next((f for f in funcs if f["name"] == name), None)
 
 
-def ast_check(functions: list[dict[str, Any]], calls: list[dict[str, dict[str, Any]]], possible_answer: list[dict],
-              category: str) -> CheckResult:
+def ast_check(
+    functions: list[dict[str, Any]], calls: list[dict[str, dict[str, Any]]], possible_answer: list[dict], category: str
+) -> CheckResult:
     """BFCL's `ast_checker` for Python: `calls` is the model's output as `[{name: {arg: value}}, ...]`."""
     if len(calls) != len(possible_answer):
-        kind = "parallel_function_checker_no_order" if "parallel" in category else (
-            "multiple_function_checker" if "multiple" in category else "simple_function_checker")
+        kind = (
+            "parallel_function_checker_no_order"
+            if "parallel" in category
+            else ("multiple_function_checker" if "multiple" in category else "simple_function_checker")
+        )
         return _bad(f"{kind}:wrong_count", "Wrong number of functions.")
     if "parallel" in category:
         matched: list[int] = []
@@ -401,8 +455,10 @@ def ast_check(functions: list[dict[str, Any]], calls: list[dict[str, dict[str, A
                     matched.append(j)
                     break
             if not result.valid:
-                return _bad("parallel_function_checker_no_order:cannot_find_match",
-                            f"Could not find a matching function for index {i} of possible answers.")
+                return _bad(
+                    "parallel_function_checker_no_order:cannot_find_match",
+                    f"Could not find a matching function for index {i} of possible answers.",
+                )
         return _ok()
     func = _find(functions, next(iter(possible_answer[0]))) if "multiple" in category else functions[0]
     if func is None:

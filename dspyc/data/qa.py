@@ -95,8 +95,9 @@ class QADataset:
 
 
 def to_example(q: Question) -> dspy.Example:
-    return dspy.Example(id=q.id, question=q.question, answer=q.answer, gold_titles=q.gold_titles,
-                        type=q.type).with_inputs("question")
+    return dspy.Example(
+        id=q.id, question=q.question, answer=q.answer, gold_titles=q.gold_titles, type=q.type
+    ).with_inputs("question")
 
 
 def resolve_dataset_dir(name_or_path: str | Path) -> Path:
@@ -112,18 +113,23 @@ def resolve_dataset_dir(name_or_path: str | Path) -> Path:
 
 def load_qa_dataset(name_or_path: str | Path) -> QADataset:
     """A QA folder (or dataset name), optionally at an earlier version: `wiki`, `wiki@3f2a…`, `/data/hotpot`."""
-    ref, _, at = str(name_or_path).partition("@") if not Path(str(name_or_path)).is_dir() else (str(name_or_path), "", "")
+    ref, _, at = (
+        str(name_or_path).partition("@") if not Path(str(name_or_path)).is_dir() else (str(name_or_path), "", "")
+    )
     path = resolve_dataset_dir(ref)
     qfile, cfile = path / "questions.jsonl", path / "corpus.jsonl"
     for f in (qfile, cfile):
         if not f.is_file():
-            raise DataError(f"{path} is not a QA dataset folder: {f.name} is missing (expected questions.jsonl and corpus.jsonl)")
+            raise DataError(
+                f"{path} is not a QA dataset folder: {f.name} is missing (expected questions.jsonl and corpus.jsonl)"
+            )
     chosen = data_versions.select(path, [qfile, cfile], at or None)
     questions = read_jsonl(qfile, Question)
     corpus = read_jsonl(cfile, CorpusRow)
     for extra in chosen.additions:
         (questions if extra.name.endswith("-questions.jsonl") else corpus).extend(
-            read_jsonl(extra, Question if extra.name.endswith("-questions.jsonl") else CorpusRow))
+            read_jsonl(extra, Question if extra.name.endswith("-questions.jsonl") else CorpusRow)
+        )
     ids = [q.id for q in questions]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
@@ -141,12 +147,16 @@ def add_questions(name_or_path: str | Path, questions_file: Path, corpus_file: P
     titles = {p.title for p in current.corpus} | {p.title for p in new_corpus}
     for lineno, q in enumerate(new_questions, 1):
         if q.id in seen:
-            raise DataError(f"{questions_file}:{lineno}: field 'id': {q.id!r} is already in {current.name}@{current.version}")
+            raise DataError(
+                f"{questions_file}:{lineno}: field 'id': {q.id!r} is already in {current.name}@{current.version}"
+            )
         seen.add(q.id)
         missing = [t for t in q.gold_titles if t not in titles]
         if missing:
-            raise DataError(f"{questions_file}:{lineno}: field 'supporting_titles': {missing[0]!r} is not in the corpus "
-                            f"(add its passages with --corpus)")
+            raise DataError(
+                f"{questions_file}:{lineno}: field 'supporting_titles': {missing[0]!r} is not in the corpus "
+                f"(add its passages with --corpus)"
+            )
     contents = {"questions": Path(questions_file).read_text(encoding="utf-8")}
     if corpus_file:
         contents["corpus"] = Path(corpus_file).read_text(encoding="utf-8")

@@ -86,8 +86,14 @@ def build_reference(raw_gz: bytes, n: int = N_REFERENCE, seed: int = 0) -> list[
     for doc in docs:
         for j, line in enumerate(doc["content"].splitlines()):
             line = _LIST_MARK.sub("", line.strip())
-            if (line.startswith("#") or _CODEISH.search(line) or not line[:1].isupper() or not line.endswith(".")
-                    or not 8 <= len(line.split()) <= 40 or line in seen):
+            if (
+                line.startswith("#")
+                or _CODEISH.search(line)
+                or not line[:1].isupper()
+                or not line.endswith(".")
+                or not 8 <= len(line.split()) <= 40
+                or line in seen
+            ):
                 continue
             seen.add(line)
             rows.append({"id": f"{doc['id']}#{j}", "title": doc["title"], "text": line})
@@ -137,6 +143,11 @@ def load_tone_dataset(name_or_path: str | Path) -> ToneDataset:
     h = hashlib.sha256()
     for f in files:
         h.update(f.name.encode() + f.read_bytes())
-    return ToneDataset(name=d.name, path=d, inputs=read_jsonl(d / INPUTS, ToneInput),
-                       reference=read_jsonl(d / REFERENCE, ReferenceRow), style_guide_path=d / STYLE_GUIDE,
-                       version=h.hexdigest()[:16])
+    return ToneDataset(
+        name=d.name,
+        path=d,
+        inputs=read_jsonl(d / INPUTS, ToneInput),
+        reference=read_jsonl(d / REFERENCE, ReferenceRow),
+        style_guide_path=d / STYLE_GUIDE,
+        version=h.hexdigest()[:16],
+    )

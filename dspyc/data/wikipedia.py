@@ -30,8 +30,19 @@ DUMP_MEMBER = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p00000001
 
 # Sections that hold citations and link lists rather than prose.
 DROP_SECTIONS = {
-    "references", "external links", "see also", "further reading", "notes", "footnotes", "citations",
-    "sources", "bibliography", "works cited", "notes and references", "references and notes", "gallery",
+    "references",
+    "external links",
+    "see also",
+    "further reading",
+    "notes",
+    "footnotes",
+    "citations",
+    "sources",
+    "bibliography",
+    "works cited",
+    "notes and references",
+    "references and notes",
+    "gallery",
 }
 JUNK_TAGS = {"ref", "table", "gallery", "references", "math", "timeline", "imagemap"}
 JUNK_LINK = re.compile(r"^\s*:?\s*(file|image|media|category)\s*:", re.I)

@@ -6,5 +6,17 @@ from dspyc.distill.recipe import DPORecipe, SFTRecipe
 from dspyc.distill.student import attach, serve
 from dspyc.distill.traces import SFTRow, TeacherRun, collect, sft_rows
 
-__all__ = ["Candidate", "CandidateGroup", "DPORecipe", "PreferencePair", "SFTRecipe", "SFTRow", "TeacherRun", "attach",
-           "build_pairs", "collect", "serve", "sft_rows"]
+__all__ = [
+    "Candidate",
+    "CandidateGroup",
+    "DPORecipe",
+    "PreferencePair",
+    "SFTRecipe",
+    "SFTRow",
+    "TeacherRun",
+    "attach",
+    "build_pairs",
+    "collect",
+    "serve",
+    "sft_rows",
+]

@@ -47,11 +47,18 @@ def build_pairs(groups: list[CandidateGroup], min_margin: float = 0.0) -> list[P
         worst = min(cands, key=lambda c: c.score)
         if best.score - worst.score <= min_margin or best.text == worst.text:
             continue
-        pairs.append(PreferencePair(example_id=g.example_id, prompt=g.prompt,
-                                    chosen=[{"role": "assistant", "content": best.text}],
-                                    rejected=[{"role": "assistant", "content": worst.text}],
-                                    chosen_score=best.score, rejected_score=worst.score,
-                                    chosen_source=best.source, rejected_source=worst.source))
+        pairs.append(
+            PreferencePair(
+                example_id=g.example_id,
+                prompt=g.prompt,
+                chosen=[{"role": "assistant", "content": best.text}],
+                rejected=[{"role": "assistant", "content": worst.text}],
+                chosen_score=best.score,
+                rejected_score=worst.score,
+                chosen_source=best.source,
+                rejected_source=worst.source,
+            )
+        )
     return pairs
 
 

@@ -35,7 +35,9 @@ class LoraSpec(BaseModel):
             raise ValueError("needs at least one module")
         unknown = set(v) - LORA_TARGETS
         if unknown:
-            raise ValueError(f"unknown module(s) {', '.join(sorted(unknown))}; choose from {', '.join(sorted(LORA_TARGETS))}")
+            raise ValueError(
+                f"unknown module(s) {', '.join(sorted(unknown))}; choose from {', '.join(sorted(LORA_TARGETS))}"
+            )
         return v
 
 
@@ -73,10 +75,17 @@ def fit_batch(spec: TrainSpec, longest: int) -> TrainSpec:
     `max_batch_tokens`, and gradient accumulation making up the rest: the same effective batch, less memory."""
     if not spec.max_batch_tokens:
         return spec
-    micro = max(d for d in range(1, spec.batch_size + 1)
-                if spec.batch_size % d == 0 and (d == 1 or d * longest <= spec.max_batch_tokens))
-    return spec.model_copy(update={"batch_size": micro, "gradient_accumulation_steps":
-                                   spec.gradient_accumulation_steps * spec.batch_size // micro})
+    micro = max(
+        d
+        for d in range(1, spec.batch_size + 1)
+        if spec.batch_size % d == 0 and (d == 1 or d * longest <= spec.max_batch_tokens)
+    )
+    return spec.model_copy(
+        update={
+            "batch_size": micro,
+            "gradient_accumulation_steps": spec.gradient_accumulation_steps * spec.batch_size // micro,
+        }
+    )
 
 
 class SFTRecipe(BaseModel):

@@ -18,8 +18,9 @@ from dspyc.lm import build_lm
 from dspyc.settings import Settings, get_settings
 
 
-def remeasure(refs: list[str], split: str = "test", eval_threads: int = 2, track: bool = True,
-              s: Settings | None = None) -> dict[str, Any]:
+def remeasure(
+    refs: list[str], split: str = "test", eval_threads: int = 2, track: bool = True, s: Settings | None = None
+) -> dict[str, Any]:
     """Score the students `refs` (versions of one program, distilled from one teacher), their teacher on the
     program LM and the untuned base; returns {"systems": ..., "rows": ...}."""
     s = s or get_settings()
@@ -33,8 +34,10 @@ def remeasure(refs: list[str], split: str = "test", eval_threads: int = 2, track
     programs = {m.program for _, m, _, _ in students}
     teachers = {info.get("teacher") for *_, info in students}
     if len(programs) != 1 or len(teachers) != 1:
-        raise DspycError(f"{' '.join(refs)}: give students of one program and one teacher "
-                         f"(programs {sorted(programs)}, teachers {sorted(map(str, teachers))})")
+        raise DspycError(
+            f"{' '.join(refs)}: give students of one program and one teacher "
+            f"(programs {sorted(programs)}, teachers {sorted(map(str, teachers))})"
+        )
     module0, manifest0, dataset, info0 = students[0]
     spec = registry.get(manifest0.program)
     teacher_label = str(info0.get("teacher"))
@@ -45,16 +48,28 @@ def remeasure(refs: list[str], split: str = "test", eval_threads: int = 2, track
     if not held_out:
         raise DspycError(f"{manifest0.program}'s dataset has no {split!r} examples")
     teacher_lm = build_lm(s, temperature=0.0)
-    systems = {"teacher": evaluate_system(f"teacher · {split}", teacher_module, teacher_lm, held_out, spec, eval_threads, s)}
+    systems = {
+        "teacher": evaluate_system(f"teacher · {split}", teacher_module, teacher_lm, held_out, spec, eval_threads, s)
+    }
     versions: dict[str, int] = {}
     for module, manifest, _, info in students:
         lm = S.student_lm(manifest, s, temperature=0.0)
         systems[f"student_{info.get('stage', manifest.version)}"] = evaluate_system(
-            f"{manifest.program}@{manifest.version} · {split}", module, lm, held_out, spec, eval_threads, s)
+            f"{manifest.program}@{manifest.version} · {split}", module, lm, held_out, spec, eval_threads, s
+        )
         versions[str(info.get("stage"))] = manifest.version
     base = S.base_model(manifest0)
-    systems["student_base"] = evaluate_system(f"untuned base · {split}", module0, build_lm(s, model=base, temperature=0.0),
-                                              held_out, spec, eval_threads, s)
-    rows = report_table(manifest0.program, systems, _labels(teacher_label, teacher_lm.model, base), split,
-                        len(held_out), versions, track, s)
+    systems["student_base"] = evaluate_system(
+        f"untuned base · {split}", module0, build_lm(s, model=base, temperature=0.0), held_out, spec, eval_threads, s
+    )
+    rows = report_table(
+        manifest0.program,
+        systems,
+        _labels(teacher_label, teacher_lm.model, base),
+        split,
+        len(held_out),
+        versions,
+        track,
+        s,
+    )
     return {"systems": systems, "rows": rows}

@@ -28,10 +28,16 @@ class Shape(BaseModel):
 
 def shapes(top_layers: int = 8) -> list[Shape]:
     """q/v and every linear layer, over the whole stack and over its top `top_layers` layers only."""
-    return [Shape(label="q/v, every layer", lora=LoraSpec(target_modules=["q_proj", "v_proj"])),
-            Shape(label="all linear, every layer", lora=LoraSpec(target_modules=ALL_LINEAR)),
-            Shape(label=f"q/v, top {top_layers} layers", lora=LoraSpec(target_modules=["q_proj", "v_proj"], layers=top_layers)),
-            Shape(label=f"all linear, top {top_layers} layers", lora=LoraSpec(target_modules=ALL_LINEAR, layers=top_layers))]
+    return [
+        Shape(label="q/v, every layer", lora=LoraSpec(target_modules=["q_proj", "v_proj"])),
+        Shape(label="all linear, every layer", lora=LoraSpec(target_modules=ALL_LINEAR)),
+        Shape(
+            label=f"q/v, top {top_layers} layers", lora=LoraSpec(target_modules=["q_proj", "v_proj"], layers=top_layers)
+        ),
+        Shape(
+            label=f"all linear, top {top_layers} layers", lora=LoraSpec(target_modules=ALL_LINEAR, layers=top_layers)
+        ),
+    ]
 
 
 def _measure(model_path: str, lora: LoraSpec, train: TrainSpec, steps: int, completion_tokens: int) -> dict[str, Any]:
@@ -62,17 +68,23 @@ def _measure(model_path: str, lora: LoraSpec, train: TrainSpec, steps: int, comp
         times.append(time.perf_counter() - t)
     per_step = sum(times[1:]) / steps
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"s_per_step": round(per_step, 2), "s_per_row": round(per_step / train.batch_size, 2),
-            "tokens_per_s": round(train.batch_size * train.max_length / per_step, 1),
-            "trainable_params": trainable, "precision": precision(train),
-            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+    return {
+        "s_per_step": round(per_step, 2),
+        "s_per_row": round(per_step / train.batch_size, 2),
+        "tokens_per_s": round(train.batch_size * train.max_length / per_step, 1),
+        "trainable_params": trainable,
+        "precision": precision(train),
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+    }
 
 
 def _child(queue, *args) -> None:
     queue.put(_measure(*args))
 
 
-def measure(model_path: str, shape: Shape, train: TrainSpec, steps: int = 2, completion_tokens: int = 64) -> dict[str, Any]:
+def measure(
+    model_path: str, shape: Shape, train: TrainSpec, steps: int = 2, completion_tokens: int = 64
+) -> dict[str, Any]:
     """One shape's cost, measured in its own process (so its peak RSS is its own); a process the OS killed (out
     of memory) is reported as such."""
     import queue as q

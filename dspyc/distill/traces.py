@@ -40,13 +40,23 @@ class TeacherRun(BaseModel):
     source: str = "teacher"  # or "gold": a labelled answer the program supplies (`gold_trace`), not a teacher run
 
 
-def gold_runs(gold_trace: Callable[[dspy.Example], list[dict[str, Any]]], examples: Iterable[dspy.Example]) -> list[TeacherRun]:
+def gold_runs(
+    gold_trace: Callable[[dspy.Example], list[dict[str, Any]]], examples: Iterable[dspy.Example]
+) -> list[TeacherRun]:
     """A program's gold labels as passing runs (score 1), one per example: SFT data beside the teacher's traces."""
     runs = []
     for ex in examples:
         calls = [PredictorCall(**c) for c in gold_trace(ex)]
-        runs.append(TeacherRun(example_id=str(ex.get("id")), inputs=dict(ex.inputs()), calls=calls, score=1.0,
-                               passed=True, source="gold"))
+        runs.append(
+            TeacherRun(
+                example_id=str(ex.get("id")),
+                inputs=dict(ex.inputs()),
+                calls=calls,
+                score=1.0,
+                passed=True,
+                source="gold",
+            )
+        )
     return runs
 
 
@@ -71,18 +81,34 @@ def _run_one(teacher: dspy.Module, example: dspy.Example, metric: Callable, min_
             pred = teacher(**inputs)
             trace = list(dspy.settings.trace)
     except Exception as exc:  # a failed call is a failed trace, not a failed run
-        return TeacherRun(example_id=ex_id, inputs=inputs, calls=[], score=0.0, passed=False,
-                          error=f"{type(exc).__name__}: {exc}"[:300])
+        return TeacherRun(
+            example_id=ex_id,
+            inputs=inputs,
+            calls=[],
+            score=0.0,
+            passed=False,
+            error=f"{type(exc).__name__}: {exc}"[:300],
+        )
     score = float(metric(example, pred))
     passed = score >= min_score if min_score is not None else bool(metric(example, pred, trace))
-    calls = [PredictorCall(predictor=names.get(id(p), type(p).__name__), inputs=dict(i), outputs=dict(o))
-             for p, i, o in trace]
+    calls = [
+        PredictorCall(predictor=names.get(id(p), type(p).__name__), inputs=dict(i), outputs=dict(o))
+        for p, i, o in trace
+    ]
     return TeacherRun(example_id=ex_id, inputs=inputs, calls=calls, score=score, passed=passed)
 
 
-def collect(teacher: dspy.Module, examples: list[dspy.Example], metric: Callable, *, repeats: int = 1,
-            min_score: float | None = None, num_threads: int = 4, lm: dspy.LM | None = None,
-            progress: Progress | None = None) -> list[TeacherRun]:
+def collect(
+    teacher: dspy.Module,
+    examples: list[dspy.Example],
+    metric: Callable,
+    *,
+    repeats: int = 1,
+    min_score: float | None = None,
+    num_threads: int = 4,
+    lm: dspy.LM | None = None,
+    progress: Progress | None = None,
+) -> list[TeacherRun]:
     """Run the teacher `repeats` times over each example; every run with its trace, score and pass flag.
     With repeats > 1 the LM should sample (temperature > 0); each repeat has its own rollout_id, so a cached LM
     returns the same samples to a re-run and distinct ones across repeats."""
@@ -110,16 +136,22 @@ def _with_rollout(teacher: dspy.Module, lm: dspy.LM, r: int) -> dspy.Module:
     return t
 
 
-def relabelled_runs(relabel: Callable[[dspy.Example, list[PredictorCall]], list[dict[str, Any]]],
-                    runs: Iterable[TeacherRun], examples: dict[str, dspy.Example]) -> list[TeacherRun]:
+def relabelled_runs(
+    relabel: Callable[[dspy.Example, list[PredictorCall]], list[dict[str, Any]]],
+    runs: Iterable[TeacherRun],
+    examples: dict[str, dspy.Example],
+) -> list[TeacherRun]:
     """A program's gold outputs written over its own runs (rag: the gold answer over the passages it retrieved, where
     they hold it), one gold run per run that yields any call; passing or not, the run's inputs were the program's."""
     out = []
     for run in runs:
         calls = [PredictorCall(**c) for c in relabel(examples[run.example_id], run.calls)] if run.calls else []
         if calls:
-            out.append(TeacherRun(example_id=run.example_id, inputs=run.inputs, calls=calls, score=1.0, passed=True,
-                                  source="gold"))
+            out.append(
+                TeacherRun(
+                    example_id=run.example_id, inputs=run.inputs, calls=calls, score=1.0, passed=True, source="gold"
+                )
+            )
     return out
 
 
@@ -130,8 +162,9 @@ def compact_json(outputs: dict[str, Any], signature: type[dspy.Signature]) -> st
     return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
 
 
-def chat_row(adapter: ConstrainedJSONAdapter, pred: dspy.Predict, inputs: dict[str, Any],
-             outputs: dict[str, Any]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+def chat_row(
+    adapter: ConstrainedJSONAdapter, pred: dspy.Predict, inputs: dict[str, Any], outputs: dict[str, Any]
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """(prompt, completion): the messages `pred` sends for `inputs` (its instructions and demos as they stand, in its
     reply mode) and the reply that gives `outputs`, exactly as the engine would see and emit them."""
     if pred.config.get("reply") == "text":  # a plain-text predictor (rag's answer): no JSON around the reply
@@ -164,8 +197,16 @@ def sft_rows(runs: Iterable[TeacherRun], student: dspy.Module, dedupe: bool = Fa
                 if key in seen:
                     continue
                 seen.add(key)
-            rows.append(SFTRow(example_id=run.example_id, predictor=call.predictor, score=run.score, source=run.source,
-                               prompt=prompt, completion=completion))
+            rows.append(
+                SFTRow(
+                    example_id=run.example_id,
+                    predictor=call.predictor,
+                    score=run.score,
+                    source=run.source,
+                    prompt=prompt,
+                    completion=completion,
+                )
+            )
     return rows
 
 

@@ -53,8 +53,9 @@ def load_base(model_path: str, spec: TrainSpec):
             import bitsandbytes  # noqa: F401
         except ImportError:
             raise DspycError("QLoRA needs bitsandbytes: pip install bitsandbytes") from None
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                           bnb_4bit_compute_dtype=torch.bfloat16)
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+        )
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     tok = AutoTokenizer.from_pretrained(model_path)
     if tok.pad_token is None:
@@ -73,18 +74,41 @@ def lora_config(spec: LoraSpec, num_layers: int | None = None):
     top = None
     if spec.layers is not None and num_layers is not None and spec.layers < num_layers:
         top = list(range(num_layers - spec.layers, num_layers))
-    return LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=list(spec.target_modules),
-                      layers_to_transform=top, bias="none", task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=spec.r,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=list(spec.target_modules),
+        layers_to_transform=top,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
 
 
 def _common_args(spec: TrainSpec, out_dir: Path) -> dict[str, Any]:
     bf16 = precision(spec) == "bf16"
-    return dict(output_dir=str(out_dir), num_train_epochs=spec.epochs, max_steps=spec.max_steps,
-                per_device_train_batch_size=spec.batch_size, gradient_accumulation_steps=spec.gradient_accumulation_steps,
-                learning_rate=spec.learning_rate, bf16=bf16, fp16=False, gradient_checkpointing=spec.gradient_checkpointing,
-                save_strategy="steps", save_steps=spec.save_steps, save_total_limit=2, logging_steps=spec.logging_steps,
-                report_to=[], seed=spec.seed, disable_tqdm=True, use_cpu=not _cuda(), dataloader_num_workers=0,
-                max_length=spec.max_length, train_sampling_strategy="group_by_length" if spec.group_by_length else "random")
+    return dict(
+        output_dir=str(out_dir),
+        num_train_epochs=spec.epochs,
+        max_steps=spec.max_steps,
+        per_device_train_batch_size=spec.batch_size,
+        gradient_accumulation_steps=spec.gradient_accumulation_steps,
+        learning_rate=spec.learning_rate,
+        bf16=bf16,
+        fp16=False,
+        gradient_checkpointing=spec.gradient_checkpointing,
+        save_strategy="steps",
+        save_steps=spec.save_steps,
+        save_total_limit=2,
+        logging_steps=spec.logging_steps,
+        report_to=[],
+        seed=spec.seed,
+        disable_tqdm=True,
+        use_cpu=not _cuda(),
+        dataloader_num_workers=0,
+        max_length=spec.max_length,
+        train_sampling_strategy="group_by_length" if spec.group_by_length else "random",
+    )
 
 
 def _last_checkpoint(out_dir: Path) -> str | None:
@@ -99,9 +123,15 @@ def progress_callback(label: str):
 
     class RichProgress(TrainerCallback):
         def __init__(self):
-            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                     console=console)
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[loss]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=console,
+            )
             self.task = None
 
         def on_train_begin(self, args, state, control, **kw):
@@ -162,8 +192,13 @@ def finished(work_dir: Path, train_spec: TrainSpec) -> dict[str, Any] | None:
     adapter.mkdir(parents=True, exist_ok=True)
     for f in ADAPTER_FILES:  # the checkpoint's top level holds the trained adapter (DPO's frozen copy is in ref/)
         shutil.copy2(Path(last) / f, adapter / f)
-    out = {"adapter": str(adapter), "losses": _losses(state.get("log_history", [])), "steps": int(state["global_step"]), "train_runtime_s": None,
-           "precision": precision(train_spec)}
+    out = {
+        "adapter": str(adapter),
+        "losses": _losses(state.get("log_history", [])),
+        "steps": int(state["global_step"]),
+        "train_runtime_s": None,
+        "precision": precision(train_spec),
+    }
     write_json_atomic(work_dir / RESULT_FILE, out)
     return out
 
@@ -175,8 +210,13 @@ def _train_and_save(trainer, label: str, work_dir: Path, train_spec) -> dict[str
         console.print(f"[dim]resuming {label} from {resume}[/dim]")
     result = trainer.train(resume_from_checkpoint=resume)
     adapter = _save_adapter(trainer.model, work_dir / "adapter")
-    out = {"adapter": str(adapter), "losses": _losses(trainer.state.log_history), "steps": result.global_step,
-           "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1), "precision": precision(train_spec)}
+    out = {
+        "adapter": str(adapter),
+        "losses": _losses(trainer.state.log_history),
+        "steps": result.global_step,
+        "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1),
+        "precision": precision(train_spec),
+    }
     write_json_atomic(work_dir / RESULT_FILE, out)
     return out
 
@@ -228,7 +268,9 @@ def run_sft(rows: list[dict], model_path: str, recipe: SFTRecipe, work_dir: Path
     from trl import SFTConfig, SFTTrainer
 
     if not rows:
-        raise DspycError("no SFT examples: no teacher trace passed the metric (lower min_score or raise teacher_repeats)")
+        raise DspycError(
+            "no SFT examples: no teacher trace passed the metric (lower min_score or raise teacher_repeats)"
+        )
     if done := finished(work_dir, recipe.train):
         console.print(f"[dim]SFT already trained: {done['adapter']}[/dim]")
         return done | {"examples": len(rows)}
@@ -237,12 +279,20 @@ def run_sft(rows: list[dict], model_path: str, recipe: SFTRecipe, work_dir: Path
     data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     spec = fit_batch(recipe.train, longest_row(rows, tok, recipe.train.max_length))
     if spec.batch_size != recipe.train.batch_size:
-        console.print(f"batch {recipe.train.batch_size} as {spec.gradient_accumulation_steps} micro-batches of "
-                      f"{spec.batch_size} (at most {spec.max_batch_tokens:,} padded tokens a step)")
+        console.print(
+            f"batch {recipe.train.batch_size} as {spec.gradient_accumulation_steps} micro-batches of "
+            f"{spec.batch_size} (at most {spec.max_batch_tokens:,} padded tokens a step)"
+        )
     args = SFTConfig(**_common_args(spec, work_dir / "checkpoints"), completion_only_loss=True, packing=False)
     cb = progress_callback(f"SFT {recipe.name}")
-    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
-                         peft_config=lora_config(recipe.lora, model.config.num_hidden_layers), callbacks=[cb, trim_heap_callback()])
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        processing_class=tok,
+        peft_config=lora_config(recipe.lora, model.config.num_hidden_layers),
+        callbacks=[cb, trim_heap_callback()],
+    )
     try:
         return _train_and_save(trainer, "SFT", work_dir, recipe.train) | {"examples": len(rows)}
     finally:
@@ -265,10 +315,15 @@ def run_dpo(pairs: list[dict], model_path: str, sft_adapter: Path, recipe: DPORe
     base, tok = load_base(model_path, recipe.train)
     model = PeftModel.from_pretrained(base, str(sft_adapter), is_trainable=True)
     data = Dataset.from_list([{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs])
-    args = DPOConfig(**_common_args(recipe.train, work_dir / "checkpoints"), beta=recipe.train.beta,
-                     loss_type=[recipe.train.loss_type])
+    args = DPOConfig(
+        **_common_args(recipe.train, work_dir / "checkpoints"),
+        beta=recipe.train.beta,
+        loss_type=[recipe.train.loss_type],
+    )
     cb = progress_callback(f"DPO {recipe.name}")
-    trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tok, callbacks=[cb, trim_heap_callback()])
+    trainer = DPOTrainer(
+        model=model, args=args, train_dataset=data, processing_class=tok, callbacks=[cb, trim_heap_callback()]
+    )
     try:
         return _train_and_save(trainer, "DPO", work_dir, recipe.train) | {"pairs": len(pairs)}
     finally:

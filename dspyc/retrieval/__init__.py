@@ -83,8 +83,11 @@ def build_retrievers(
         # Local mode persists one SQLite commit per point (minutes for a few thousand passages), so the
         # default keeps vectors in a file cache and serves them from an in-memory Qdrant. With a Qdrant server
         # the file cache still lets a grown corpus (a new collection) embed only its new passages.
-        passages, embedder=embedder, url=qdrant_url, location=None if qdrant_url else ":memory:",
-        vectors_cache=cache_dir / "embeddings"
+        passages,
+        embedder=embedder,
+        url=qdrant_url,
+        location=None if qdrant_url else ":memory:",
+        vectors_cache=cache_dir / "embeddings",
     )
     hybrid = HybridRetriever([bm25, dense])
     out: dict[str, Retriever] = {"bm25": bm25, "dense": dense, "hybrid": hybrid}

@@ -81,7 +81,11 @@ class BM25Retriever(Retriever):
                 continue
             ids, scores = self._bm25.retrieve([tokens], k=k, show_progress=False, n_threads=0)
             out.append(
-                [Hit(self.passages[int(i)], float(s)) for i, s in zip(ids[0], scores[0], strict=True) if s > 0 and np.isfinite(s)]
+                [
+                    Hit(self.passages[int(i)], float(s))
+                    for i, s in zip(ids[0], scores[0], strict=True)
+                    if s > 0 and np.isfinite(s)
+                ]
             )
         return out
 

@@ -41,7 +41,11 @@ def encode(embedder: Embedder, texts: Sequence[str], batch_size: int = 64, progr
     """float32 rows of unit length (cosine == dot product, whatever the embedder does itself)."""
     with nullcontext() if getattr(embedder, "thread_safe", False) else _ENCODE_LOCK:
         vecs = embedder.encode(
-            list(texts), batch_size=batch_size, normalize_embeddings=True, show_progress_bar=progress, convert_to_numpy=True
+            list(texts),
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            show_progress_bar=progress,
+            convert_to_numpy=True,
         )
     vecs = np.asarray(vecs, dtype=np.float32).reshape(len(texts), -1)
     norms = np.linalg.norm(vecs, axis=1, keepdims=True)
@@ -60,8 +64,14 @@ def _progress(total: int) -> AbstractContextManager[Any]:
 
     from dspyc.console import console
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=console(stderr=True), transient=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console(stderr=True),
+        transient=True,
+    )
 
 
 def embedder_fingerprint(embedder: Embedder) -> str:
@@ -182,8 +192,12 @@ class DenseRetriever(Retriever):
         if not missing:
             return
         if present:
-            log.info("Qdrant collection %s holds %d of %d passages; adding the rest", self.collection, len(present),
-                     len(self.passages))
+            log.info(
+                "Qdrant collection %s holds %d of %d passages; adding the rest",
+                self.collection,
+                len(present),
+                len(self.passages),
+            )
         for ids, vecs in self._vectors(missing):
             with self._lock:
                 self._upsert(ids, vecs)
@@ -197,7 +211,9 @@ class DenseRetriever(Retriever):
         ids: set[int] = set()
         offset = None
         while True:
-            points, offset = c.scroll(self.collection, limit=10_000, offset=offset, with_payload=False, with_vectors=False)
+            points, offset = c.scroll(
+                self.collection, limit=10_000, offset=offset, with_payload=False, with_vectors=False
+            )
             ids.update(int(p.id) for p in points)
             if offset is None:
                 return ids
@@ -211,8 +227,14 @@ class DenseRetriever(Retriever):
                 self.collection, vectors_config=models.VectorParams(size=vecs.shape[1], distance=models.Distance.COSINE)
             )
         # The payload is for people browsing the collection; search maps ids back to `self.passages`.
-        c.upload_collection(self.collection, vectors=vecs, ids=ids, batch_size=256, wait=True,
-                            payload=[{"pid": self.passages[i].id, "title": self.passages[i].title} for i in ids])
+        c.upload_collection(
+            self.collection,
+            vectors=vecs,
+            ids=ids,
+            batch_size=256,
+            wait=True,
+            payload=[{"pid": self.passages[i].id, "title": self.passages[i].title} for i in ids],
+        )
 
     def _vectors(self, ids: list[int]) -> Iterator[tuple[list[int], np.ndarray]]:
         """(ids, vectors) a step at a time for the passages at `ids`: from `vectors_cache` where it has them, else
@@ -246,7 +268,9 @@ class DenseRetriever(Retriever):
         with _progress(len(todo)) as bar:
             task = bar.add_task("embedding passages", total=len(todo)) if bar else None
             for rows in _steps(todo, self.index_step):
-                vecs = encode(self.embedder, [index_text(self.passages[ids[r]]) for r in rows], batch_size=self.batch_size)
+                vecs = encode(
+                    self.embedder, [index_text(self.passages[ids[r]]) for r in rows], batch_size=self.batch_size
+                )
                 if files:
                     files.save_step(keys[rows], vecs)
                 if bar:

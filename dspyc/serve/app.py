@@ -31,8 +31,19 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dspyc.errors import DspycError
-from dspyc.serve.io import (ChatChoice, ChatChoiceMessage, ChatCompletion, ChatCompletionRequest, ChatUsage, ModelCard,
-                            ModelList, ProgramInfo, ProgramList, Usage, predict_response_model)
+from dspyc.serve.io import (
+    ChatChoice,
+    ChatChoiceMessage,
+    ChatCompletion,
+    ChatCompletionRequest,
+    ChatUsage,
+    ModelCard,
+    ModelList,
+    ProgramInfo,
+    ProgramList,
+    Usage,
+    predict_response_model,
+)
 from dspyc.serve.pool import NAME_RE, TAG_RE, Loaded, NotLoaded, ProgramPool, UnknownProgram
 from dspyc.serve.usage import Metrics, RequestLog, log_path
 from dspyc.settings import Settings, get_settings
@@ -63,6 +74,7 @@ def api_keys(s: Settings) -> list[str]:
 
 
 # --- limits --------------------------------------------------------------------------------------------
+
 
 class BodyLimit:
     """Refuse bodies over `limit` bytes (413), whether or not the client sent a Content-Length."""
@@ -101,8 +113,13 @@ class BodyLimit:
 
 async def _too_large(send, limit: int) -> None:
     body = json.dumps({"error": {"message": f"request body over {limit} bytes", "type": "request_too_large"}}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -117,14 +134,19 @@ class Limiter:
 
     async def acquire(self, timeout: float) -> None:
         if self.sem.locked() and self.waiting >= self.queue:
-            raise ApiError(503, f"server saturated: {self.running} requests running and {self.queue} waiting; retry later",
-                           OVERLOADED, {"Retry-After": "1"})
+            raise ApiError(
+                503,
+                f"server saturated: {self.running} requests running and {self.queue} waiting; retry later",
+                OVERLOADED,
+                {"Retry-After": "1"},
+            )
         self.waiting += 1
         try:
             await asyncio.wait_for(self.sem.acquire(), timeout)
         except TimeoutError:
-            raise ApiError(503, "no run slot became free before the request timeout", OVERLOADED,
-                           {"Retry-After": "1"}) from None
+            raise ApiError(
+                503, "no run slot became free before the request timeout", OVERLOADED, {"Retry-After": "1"}
+            ) from None
         finally:
             self.waiting -= 1
         self.in_flight += 1
@@ -135,6 +157,7 @@ class Limiter:
 
 
 # --- running a program ---------------------------------------------------------------------------------
+
 
 def run_program(loaded: Loaded, inputs: dict[str, Any], s: Settings) -> tuple[dict[str, Any], Usage]:
     """One program call with its own usage tracker (tokens per request, not per process)."""
@@ -149,8 +172,13 @@ def run_program(loaded: Loaded, inputs: dict[str, Any], s: Settings) -> tuple[di
             completion += int(e.get("completion_tokens") or 0)
     cost = (prompt * s.price_input_per_mtok + completion * s.price_output_per_mtok) / 1e6
     outputs = {k: pred.get(k) for k in loaded.io.outputs}
-    return outputs, Usage(lm_calls=calls, prompt_tokens=prompt, completion_tokens=completion,
-                          total_tokens=prompt + completion, estimated_cost_usd=round(cost, 8))
+    return outputs, Usage(
+        lm_calls=calls,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        estimated_cost_usd=round(cost, 8),
+    )
 
 
 class Run(NamedTuple):
@@ -212,8 +240,11 @@ class Server:
                 try:
                     inputs = lp.io.input_model.model_validate(raw_inputs).model_dump()
                 except ValidationError as exc:
-                    raise ApiError(422, f"inputs do not match {lp.name}@{lp.version}: {exc.errors()[0]['msg']} "
-                                   f"at {'.'.join(map(str, exc.errors()[0]['loc']))}") from None
+                    raise ApiError(
+                        422,
+                        f"inputs do not match {lp.name}@{lp.version}: {exc.errors()[0]['msg']} "
+                        f"at {'.'.join(map(str, exc.errors()[0]['loc']))}",
+                    ) from None
                 return (lp, *run_program(lp, inputs, self.s))
 
             fut = loop.run_in_executor(self.executor, work)
@@ -221,7 +252,9 @@ class Server:
             acquired = False
             self.metrics.in_flight.set(self.limiter.in_flight)
             try:
-                loaded, outputs, usage = await asyncio.wait_for(asyncio.shield(fut), max(0.001, deadline - time.perf_counter()))
+                loaded, outputs, usage = await asyncio.wait_for(
+                    asyncio.shield(fut), max(0.001, deadline - time.perf_counter())
+                )
             except TimeoutError:
                 fut.add_done_callback(lambda f: f.exception())  # retrieve, so nothing logs "never retrieved"
                 raise ApiError(504, f"request exceeded the {self.s.serve_timeout_s:g}s timeout", "timeout") from None
@@ -257,12 +290,26 @@ class Server:
                 self.metrics.cost.labels(name, str(version)).inc(usage.estimated_cost_usd)
                 self.metrics.lm_calls.labels(name, str(version)).inc(usage.lm_calls)
             if self.log is not None:
-                self.log.write({"ts": time.time(), "request_id": request_id, "endpoint": endpoint, "ref": ref,
-                                "program": name, "version": version, "status": status,
-                                "latency_ms": round(latency, 2), "prompt_tokens": usage.prompt_tokens,
-                                "completion_tokens": usage.completion_tokens, "lm_calls": usage.lm_calls,
-                                "cost_usd": usage.estimated_cost_usd, "key_id": self.key_id(key),
-                                "inputs": raw_inputs, "outputs": outputs, "error": error})
+                self.log.write(
+                    {
+                        "ts": time.time(),
+                        "request_id": request_id,
+                        "endpoint": endpoint,
+                        "ref": ref,
+                        "program": name,
+                        "version": version,
+                        "status": status,
+                        "latency_ms": round(latency, 2),
+                        "prompt_tokens": usage.prompt_tokens,
+                        "completion_tokens": usage.completion_tokens,
+                        "lm_calls": usage.lm_calls,
+                        "cost_usd": usage.estimated_cost_usd,
+                        "key_id": self.key_id(key),
+                        "inputs": raw_inputs,
+                        "outputs": outputs,
+                        "error": error,
+                    }
+                )
 
 
 def _served(pool: ProgramPool) -> dict[str, Loaded]:
@@ -304,8 +351,11 @@ async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
 
 async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
     """Starlette's own errors (404 route, 405 method) in the same OpenAI shape as ours."""
-    return JSONResponse(_error_body(exc.status_code, str(exc.detail), "invalid_request_error"), exc.status_code,
-                        headers=getattr(exc, "headers", None))
+    return JSONResponse(
+        _error_body(exc.status_code, str(exc.detail), "invalid_request_error"),
+        exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
 
 
 async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -322,14 +372,17 @@ async def _validation_error(_request: Request, exc: RequestValidationError) -> J
 # Route handlers carry no docstrings: FastAPI would publish them as the OpenAPI operation descriptions.
 # `_add_routes` registers them with their paths and OpenAPI metadata.
 
+
 async def healthz(server: Server = Depends(server_of)) -> dict[str, str]:
     return {"status": "ok", "auth": "api-key" if server.keys else "none (loopback dev mode)"}
 
 
 async def readyz(server: Server = Depends(server_of)) -> JSONResponse:
     pool = server.pool
-    programs = {n: {"version": (c.version if (c := pool.current(n)) else None), "error": pool.status(n).error}
-                for n in pool.names}
+    programs = {
+        n: {"version": (c.version if (c := pool.current(n)) else None), "error": pool.status(n).error}
+        for n in pool.names
+    }
     ok = pool.ready
     return JSONResponse({"ready": ok, "alias": pool.alias, "programs": programs}, 200 if ok else 503)
 
@@ -349,12 +402,19 @@ def _program_info(server: Server, name: str) -> ProgramInfo:
         have = artifacts.versions(name, server.s)
     except OSError:
         have = []
-    return ProgramInfo(name=name, description=cur.description if cur else "", alias=pool.alias,
-                       version=cur.version if cur else None, versions=have,
-                       aliases={pool.alias: cur.version} if cur else {}, loaded=pool.loaded_versions(name),
-                       swaps=entry.swaps, error=entry.error,
-                       input_schema=cur.io.input_model.model_json_schema() if cur else {},
-                       output_schema=cur.io.output_model.model_json_schema() if cur else {})
+    return ProgramInfo(
+        name=name,
+        description=cur.description if cur else "",
+        alias=pool.alias,
+        version=cur.version if cur else None,
+        versions=have,
+        aliases={pool.alias: cur.version} if cur else {},
+        loaded=pool.loaded_versions(name),
+        swaps=entry.swaps,
+        error=entry.error,
+        input_schema=cur.io.input_model.model_json_schema() if cur else {},
+        output_schema=cur.io.output_model.model_json_schema() if cur else {},
+    )
 
 
 async def list_programs(server: Server = Depends(server_of)) -> ProgramList:
@@ -368,8 +428,9 @@ async def get_program(name: str = Path(pattern=NAME_RE.pattern), server: Server 
         raise ApiError(404, str(exc), "not_found") from None
 
 
-async def _predict(server: Server, name: str, version: str | None, inputs: dict[str, Any], response: Response,
-                   key: str | None) -> Run:
+async def _predict(
+    server: Server, name: str, version: str | None, inputs: dict[str, Any], response: Response, key: str | None
+) -> Run:
     """Run `name` (at `version`, else its alias) and say in a header which version answered."""
     run = await server.execute(f"{name}@{version}" if version else name, inputs, "predict", key)
     response.headers[VERSION_HEADER] = run.ref
@@ -380,29 +441,61 @@ def add_predict_route(app: FastAPI, name: str, loaded: Loaded) -> None:
     """A predict route typed by the program's own inputs and outputs, so OpenAPI and clients see its schema."""
     response_model = predict_response_model(name, loaded.io)
 
-    async def predict(body: BaseModel, response: Response,
-                      version: str | None = Query(None, pattern=TAG_RE.pattern,
-                                                  description="a version number or alias (default: the served alias)"),
-                      key: str | None = Depends(authenticate), server: Server = Depends(server_of)) -> BaseModel:
+    async def predict(
+        body: BaseModel,
+        response: Response,
+        version: str | None = Query(
+            None, pattern=TAG_RE.pattern, description="a version number or alias (default: the served alias)"
+        ),
+        key: str | None = Depends(authenticate),
+        server: Server = Depends(server_of),
+    ) -> BaseModel:
         run = await _predict(server, name, version, body.model_dump(), response, key)
-        return response_model(program=run.loaded.name, version=run.loaded.version, request_id=run.request_id,
-                              latency_ms=round(run.latency_ms, 2), usage=run.usage, outputs=run.outputs)
+        return response_model(
+            program=run.loaded.name,
+            version=run.loaded.version,
+            request_id=run.request_id,
+            latency_ms=round(run.latency_ms, 2),
+            usage=run.usage,
+            outputs=run.outputs,
+        )
 
     predict.__annotations__["body"] = loaded.io.input_model  # a real class, not the string `from __future__` leaves
-    app.add_api_route(f"/v1/programs/{name}/predict", predict, methods=["POST"], response_model=response_model,
-                      tags=["programs"], summary=f"Run {name}", name=f"predict_{name}",
-                      description=loaded.description or f"Run {name} at its served version.",
-                      responses={404: {"description": "unknown version"}, 413: {"description": "body too large"},
-                                 503: {"description": "saturated or not loaded"}, 504: {"description": "timeout"}})
+    app.add_api_route(
+        f"/v1/programs/{name}/predict",
+        predict,
+        methods=["POST"],
+        response_model=response_model,
+        tags=["programs"],
+        summary=f"Run {name}",
+        name=f"predict_{name}",
+        description=loaded.description or f"Run {name} at its served version.",
+        responses={
+            404: {"description": "unknown version"},
+            413: {"description": "body too large"},
+            503: {"description": "saturated or not loaded"},
+            504: {"description": "timeout"},
+        },
+    )
 
 
-async def predict_any(body: dict[str, Any], response: Response, name: str = Path(pattern=NAME_RE.pattern),
-                      version: str | None = Query(None, pattern=TAG_RE.pattern),
-                      key: str | None = Depends(authenticate), server: Server = Depends(server_of)) -> dict[str, Any]:
+async def predict_any(
+    body: dict[str, Any],
+    response: Response,
+    name: str = Path(pattern=NAME_RE.pattern),
+    version: str | None = Query(None, pattern=TAG_RE.pattern),
+    key: str | None = Depends(authenticate),
+    server: Server = Depends(server_of),
+) -> dict[str, Any]:
     run = await _predict(server, name, version, body, response, key)
-    return {"program": run.loaded.name, "version": run.loaded.version, "request_id": run.request_id,
-            "latency_ms": round(run.latency_ms, 2), "usage": run.usage.model_dump(),
-            "outputs": jsonable_encoder(run.outputs)}
+    return {
+        "program": run.loaded.name,
+        "version": run.loaded.version,
+        "request_id": run.request_id,
+        "latency_ms": round(run.latency_ms, 2),
+        "usage": run.usage.model_dump(),
+        "outputs": jsonable_encoder(run.outputs),
+    }
 
 
 async def models(server: Server = Depends(server_of)) -> ModelList:
@@ -416,8 +509,12 @@ async def models(server: Server = Depends(server_of)) -> ModelList:
     return ModelList(data=cards)
 
 
-async def chat(req: ChatCompletionRequest, response: Response, key: str | None = Depends(authenticate),
-               server: Server = Depends(server_of)) -> ChatCompletion | StreamingResponse:
+async def chat(
+    req: ChatCompletionRequest,
+    response: Response,
+    key: str | None = Depends(authenticate),
+    server: Server = Depends(server_of),
+) -> ChatCompletion | StreamingResponse:
     content = _last_user_text(req)
     name = req.model.partition("@")[0]
     if name not in server.pool.names:
@@ -435,8 +532,15 @@ async def chat(req: ChatCompletionRequest, response: Response, key: str | None =
 
 # --- the app --------------------------------------------------------------------------------------------
 
-def create_app(s: Settings | None = None, pool: ProgramPool | None = None, *, start_pool: bool = True,
-               log: RequestLog | None = None, dev: bool = False) -> FastAPI:
+
+def create_app(
+    s: Settings | None = None,
+    pool: ProgramPool | None = None,
+    *,
+    start_pool: bool = True,
+    log: RequestLog | None = None,
+    dev: bool = False,
+) -> FastAPI:
     """The ASGI app. `pool` defaults to the artifact store's programs at `serve_alias`; typed routes are made
     for the programs loaded when the app is created (start the pool first for an exact schema)."""
     s = s or get_settings()
@@ -464,8 +568,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def _build_app(server: Server) -> FastAPI:
-    app = FastAPI(title="dspyc program server", version="1", lifespan=_lifespan,
-                  description="Compiled DSPy programs served at their registry alias; OpenAI-compatible chat.")
+    app = FastAPI(
+        title="dspyc program server",
+        version="1",
+        lifespan=_lifespan,
+        description="Compiled DSPy programs served at their registry alias; OpenAI-compatible chat.",
+    )
     app.state.server = server
     app.add_middleware(BodyLimit, limit=server.s.serve_max_body_bytes)
     app.add_exception_handler(ApiError, _api_error)
@@ -481,25 +589,54 @@ def _add_routes(app: FastAPI, pool: ProgramPool) -> None:
     list of route objects."""
     keyed = [Depends(authenticate)]
     app.add_api_route("/healthz", healthz, tags=["health"], summary="Liveness: the process answers")
-    app.add_api_route("/readyz", readyz, tags=["health"], summary="Readiness: every program is loaded at its alias",
-                      responses={503: {"description": "not every program is loaded"}})
-    app.add_api_route("/metrics", prometheus, tags=["health"], summary="Prometheus metrics", response_class=Response,
-                      dependencies=keyed)
+    app.add_api_route(
+        "/readyz",
+        readyz,
+        tags=["health"],
+        summary="Readiness: every program is loaded at its alias",
+        responses={503: {"description": "not every program is loaded"}},
+    )
+    app.add_api_route(
+        "/metrics",
+        prometheus,
+        tags=["health"],
+        summary="Prometheus metrics",
+        response_class=Response,
+        dependencies=keyed,
+    )
     app.add_api_route("/v1/programs", list_programs, tags=["programs"], response_model=ProgramList, dependencies=keyed)
-    app.add_api_route("/v1/programs/{name}", get_program, tags=["programs"], response_model=ProgramInfo,
-                      dependencies=keyed, responses={404: {"description": "unknown program"}})
+    app.add_api_route(
+        "/v1/programs/{name}",
+        get_program,
+        tags=["programs"],
+        response_model=ProgramInfo,
+        dependencies=keyed,
+        responses={404: {"description": "unknown program"}},
+    )
     for name, loaded in _served(pool).items():
         add_predict_route(app, name, loaded)
-    app.add_api_route("/v1/programs/{name}/predict", predict_any, methods=["POST"], tags=["programs"],
-                      summary="Run a program not loaded at startup", response_model=None,
-                      responses={404: {"description": "unknown program"}, 503: {"description": "not loaded"}})
+    app.add_api_route(
+        "/v1/programs/{name}/predict",
+        predict_any,
+        methods=["POST"],
+        tags=["programs"],
+        summary="Run a program not loaded at startup",
+        response_model=None,
+        responses={404: {"description": "unknown program"}, 503: {"description": "not loaded"}},
+    )
     app.add_api_route("/v1/models", models, tags=["openai"], response_model=ModelList, dependencies=keyed)
-    app.add_api_route("/v1/chat/completions", chat, methods=["POST"], tags=["openai"], response_model=ChatCompletion,
-                      responses={404: {"description": "unknown program"},
-                                 422: {"description": "no usable user message"}})
+    app.add_api_route(
+        "/v1/chat/completions",
+        chat,
+        methods=["POST"],
+        tags=["openai"],
+        response_model=ChatCompletion,
+        responses={404: {"description": "unknown program"}, 422: {"description": "no usable user message"}},
+    )
 
 
 # --- chat -----------------------------------------------------------------------------------------------
+
 
 def _last_user_text(req: ChatCompletionRequest) -> str:
     """The program runs on the last user message; of one sent as content parts, its text parts joined."""
@@ -519,13 +656,24 @@ def _chat_completion(req: ChatCompletionRequest, run: Run) -> ChatCompletion:
     as_json = (req.response_format or {}).get("type") in ("json_object", "json_schema")
     text = json.dumps(jsonable_encoder(outputs)) if as_json else _as_text(outputs.get(run.loaded.io.primary_output))
     return ChatCompletion(
-        id=f"chatcmpl-{run.request_id}", created=int(time.time()), model=run.ref,
+        id=f"chatcmpl-{run.request_id}",
+        created=int(time.time()),
+        model=run.ref,
         choices=[ChatChoice(message=ChatChoiceMessage(content=text))],
-        usage=ChatUsage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                        total_tokens=usage.total_tokens),
-        dspyc={"program": run.loaded.name, "version": run.loaded.version, "outputs": jsonable_encoder(outputs),
-               "latency_ms": round(run.latency_ms, 2), "estimated_cost_usd": usage.estimated_cost_usd,
-               "lm_calls": usage.lm_calls})
+        usage=ChatUsage(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+        ),
+        dspyc={
+            "program": run.loaded.name,
+            "version": run.loaded.version,
+            "outputs": jsonable_encoder(outputs),
+            "latency_ms": round(run.latency_ms, 2),
+            "estimated_cost_usd": usage.estimated_cost_usd,
+            "lm_calls": usage.lm_calls,
+        },
+    )
 
 
 def _chat_inputs(content: str, input_names: list[str] | None) -> dict[str, Any]:
@@ -540,7 +688,9 @@ def _chat_inputs(content: str, input_names: list[str] | None) -> dict[str, Any]:
         return value
     if input_names is None:
         raise ApiError(422, "this program takes several inputs: send the last user message as a JSON object of them")
-    raise ApiError(422, f"this program takes inputs {', '.join(input_names)}: send the last user message as a JSON object")
+    raise ApiError(
+        422, f"this program takes inputs {', '.join(input_names)}: send the last user message as a JSON object"
+    )
 
 
 def _as_text(value: Any) -> str:
@@ -552,7 +702,12 @@ def _as_text(value: Any) -> str:
 async def _sse(completion: ChatCompletion):
     """Streaming, for clients that ask for it: the whole reply as one chunk (a program's outputs are structured
     and complete only at the end), then [DONE]."""
-    base = {"id": completion.id, "object": "chat.completion.chunk", "created": completion.created, "model": completion.model}
+    base = {
+        "id": completion.id,
+        "object": "chat.completion.chunk",
+        "created": completion.created,
+        "model": completion.model,
+    }
     text = completion.choices[0].message.content
     yield f"data: {json.dumps(base | {'choices': [{'index': 0, 'delta': {'role': 'assistant', 'content': text}, 'finish_reason': None}]})}\n\n"
     yield f"data: {json.dumps(base | {'choices': [{'index': 0, 'delta': {}, 'finish_reason': 'stop'}], 'usage': completion.usage.model_dump()})}\n\n"

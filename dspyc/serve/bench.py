@@ -84,12 +84,22 @@ def make_project(root: Path) -> dict[str, str]:
     exec(compile(PROGRAM_SOURCE, "bench_qa.py", "exec"), ns)
     ns["BenchQA"]().save(str(root / "program.json"))  # DSPy's own save format, as a compile writes it
     s = Settings(project_dir=root, artifacts_root=root / "artifacts")
-    manifest = Manifest(program="bench_qa", version=0, import_path="programs.bench_qa", source_hash="bench", recipe={"name": "none"},
-                        dataset=DatasetRef(name="none", path="", version="none"),
-                        lm=LMRef(backend="url", model="bench", served_name="bench"), seed=0)
+    manifest = Manifest(
+        program="bench_qa",
+        version=0,
+        import_path="programs.bench_qa",
+        source_hash="bench",
+        recipe={"name": "none"},
+        dataset=DatasetRef(name="none", path="", version="none"),
+        lm=LMRef(backend="url", model="bench", served_name="bench"),
+        seed=0,
+    )
     artifacts.save("bench_qa", {"program.json": root / "program.json"}, manifest, s)
-    return {"DSPYC_PROJECT_DIR": str(root), "DSPYC_ARTIFACTS_DIR": str(root / "artifacts"),
-            "DSPYC_SERVE_LOG_PATH": str(root / "requests.jsonl")}
+    return {
+        "DSPYC_PROJECT_DIR": str(root),
+        "DSPYC_ARTIFACTS_DIR": str(root / "artifacts"),
+        "DSPYC_SERVE_LOG_PATH": str(root / "requests.jsonl"),
+    }
 
 
 def _wait(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -106,8 +116,9 @@ def _wait(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
     raise RuntimeError(f"{url} not ready after {timeout}s")
 
 
-async def drive(url: str, bodies: list[dict[str, Any]], concurrency: int, headers: dict[str, str] | None = None
-                ) -> tuple[list[float], dict[int, int], float]:
+async def drive(
+    url: str, bodies: list[dict[str, Any]], concurrency: int, headers: dict[str, str] | None = None
+) -> tuple[list[float], dict[int, int], float]:
     """POST every body at `concurrency` clients; latencies (ms) of the 200s, status counts, wall seconds."""
     import aiohttp
 
@@ -140,10 +151,16 @@ async def drive(url: str, bodies: list[dict[str, Any]], concurrency: int, header
 
 def _stats(latencies: list[float], statuses: dict[int, int], wall: float) -> dict[str, Any]:
     n = sum(statuses.values())
-    return {"requests": n, "errors": n - statuses.get(200, 0), "statuses": {str(k): v for k, v in sorted(statuses.items())},
-            "seconds": round(wall, 2), "throughput_rps": round(n / wall, 1) if wall else 0.0,
-            "p50_ms": round(percentile(latencies, 50), 2), "p95_ms": round(percentile(latencies, 95), 2),
-            "p99_ms": round(percentile(latencies, 99), 2)}
+    return {
+        "requests": n,
+        "errors": n - statuses.get(200, 0),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "seconds": round(wall, 2),
+        "throughput_rps": round(n / wall, 1) if wall else 0.0,
+        "p50_ms": round(percentile(latencies, 50), 2),
+        "p95_ms": round(percentile(latencies, 95), 2),
+        "p99_ms": round(percentile(latencies, 99), 2),
+    }
 
 
 def _overhead(server: dict[str, Any], direct: dict[str, Any]) -> dict[str, Any]:
@@ -155,8 +172,18 @@ def _overhead(server: dict[str, Any], direct: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_pair(env: dict[str, str], n: int, concurrency: int, upstream: list[str], direct_url: str, direct_key: str,
-             server_env: dict[str, str], label: str, warmup: int = 0, warm_prefixes: bool = False) -> dict[str, Any]:
+def run_pair(
+    env: dict[str, str],
+    n: int,
+    concurrency: int,
+    upstream: list[str],
+    direct_url: str,
+    direct_key: str,
+    server_env: dict[str, str],
+    label: str,
+    warmup: int = 0,
+    warm_prefixes: bool = False,
+) -> dict[str, Any]:
     """Start the stub (instant or proxy) and a server over it; load through the server; replay directly.
     `warm_prefixes`: send the measured questions through the server once before measuring, so that both measured
     runs find vLLM's prefix cache holding these prompts (else the direct replay, always second, skips prefill)."""
@@ -164,20 +191,30 @@ def run_pair(env: dict[str, str], n: int, concurrency: int, upstream: list[str],
     procs = []
     py = sys.executable
     try:
-        stub = subprocess.Popen([py, "-m", "dspyc.serve.stub", "--port", str(stub_port), *upstream],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ | env)
+        stub = subprocess.Popen(
+            [py, "-m", "dspyc.serve.stub", "--port", str(stub_port), *upstream],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=os.environ | env,
+        )
         procs.append(stub)
         stub_url = f"http://127.0.0.1:{stub_port}"
         _wait(f"{stub_url}/health", stub)
         srv_env = os.environ | env | server_env | {"DSPYC_LM_URL": f"{stub_url}/v1", "HF_HUB_OFFLINE": "1"}
-        server = subprocess.Popen([py, "-m", "dspyc.cli", "serve", "--dev", "--alias", "latest", "--port", str(srv_port)],
-                                  cwd=env["DSPYC_PROJECT_DIR"], env=srv_env, stdout=subprocess.DEVNULL,
-                                  stderr=open(Path(env["DSPYC_PROJECT_DIR"]) / f"server-{label}.log", "w"))
+        server = subprocess.Popen(
+            [py, "-m", "dspyc.cli", "serve", "--dev", "--alias", "latest", "--port", str(srv_port)],
+            cwd=env["DSPYC_PROJECT_DIR"],
+            env=srv_env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(Path(env["DSPYC_PROJECT_DIR"]) / f"server-{label}.log", "w"),
+        )
         procs.append(server)
         srv_url = f"http://127.0.0.1:{srv_port}"
         _wait(f"{srv_url}/readyz", server)
         predict = f"{srv_url}/v1/programs/bench_qa/predict"
-        questions = [{"question": QUESTIONS[i % 4].format(PLACES[(i // 4) % 8]) + f" (#{i})"} for i in range(n + warmup)]
+        questions = [
+            {"question": QUESTIONS[i % 4].format(PLACES[(i // 4) % 8]) + f" (#{i})"} for i in range(n + warmup)
+        ]
         if warmup:
             asyncio.run(drive(predict, questions[:warmup], concurrency))
         if warm_prefixes:
@@ -201,30 +238,64 @@ def run_pair(env: dict[str, str], n: int, concurrency: int, upstream: list[str],
                 p.kill()
 
 
-def bench_serve(requests: int = 10_000, concurrency: int = 32, upstream_latency_ms: float = 0.0,
-                engine_requests: int = 64, engine_concurrency: tuple[int, ...] = (8, 32), s: Settings | None = None,
-                save: bool = True) -> dict[str, Any]:
+def bench_serve(
+    requests: int = 10_000,
+    concurrency: int = 32,
+    upstream_latency_ms: float = 0.0,
+    engine_requests: int = 64,
+    engine_concurrency: tuple[int, ...] = (8, 32),
+    s: Settings | None = None,
+    save: bool = True,
+) -> dict[str, Any]:
     """The stub load test, then `engine_requests` through the real engine at each of `engine_concurrency`."""
     s = s or get_settings()
     result: dict[str, Any] = {"program": "bench_qa (one predictor)", "concurrency": concurrency}
     with tempfile.TemporaryDirectory(prefix="dspyc-bench-serve-") as tmp:
         env = make_project(Path(tmp))
-        server_env = {"DSPYC_SERVE_MAX_CONCURRENCY": str(concurrency), "DSPYC_SERVE_MAX_QUEUE": str(4 * concurrency),
-                      "DSPYC_SERVE_POLL_S": "5"}
-        result["stub"] = run_pair(env, requests, concurrency, ["--latency-ms", str(upstream_latency_ms)], "", "x",
-                                  server_env, "stub", warmup=min(200, requests // 10))
-        result["stub"]["upstream"] = f"dspyc.serve.stub (instant OpenAI-compatible responder, +{upstream_latency_ms:g} ms)"
+        server_env = {
+            "DSPYC_SERVE_MAX_CONCURRENCY": str(concurrency),
+            "DSPYC_SERVE_MAX_QUEUE": str(4 * concurrency),
+            "DSPYC_SERVE_POLL_S": "5",
+        }
+        result["stub"] = run_pair(
+            env,
+            requests,
+            concurrency,
+            ["--latency-ms", str(upstream_latency_ms)],
+            "",
+            "x",
+            server_env,
+            "stub",
+            warmup=min(200, requests // 10),
+        )
+        result["stub"]["upstream"] = (
+            f"dspyc.serve.stub (instant OpenAI-compatible responder, +{upstream_latency_ms:g} ms)"
+        )
         if engine_requests:
             from dspyc import engine
 
             base = engine.ensure(s)
             for clients in engine_concurrency:
-                served_env = server_env | {"DSPYC_MAX_TOKENS": "48", "DSPYC_SERVE_TIMEOUT_S": "600",
-                                           "DSPYC_SERVE_MAX_CONCURRENCY": str(max(concurrency, clients))}
-                run = run_pair(env, engine_requests, clients, ["--proxy", base], f"{base}/chat/completions",
-                               s.lm_api_key, served_env, f"engine@{clients}", warm_prefixes=True)
-                result[f"engine@{clients}"] = run | {"concurrency": clients,
-                                                     "upstream": f"vLLM engine at {base} (server path via a recording loopback proxy)"}
+                served_env = server_env | {
+                    "DSPYC_MAX_TOKENS": "48",
+                    "DSPYC_SERVE_TIMEOUT_S": "600",
+                    "DSPYC_SERVE_MAX_CONCURRENCY": str(max(concurrency, clients)),
+                }
+                run = run_pair(
+                    env,
+                    engine_requests,
+                    clients,
+                    ["--proxy", base],
+                    f"{base}/chat/completions",
+                    s.lm_api_key,
+                    served_env,
+                    f"engine@{clients}",
+                    warm_prefixes=True,
+                )
+                result[f"engine@{clients}"] = run | {
+                    "concurrency": clients,
+                    "upstream": f"vLLM engine at {base} (server path via a recording loopback proxy)",
+                }
     _print(result)
     if save:
         from dspyc.bench import _save
@@ -241,11 +312,29 @@ def _print(result: dict[str, Any]) -> None:
         r = result[run]
         for path in ("server", "direct"):
             x = r[path]
-            table.add_row(run, path, f"{x['requests']:,}", str(x["errors"]), f"{x['throughput_rps']:.1f}", f"{x['p50_ms']:.1f}",
-                          f"{x['p95_ms']:.1f}", f"{x['p99_ms']:.1f}")
+            table.add_row(
+                run,
+                path,
+                f"{x['requests']:,}",
+                str(x["errors"]),
+                f"{x['throughput_rps']:.1f}",
+                f"{x['p50_ms']:.1f}",
+                f"{x['p95_ms']:.1f}",
+                f"{x['p99_ms']:.1f}",
+            )
         o = r["overhead"]
-        table.add_row(run, "[bold]server overhead[/bold]", "", "", "", f"+{o['p50_added_ms']:.1f} ({o['p50_pct']}%)",
-                      f"+{o['p95_added_ms']:.1f}", f"+{o['p99_added_ms']:.1f}")
+        table.add_row(
+            run,
+            "[bold]server overhead[/bold]",
+            "",
+            "",
+            "",
+            f"+{o['p50_added_ms']:.1f} ({o['p50_pct']}%)",
+            f"+{o['p95_added_ms']:.1f}",
+            f"+{o['p99_added_ms']:.1f}",
+        )
     console.print(table)
-    console.print(f"[dim]stub upstream: {result['stub']['upstream']}; it is not an LM. Overhead = server latency - "
-                  f"direct latency for the same LM request bodies at the same concurrency.[/dim]")
+    console.print(
+        f"[dim]stub upstream: {result['stub']['upstream']}; it is not an LM. Overhead = server latency - "
+        f"direct latency for the same LM request bodies at the same concurrency.[/dim]"
+    )

@@ -79,8 +79,13 @@ def forward_inputs(module: dspy.Module) -> dict[str, Any] | None:
     return {name: hints.get(name, str) for name in params}
 
 
-def program_io(name: str, module: dspy.Module, inputs: dict[str, Any] | None = None,
-               outputs: dict[str, Any] | None = None, max_chars: int = 8000) -> ProgramIO:
+def program_io(
+    name: str,
+    module: dspy.Module,
+    inputs: dict[str, Any] | None = None,
+    outputs: dict[str, Any] | None = None,
+    max_chars: int = 8000,
+) -> ProgramIO:
     inputs = inputs or forward_inputs(module) or _predictor_fields(module, "input")
     outputs = outputs or _predictor_fields(module, "output")
     in_fields = {k: _bounded(v, max_chars) for k, v in inputs.items()}
@@ -131,6 +136,7 @@ class ProgramList(BaseModel):
 
 
 # --- OpenAI-compatible chat completions ---------------------------------------------------------------
+
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")

@@ -85,8 +85,15 @@ def load_from_store(name: str, version: int, s: Settings) -> Loaded:
 
     if adapter_ref(manifest) is not None:  # a student or a weights compile: its predictors call its adapter
         attach(module, manifest, s, cache=False, timeout=s.serve_timeout_s, num_retries=1)
-    return Loaded(name=name, version=manifest.version, module=module, lm=build_serving_lm(manifest, s),
-                  adapter=ConstrainedJSONAdapter(), io=io, description=spec.description)
+    return Loaded(
+        name=name,
+        version=manifest.version,
+        module=module,
+        lm=build_serving_lm(manifest, s),
+        adapter=ConstrainedJSONAdapter(),
+        io=io,
+        description=spec.description,
+    )
 
 
 def resolve_from_store(name: str, tag: str, s: Settings) -> int:
@@ -109,9 +116,15 @@ class _Entry:
 
 
 class ProgramPool:
-    def __init__(self, s: Settings | None = None, *, loader: Loader = load_from_store,
-                 resolver: Resolver = resolve_from_store, catalog: Callable[[Settings], list[str]] = catalog_from_store,
-                 on_swap: SwapCallback | None = None):
+    def __init__(
+        self,
+        s: Settings | None = None,
+        *,
+        loader: Loader = load_from_store,
+        resolver: Resolver = resolve_from_store,
+        catalog: Callable[[Settings], list[str]] = catalog_from_store,
+        on_swap: SwapCallback | None = None,
+    ):
         self.s = s or get_settings()
         self.alias = self.s.serve_alias
         self._loader, self._resolver, self._catalog = loader, resolver, catalog

@@ -84,8 +84,13 @@ def prepare_engine(s: Settings) -> dict[str, str]:
     return upstreams
 
 
-def serve(host: str | None = None, port: int | None = None, dev: bool = False, alias: str | None = None,
-          s: Settings | None = None) -> None:
+def serve(
+    host: str | None = None,
+    port: int | None = None,
+    dev: bool = False,
+    alias: str | None = None,
+    s: Settings | None = None,
+) -> None:
     import uvicorn
 
     from dspyc.serve.app import api_keys, create_app, is_loopback
@@ -95,18 +100,34 @@ def serve(host: str | None = None, port: int | None = None, dev: bool = False, a
     s.serve_host, s.serve_port = host or s.serve_host, port or s.serve_port
     s.serve_alias = alias or s.serve_alias
     if dev and not is_loopback(s.serve_host):
-        raise DspycError(f"--dev (no API keys) is for loopback only; {s.serve_host} is not loopback: set DSPYC_SERVE_API_KEYS")
+        raise DspycError(
+            f"--dev (no API keys) is for loopback only; {s.serve_host} is not loopback: set DSPYC_SERVE_API_KEYS"
+        )
     if not api_keys(s) and not dev:
-        raise DspycError("no API keys: set DSPYC_SERVE_API_KEYS=key1,key2 (or pass --dev for keyless loopback-only development)")
+        raise DspycError(
+            "no API keys: set DSPYC_SERVE_API_KEYS=key1,key2 (or pass --dev for keyless loopback-only development)"
+        )
     prepare_engine(s)
     pool = ProgramPool(s)
     with console.status(f"loading programs at @{s.serve_alias}"):
         pool.start()
     for name in pool.names:
         cur, entry = pool.current(name), pool.status(name)
-        console.print(f"  {name}@{s.serve_alias} -> " + (f"[green]v{cur.version}[/green]" if cur else f"[yellow]not loaded[/yellow] ({entry.error})"))
+        console.print(
+            f"  {name}@{s.serve_alias} -> "
+            + (f"[green]v{cur.version}[/green]" if cur else f"[yellow]not loaded[/yellow] ({entry.error})")
+        )
     app = create_app(s, pool, dev=dev)
-    console.print(f"[bold]dspyc serve[/bold] on http://{s.serve_host}:{s.serve_port} · auth "
-                  f"{'API keys' if api_keys(s) else '[yellow]none (loopback dev mode)[/yellow]'} · docs /docs · metrics /metrics")
-    uvicorn.run(app, host=s.serve_host, port=s.serve_port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=int(min(s.serve_timeout_s, 30)), backlog=2048)
+    console.print(
+        f"[bold]dspyc serve[/bold] on http://{s.serve_host}:{s.serve_port} · auth "
+        f"{'API keys' if api_keys(s) else '[yellow]none (loopback dev mode)[/yellow]'} · docs /docs · metrics /metrics"
+    )
+    uvicorn.run(
+        app,
+        host=s.serve_host,
+        port=s.serve_port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=int(min(s.serve_timeout_s, 30)),
+        backlog=2048,
+    )

@@ -60,9 +60,14 @@ def reply_for(body: dict[str, Any]) -> dict[str, Any]:
     prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
     usage = {"prompt_tokens": max(1, prompt_chars // 4), "completion_tokens": max(1, len(content) // 4)}
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-    return {"id": "stub", "object": "chat.completion", "created": int(time.time()), "model": body.get("model", STUB_MODEL),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": usage}
+    return {
+        "id": "stub",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model", STUB_MODEL),
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": usage,
+    }
 
 
 class StubApp:
@@ -77,8 +82,13 @@ class StubApp:
 
     async def _send(self, send, status: int, payload: Any) -> None:
         body = json.dumps(payload).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope, receive, send):
@@ -120,8 +130,9 @@ class StubApp:
             import httpx
 
             self._client = self._client or httpx.AsyncClient(timeout=600)
-            r = await self._client.post(f"{self.proxy}/chat/completions", json=body,
-                                        headers={"Authorization": f"Bearer {self.api_key}"})
+            r = await self._client.post(
+                f"{self.proxy}/chat/completions", json=body, headers={"Authorization": f"Bearer {self.api_key}"}
+            )
             return await self._send(send, r.status_code, r.json())
         if self.latency:
             await asyncio.sleep(self.latency)
@@ -137,8 +148,9 @@ def main() -> None:
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--proxy", default=None)
     a = p.parse_args()
-    uvicorn.run(StubApp(a.latency_ms, a.proxy), host=a.host, port=a.port, log_level="warning", access_log=False,
-                backlog=2048)
+    uvicorn.run(
+        StubApp(a.latency_ms, a.proxy), host=a.host, port=a.port, log_level="warning", access_log=False, backlog=2048
+    )
 
 
 if __name__ == "__main__":

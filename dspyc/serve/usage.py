@@ -77,10 +77,19 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("dspyc_requests", "Requests by program, version, endpoint and status",
-                                ["program", "version", "endpoint", "status"], registry=r)
-        self.latency = Histogram("dspyc_request_latency_seconds", "End-to-end request latency", ["program", "endpoint"],
-                                 buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120), registry=r)
+        self.requests = Counter(
+            "dspyc_requests",
+            "Requests by program, version, endpoint and status",
+            ["program", "version", "endpoint", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "dspyc_request_latency_seconds",
+            "End-to-end request latency",
+            ["program", "endpoint"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=r,
+        )
         self.tokens = Counter("dspyc_tokens", "LM tokens billed", ["program", "version", "kind"], registry=r)
         self.cost = Counter("dspyc_cost_usd", "Estimated LM cost in USD", ["program", "version"], registry=r)
         self.lm_calls = Counter("dspyc_lm_calls", "LM calls made by programs", ["program", "version"], registry=r)
@@ -152,22 +161,32 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for (program, version), recs in sorted(groups.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
         lat = [r["latency_ms"] for r in recs if r.get("status") == 200 and "latency_ms" in r]
-        rows.append({
-            "program": program, "version": version, "requests": len(recs),
-            "errors": sum(1 for r in recs if r.get("status") != 200),
-            "prompt_tokens": sum(int(r.get("prompt_tokens") or 0) for r in recs),
-            "completion_tokens": sum(int(r.get("completion_tokens") or 0) for r in recs),
-            "cost_usd": round(sum(float(r.get("cost_usd") or 0) for r in recs), 6),
-            "p50_ms": round(percentile(lat, 50), 1), "p95_ms": round(percentile(lat, 95), 1),
-            "p99_ms": round(percentile(lat, 99), 1),
-            "first": datetime.fromtimestamp(min(r.get("ts", 0) for r in recs), UTC).isoformat(timespec="seconds"),
-            "last": datetime.fromtimestamp(max(r.get("ts", 0) for r in recs), UTC).isoformat(timespec="seconds"),
-        })
+        rows.append(
+            {
+                "program": program,
+                "version": version,
+                "requests": len(recs),
+                "errors": sum(1 for r in recs if r.get("status") != 200),
+                "prompt_tokens": sum(int(r.get("prompt_tokens") or 0) for r in recs),
+                "completion_tokens": sum(int(r.get("completion_tokens") or 0) for r in recs),
+                "cost_usd": round(sum(float(r.get("cost_usd") or 0) for r in recs), 6),
+                "p50_ms": round(percentile(lat, 50), 1),
+                "p95_ms": round(percentile(lat, 95), 1),
+                "p99_ms": round(percentile(lat, 99), 1),
+                "first": datetime.fromtimestamp(min(r.get("ts", 0) for r in recs), UTC).isoformat(timespec="seconds"),
+                "last": datetime.fromtimestamp(max(r.get("ts", 0) for r in recs), UTC).isoformat(timespec="seconds"),
+            }
+        )
     return rows
 
 
-def usage_report(since: str | None = "24h", program: str | None = None, path: Path | None = None,
-                 as_json: bool = False, s: Settings | None = None) -> list[dict[str, Any]]:
+def usage_report(
+    since: str | None = "24h",
+    program: str | None = None,
+    path: Path | None = None,
+    as_json: bool = False,
+    s: Settings | None = None,
+) -> list[dict[str, Any]]:
     from dspyc.console import console as make_console
     from rich.table import Table
 
@@ -178,13 +197,32 @@ def usage_report(since: str | None = "24h", program: str | None = None, path: Pa
         console.print_json(json.dumps(rows))
         return rows
     table = Table(title=f"usage · {path} · window {since or 'all'}")
-    for col in ("program", "version", "requests", "errors", "prompt tok", "completion tok", "cost $", "p50 ms",
-                "p95 ms", "p99 ms"):
+    for col in (
+        "program",
+        "version",
+        "requests",
+        "errors",
+        "prompt tok",
+        "completion tok",
+        "cost $",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+    ):
         table.add_column(col, justify="left" if col == "program" else "right")
     for r in rows:
-        table.add_row(r["program"], str(r["version"]), f"{r['requests']:,}", str(r["errors"]), f"{r['prompt_tokens']:,}",
-                      f"{r['completion_tokens']:,}", f"{r['cost_usd']:.6f}", f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}",
-                      f"{r['p99_ms']:.1f}")
+        table.add_row(
+            r["program"],
+            str(r["version"]),
+            f"{r['requests']:,}",
+            str(r["errors"]),
+            f"{r['prompt_tokens']:,}",
+            f"{r['completion_tokens']:,}",
+            f"{r['cost_usd']:.6f}",
+            f"{r['p50_ms']:.1f}",
+            f"{r['p95_ms']:.1f}",
+            f"{r['p99_ms']:.1f}",
+        )
     if not rows:
         console.print(f"no requests in the window ({since}) in {path}")
     else:

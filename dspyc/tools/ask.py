@@ -24,8 +24,13 @@ def build_agent(s: Settings, version: str | None = None, max_steps: int | None =
     return spec.tool_agent(s, max_steps, compiled)
 
 
-def ask(question: str, version: str | None = None, provider: str | None = None, max_steps: int | None = None,
-        s: Settings | None = None) -> dspy.Prediction:
+def ask(
+    question: str,
+    version: str | None = None,
+    provider: str | None = None,
+    max_steps: int | None = None,
+    s: Settings | None = None,
+) -> dspy.Prediction:
     from dspyc.lm import configure
 
     s = s or get_settings()
@@ -47,8 +52,9 @@ def ask(question: str, version: str | None = None, provider: str | None = None, 
         src = r.output.get("source", "") if r.ok and isinstance(r.output, dict) else ""
         line = r.as_text(max_chars=300)
         colour = "green" if r.ok else "yellow"
-        console.print(f"  [{colour}]tool[/{colour}] {line}" + (f" [dim]\\[source: {src}][/dim]" if src else ""),
-                      highlight=False)
+        console.print(
+            f"  [{colour}]tool[/{colour}] {line}" + (f" [dim]\\[source: {src}][/dim]" if src else ""), highlight=False
+        )
     if not pred.tool_results:
         console.print("  [yellow]no tool was called[/yellow]")
     return pred

@@ -87,8 +87,13 @@ class Tool:
     'get_weather'
     """
 
-    def __init__(self, fn: Callable[..., Any], name: str | None = None, description: str | None = None,
-                 timeout_s: float | None = None):
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        name: str | None = None,
+        description: str | None = None,
+        timeout_s: float | None = None,
+    ):
         self.fn = fn
         self.name = name or fn.__name__
         summary, param_docs = _doc_parts(fn)
@@ -101,13 +106,16 @@ class Tool:
                 raise TypeError(f"tool {self.name}: *args/**kwargs have no schema; name every parameter")
             annotation = hints.get(pname, Any)
             default = ... if p.default is p.empty else p.default
-            if get_origin(annotation) is Annotated and any(isinstance(m, pydantic.fields.FieldInfo) for m in get_args(annotation)[1:]):
+            if get_origin(annotation) is Annotated and any(
+                isinstance(m, pydantic.fields.FieldInfo) for m in get_args(annotation)[1:]
+            ):
                 fields[pname] = (annotation, default)  # the Field inside Annotated carries the description
             else:
                 fields[pname] = (annotation, Field(default, description=param_docs.get(pname)))
         # extra="forbid": an argument the function does not take is an error the model should see.
         self.args_model: type[BaseModel] = pydantic.create_model(
-            f"{self.name}_args", __config__=ConfigDict(extra="forbid"), **fields)
+            f"{self.name}_args", __config__=ConfigDict(extra="forbid"), **fields
+        )
 
     def parameters_schema(self) -> dict[str, Any]:
         schema = _strip_titles(self.args_model.model_json_schema())
@@ -218,13 +226,15 @@ class ToolRegistry:
             kwargs = tool.validate(arguments)
             limit = timeout_s or tool.timeout_s or self.timeout_s
             output = run_with_timeout(lambda: tool.fn(**kwargs), limit)
-            return ToolResult(tool=name, arguments=arguments, ok=True, output=output,
-                              elapsed_s=round(time.perf_counter() - t0, 3))
+            return ToolResult(
+                tool=name, arguments=arguments, ok=True, output=output, elapsed_s=round(time.perf_counter() - t0, 3)
+            )
         except ToolError as exc:
             error = str(exc)
         except TimeoutError as exc:
             error = f"{name} {exc}"
         except Exception as exc:  # noqa: BLE001 - a tool's bug is reported to the agent, not raised
             error = f"{name} failed: {type(exc).__name__}: {exc}"
-        return ToolResult(tool=name, arguments=arguments, ok=False, error=error,
-                          elapsed_s=round(time.perf_counter() - t0, 3))
+        return ToolResult(
+            tool=name, arguments=arguments, ok=False, error=error, elapsed_s=round(time.perf_counter() - t0, 3)
+        )

@@ -33,10 +33,29 @@ class Provider(Protocol):
 
 
 # WMO weather interpretation codes (Open-Meteo's `weather_code`), grouped.
-_WMO = {0: "clear sky", 1: "mainly clear", 2: "partly cloudy", 3: "overcast", 45: "fog", 48: "fog", 51: "light drizzle",
-        53: "drizzle", 55: "dense drizzle", 61: "light rain", 63: "rain", 65: "heavy rain", 71: "light snow", 73: "snow",
-        75: "heavy snow", 80: "rain showers", 81: "rain showers", 82: "violent rain showers", 95: "thunderstorm",
-        96: "thunderstorm with hail", 99: "thunderstorm with hail"}
+_WMO = {
+    0: "clear sky",
+    1: "mainly clear",
+    2: "partly cloudy",
+    3: "overcast",
+    45: "fog",
+    48: "fog",
+    51: "light drizzle",
+    53: "drizzle",
+    55: "dense drizzle",
+    61: "light rain",
+    63: "rain",
+    65: "heavy rain",
+    71: "light snow",
+    73: "snow",
+    75: "heavy snow",
+    80: "rain showers",
+    81: "rain showers",
+    82: "violent rain showers",
+    95: "thunderstorm",
+    96: "thunderstorm with hail",
+    99: "thunderstorm with hail",
+}
 
 
 def _get(url: str, params: dict[str, Any], timeout: float, api: str) -> httpx.Response:
@@ -60,16 +79,30 @@ class OpenMeteoWeather:
         self.timeout = timeout
 
     def lookup(self, key: str) -> dict[str, Any]:
-        geo = _get("https://geocoding-api.open-meteo.com/v1/search", {"name": key, "count": 1}, self.timeout, "Open-Meteo").json()
+        geo = _get(
+            "https://geocoding-api.open-meteo.com/v1/search", {"name": key, "count": 1}, self.timeout, "Open-Meteo"
+        ).json()
         if not geo.get("results"):
             raise ToolError(f"no city named {key!r} found")
         place = geo["results"][0]
-        cur = _get("https://api.open-meteo.com/v1/forecast",
-                   {"latitude": place["latitude"], "longitude": place["longitude"],
-                    "current": "temperature_2m,weather_code,wind_speed_10m"}, self.timeout, "Open-Meteo").json()["current"]
-        return {"city": place["name"], "country": place.get("country", ""), "temperature_c": cur["temperature_2m"],
-                "conditions": _WMO.get(cur["weather_code"], f"code {cur['weather_code']}"),
-                "wind_kmh": cur["wind_speed_10m"], "time": cur.get("time", "")}
+        cur = _get(
+            "https://api.open-meteo.com/v1/forecast",
+            {
+                "latitude": place["latitude"],
+                "longitude": place["longitude"],
+                "current": "temperature_2m,weather_code,wind_speed_10m",
+            },
+            self.timeout,
+            "Open-Meteo",
+        ).json()["current"]
+        return {
+            "city": place["name"],
+            "country": place.get("country", ""),
+            "temperature_c": cur["temperature_2m"],
+            "conditions": _WMO.get(cur["weather_code"], f"code {cur['weather_code']}"),
+            "wind_kmh": cur["wind_speed_10m"],
+            "time": cur.get("time", ""),
+        }
 
 
 class StooqStocks:
@@ -81,8 +114,12 @@ class StooqStocks:
         self.timeout = timeout
 
     def lookup(self, key: str) -> dict[str, Any]:
-        text = _get("https://stooq.com/q/l/", {"s": f"{key.lower()}.us", "f": "sd2t2ohlcv", "h": "", "e": "csv"},
-                    self.timeout, "Stooq").text
+        text = _get(
+            "https://stooq.com/q/l/",
+            {"s": f"{key.lower()}.us", "f": "sd2t2ohlcv", "h": "", "e": "csv"},
+            self.timeout,
+            "Stooq",
+        ).text
         rows = list(csv.DictReader(io.StringIO(text)))
         if not rows or rows[0].get("Close") in (None, "", "N/D"):
             raise ToolError(f"no quote for symbol {key!r}")

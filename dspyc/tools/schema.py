@@ -16,9 +16,22 @@ MAX_STRING = 120  # a runaway string would otherwise fill max_tokens and leave t
 MAX_ITEMS = 32  # BFCL passes lists of 20 numbers as one argument; 10 cut them (parallel_129)
 MAX_ABS_NUMBER = int(DEFAULT_NUMBER_BOUND)  # the adapter's bound: SmolLM2 wrote a 400-digit int without one
 # BFCL writes Python-ish type names; JSON Schema wants its own.
-_TYPE_MAP = {"dict": "object", "float": "number", "tuple": "array", "integer": "integer", "string": "string",
-             "boolean": "boolean", "array": "array", "number": "number", "object": "object", "int": "integer",
-             "str": "string", "bool": "boolean", "list": "array", "null": "null"}
+_TYPE_MAP = {
+    "dict": "object",
+    "float": "number",
+    "tuple": "array",
+    "integer": "integer",
+    "string": "string",
+    "boolean": "boolean",
+    "array": "array",
+    "number": "number",
+    "object": "object",
+    "int": "integer",
+    "str": "string",
+    "bool": "boolean",
+    "list": "array",
+    "null": "null",
+}
 
 
 def to_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -61,21 +74,30 @@ def call_branch(name: str, parameters: dict[str, Any]) -> dict[str, Any]:
     args.setdefault("properties", {})
     args.setdefault("required", [])
     args.setdefault("additionalProperties", False)
-    return {"type": "object", "properties": {"name": {"type": "string", "enum": [name]}, "arguments": args},
-            "required": ["name", "arguments"], "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": {"name": {"type": "string", "enum": [name]}, "arguments": args},
+        "required": ["name", "arguments"],
+        "additionalProperties": False,
+    }
 
 
-def calls_response_format(functions: list[dict[str, Any]], max_calls: int = 1, field: str = "calls",
-                          min_calls: int = 1) -> dict[str, Any]:
+def calls_response_format(
+    functions: list[dict[str, Any]], max_calls: int = 1, field: str = "calls", min_calls: int = 1
+) -> dict[str, Any]:
     """The OpenAI `response_format` for `{field: [call, ...]}` with min_calls..max_calls calls to the given functions.
     `functions` are `{"name", "parameters"}` dicts (BFCL's format and `Tool.json_schema()` both fit)."""
     branches = [call_branch(f["name"], f.get("parameters") or {}) for f in functions]
     item = branches[0] if len(branches) == 1 else {"anyOf": branches}
     most = max(1, max_calls)
-    schema = {"type": "object",
-              "properties": {field: {"type": "array", "items": item, "minItems": min(max(1, min_calls), most),
-                                     "maxItems": most}},
-              "required": [field], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {
+            field: {"type": "array", "items": item, "minItems": min(max(1, min_calls), most), "maxItems": most}
+        },
+        "required": [field],
+        "additionalProperties": False,
+    }
     return {"type": "json_schema", "json_schema": {"name": "calls", "schema": schema, "strict": True}}
 
 
@@ -96,5 +118,7 @@ def render_function(fn: dict[str, Any], max_desc: int = 110) -> str:
     required = set((fn.get("parameters") or {}).get("required") or [])
     sig = ", ".join(f"{k}{'' if k in required else '?'}: {_type_name(v)}" for k, v in params.items())
     desc = (fn.get("description") or "").strip()[:max_desc]
-    pdesc = "; ".join(f"{k}: {(v.get('description') or '').strip()[:60]}" for k, v in params.items() if v.get("description"))
+    pdesc = "; ".join(
+        f"{k}: {(v.get('description') or '').strip()[:60]}" for k, v in params.items() if v.get("description")
+    )
     return f"{fn['name']}({sig}) - {desc}" + (f" [{pdesc}]" if pdesc else "")

@@ -31,7 +31,7 @@ def test_every_allowed_alternative_value_passes(data):
     """Swap in each other allowed value of each argument (BFCL's possible answers list them all)."""
     checked = 0
     for ex in data["simple_python"][:150]:
-        (name, params), = ex.possible_answer[0].items()
+        ((name, params),) = ex.possible_answer[0].items()
         required = ex.schemas[0]["parameters"].get("required", [])
         for arg, allowed in params.items():
             for value in allowed[1:]:
@@ -80,7 +80,10 @@ def test_strings_are_normalized_like_bfcl():
 
 
 def test_int_promotes_to_float_but_not_the_reverse():
-    func = {"name": "f", "parameters": {"properties": {"x": {"type": "float"}, "n": {"type": "integer"}}, "required": ["x", "n"]}}
+    func = {
+        "name": "f",
+        "parameters": {"properties": {"x": {"type": "float"}, "n": {"type": "integer"}}, "required": ["x", "n"]},
+    }
     answer = [{"f": {"x": [5.0], "n": [2]}}]
     assert bfcl.ast_check([func], [{"f": {"x": 5, "n": 2}}], answer, "simple_python")
     assert not bfcl.ast_check([func], [{"f": {"x": 5.0, "n": 2.0}}], answer, "simple_python")

@@ -73,8 +73,10 @@ def test_answers_are_grounded(questions, corpus):
 
 def _page(title: str, ns: int, wikitext: str, redirect: str | None = None) -> str:
     redirect_tag = f'<redirect title="{escape(redirect)}" />' if redirect else ""
-    return (f"<page><title>{escape(title)}</title><ns>{ns}</ns><id>1</id>{redirect_tag}"
-            f'<revision><text xml:space="preserve">{escape(wikitext)}</text></revision></page>')
+    return (
+        f"<page><title>{escape(title)}</title><ns>{ns}</ns><id>1</id>{redirect_tag}"
+        f'<revision><text xml:space="preserve">{escape(wikitext)}</text></revision></page>'
+    )
 
 
 ARTICLE = """{{Infobox widget|name=Foo|inventor=Nobody}}
@@ -99,11 +101,13 @@ The history section of this article is also perfectly ordinary prose.
 
 
 def test_parse_dump_strips_markup_and_skips_redirects(tmp_path):
-    xml = ('<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/">'
-           + _page("Foo", 0, ARTICLE)
-           + _page("Bar", 0, "#REDIRECT [[Foo]]", redirect="Foo")
-           + _page("Talk:Foo", 1, "This talk page discussion has plenty of words in it.")
-           + "</mediawiki>")
+    xml = (
+        '<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/">'
+        + _page("Foo", 0, ARTICLE)
+        + _page("Bar", 0, "#REDIRECT [[Foo]]", redirect="Foo")
+        + _page("Talk:Foo", 1, "This talk page discussion has plenty of words in it.")
+        + "</mediawiki>"
+    )
     dump = tmp_path / "tiny.xml.bz2"
     dump.write_bytes(bz2.compress(xml.encode("utf-8")))
 
@@ -113,8 +117,20 @@ def test_parse_dump_strips_markup_and_skips_redirects(tmp_path):
     assert "Foo is a small test article about widgets and gadgets." in text
     assert "invented in 1901 by Jane in Paris" in text
     assert "history section" in text
-    for leak in ("{{", "}}", "[[", "<ref", "cite web", "http", "Infobox", "caption", "table cell",
-                 "Category", "citation line", "References"):
+    for leak in (
+        "{{",
+        "}}",
+        "[[",
+        "<ref",
+        "cite web",
+        "http",
+        "Infobox",
+        "caption",
+        "table cell",
+        "Category",
+        "citation line",
+        "References",
+    ):
         assert leak not in text, leak
 
 

@@ -27,15 +27,20 @@ def distilled(live_engine, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("distill")
     (tmp / "sft_ci.yaml").write_text(SFT)
     s = get_settings().model_copy(update={"artifacts_root": tmp / "artifacts", "cache_dir": get_settings().cache_dir})
-    result = distill("tone", str(tmp / "sft_ci.yaml"), "dpo_tiny", sizes=(2, 0, 2), eval_threads=2, num_threads=2,
-                     track=False, s=s)
+    result = distill(
+        "tone", str(tmp / "sft_ci.yaml"), "dpo_tiny", sizes=(2, 0, 2), eval_threads=2, num_threads=2, track=False, s=s
+    )
     return result, s
 
 
 def test_students_are_versions_with_adapter_datasets_and_scores(distilled):
     result, s = distilled
-    assert set(result["versions"]) == {"sft", "dpo"} and set(result["systems"]) == {"teacher", "student_sft", "student_dpo",
-                                                                                 "student_base"}
+    assert set(result["versions"]) == {"sft", "dpo"} and set(result["systems"]) == {
+        "teacher",
+        "student_sft",
+        "student_dpo",
+        "student_base",
+    }
     d = artifacts.program_dir("tone", s) / str(result["versions"]["dpo"])
     m = artifacts.read_manifest("tone", result["versions"]["dpo"], s)  # verifies every file's hash
     assert m.kind == "student" and m.config["student"]["stage"] == "dpo" and m.config["prompt"] == "short"
@@ -65,18 +70,25 @@ def test_served_adapter_answers_differently_from_the_base_model(distilled):
     assert state.lora_enabled and name in state.adapters
     models = httpx.get(f"{state.base_url}/models", headers={"Authorization": f"Bearer {s.lm_api_key}"}).json()
     assert name in [x["id"] for x in models["data"]]
-    prompt = json.loads((artifacts.program_dir("tone", s) / str(m.version) / "sft.jsonl").read_text().splitlines()[0])["prompt"]
+    prompt = json.loads((artifacts.program_dir("tone", s) / str(m.version) / "sft.jsonl").read_text().splitlines()[0])[
+        "prompt"
+    ]
 
     def complete(model):
-        r = httpx.post(f"{state.base_url}/chat/completions", timeout=300,
-                       headers={"Authorization": f"Bearer {s.lm_api_key}"},
-                       json={"model": model, "messages": prompt, "max_tokens": 24, "temperature": 0})
+        r = httpx.post(
+            f"{state.base_url}/chat/completions",
+            timeout=300,
+            headers={"Authorization": f"Bearer {s.lm_api_key}"},
+            json={"model": model, "messages": prompt, "max_tokens": 24, "temperature": 0},
+        )
         r.raise_for_status()
         return r.json()["choices"][0]["message"]["content"]
 
     assert complete(name) != complete(state.served_model)
     # The program itself, loaded from the store with its predictors on the student.
-    student = load_program(f"tone@{m.version}", s=s.model_copy(update={"adapter_serving": "lora"}))  # dspyc.load: a student's predictors call its adapter
+    student = load_program(
+        f"tone@{m.version}", s=s.model_copy(update={"adapter_serving": "lora"})
+    )  # dspyc.load: a student's predictors call its adapter
     assert student.rewrite.lm.model == f"openai/{name}"
     assert isinstance(student(text="our new office coffee machine is basically a disaster").rewrite, str)
 
@@ -113,8 +125,9 @@ def test_the_prompt_pass_bootstraps_demos_on_the_teacher_engine_for_the_served_s
     student.set_lm(None)  # the prompt pass runs the student under its LM by context, like the table
     spec = dataclasses.replace(registry.get("tone"), metric=lambda ex, pred, trace=None: True)
     train = [dspy_example(t) for t in ("the printer is broken again lol", "pls send the deck by fri")]
-    prompted = prompt_pass(load_recipe("bootstrap"), student, student_lm, build_lm(s, temperature=0.0), train, spec,
-                           num_threads=2, seed=0)
+    prompted = prompt_pass(
+        load_recipe("bootstrap"), student, student_lm, build_lm(s, temperature=0.0), train, spec, num_threads=2, seed=0
+    )
     demos = prompted.rewrite.demos
     assert len(demos) == 2 and all(isinstance(d.rewrite, str) and d.rewrite for d in demos)
     assert student.rewrite.demos == []  # the stored student is not changed

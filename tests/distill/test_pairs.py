@@ -6,8 +6,9 @@ PROMPT = [{"role": "user", "content": "x"}]
 
 
 def group(*cands, ex="e1"):
-    return CandidateGroup(example_id=ex, prompt=PROMPT,
-                          candidates=[Candidate(text=t, score=s, source=src) for t, s, src in cands])
+    return CandidateGroup(
+        example_id=ex, prompt=PROMPT, candidates=[Candidate(text=t, score=s, source=src) for t, s, src in cands]
+    )
 
 
 def test_best_and_worst_with_their_scores():
@@ -30,8 +31,11 @@ def test_margin_and_identical_texts_and_empty_candidates():
 
 
 def test_one_pair_per_input():
-    groups = [group(("a", 1.0, "s"), ("b", 0.0, "s"), ex="1"), group(("c", 0.3, "s"), ("d", 0.3, "s"), ex="2"),
-              group(("e", 0.2, "s"), ("f", 0.7, "s"), ex="3")]
+    groups = [
+        group(("a", 1.0, "s"), ("b", 0.0, "s"), ex="1"),
+        group(("c", 0.3, "s"), ("d", 0.3, "s"), ex="2"),
+        group(("e", 0.2, "s"), ("f", 0.7, "s"), ex="3"),
+    ]
     assert [p.example_id for p in build_pairs(groups)] == ["1", "3"]
 
 

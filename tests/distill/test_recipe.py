@@ -26,7 +26,10 @@ def test_the_agents_recipe_is_the_roadmaps_plus_gold_labels():
     """Same LoRA and training as sft_r16_qv; only the agent's data differs (gold labels, repeats kept once)."""
     import importlib
 
-    base, agent = R.load("sft_r16_qv", "sft"), R.load(importlib.import_module("programs.agent").PROGRAM.sft_recipe, "sft")
+    base, agent = (
+        R.load("sft_r16_qv", "sft"),
+        R.load(importlib.import_module("programs.agent").PROGRAM.sft_recipe, "sft"),
+    )
     assert (agent.lora, agent.train) == (base.lora, base.train)
     assert (agent.gold_extra, agent.dedupe_rows) == (90, True) and (base.gold_extra, base.dedupe_rows) == (0, False)
 
@@ -36,14 +39,17 @@ def test_available_lists_by_kind():
     assert "dpo_default" in R.available("dpo") and "sft_tiny" not in R.available("dpo")
 
 
-@pytest.mark.parametrize("body, match", [
-    ("lora: {r: 16, alpah: 32}\n", "field 'lora.alpah'"),
-    ("lora: {target_modules: [q_proj, wq]}\n", "unknown module"),
-    ("lora: {r: 128}\n", "field 'lora.r'"),
-    ("train: {precision: fp16}\n", "field 'train.precision'"),
-    ("kind: dpo\n", "field 'kind'"),
-    ("- a list\n", "expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "body, match",
+    [
+        ("lora: {r: 16, alpah: 32}\n", "field 'lora.alpah'"),
+        ("lora: {target_modules: [q_proj, wq]}\n", "unknown module"),
+        ("lora: {r: 128}\n", "field 'lora.r'"),
+        ("train: {precision: fp16}\n", "field 'train.precision'"),
+        ("kind: dpo\n", "field 'kind'"),
+        ("- a list\n", "expected a mapping"),
+    ],
+)
 def test_bad_recipes_are_one_line_errors(tmp_path, body, match):
     f = tmp_path / "sft_bad.yaml"
     f.write_text(body)

@@ -42,7 +42,9 @@ def teacher_lm():
 
 
 def examples():
-    return [dspy.Example(id=str(i), text=t).with_inputs("text") for i, t in enumerate(["good one", "bad one", "good two"])]
+    return [
+        dspy.Example(id=str(i), text=t).with_inputs("text") for i, t in enumerate(["good one", "bad one", "good two"])
+    ]
 
 
 def test_only_passing_traces_are_kept_and_use_the_students_prompt():
@@ -114,9 +116,13 @@ def test_gold_labels_become_sft_rows_in_the_students_own_prompt():
     from dspyc.distill import traces as T
     from programs import agent
 
-    ex = dspy.Example(id="simple_1", question="Area of a circle of radius 3?", functions=["area(radius: int)"],
-                      schemas=[{"name": "area", "parameters": {"type": "dict", "properties": {"radius": {"type": "integer"}}}}],
-                      calls=[{"name": "area", "arguments": {"radius": 3}}]).with_inputs("question", "functions", "schemas")
+    ex = dspy.Example(
+        id="simple_1",
+        question="Area of a circle of radius 3?",
+        functions=["area(radius: int)"],
+        schemas=[{"name": "area", "parameters": {"type": "dict", "properties": {"radius": {"type": "integer"}}}}],
+        calls=[{"name": "area", "arguments": {"radius": 3}}],
+    ).with_inputs("question", "functions", "schemas")
     runs = T.gold_runs(agent.gold_trace, [ex])
     assert runs[0].passed and runs[0].source == "gold" and runs[0].score == 1.0
     rows = T.sft_rows(runs, agent.FunctionCaller())
@@ -131,9 +137,16 @@ def test_a_parallel_gold_label_is_one_call_step_per_task():
     from dspyc.distill import traces as T
     from programs import agent
 
-    calls = [{"name": "power", "arguments": {"base": 2, "exponent": 3}}, {"name": "power", "arguments": {"base": 3, "exponent": 5}}]
-    ex = dspy.Example(id="parallel_1", question="2 to the 3rd, and 3 to the 5th?", functions=["power(base: int, exponent: int)"],
-                      calls=calls).with_inputs("question", "functions")
+    calls = [
+        {"name": "power", "arguments": {"base": 2, "exponent": 3}},
+        {"name": "power", "arguments": {"base": 3, "exponent": 5}},
+    ]
+    ex = dspy.Example(
+        id="parallel_1",
+        question="2 to the 3rd, and 3 to the 5th?",
+        functions=["power(base: int, exponent: int)"],
+        calls=calls,
+    ).with_inputs("question", "functions")
     rows = T.sft_rows(T.gold_runs(agent.gold_trace, [ex]), agent.FunctionCaller())
     assert [r.predictor for r in rows] == ["split", "call", "call"]
     assert rows[0].completion[0]["content"] == '{"tasks":["power: 2, 3","power: 3, 5"]}'

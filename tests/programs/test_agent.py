@@ -44,7 +44,12 @@ def get_stock_price(symbol: str) -> dict:
 
 
 def test_function_caller_sends_a_per_call_schema_and_dedupes(agent_mod):
-    schemas = [{"name": "get_weather", "parameters": {"type": "dict", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+    schemas = [
+        {
+            "name": "get_weather",
+            "parameters": {"type": "dict", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        }
+    ]
     call = {"name": "get_weather", "arguments": {"city": "Paris"}}
     lm = RecordingLM([TASK, {"calls": [call, call]}])
     with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
@@ -61,7 +66,9 @@ def test_function_caller_sends_a_per_call_schema_and_dedupes(agent_mod):
 def test_the_caller_writes_one_call_per_task_the_request_holds(agent_mod):
     """Qwen 0.5B wrote one call for every parallel BFCL request; the task count now sets how many calls there are:
     one call step per task (the task line, with the request for context), or one list of exactly that many."""
-    schemas = [{"name": "fact", "parameters": {"type": "dict", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}]
+    schemas = [
+        {"name": "fact", "parameters": {"type": "dict", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}
+    ]
     calls = [{"name": "fact", "arguments": {"n": n}} for n in (5, 10, 15)]
     tasks = {"tasks": ["factorial of 5", "factorial of 10", "factorial of 15"]}
     lm = RecordingLM([tasks, *({"calls": [c]} for c in calls)])
@@ -77,7 +84,9 @@ def test_the_caller_writes_one_call_per_task_the_request_holds(agent_mod):
 
     lm = RecordingLM([tasks, {"calls": calls}])  # call_per_task=False: one list of exactly as many calls
     with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
-        pred = agent_mod.FunctionCaller(max_calls=4, call_per_task=False)(question="Factorials of 5, 10 and 15?", schemas=schemas)
+        pred = agent_mod.FunctionCaller(max_calls=4, call_per_task=False)(
+            question="Factorials of 5, 10 and 15?", schemas=schemas
+        )
     items = lm.seen[1]["response_format"]["json_schema"]["schema"]["properties"]["calls"]
     assert pred.calls == calls and items["minItems"] == items["maxItems"] == 3
     lm = RecordingLM([{"calls": calls[:1]}])  # split_tasks=False: no split call, 1..max_calls calls
@@ -90,8 +99,17 @@ def test_the_caller_writes_one_call_per_task_the_request_holds(agent_mod):
 def test_a_schema_that_admits_more_than_the_context_asks_for_the_reply_cap(agent_mod):
     """BFCL's list-of-strings arguments admit ~12k tokens; asking for that, the engine refused the call (400)."""
     text = {"type": "string"}
-    schemas = [{"name": f"f{i}", "parameters": {"type": "dict", "properties": {
-        "names": {"type": "array", "items": text}, "note": text}, "required": ["names"]}} for i in range(3)]
+    schemas = [
+        {
+            "name": f"f{i}",
+            "parameters": {
+                "type": "dict",
+                "properties": {"names": {"type": "array", "items": text}, "note": text},
+                "required": ["names"],
+            },
+        }
+        for i in range(3)
+    ]
     lm = RecordingLM([TASK, {"calls": [{"name": "f0", "arguments": {"names": ["a"]}}]}])
     with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
         pred = agent_mod.FunctionCaller(max_calls=4)(question="q", schemas=schemas)
@@ -104,9 +122,14 @@ def test_a_schema_that_admits_more_than_the_context_asks_for_the_reply_cap(agent
 
 def test_tool_agent_runs_the_tool_stops_on_finish_and_answers(agent_mod):
     reg = ToolRegistry([get_weather, get_stock_price])
-    lm = RecordingLM([TASK, {"calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]},
-                      {"calls": [{"name": "finish", "arguments": {}}]},
-                      {"answer": "It is 14.2 °C in Paris."}])
+    lm = RecordingLM(
+        [
+            TASK,
+            {"calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]},
+            {"calls": [{"name": "finish", "arguments": {}}]},
+            {"answer": "It is 14.2 °C in Paris."},
+        ]
+    )
     with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
         pred = agent_mod.ToolAgent(reg, max_steps=3)(question="What's the weather in Paris?")
     assert pred.answer == "It is 14.2 °C in Paris."
@@ -117,17 +140,23 @@ def test_tool_agent_runs_the_tool_stops_on_finish_and_answers(agent_mod):
 
 
 def test_tool_agent_answers_a_two_tool_request_with_both_results(agent_mod):
-    """"Apple's stock price, and the weather in Paris?": two tasks, one call step each, both tools run."""
+    """ "Apple's stock price, and the weather in Paris?": two tasks, one call step each, both tools run."""
     reg = ToolRegistry([get_weather, get_stock_price])
-    lm = RecordingLM([{"tasks": ["stock price of Apple", "weather in Paris"]},
-                      {"calls": [{"name": "get_stock_price", "arguments": {"symbol": "AAPL"}}]},
-                      {"calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]},
-                      {"calls": [{"name": "finish", "arguments": {}}]},
-                      {"answer": "AAPL is at 1.0, and it is 14.2 °C in Paris."}])
+    lm = RecordingLM(
+        [
+            {"tasks": ["stock price of Apple", "weather in Paris"]},
+            {"calls": [{"name": "get_stock_price", "arguments": {"symbol": "AAPL"}}]},
+            {"calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]},
+            {"calls": [{"name": "finish", "arguments": {}}]},
+            {"answer": "AAPL is at 1.0, and it is 14.2 °C in Paris."},
+        ]
+    )
     with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
         pred = agent_mod.ToolAgent(reg, max_steps=3)(question="Apple's stock price, and the weather in Paris?")
     assert [r["tool"] for r in pred.tool_results] == ["get_stock_price", "get_weather"]
-    assert "price: 1.0" in json.dumps(lm.seen[4]["messages"]) and "temperature_c: 14.2" in json.dumps(lm.seen[4]["messages"])
+    assert "price: 1.0" in json.dumps(lm.seen[4]["messages"]) and "temperature_c: 14.2" in json.dumps(
+        lm.seen[4]["messages"]
+    )
 
 
 def test_tool_agent_is_bounded_and_stops_on_a_repeated_call(agent_mod):
@@ -155,10 +184,16 @@ def test_tool_errors_reach_the_model_instead_of_raising(agent_mod):
 
 
 def test_metric_and_per_category_report(agent_mod):
-    ex = dspy.Example(category="simple_python", schemas=[{"name": "f", "parameters": {"properties": {"x": {"type": "integer"}}, "required": ["x"]}}],
-                      possible_answer=[{"f": {"x": [1]}}])
+    ex = dspy.Example(
+        category="simple_python",
+        schemas=[{"name": "f", "parameters": {"properties": {"x": {"type": "integer"}}, "required": ["x"]}}],
+        possible_answer=[{"f": {"x": [1]}}],
+    )
     ex2 = ex.copy(category="parallel")
-    right, wrong = dspy.Prediction(calls=[{"name": "f", "arguments": {"x": 1}}]), dspy.Prediction(calls=[{"name": "f", "arguments": {"x": 2}}])
+    right, wrong = (
+        dspy.Prediction(calls=[{"name": "f", "arguments": {"x": 1}}]),
+        dspy.Prediction(calls=[{"name": "f", "arguments": {"x": 2}}]),
+    )
     assert agent_mod.metric(ex, right) == 1.0 and agent_mod.metric(ex, wrong, trace=[]) is False
     scores = agent_mod.report([(ex, right), (ex, wrong), (ex2, right), (ex2, dspy.Prediction())])
     assert scores == {"accuracy": 0.5, "accuracy_simple_python": 0.5, "accuracy_parallel": 0.5}
@@ -170,6 +205,7 @@ def test_program_is_registered(agent_mod):
 
 
 # --- against the real engine -------------------------------------------------------------------------
+
 
 @pytest.mark.integration
 def test_function_caller_on_bfcl_through_the_engine(live_engine, agent_mod):

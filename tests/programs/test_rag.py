@@ -8,12 +8,16 @@ from dspyc import registry
 from dspyc.retrieval import SemanticRouter
 
 CORPORA = {
-    "football": [("Arsenal", "Arsenal is a football club in London that plays in the Premier League."),
-                 ("Offside", "The offside rule in football stops attackers waiting near the goal."),
-                 ("World Cup", "The FIFA World Cup is the football tournament between national teams.")],
-    "baking": [("Sourdough", "Sourdough bread is leavened with a starter of wild yeast and flour."),
-               ("Croissant", "A croissant is a buttery laminated pastry baked in the oven."),
-               ("Oven", "Bake the dough in a hot oven until the crust is golden brown.")],
+    "football": [
+        ("Arsenal", "Arsenal is a football club in London that plays in the Premier League."),
+        ("Offside", "The offside rule in football stops attackers waiting near the goal."),
+        ("World Cup", "The FIFA World Cup is the football tournament between national teams."),
+    ],
+    "baking": [
+        ("Sourdough", "Sourdough bread is leavened with a starter of wild yeast and flour."),
+        ("Croissant", "A croissant is a buttery laminated pastry baked in the oven."),
+        ("Oven", "Bake the dough in a hot oven until the crust is golden brown."),
+    ],
 }
 
 
@@ -21,8 +25,10 @@ def qa_folder(root, name, passages):
     d = root / name
     d.mkdir()
     (d / "corpus.jsonl").write_text("".join(json.dumps({"title": t, "text": x}) + "\n" for t, x in passages))
-    rows = [{"id": f"{name}-{i}", "question": f"What is {t}?", "answer": t, "supporting_titles": [t]}
-            for i, (t, _) in enumerate(passages)]
+    rows = [
+        {"id": f"{name}-{i}", "question": f"What is {t}?", "answer": t, "supporting_titles": [t]}
+        for i, (t, _) in enumerate(passages)
+    ]
     (d / "questions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return d
 
@@ -76,8 +82,11 @@ def test_a_later_hop_adds_its_best_new_passages_without_pushing_out_the_question
 def test_citations_are_the_passages_that_hold_the_answer():
     from programs.rag import cite
 
-    ps = [_P(1, "Paris", "Paris is the capital of France."), _P(2, "Lyon", "Lyon is a city on the Rhone."),
-          _P(3, "Eiffel Tower", "The tower in Paris was built by Gustave Eiffel.")]
+    ps = [
+        _P(1, "Paris", "Paris is the capital of France."),
+        _P(2, "Lyon", "Lyon is a city on the Rhone."),
+        _P(3, "Eiffel Tower", "The tower in Paris was built by Gustave Eiffel."),
+    ]
     assert [p.title for p in cite("Gustave Eiffel", ps)] == ["Eiffel Tower"]
     assert [p.title for p in cite("Paris", ps)] == ["Paris", "Eiffel Tower"]
     assert cite("Marseille", ps) == [] and cite("yes", ps) == [] and cite("unknown", ps) == []
@@ -91,7 +100,11 @@ def test_the_program_reflects_when_no_passage_holds_the_answer():
 
     class Retriever:
         def search(self, query, k):
-            hits = [_P(1, "Lyon", "Lyon is a city.")] if "rewritten" not in query else [_P(2, "Paris", "Paris is the capital.")]
+            hits = (
+                [_P(1, "Lyon", "Lyon is a city.")]
+                if "rewritten" not in query
+                else [_P(2, "Paris", "Paris is the capital.")]
+            )
             return [type("Hit", (), {"passage": p}) for p in hits]
 
     class LM(dspy.BaseLM):
@@ -116,7 +129,6 @@ def test_the_program_reflects_when_no_passage_holds_the_answer():
         pred = MultiHopRAG(Retriever(), hops=2, k=2)(question="What is the capital of France?")
     assert pred.answer == "Paris" and pred.rewrites == 1 and pred.citations == ["Paris"]
     assert len(lm.calls) == 4  # query, answer (ungrounded), rewrite, answer
-
 
 
 def test_a_title_is_cited_once_when_two_of_its_chunks_hold_the_answer():

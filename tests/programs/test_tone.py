@@ -22,7 +22,9 @@ def ev(tone):
     return tone.evaluator("tone")
 
 
-GOOD = "We are pleased to share nine different vegetable recipes for our customers. Kind regards, the Communications Team."
+GOOD = (
+    "We are pleased to share nine different vegetable recipes for our customers. Kind regards, the Communications Team."
+)
 SRC = "eat your veggies: 9 deliciously different recipes"
 
 
@@ -32,19 +34,34 @@ def test_a_compliant_rewrite_passes_every_rule(ev):
     assert s.adherence >= ev.guide.pass_threshold
 
 
-@pytest.mark.parametrize("rewrite, broken", [
-    ("We don't share vegetable recipes. Kind regards, the Communications Team.", "no_contractions"),
-    ("We share awesome vegetable recipes. Kind regards, the Communications Team.", "no_banned_words"),
-    ("We share vegetable recipes! Kind regards, the Communications Team.", "no_exclamation"),
-    ("I share nine different vegetable recipes today. Kind regards, the Communications Team.", "company_voice"),
-    ("We share nine different vegetable recipes for our customers today.", "sign_off"),
-    ("we share nine different vegetable recipes for our customers. Kind regards, the Communications Team.", "capitalized"),
-    ("We are pleased to share an update on our quarterly results. Kind regards, the Communications Team.", "keeps_subject"),
-    (" ".join(["We share recipes for vegetables with all of our customers in every region."] * 6)
-     + " Kind regards, the Communications Team.", "length"),
-    ("We share nine different vegetable recipes with every one of our valued customers across all of the regions we serve today. "
-     "Kind regards, the Communications Team.", "sentence_length"),
-])
+@pytest.mark.parametrize(
+    "rewrite, broken",
+    [
+        ("We don't share vegetable recipes. Kind regards, the Communications Team.", "no_contractions"),
+        ("We share awesome vegetable recipes. Kind regards, the Communications Team.", "no_banned_words"),
+        ("We share vegetable recipes! Kind regards, the Communications Team.", "no_exclamation"),
+        ("I share nine different vegetable recipes today. Kind regards, the Communications Team.", "company_voice"),
+        ("We share nine different vegetable recipes for our customers today.", "sign_off"),
+        (
+            "we share nine different vegetable recipes for our customers. Kind regards, the Communications Team.",
+            "capitalized",
+        ),
+        (
+            "We are pleased to share an update on our quarterly results. Kind regards, the Communications Team.",
+            "keeps_subject",
+        ),
+        (
+            " ".join(["We share recipes for vegetables with all of our customers in every region."] * 6)
+            + " Kind regards, the Communications Team.",
+            "length",
+        ),
+        (
+            "We share nine different vegetable recipes with every one of our valued customers across all of the regions we serve today. "
+            "Kind regards, the Communications Team.",
+            "sentence_length",
+        ),
+    ],
+)
 def test_each_rule_catches_its_violation(ev, rewrite, broken):
     rules = ev.check(SRC, rewrite)
     assert not rules[broken], rules
@@ -89,14 +106,29 @@ def test_dataset_is_real_text_split_deterministically(tone):
 
 
 def test_prepare_steps_filter_and_are_deterministic():
-    rows = [{"input": [{"role": "system", "content": "s"}, {"role": "user", "content": t}], "ideal": i}
-            for t, i in [("too short", "0"), ("a headline that is long enough to keep here", "1"),
-                         ("A headline that is long enough to keep here", "0"), ("another real looking headline with enough words", "0")]]
+    rows = [
+        {"input": [{"role": "system", "content": "s"}, {"role": "user", "content": t}], "ideal": i}
+        for t, i in [
+            ("too short", "0"),
+            ("a headline that is long enough to keep here", "1"),
+            ("A headline that is long enough to keep here", "0"),
+            ("another real looking headline with enough words", "0"),
+        ]
+    ]
     raw = "\r\n".join(json.dumps(r) for r in rows).encode()
     out = build_inputs(raw, n=10)
-    assert [r["text"] for r in out] == ["a headline that is long enough to keep here", "another real looking headline with enough words"]
+    assert [r["text"] for r in out] == [
+        "a headline that is long enough to keep here",
+        "another real looking headline with enough words",
+    ]
     assert out[0]["sarcastic"] is True and out == build_inputs(raw, n=10)
-    docs = [{"id": "d1", "title": "T", "content": "## Heading here\n- The customer must verify their identity before any change.\n"
-             "Use tool_4821 to open the account for the customer today.\nshort line.\n"}]
+    docs = [
+        {
+            "id": "d1",
+            "title": "T",
+            "content": "## Heading here\n- The customer must verify their identity before any change.\n"
+            "Use tool_4821 to open the account for the customer today.\nshort line.\n",
+        }
+    ]
     ref = build_reference(gzip.compress(json.dumps(docs).encode()))
     assert [r["text"] for r in ref] == ["The customer must verify their identity before any change."]

@@ -35,8 +35,6 @@ def test_evaluate_retrievers_averages_over_questions():
     r = ByQuery({"q1": ["A", "B"], "q2": ["X", "C", "D"]})
     questions = [("q1", {"A", "B"}), ("q2", {"C", "D"})]
     report = evaluate_retrievers({"fake": r}, questions, ks=(1, 2, 3))
-    assert report == {
-        "fake": pytest.approx({"recall@1": 0.25, "recall@2": 0.75, "recall@3": 1.0, "mrr": 0.75})
-    }
+    assert report == {"fake": pytest.approx({"recall@1": 0.25, "recall@2": 0.75, "recall@3": 1.0, "mrr": 0.75})}
     text = format_report(report)
     assert "recall@1" in text and "fake" in text and "0.750" in text

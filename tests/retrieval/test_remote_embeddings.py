@@ -18,8 +18,16 @@ from dspyc.retrieval.dense import _PROBE, DenseRetriever, embedder_fingerprint, 
 from dspyc.retrieval.remote import RemoteEmbedder, api_base
 
 DIM = 64
-TOPICS = ["lattice tower Paris", "wall China northern", "amphitheatre Rome Italy", "bell clock Westminster",
-          "canal gondola Venice", "fjord Norway glacier", "desert pyramid Giza", "volcano Iceland lava"]
+TOPICS = [
+    "lattice tower Paris",
+    "wall China northern",
+    "amphitheatre Rome Italy",
+    "bell clock Westminster",
+    "canal gondola Venice",
+    "fjord Norway glacier",
+    "desert pyramid Giza",
+    "volcano Iceland lava",
+]
 DOCS = [{"title": f"Place {i}", "text": f"The {t} is famous."} for i, t in enumerate(TOPICS)]
 
 
@@ -40,8 +48,13 @@ class FakeServer(ThreadingHTTPServer):
         self.requests: list[dict] = []  # bodies of POST /v1/embeddings, in arrival order
         self.auth: list[str | None] = []  # their Authorization headers
         self.fail_from: int | None = None  # answer HTTP 500 from this embeddings request on (1-based)
-        self.error_body: object = {"error": {"message": "CUDA out of memory\nTraceback (most recent call last): ...",
-                                              "type": "InternalServerError", "code": 500}}  # vLLM's shape
+        self.error_body: object = {
+            "error": {
+                "message": "CUDA out of memory\nTraceback (most recent call last): ...",
+                "type": "InternalServerError",
+                "code": 500,
+            }
+        }  # vLLM's shape
         self.drop_next = 0  # hang up without a reply on this many requests
         self.reply_override: dict | None = None
         self.url = f"http://127.0.0.1:{self.server_address[1]}/v1"
@@ -94,8 +107,10 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(500, self.server.error_body)
         if self.server.reply_override is not None:
             return self._send(200, self.server.reply_override)
-        data = [{"object": "embedding", "index": i, "embedding": hashed_bag_of_words(body["model"], t)}
-                for i, t in enumerate(body["input"])]
+        data = [
+            {"object": "embedding", "index": i, "embedding": hashed_bag_of_words(body["model"], t)}
+            for i, t in enumerate(body["input"])
+        ]
         self._send(200, {"object": "list", "model": body["model"], "data": data[::-1]})  # out of order on purpose
 
 
@@ -161,13 +176,20 @@ def test_a_dropped_connection_is_retried_once(server):
         RemoteEmbedder(server.url, model="m").encode(["hello"])
 
 
-@pytest.mark.parametrize("error, reply, words", [
-    (None, None, "HTTP 500: CUDA out of memory"),  # vLLM's error body, its message's first line only
-    ({"error": "Input validation error: too long", "error_type": "validation"}, None, "HTTP 500: Input validation"),  # TEI's
-    (None, {"data": [{"index": 0}]}, "malformed reply"),
-    (None, {"data": [{"index": 0, "embedding": [1.0]}]}, "1 embeddings for 2 inputs"),
-    (None, {"data": [{"index": 0, "embedding": "AAAA"}, {"index": 1, "embedding": "AAAA"}]}, "malformed reply"),
-])
+@pytest.mark.parametrize(
+    "error, reply, words",
+    [
+        (None, None, "HTTP 500: CUDA out of memory"),  # vLLM's error body, its message's first line only
+        (
+            {"error": "Input validation error: too long", "error_type": "validation"},
+            None,
+            "HTTP 500: Input validation",
+        ),  # TEI's
+        (None, {"data": [{"index": 0}]}, "malformed reply"),
+        (None, {"data": [{"index": 0, "embedding": [1.0]}]}, "1 embeddings for 2 inputs"),
+        (None, {"data": [{"index": 0, "embedding": "AAAA"}, {"index": 1, "embedding": "AAAA"}]}, "malformed reply"),
+    ],
+)
 def test_http_errors_and_malformed_replies_are_one_line(server, error, reply, words):
     server.fail_from, server.reply_override = (1, None) if reply is None else (None, reply)
     server.error_body = error or server.error_body
@@ -187,7 +209,11 @@ class LocalHashing:
 
 
 def test_fingerprint_tells_server_models_apart(server):
-    a, a_again, b = RemoteEmbedder(server.url), RemoteEmbedder(server.url, model="hash-a"), RemoteEmbedder(server.url, model="hash-b")
+    a, a_again, b = (
+        RemoteEmbedder(server.url),
+        RemoteEmbedder(server.url, model="hash-a"),
+        RemoteEmbedder(server.url, model="hash-b"),
+    )
     assert embedder_fingerprint(a) == embedder_fingerprint(a_again)
     assert embedder_fingerprint(a) != embedder_fingerprint(b)
     # the probe compares what is embedded, not where: only an identical embedding function shares a collection
@@ -195,7 +221,9 @@ def test_fingerprint_tells_server_models_apart(server):
     assert embedder_fingerprint(LocalHashing("hash-c")) != embedder_fingerprint(b)
 
 
-def test_a_retriever_built_with_embed_url_indexes_and_searches_through_the_server(server, passages, tmp_path, monkeypatch):
+def test_a_retriever_built_with_embed_url_indexes_and_searches_through_the_server(
+    server, passages, tmp_path, monkeypatch
+):
     from dspyc.retrieval import build_retrievers, embeddings
     from dspyc.settings import get_settings
 
@@ -222,7 +250,7 @@ def test_a_grown_corpus_embeds_only_its_new_passages(server, tmp_path):
     server.requests.clear()
     grown = chunk_documents(DOCS)
     r = DenseRetriever(grown, embedder=emb, location=":memory:", vectors_cache=tmp_path, index_step=2)
-    assert sorted(server.embedded()) == sorted(index_text(p) for p in grown[len(first):])
+    assert sorted(server.embedded()) == sorted(index_text(p) for p in grown[len(first) :])
     for p in grown:
         assert r.search(index_text(p), 1)[0].passage == p
     server.requests.clear()

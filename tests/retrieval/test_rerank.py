@@ -25,7 +25,9 @@ def corpus():
 
 def test_pairs_have_bm25_positive_per_gold_title_and_hard_negatives(corpus):
     passages, bm25 = corpus
-    pairs = build_training_pairs([("Which river flows through Paris?", {"Paris"})], bm25, bm25, negatives_per_question=2)
+    pairs = build_training_pairs(
+        [("Which river flows through Paris?", {"Paris"})], bm25, bm25, negatives_per_question=2
+    )
     positives = [p for _, p, y in pairs if y == 1.0]
     negatives = [p for _, p, y in pairs if y == 0.0]
     # the best-matching Paris passage, not just the first one

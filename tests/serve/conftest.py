@@ -50,8 +50,9 @@ def free_port() -> int:
 
 class ThreadServer:
     def __init__(self, app, port: int):
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                                    access_log=False))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.url = f"http://127.0.0.1:{port}"
 
@@ -112,8 +113,15 @@ class FakeStore:
         self.loads.append((name, version))
         module = SlowPredict(self.sigs[(name, version)], self.slow_s)
         lm = dspy.LM("openai/stub-upstream", api_base=f"{self.stub_url}/v1", api_key="x", cache=False, num_retries=0)
-        return Loaded(name=name, version=version, module=module, lm=lm, adapter=ConstrainedJSONAdapter(),
-                      io=program_io(name, module, max_chars=s.serve_max_input_chars), description=f"test program {name}")
+        return Loaded(
+            name=name,
+            version=version,
+            module=module,
+            lm=lm,
+            adapter=ConstrainedJSONAdapter(),
+            io=program_io(name, module, max_chars=s.serve_max_input_chars),
+            description=f"test program {name}",
+        )
 
 
 class SlowPredict(dspy.Module):
@@ -130,8 +138,12 @@ class SlowPredict(dspy.Module):
 
 @pytest.fixture
 def serve_settings(tmp_path):
-    return Settings(artifacts_root=tmp_path / "artifacts", serve_api_keys="k1,k2", serve_poll_s=0,
-                    serve_log_path=tmp_path / "requests.jsonl")
+    return Settings(
+        artifacts_root=tmp_path / "artifacts",
+        serve_api_keys="k1,k2",
+        serve_poll_s=0,
+        serve_log_path=tmp_path / "requests.jsonl",
+    )
 
 
 @pytest.fixture

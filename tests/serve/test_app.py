@@ -24,7 +24,9 @@ def test_readiness_fails_when_a_program_cannot_load(serve_settings, store, make,
     with c:
         r = c.get("/readyz")
         assert r.status_code == 503 and "not found" in r.json()["programs"]["pair"]["error"]
-        r = c.post("/v1/programs/pair/predict", json={"left": "a", "right": "b"}, headers={"Authorization": "Bearer k1"})
+        r = c.post(
+            "/v1/programs/pair/predict", json={"left": "a", "right": "b"}, headers={"Authorization": "Bearer k1"}
+        )
         assert r.status_code == 503
 
 
@@ -71,20 +73,39 @@ def test_programs_and_models_listing(client):
 
 
 def test_chat_completions(client):
-    r = client.post("/v1/chat/completions", json={"model": "qa", "temperature": 0.3,
-                                                  "messages": [{"role": "system", "content": "be brief"},
-                                                               {"role": "user", "content": "Capital of France?"}]})
+    r = client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "qa",
+            "temperature": 0.3,
+            "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "Capital of France?"}],
+        },
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["choices"][0]["message"]["content"] == "ok" and body["model"] == "qa@1"
     assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"] > 0
-    r = client.post("/v1/chat/completions", json={"model": "qa@2", "response_format": {"type": "json_object"},
-                                                  "messages": [{"role": "user", "content": "q"}]})
-    assert r.json()["model"] == "qa@2" and set(json.loads(r.json()["choices"][0]["message"]["content"])) == {"answer", "confidence"}
+    r = client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "qa@2",
+            "response_format": {"type": "json_object"},
+            "messages": [{"role": "user", "content": "q"}],
+        },
+    )
+    assert r.json()["model"] == "qa@2" and set(json.loads(r.json()["choices"][0]["message"]["content"])) == {
+        "answer",
+        "confidence",
+    }
     # several inputs: the message is a JSON object of them
-    r = client.post("/v1/chat/completions", json={"model": "pair", "messages": [{"role": "user", "content": '{"left": "a", "right": "b"}'}]})
+    r = client.post(
+        "/v1/chat/completions",
+        json={"model": "pair", "messages": [{"role": "user", "content": '{"left": "a", "right": "b"}'}]},
+    )
     assert r.status_code == 200 and r.json()["dspyc"]["outputs"]["verdict"] is True
-    r = client.post("/v1/chat/completions", json={"model": "pair", "messages": [{"role": "user", "content": "not json"}]})
+    r = client.post(
+        "/v1/chat/completions", json={"model": "pair", "messages": [{"role": "user", "content": "not json"}]}
+    )
     assert r.status_code == 422 and "left, right" in r.json()["error"]["message"]
     r = client.post("/v1/chat/completions", json={"model": "nope", "messages": [{"role": "user", "content": "q"}]})
     assert r.status_code == 404
@@ -93,7 +114,9 @@ def test_chat_completions(client):
 
 
 def test_chat_stream_is_one_chunk_then_done(client):
-    r = client.post("/v1/chat/completions", json={"model": "qa", "stream": True, "messages": [{"role": "user", "content": "q"}]})
+    r = client.post(
+        "/v1/chat/completions", json={"model": "qa", "stream": True, "messages": [{"role": "user", "content": "q"}]}
+    )
     events = [line.removeprefix("data: ") for line in r.text.splitlines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]" and json.loads(events[0])["choices"][0]["delta"]["content"] == "ok"
 
@@ -102,8 +125,15 @@ def test_auth(client):
     anon = {"Authorization": ""}
     for method, path in [("get", "/v1/programs"), ("get", "/v1/models"), ("get", "/metrics")]:
         assert getattr(client, method)(path, headers=anon).status_code == 401
-    assert client.post("/v1/programs/qa/predict", json={"question": "q"}, headers={"Authorization": "Bearer wrong"}).status_code == 401
-    r = client.post("/v1/chat/completions", json={"model": "qa", "messages": [{"role": "user", "content": "q"}]}, headers=anon)
+    assert (
+        client.post(
+            "/v1/programs/qa/predict", json={"question": "q"}, headers={"Authorization": "Bearer wrong"}
+        ).status_code
+        == 401
+    )
+    r = client.post(
+        "/v1/chat/completions", json={"model": "qa", "messages": [{"role": "user", "content": "q"}]}, headers=anon
+    )
     assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
     assert client.get("/v1/programs", headers={"Authorization": "Bearer k2"}).status_code == 200
     assert client.get("/v1/programs", headers={"Authorization": "", "X-API-Key": "k1"}).status_code == 200
@@ -170,9 +200,16 @@ def test_saturation_answers_503_and_timeout_504(serve_settings, stub, make, fake
         assert r.status_code == 504 and "timeout" in r.json()["error"]["message"]
 
 
-@pytest.mark.parametrize("path", ["/v1/programs/..%2F..%2Fetc/predict", "/v1/programs/../../etc/passwd",
-                                  "/v1/programs/%2e%2e/predict", "/v1/programs/qa/predict?version=..%2F1",
-                                  "/v1/programs/Qa/predict"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/programs/..%2F..%2Fetc/predict",
+        "/v1/programs/../../etc/passwd",
+        "/v1/programs/%2e%2e/predict",
+        "/v1/programs/qa/predict?version=..%2F1",
+        "/v1/programs/Qa/predict",
+    ],
+)
 def test_no_path_outside_the_store(client, path):
     r = client.post(path, json={"question": "q"})
     assert r.status_code in (404, 405, 422)
@@ -219,6 +256,7 @@ def test_hot_swap_under_concurrent_requests(serve_settings, store, make, fake_st
     seen: list[tuple[int, int]] = []
     stop = threading.Event()
     with c:
+
         def hammer():
             while not stop.is_set():
                 r = c.post("/v1/programs/qa/predict", json={"question": "q"}, headers={"Authorization": "Bearer k1"})
@@ -243,7 +281,9 @@ def test_hot_swap_under_concurrent_requests(serve_settings, store, make, fake_st
         assert 1 in versions and 2 in versions
         assert versions.index(2) > 0 and 1 not in versions[-4:]  # once swapped, new requests get the new version
         assert c.get("/v1/programs/qa", headers={"Authorization": "Bearer k1"}).json()["swaps"] == 1
-        assert 'dspyc_hot_swaps_total{program="qa"} 1.0' in c.get("/metrics", headers={"Authorization": "Bearer k1"}).text
+        assert (
+            'dspyc_hot_swaps_total{program="qa"} 1.0' in c.get("/metrics", headers={"Authorization": "Bearer k1"}).text
+        )
 
 
 def test_failed_swap_keeps_serving_the_old_version(serve_settings, store, make, fake_store):
@@ -252,7 +292,12 @@ def test_failed_swap_keeps_serving_the_old_version(serve_settings, store, make, 
         store.alias["qa"] = 5  # the alias points at a version that does not load
         assert pool.refresh() == []
         assert pool.current("qa").version == 1 and "not found" in pool.status("qa").error
-        assert c.post("/v1/programs/qa/predict", json={"question": "q"}, headers={"Authorization": "Bearer k1"}).status_code == 200
+        assert (
+            c.post(
+                "/v1/programs/qa/predict", json={"question": "q"}, headers={"Authorization": "Bearer k1"}
+            ).status_code
+            == 200
+        )
 
 
 def test_student_adapters_are_found_in_the_store(serve_settings):
@@ -262,8 +307,16 @@ def test_student_adapters_are_found_in_the_store(serve_settings):
     v = root / "tone" / "4"
     (v / "adapter").mkdir(parents=True)
     (v / "adapter" / "adapter_config.json").write_text("{}")
-    (v / "manifest.json").write_text(json.dumps({"program": "tone", "version": 4, "kind": "student",
-                                                 "config": {"student": {"lora_name": "tone-abc", "adapter": "adapter"}}}))
+    (v / "manifest.json").write_text(
+        json.dumps(
+            {
+                "program": "tone",
+                "version": 4,
+                "kind": "student",
+                "config": {"student": {"lora_name": "tone-abc", "adapter": "adapter"}},
+            }
+        )
+    )
     (root / "rag" / "1").mkdir(parents=True)
     (root / "rag" / "1" / "manifest.json").write_text(json.dumps({"program": "rag", "version": 1, "kind": "program"}))
     assert student_adapters(serve_settings) == {"tone-abc": v / "adapter"}
@@ -273,8 +326,14 @@ def _manifest(kind: str, backend: str, model: str, base: str | None = None, adap
     from types import SimpleNamespace
 
     student = {"lora_name": "tone-abc", "base_model": base} if kind == "student" else None
-    return SimpleNamespace(program="tone", version=1, kind=kind, lm=SimpleNamespace(backend=backend, model=model),
-                           config={"student": student} if student else {}, adapter=adapter)
+    return SimpleNamespace(
+        program="tone",
+        version=1,
+        kind=kind,
+        lm=SimpleNamespace(backend=backend, model=model),
+        config={"student": student} if student else {},
+        adapter=adapter,
+    )
 
 
 def test_each_version_routes_to_the_engine_of_its_model(serve_settings):
@@ -287,7 +346,10 @@ def test_each_version_routes_to_the_engine_of_its_model(serve_settings):
     assert serving_model(_manifest("student", "engine", "smol-y", base="smol-z"), s) == "smol-z"  # its base model
     ft = artifacts.AdapterRef(lora_name="tone-ft-1", base_model="smol-w")  # a weights compile: its adapter's base
     assert serving_model(_manifest("program", "url", "remote", adapter=ft), s) == "smol-w"
-    assert serving_model(_manifest("program", "engine", "smol-y"), s.model_copy(update={"lm_backend": "transformers"})) is None
+    assert (
+        serving_model(_manifest("program", "engine", "smol-y"), s.model_copy(update={"lm_backend": "transformers"}))
+        is None
+    )
 
 
 def test_serve_starts_only_the_engines_it_needs_and_lora_only_for_students(serve_settings, monkeypatch):
@@ -300,17 +362,29 @@ def test_serve_starts_only_the_engines_it_needs_and_lora_only_for_students(serve
         v = root / program / str(version)
         (v / "adapter").mkdir(parents=True)
         (v / "adapter" / "adapter_config.json").write_text("{}")
-        (v / "manifest.json").write_text(json.dumps({"program": program, "version": version, "kind": "student",
-                                                     "config": {"student": {"lora_name": f"{program}-a", "adapter": "adapter",
-                                                                            "base_model": base}}}))
+        (v / "manifest.json").write_text(
+            json.dumps(
+                {
+                    "program": program,
+                    "version": version,
+                    "kind": "student",
+                    "config": {"student": {"lora_name": f"{program}-a", "adapter": "adapter", "base_model": base}},
+                }
+            )
+        )
     assert server.student_adapters(s, "smol-y") == {"tone-a": root / "tone" / "2" / "adapter"}
-    served = {"rag": _manifest("program", "engine", "qwen-x"), "agent": _manifest("program", "url", "remote"),
-              "tone": _manifest("student", "engine", "smol-y", base="smol-y")}
+    served = {
+        "rag": _manifest("program", "engine", "qwen-x"),
+        "agent": _manifest("program", "url", "remote"),
+        "tone": _manifest("student", "engine", "smol-y", base="smol-y"),
+    }
     monkeypatch.setattr(registry, "available", lambda: list(served) + ["broken"])
     monkeypatch.setattr(loading, "resolve_version", lambda name, tag, s=None: 1)
     monkeypatch.setattr(artifacts, "read_manifest", lambda name, version, s=None, verify=True: served[name])
     calls = []
-    monkeypatch.setattr(engine, "ensure", lambda s, model=None, lora=False: calls.append(("ensure", model, lora)) or f"http://{model}")
+    monkeypatch.setattr(
+        engine, "ensure", lambda s, model=None, lora=False: calls.append(("ensure", model, lora)) or f"http://{model}"
+    )
     monkeypatch.setattr(engine, "load_lora", lambda name, path, s, model=None: calls.append(("load", name, model)))
     assert server.prepare_engine(s) == {"qwen-x": "http://qwen-x", "smol-y": "http://smol-y"}
     # the program LM without LoRA, the student's base with it and its stored adapters; tiny-z is not served

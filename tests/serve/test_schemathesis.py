@@ -29,17 +29,21 @@ def test_no_server_errors(api_schema):
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert len(operations) >= 10
     for operation in operations:
+
         @given(case=operation.as_strategy())
         @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def check(case):
             for headers in ({"Authorization": "Bearer k1"}, {}):
                 response = case.call(headers=headers)
-                assert response.status_code < 500, (f"{case.method} {case.formatted_path} -> {response.status_code}: "
-                                                     f"{response.text[:300]}")
+                assert response.status_code < 500, (
+                    f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:300]}"
+                )
                 case.validate_response(response, checks=[not_a_server_error])
 
         check()
     # the generated requests did reach the programs, not only the edges
     api_schema.app.state.server.log._f.flush()
-    statuses = [json.loads(line)["status"] for line in api_schema.app.state.server.log.path.read_text().split("\n") if line]
+    statuses = [
+        json.loads(line)["status"] for line in api_schema.app.state.server.log.path.read_text().split("\n") if line
+    ]
     assert statuses.count(200) > 0

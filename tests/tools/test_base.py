@@ -17,7 +17,9 @@ def get_weather(city: str) -> dict:
     return {"city": city, "temperature_c": 10}
 
 
-def convert(amount: float, unit: Literal["c", "f"] = "c", note: Annotated[str, Field(description="free text")] = "") -> float:
+def convert(
+    amount: float, unit: Literal["c", "f"] = "c", note: Annotated[str, Field(description="free text")] = ""
+) -> float:
     """Convert a temperature."""
     return amount
 

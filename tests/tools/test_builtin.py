@@ -9,21 +9,45 @@ from dspyc.tools.base import ToolError
 from dspyc.tools.providers import Fallback, OfflineTable, OpenMeteoWeather, ProviderUnavailable
 
 
-@pytest.mark.parametrize("expr,value", [("2 + 3 * 4", 14), ("(3 + 4) * 2", 14), ("2^10", 1024), ("-7 // 2", -4),
-                                        ("10 % 4", 2), ("1.5 * 4", 6.0), ("7 / 2", 3.5)])
+@pytest.mark.parametrize(
+    "expr,value",
+    [
+        ("2 + 3 * 4", 14),
+        ("(3 + 4) * 2", 14),
+        ("2^10", 1024),
+        ("-7 // 2", -4),
+        ("10 % 4", 2),
+        ("1.5 * 4", 6.0),
+        ("7 / 2", 3.5),
+    ],
+)
 def test_calculator_arithmetic(expr, value):
     assert safe_arithmetic(expr) == value
 
 
-@pytest.mark.parametrize("expr", ["__import__('os').system('true')", "open('/etc/passwd')", "x + 1", "[1, 2]",
-                                  "9 ** 9 ** 9", "1 / 0", "2 +", "'a' * 3", "(lambda: 1)()"])
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "__import__('os').system('true')",
+        "open('/etc/passwd')",
+        "x + 1",
+        "[1, 2]",
+        "9 ** 9 ** 9",
+        "1 / 0",
+        "2 +",
+        "'a' * 3",
+        "(lambda: 1)()",
+    ],
+)
 def test_calculator_refuses_anything_but_arithmetic(expr):
     with pytest.raises(ToolError):
         safe_arithmetic(expr)
 
 
 def _offline(tmp_path, **kw):
-    (tmp_path / "weather.json").write_text(json.dumps({"_note": "x", "Paris": {"city": "Paris", "temperature_c": 14.2}}))
+    (tmp_path / "weather.json").write_text(
+        json.dumps({"_note": "x", "Paris": {"city": "Paris", "temperature_c": 14.2}})
+    )
     (tmp_path / "stocks.json").write_text(json.dumps({"AAPL": {"symbol": "AAPL", "price": 227.48}}))
     return Settings(tools_data_dir=tmp_path, **({"tools_provider": "offline"} | kw))
 
@@ -78,8 +102,14 @@ def test_open_meteo_parses_a_real_shaped_reply(monkeypatch):
 
     monkeypatch.setattr(httpx, "get", fake_get)
     out = OpenMeteoWeather().lookup("Paris")
-    assert out == {"city": "Paris", "country": "France", "temperature_c": 12.3, "conditions": "overcast",
-                   "wind_kmh": 9.0, "time": "t"}
+    assert out == {
+        "city": "Paris",
+        "country": "France",
+        "temperature_c": 12.3,
+        "conditions": "overcast",
+        "wind_kmh": 9.0,
+        "time": "t",
+    }
 
 
 def test_server_errors_count_as_unreachable(monkeypatch):

@@ -1,11 +1,23 @@
 from dspyc.tools.schema import MAX_ITEMS, calls_response_format, render_function, to_json_schema
 
-WEATHER = {"name": "get_weather", "description": "Weather for a city.",
-           "parameters": {"type": "dict", "properties": {"city": {"type": "string", "description": "A city."},
-                                                         "days": {"type": "integer"}}, "required": ["city"]}}
-STOCK = {"name": "get_stock_price", "description": "A quote.",
-         "parameters": {"type": "object", "properties": {"symbol": {"type": "string", "enum": ["AAPL", "MSFT"]}},
-                        "required": ["symbol"]}}
+WEATHER = {
+    "name": "get_weather",
+    "description": "Weather for a city.",
+    "parameters": {
+        "type": "dict",
+        "properties": {"city": {"type": "string", "description": "A city."}, "days": {"type": "integer"}},
+        "required": ["city"],
+    },
+}
+STOCK = {
+    "name": "get_stock_price",
+    "description": "A quote.",
+    "parameters": {
+        "type": "object",
+        "properties": {"symbol": {"type": "string", "enum": ["AAPL", "MSFT"]}},
+        "required": ["symbol"],
+    },
+}
 
 
 def test_one_anyof_branch_per_tool_constrains_name_and_arguments_together():
@@ -26,14 +38,27 @@ def test_single_function_needs_no_anyof():
 
 
 def test_bfcl_types_map_to_bounded_json_schema():
-    s = to_json_schema({"type": "dict", "properties": {
-        "x": {"type": "float"}, "t": {"type": "tuple", "items": {"type": "integer"}}, "a": {"type": "any"},
-        "d": {"type": "dict"}, "s": {"type": "string"}}, "required": ["x", "missing"]})
+    s = to_json_schema(
+        {
+            "type": "dict",
+            "properties": {
+                "x": {"type": "float"},
+                "t": {"type": "tuple", "items": {"type": "integer"}},
+                "a": {"type": "any"},
+                "d": {"type": "dict"},
+                "s": {"type": "string"},
+            },
+            "required": ["x", "missing"],
+        }
+    )
     p = s["properties"]
     assert s["type"] == "object" and s["required"] == ["x"]
     assert p["x"]["type"] == "number" and p["x"]["maximum"] > 0
-    assert p["t"] == {"type": "array", "items": {"type": "integer", "minimum": p["t"]["items"]["minimum"],
-                                                  "maximum": p["t"]["items"]["maximum"]}, "maxItems": MAX_ITEMS}
+    assert p["t"] == {
+        "type": "array",
+        "items": {"type": "integer", "minimum": p["t"]["items"]["minimum"], "maximum": p["t"]["items"]["maximum"]},
+        "maxItems": MAX_ITEMS,
+    }
     assert p["a"] == {} and p["d"] == {"type": "object"} and p["s"]["maxLength"] > 0
 
 
