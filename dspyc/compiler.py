@@ -28,7 +28,7 @@ from dspyc.errors import DspycError
 from dspyc.lm import configure, usage_listener
 from dspyc.metrics import evaluator
 from dspyc.models import served_name
-from dspyc.finetune import CompileContext, Finetune, WeightsResult, adapter_lm
+from dspyc.finetune import CompileContext, Finetune, WeightsResult, adapter_lm, release_adapter_lm
 from dspyc.distill.student import adapter_ref, attach
 from dspyc.objective import (
     COST_LABELS,
@@ -481,6 +481,8 @@ def compile_program(
     console.print(f"[green]✓[/green] {name}@{manifest.version} → {out}")
     from dspyc import tracking
 
+    if outcome.weights and manifest.adapter is None:  # not kept: the engine it was scored on goes
+        release_adapter_lm(s, outcome.weights)
     run_id = tracking.log_compile(manifest, out, s, auto_champion=auto_champion)
     if outcome.search is not None:
         tracking.log_candidates(manifest, run_id, s)

@@ -88,6 +88,16 @@ def adapter_lm(s: Settings, weights: WeightsResult) -> dspy.LM:
     return S.adapter_lm(s, Path(weights.adapter_dir), ref)
 
 
+def release_adapter_lm(s: Settings, weights: WeightsResult) -> None:
+    """Stop the engine a merged copy of an adapter was scored on (a compile that did not keep it: ~7 GB of a
+    24 GB machine stayed held by an engine nothing would call again). LoRA on the base engine holds nothing apart."""
+    from dspyc import engine
+    from dspyc.merge import merged_copy
+
+    if s.adapter_serving == "merged" and s.lm_backend == "engine":
+        engine.down(s, model=str(merged_copy(Path(weights.adapter_dir), weights.base_model, s)))
+
+
 class Finetune:
     """dspyc's weights optimizer (`optimizer: Finetune` in a recipe): see the module docstring."""
 

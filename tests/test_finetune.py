@@ -248,3 +248,31 @@ def test_long_rows_train_in_micro_batches_of_the_same_effective_batch():
         fit_batch(TrainSpec(batch_size=6, gradient_accumulation_steps=2, max_batch_tokens=4096), 1100).model_dump() | {}
         == TrainSpec(batch_size=3, gradient_accumulation_steps=4, max_batch_tokens=4096).model_dump()
     )
+
+
+def test_a_merged_copy_not_kept_gives_its_engine_back(monkeypatch, tmp_path):
+    """After agent@2 (kept uncompiled) the merged copy's engine held ~7 GB until stopped by hand."""
+    from dspyc import engine, merge
+    from dspyc.finetune import WeightsResult, release_adapter_lm
+    from dspyc.settings import Settings
+
+    stopped = []
+    monkeypatch.setattr(engine, "down", lambda s, model=None: stopped.append(model) or True)
+    monkeypatch.setattr(merge, "merged_copy", lambda adapter, base, s: tmp_path / f"merged-of-{base}")
+    w = WeightsResult(
+        adapter_dir=str(tmp_path),
+        lora_name="a",
+        base_model="qwen",
+        rows=1,
+        rows_by_source={},
+        dataset_version="v",
+        epochs=1,
+        steps=1,
+        train_wall_s=1.0,
+        precision="bf16",
+        lora={"r": 16},
+    )
+    release_adapter_lm(Settings(adapter_serving="lora"), w)
+    assert stopped == []  # the adapter lives on the base engine, which the compile keeps using
+    release_adapter_lm(Settings(adapter_serving="merged", lm_backend="engine"), w)
+    assert stopped == [str(tmp_path / "merged-of-qwen")]
