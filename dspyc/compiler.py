@@ -992,11 +992,18 @@ def print_candidates(m: artifacts.Manifest) -> None:
             _num(c.get("dev_cost")),
             _num(c.get("probe_cost")),
             _cost_cell(cost, "tokens_per_run"),
-            f"{cost['run_p50_s']:.2f}" if cost.get("runs") else "–",
+            _run_p50(cost),
             _cost_cell(cost, "usd_per_1k_runs"),
             ("★" if c["chosen"] else "") + ("◆" if c["frontier"] else ""),
         )
     console.print(table)
+
+
+def _run_p50(cost: dict[str, float]) -> str:
+    """A run's p50 wall time, "cached" where every run had a call answered from DSPy's cache (no time measured)."""
+    if not cost.get("runs"):
+        return "–"
+    return f"{cost['run_p50_s']:.2f}" if "run_p50_s" in cost else "cached"
 
 
 def _num(x: float | None) -> str:

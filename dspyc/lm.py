@@ -73,7 +73,21 @@ class LM(dspy.LM):
     def update_history(self, entry: dict) -> None:
         super().update_history(entry)
         if (fn := getattr(_LISTENER, "fn", None)) is not None:
-            fn(dict(entry.get("usage") or {}))
+            fn(recorded_usage(entry))
+
+
+def recorded_usage(entry: dict) -> dict:
+    """A history entry's token usage. DSPy empties `usage` for a cache hit, but the cached response keeps its own
+    (lm15's `Response.usage`), which this reads instead."""
+    usage, response = dict(entry.get("usage") or {}), entry.get("response")
+    if usage or getattr(response, "usage", None) is None:
+        return usage
+    from dspy.clients.call_result import usage_dict
+
+    try:
+        return usage_dict(response)
+    except AttributeError:  # a response whose usage is not lm15's (a provider's own object): nothing recorded
+        return {}
 
 
 def _served_models(base_url: str, api_key: str) -> list[str]:

@@ -45,7 +45,7 @@ def run_cost(cost: dict[str, float], measure: CostMeasure, price_machine_hour: f
     if measure == "prompt_tokens":
         return cost["prompt_tokens_per_run"]
     if measure == "latency":
-        return cost["run_p50_s"]
+        return cost.get("run_p50_s")  # None when every run had a cached call
     return usd_per_1k_runs(cost, price_machine_hour)
 
 

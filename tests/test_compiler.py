@@ -137,8 +137,9 @@ def test_token_budget_stops_cleanly_without_artifact(live_engine, data_dir, tmp_
 
 
 def test_pareto_compile_measures_candidates_and_registers_the_frontier(live_engine, data_dir, tmp_path, monkeypatch):
-    """A real cost search on the engine: two passage budgets, measured with the cache off; fewer passages cost fewer
-    tokens per run, every frontier point is a version, the plot is in the artifact, each candidate a child run."""
+    """A real cost search on the engine: two passage budgets, measured per run (tokens read from DSPy's cache too, so
+    a re-run measures the same); fewer passages cost fewer tokens, every frontier point is a version, the plot is in
+    the artifact, each candidate a child run."""
     import mlflow
 
     from dspyc import registry, tracking
@@ -149,7 +150,7 @@ def test_pareto_compile_measures_candidates_and_registers_the_frontier(live_engi
     m = compile_program("rag", data=data_dir, s=settings, sizes=(3, 3, 3), config={"hops": 1}, objective="pareto")
     rows = {c["name"]: c for c in m.metrics["candidates"]}
     assert set(rows) == {"uncompiled", "max_passages=2"}
-    assert rows["max_passages=2"]["dev_cost"] < rows["uncompiled"]["dev_cost"]  # measured, not cached
+    assert 0 < rows["max_passages=2"]["dev_cost"] < rows["uncompiled"]["dev_cost"]  # measured, cached or not
     assert rows["max_passages=2"]["probe_cost"] > 0 and m.metrics["objective"]["objective"] == "pareto"
     assert "frontier.png" in m.files and m.kept_reason.startswith("objective pareto")
     points = [c for c in m.metrics["candidates"] if c["frontier"]]

@@ -269,3 +269,35 @@ def test_every_shipped_cost_space_names_settings_of_the_program_config(name):
 
     spec = registry.get(name)
     assert obj.space_changes(spec.cost_space, spec.config, Settings().cost_max_candidates)
+
+
+def test_runs_answered_from_the_cache_have_no_latency_and_say_so():
+    from dspyc.compiler import _run_p50
+
+    cached = {"runs": 3, "prompt_tokens_per_run": 10.0, "output_tokens_per_run": 1.0, "cached_runs": 3}
+    assert _run_p50(cached) == "cached" and obj.run_cost(cached, "latency", 0.1) is None
+    assert obj.run_cost(cached, "tokens", 0.1) == 11.0  # tokens are known from the cache
+    assert _run_p50(cached | {"run_p50_s": 1.5}) == "1.50" and _run_p50({}) == "–"
+
+
+def test_recorded_usage_reads_a_cached_responses_own_usage():
+    """DSPy empties a cache hit's `usage` but keeps the response's: a cost compile re-run from the cache measures it."""
+    from types import SimpleNamespace
+
+    from dspyc.lm import recorded_usage
+
+    assert recorded_usage({"usage": {"prompt_tokens": 5}}) == {"prompt_tokens": 5}
+    assert recorded_usage({"usage": {}, "response": SimpleNamespace()}) == {}
+    fields = dict(
+        input_tokens=40,
+        output_tokens=2,
+        total_tokens=42,
+        cache_read_tokens=None,
+        cache_write_tokens=None,
+        reasoning_tokens=None,
+        input_audio_tokens=None,
+        output_audio_tokens=None,
+    )
+    cached = SimpleNamespace(usage=SimpleNamespace(**fields))
+    out = recorded_usage({"usage": {}, "response": cached})
+    assert out["prompt_tokens"] == 40 and out["completion_tokens"] == 2
