@@ -950,15 +950,15 @@ COST_COLUMNS = {
 
 
 def _cost_cell(cost: dict[str, float], key: str) -> str:
-    """A per-call or per-run figure, or "cached" when every call of that evaluation came from DSPy's cache
-    (nothing measured)."""
+    """A per-call or per-run figure, or "cached" when every call of that evaluation came from DSPy's cache (no
+    time measured; tokens per run are known from the cache all the same)."""
     if not cost:
         return "–"
-    if cost.get("lm_calls") and cost.get("lm_calls") == cost.get("cached_calls"):
-        return "cached"
     if key == "tokens_per_run":
         value = run_cost(cost, "tokens", 0.0)
         return "–" if value is None else f"{value:,.0f}"
+    if cost.get("lm_calls") and cost.get("lm_calls") == cost.get("cached_calls"):
+        return "cached"
     if key == "usd_per_1k_runs":
         return f"{usd_per_1k_runs(cost, get_settings().price_machine_hour):.4f}" if cost.get("runs") else "–"
     return f"{cost.get(key, 0.0):.2f}" if key == "latency_p50_s" else f"{cost.get(key, 0.0):.0f}"

@@ -301,3 +301,15 @@ def test_recorded_usage_reads_a_cached_responses_own_usage():
     cached = SimpleNamespace(usage=SimpleNamespace(**fields))
     out = recorded_usage({"usage": {}, "response": cached})
     assert out["prompt_tokens"] == 40 and out["completion_tokens"] == 2
+
+
+def test_a_cached_evaluation_still_shows_its_tokens_per_run():
+    """rag@1's baseline came from the cache: its table said "cached" though its 1,754 tokens a run were known."""
+    cached = {
+        "lm_calls": 64,
+        "cached_calls": 64,
+        "runs": 30,
+        "prompt_tokens_per_run": 1733.9,
+        "output_tokens_per_run": 20.4,
+    }
+    assert _cost_cell(cached, "tokens_per_run") == "1,754" and _cost_cell(cached, "latency_p50_s") == "cached"
