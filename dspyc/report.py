@@ -99,7 +99,5 @@ def write_report(program: str, out: Path | None = None, s: Settings | None = Non
             f"{_fmt(r['tokens_per_call'], 0)} | {r['tokens']:,} | {r['created'][:16]} |"
         )
     lines += ["", *(f"![{f.stem}]({f.name})" for f in figures), ""]
-    tmp = out / "report.md.tmp"
-    tmp.write_text("\n".join(lines))
-    tmp.replace(out / "report.md")
+    artifacts.write_text_atomic(out / "report.md", "\n".join(lines))
     return out / "report.md"

@@ -16,11 +16,12 @@ A record's renderer is chosen by its rows: `shape` (`dspyc bench train`) or `sys
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from pathlib import Path
 from typing import Any
+
+from dspyc.artifacts import write_text_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "results.md"
@@ -111,9 +112,7 @@ def main(argv: list[str] | None = None, doc: Path = DOC, root: Path = ROOT) -> i
             print(f"{doc.name}: the block generated from {name} is out of step; run python -m dspyc.results_doc")
         return 1 if stale else 0
     if stale:
-        tmp = doc.with_suffix(doc.suffix + ".tmp")
-        tmp.write_text(new)
-        os.replace(tmp, doc)
+        write_text_atomic(doc, new)
     print(f"{doc.name}: {len(stale)} block(s) re-rendered" + (f" ({', '.join(stale)})" if stale else ""))
     return 0
 
