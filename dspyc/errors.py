@@ -19,3 +19,9 @@ class ArtifactError(DspycError):
 
 class TrackingError(DspycError):
     """The tracking store (MLflow) failed: locked, unreachable, or refused a request."""
+
+
+def first_line(e: BaseException | str | None) -> str:
+    """User-facing errors are one line; server bodies and library messages are often paragraphs."""
+    text = str(e if e is not None else "").strip()
+    return text.splitlines()[0] if text else type(e).__name__ if isinstance(e, BaseException) else "(empty body)"

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dspyc.errors import DspycError
+from dspyc.errors import DspycError, first_line
 
 if TYPE_CHECKING:  # importing sentence-transformers costs seconds; only load it when a model is needed
     from sentence_transformers import SentenceTransformer
@@ -66,7 +66,7 @@ def load_embedder(name_or_path: str | None = None) -> SentenceTransformer | Remo
         return _load(target)
     except (OSError, ValueError) as e:
         name = name_or_path or DEFAULT_EMBED_MODEL
-        raise DspycError(f"cannot load embedding model {name!r} from {target}: {_first_line(e)}") from None
+        raise DspycError(f"cannot load embedding model {name!r} from {target}: {first_line(e)}") from None
 
 
 @lru_cache(maxsize=4)
@@ -91,9 +91,3 @@ def _device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _first_line(e: BaseException) -> str:
-    """User-facing errors are one line; library messages are often paragraphs."""
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

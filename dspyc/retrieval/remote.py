@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from dspyc.errors import DspycError
+from dspyc.errors import DspycError, first_line
 
 RETRY_AFTER_S = 0.5  # a refused or dropped connection is tried once more after this pause (a server restarting)
 
@@ -73,7 +73,7 @@ class RemoteEmbedder:
             vecs = np.asarray([row["embedding"] for row in rows], dtype=np.float32)
             order = [row["index"] for row in rows]
         except (KeyError, TypeError, ValueError) as e:
-            raise DspycError(f"embedding server {url} sent a malformed reply: {_first_line(e)}") from None
+            raise DspycError(f"embedding server {url} sent a malformed reply: {first_line(e)}") from None
         if order != list(range(len(texts))) or vecs.ndim != 2:
             raise DspycError(
                 f"embedding server {url} sent a malformed reply: {len(order)} embeddings for {len(texts)} inputs"
@@ -104,7 +104,7 @@ class RemoteEmbedder:
             except httpx.TransportError as e:  # a timeout or a bad URL: trying again would not help
                 error = e
                 break
-        raise DspycError(f"embedding server {url} is unreachable ({type(error).__name__}: {_first_line(error)})")
+        raise DspycError(f"embedding server {url} is unreachable ({type(error).__name__}: {first_line(error)})")
 
     @staticmethod
     def _json(url: str, response: httpx.Response) -> Any:
@@ -123,13 +123,7 @@ def _error_text(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
-        return _first_line(response.text)
+        return first_line(response.text)
     error = body.get("error", body) if isinstance(body, dict) else body
     message = error.get("message", error) if isinstance(error, dict) else error
-    return _first_line(message if isinstance(message, str) else json.dumps(message))
-
-
-def _first_line(e: BaseException | str | None) -> str:
-    """User-facing errors are one line; server bodies and library messages are often paragraphs."""
-    text = str(e if e is not None else "").strip()
-    return text.splitlines()[0] if text else type(e).__name__ if isinstance(e, BaseException) else "(empty body)"
+    return first_line(message if isinstance(message, str) else json.dumps(message))
