@@ -36,6 +36,7 @@ from dspyc.objective import (
     Objective,
     SearchResult,
     decision,
+    format_cost,
     run_cost,
     search,
     space_candidates,
@@ -378,8 +379,6 @@ def prepare(
     apply_split_config(dataset, cfg, seed, sizes)  # `sizes`, else --set train/dev/test: never silently ignored
     if sizes:
         cfg = cfg | dict(zip(SPLIT_KEYS, sizes))  # the manifest records the sizes actually used
-    if recipe.objective != "quality":  # a bad cost_space fails now, not after the baseline
-        space_changes(spec.cost_space, cfg, get_settings().cost_max_candidates)
     splits = dataset.splits
     console.print(
         f"[bold]{name}[/bold] · recipe [cyan]{recipe.name}[/cyan] ({recipe.optimizer or ('sequence' if recipe.sequence else f'{recipe.objective} search')}) · dataset "
@@ -460,6 +459,8 @@ def compile_program(
     s = s or get_settings()
     t0 = time.perf_counter()
     setup = prepare(name, recipe_name, data, seed, config, sizes, objective, margin)
+    if setup.recipe.objective != "quality":  # a bad cost_space fails now, not after the baseline
+        space_changes(setup.spec.cost_space, setup.config, s.cost_max_candidates)
     lm = configure(s, **(lm_overrides or {}))
     with console.status("building retrieval indexes and the program (cached by corpus hash)"):
         program = setup.spec.build(setup.dataset, setup.config)
@@ -621,13 +622,13 @@ def save_frontier(manifest: artifacts.Manifest, search: SearchResult, setup: Set
                 "kept": "compiled",
                 "adapter": None,
                 "kept_reason": f"pareto frontier point of {manifest.program}@{manifest.version}: dev {c.quality:.3f}, "
-                f"Δ {format_delta(c.delta)}, {_num(c.dev_cost)} {COST_LABELS[setup.recipe.cost]}",
+                f"Δ {format_delta(c.delta)}, {format_cost(c.dev_cost)} {COST_LABELS[setup.recipe.cost]}",
             },
         )
         point.metrics["compiled"] = {"dev": c.dev.scores}
         point.metrics["delta"] = {"dev": c.delta} if c.delta else {}
         point.metrics["cost"]["compiled"] = {"dev": c.dev.cost}
-        rows = "".join(json.dumps({"split": "dev", "program": "compiled", **r}, default=str) + "\n" for r in c.dev.rows)
+        rows = _jsonl({"compiled": {"dev": c.dev.rows}}, "compiled")
         with artifacts.state_file(without_lm(c.module)) as state_file:
             out = artifacts.save(point.program, {EVALUATION_FILE: rows, artifacts.PROGRAM_FILE: state_file}, point, s)
         tracking.log_compile(
@@ -989,8 +990,8 @@ def print_candidates(m: artifacts.Manifest) -> None:
             c["name"],
             "–" if c["dev"] is None else f"{c['dev']:.3f}",
             format_delta(c.get("delta")),
-            _num(c.get("dev_cost")),
-            _num(c.get("probe_cost")),
+            format_cost(c.get("dev_cost")),
+            format_cost(c.get("probe_cost")),
             _cost_cell(cost, "tokens_per_run"),
             _run_p50(cost),
             _cost_cell(cost, "usd_per_1k_runs"),
@@ -1004,10 +1005,6 @@ def _run_p50(cost: dict[str, float]) -> str:
     if not cost.get("runs"):
         return "–"
     return f"{cost['run_p50_s']:.2f}" if "run_p50_s" in cost else "cached"
-
-
-def _num(x: float | None) -> str:
-    return "–" if x is None else f"{x:.4f}" if x < 1 else f"{x:,.1f}"
 
 
 def build_uncompiled(

@@ -188,19 +188,13 @@ class Finetune:
         """The first rows (in the seeded sample's order) whose tokens, times the epochs, fit `max_train_tokens`."""
         from transformers import AutoTokenizer
 
+        from dspyc.distill.train import chat_tokens
         from dspyc.models import resolve_lm
 
         p, s = self.params, self.context.settings
         tok = AutoTokenizer.from_pretrained(resolve_lm(s.lm_model, s))
         epochs = p.train.epochs if p.train.max_steps <= 0 else 1.0
-        sizes = [
-            len(
-                tok(tok.apply_chat_template(row.prompt + row.completion, tokenize=False), add_special_tokens=False)[
-                    "input_ids"
-                ]
-            )
-            for row in rows
-        ]
+        sizes = [chat_tokens(tok, row.prompt + row.completion) for row in rows]
         order = list(range(len(rows)))
         if sum(sizes) * epochs > p.max_train_tokens:  # a seeded sample of what fits (all rows, in order, when all do)
             random.Random(self.seed).shuffle(order)

@@ -188,7 +188,7 @@ def search(
         ordered = [c for c in ordered if c.probe_cost is not None and c.probe_cost < uncompiled.probe_cost]
     console.print(
         f"{objective} search: {len(ordered)} candidate(s) on dev, cheapest first "
-        f"(uncompiled: {_fmt(uncompiled.probe_cost)} {COST_LABELS[measure]} on the probe)"
+        f"(uncompiled: {format_cost(uncompiled.probe_cost)} {COST_LABELS[measure]} on the probe)"
     )
     scored, chosen = [], None
     for i, c in enumerate(ordered, 1):
@@ -198,7 +198,7 @@ def search(
         scored.append(c)
         ok = non_inferior(c.delta, margin) and _cheaper(c, uncompiled)
         console.print(
-            f"  {c.name}: dev {c.quality:.3f} · Δ {format_delta(c.delta)} · {_fmt(c.dev_cost)} "
+            f"  {c.name}: dev {c.quality:.3f} · Δ {format_delta(c.delta)} · {format_cost(c.dev_cost)} "
             f"{COST_LABELS[measure]} · {'non-inferior' if ok else 'not non-inferior' if not non_inferior(c.delta, margin) else 'not cheaper'}"
         )
         if ok and chosen is None:
@@ -226,7 +226,7 @@ def decision(result: SearchResult, objective: Objective, margin: float, measure:
     saving = 1 - c.dev_cost / base.dev_cost if base.dev_cost else 0.0
     return "compiled", (
         f"{rule}: {c.name} is not worse on dev (Δ {format_delta(c.delta)}, lower bound ≥ −{margin:g}) "
-        f"at {_fmt(base.dev_cost)} → {_fmt(c.dev_cost)} {COST_LABELS[measure]} ({saving:.0%} less)"
+        f"at {format_cost(base.dev_cost)} → {format_cost(c.dev_cost)} {COST_LABELS[measure]} ({saving:.0%} less)"
     )
 
 
@@ -256,5 +256,6 @@ def _cheaper(c: Candidate, base: Candidate) -> bool:
     return c.dev_cost is not None and base.dev_cost is not None and c.dev_cost < base.dev_cost
 
 
-def _fmt(x: float | None) -> str:
+def format_cost(x: float | None) -> str:
+    """A cost as the tables print it: four decimals below 1 ($ per 1k runs), else one (tokens, seconds)."""
     return "–" if x is None else f"{x:,.4f}" if x < 1 else f"{x:,.1f}"

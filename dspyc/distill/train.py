@@ -256,10 +256,14 @@ def _threads() -> None:
     torch.set_num_threads(max(1, int(os.environ.get("DSPYC_TRAIN_THREADS", os.cpu_count() or 1))))
 
 
+def chat_tokens(tok, messages: list[dict]) -> int:
+    """How many tokens a chat (a row's prompt + completion) is under the model's chat template."""
+    return len(tok(tok.apply_chat_template(messages, tokenize=False), add_special_tokens=False)["input_ids"])
+
+
 def longest_row(rows: list[dict], tok, max_length: int) -> int:
     """The longest prompt + completion among chat rows, in tokens, capped at what training truncates to."""
-    texts = (tok.apply_chat_template(r["prompt"] + r["completion"], tokenize=False) for r in rows)
-    return min(max_length, max(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts))
+    return min(max_length, max(chat_tokens(tok, r["prompt"] + r["completion"]) for r in rows))
 
 
 def run_sft(rows: list[dict], model_path: str, recipe: SFTRecipe, work_dir: Path) -> dict[str, Any]:
