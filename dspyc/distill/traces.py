@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import dspy
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from pydantic_core import to_jsonable_python
 from rich.progress import Progress
 
@@ -28,6 +28,9 @@ class PredictorCall(BaseModel):
     predictor: str  # the predictor's name in the program (named_predictors)
     inputs: dict[str, Any]
     outputs: dict[str, Any]
+    # How many times this step's row is trained. A program's `gold_trace` raises it for a rare step that decides
+    # the run (the agent's split into several tasks); 1 everywhere else.
+    weight: int = Field(1, ge=1)
 
 
 class TeacherRun(BaseModel):
@@ -180,7 +183,8 @@ def chat_row(
 def sft_rows(runs: Iterable[TeacherRun], student: dspy.Module, dedupe: bool = False) -> list[SFTRow]:
     """Chat examples from the kept runs, formatted with the student's own predictors as they stand (a student built
     fresh has no demos; a compiled program's demos are part of its prompt). With `dedupe`, a row repeated verbatim (a
-    teacher that answers every repeat alike) is kept once instead of weighing N times."""
+    teacher that answers every repeat alike) is kept once instead of weighing N times. A step's `weight` repeats its
+    row."""
     adapter = ConstrainedJSONAdapter()
     predictors = dict(student.named_predictors())
     rows, seen = [], set()
@@ -197,16 +201,15 @@ def sft_rows(runs: Iterable[TeacherRun], student: dspy.Module, dedupe: bool = Fa
                 if key in seen:
                     continue
                 seen.add(key)
-            rows.append(
-                SFTRow(
-                    example_id=run.example_id,
-                    predictor=call.predictor,
-                    score=run.score,
-                    source=run.source,
-                    prompt=prompt,
-                    completion=completion,
-                )
+            row = SFTRow(
+                example_id=run.example_id,
+                predictor=call.predictor,
+                score=run.score,
+                source=run.source,
+                prompt=prompt,
+                completion=completion,
             )
+            rows += [row] * call.weight
     return rows
 
 
