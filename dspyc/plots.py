@@ -152,10 +152,11 @@ def frontier_plot(m: artifacts.Manifest, path: Path) -> Path | None:
             [c["dev_cost"]], [c["dev"]], s=160, marker="*", color="gold", edgecolors="k", zorder=4, label="chosen"
         )
     obj = m.metrics["objective"]
+    name = f"{m.program}@{m.version}" if m.version else m.program  # drawn before the store numbers the version
     ax.set(
         xlabel=f"{COST_LABELS[obj['cost']]} (dev)",
         ylabel="dev score",
-        title=f"{m.program}@{m.version}: quality vs cost ({obj['objective']}, margin {obj['margin']:g})",
+        title=f"{name}: quality vs cost ({obj['objective']}, margin {obj['margin']:g})",
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

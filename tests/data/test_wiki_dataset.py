@@ -1,6 +1,7 @@
 """The offline Wikipedia RAG dataset: committed files are consistent, and the prepare step is faithful."""
 
 import bz2
+import gzip
 import json
 from collections import Counter
 from pathlib import Path
@@ -144,3 +145,24 @@ def test_prepare_reproduces_committed_corpus(tmp_path):
         pytest.skip(f"the gensim wheel with the dump excerpt could not be obtained: {e}")
     assert out == tmp_path / "corpus.jsonl"
     assert out.read_bytes() == (WIKI / "corpus.jsonl").read_bytes()
+
+
+def test_an_old_dump_cut_mid_page_ends_at_its_last_whole_page(tmp_path):
+    """enwik8: an export-0.3 dump (no `<ns>`, redirects only as "#REDIRECT" text), gzip, cut in the middle of a page."""
+    pages = [
+        f"<page><title>{title}</title><revision><text>{escape(text)}</text></revision></page>"
+        for title, text in [
+            ("Foo", ARTICLE),
+            ("Bar", "#REDIRECT [[Foo]]"),
+            ("Talk:Foo", "This talk page discussion has plenty of words in it."),
+            ("Baz", "The Baz article is a whole page with enough words in it to keep."),
+        ]
+    ]
+    xml = '<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.3/">' + "".join(pages)
+    cut = xml + "<page><title>Cut</title><revision><text>This page never ends because the dump"
+    dump = tmp_path / "enwik.gz"
+    dump.write_bytes(gzip.compress(cut.encode("utf-8")))
+
+    rows = list(parse_dump(dump))
+    assert [r["title"] for r in rows if r["title"] != "Foo"] == ["Baz"]
+    assert "history section" in " ".join(r["text"] for r in rows if r["title"] == "Foo")
