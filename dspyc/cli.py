@@ -313,10 +313,23 @@ def eval_(
             "its paired-bootstrap 95% interval.",
         ),
     ] = False,
+    unanswerable: Annotated[
+        bool,
+        typer.Option(
+            "--unanswerable",
+            help="Take the answers of half the split out of the data (rag: their gold passages leave the corpus): "
+            "abstention there, false abstention and the metric with and without the abstention rule on the rest.",
+        ),
+    ] = False,
 ):
     """Evaluate a compiled version, or the uncompiled program, on any dataset folder without compiling."""
-    from dspyc.compiler import evaluate_version
+    from dspyc.compiler import evaluate_answerability, evaluate_version
 
+    if unanswerable and with_baseline:
+        raise DspycError("--unanswerable and --with-baseline exclude each other (evaluate one program at a time)")
+    if unanswerable:
+        evaluate_answerability(ref, data=data, split=split, uncompiled=uncompiled)
+        return
     evaluate_version(ref, data=data, split=split, uncompiled=uncompiled, with_baseline=with_baseline)
 
 

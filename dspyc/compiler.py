@@ -21,7 +21,7 @@ from dspy.utils.callback import BaseCallback
 from dspy.utils.usage_tracker import UsageTracker
 from rich.table import Table
 
-from dspyc import artifacts, loading, plots, registry
+from dspyc import abstention, artifacts, loading, plots, registry
 from dspyc.console import console as make_console
 from dspyc.data import SPLIT_KEYS, ProgramData, apply_split_config
 from dspyc.errors import DspycError
@@ -1024,6 +1024,40 @@ def build_uncompiled(
     return spec.build(dataset, cfg), dataset, cfg
 
 
+def evaluate_answerability(
+    ref: str, data: str | None = None, split: str = "test", s: Settings | None = None, uncompiled: bool = False
+) -> abstention.Answerability:
+    """`dspyc eval PROGRAM --unanswerable`: half of `split` made unanswerable (dspyc.abstention); abstention there,
+    false abstention and the metric (with the program's rule and without it) on the answerable half."""
+    s = s or get_settings()
+    name, tag = artifacts.parse_ref(ref)
+    spec = registry.get(name)
+    with console.status("building retrieval indexes and the program, over the data and without half its answers"):
+        if uncompiled and tag is None:
+            module, dataset, config = build_uncompiled(name, data)
+            label, seed = "uncompiled", 0
+        else:
+            module, manifest, dataset = loading.build_version(ref, data=data, s=s)
+            label, seed, config = f"{name}@{manifest.version}", manifest.seed, manifest.config
+            if uncompiled:  # the version's own starting point: its config, uncompiled
+                module, label = build_uncompiled(name, config=config, dataset=dataset)[0], "uncompiled"
+            elif adapter_ref(manifest) is not None:
+                attach(module, manifest, s)
+        reduced, gone, kept = abstention.unanswerable_data(spec, dataset, split, seed)
+        with_rule = abstention.rebuild(spec, module, reduced, config)
+        without_rule = abstention.rebuild(spec, module, reduced, config | spec.abstain_off)
+    configure(s)
+    ids = {ex.id for ex in gone + kept}
+    examples = [ex for ex in dataset.splits[split] if ex.id in ids]
+    title = f"{label} on {dataset.name}/{split}, half of it unanswerable"
+    # one after the other: the run without the rule makes the same LM calls, answered from DSPy's cache
+    on = evaluate(with_rule, examples, spec, s.num_threads, f"{title} · abstention rule on")
+    off = evaluate(without_rule, examples, spec, s.num_threads, f"{title} · rule off")
+    result = abstention.score(on.rows, off.rows, {ex.id for ex in gone}, s.reoptimize_resamples)
+    console.print(abstention.table(result, title))
+    return result
+
+
 def evaluate_version(
     ref: str,
     data: str | None = None,
@@ -1049,6 +1083,8 @@ def evaluate_version(
         else:
             program, manifest, dataset = loading.build_version(ref, data=data, s=s)
             version = manifest.version
+            if adapter_ref(manifest) is not None:  # scored through its adapter, as `dspyc.load` serves it
+                attach(program, manifest, s)
             if not uncompiled:
                 systems.append((f"{name}@{version}", program))
             if uncompiled or with_baseline:  # the version's own starting point: its config, uncompiled

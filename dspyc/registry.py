@@ -65,6 +65,12 @@ class ProgramSpec:
     # Settings that trade cost for quality, each with the values `--objective cost|pareto` tries (config key ->
     # values; the grid of them, built with `build`), e.g. {"max_passages": [8, 4, 2], "hops": [2, 1]}.
     cost_space: dict[str, list[Any]] = field(default_factory=dict)
+    # Answerability (`dspyc eval PROGRAM --unanswerable`, dspyc.abstention): without_answers(data, examples) ->
+    # (data, lost ids): the same data whose corpus no longer holds these examples' answers, and the ids of every
+    # split example that lost one. The program says it does not know in a bool `abstained` output; `abstain_off` is
+    # the config that turns its rule off (the comparison "without the rule").
+    without_answers: Callable[[ProgramData, list[dspy.Example]], tuple[ProgramData, set[str]]] | None = None
+    abstain_off: dict[str, Any] = field(default_factory=dict)
     sft_recipe: str = "sft_r16_qv"
     student_config: dict[str, Any] = field(default_factory=dict)
 

@@ -8,8 +8,10 @@ the reranker is trained once, on the program's own corpus (as the program's rera
 from __future__ import annotations
 
 import random
+import resource
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rich.table import Table
@@ -19,9 +21,12 @@ from dspyc.console import console as make_console
 from dspyc.data.qa import CorpusRow, load_qa_dataset, read_jsonl
 from dspyc.errors import DataError, DspycError
 from dspyc.retrieval import build_retrievers, evaluate_retrievers
+from dspyc.retrieval.bm25 import BM25Retriever
+from dspyc.retrieval.dense import DenseRetriever
 from dspyc.retrieval.rerank import RerankedRetriever
 from dspyc.retrieval.types import Retriever
 from dspyc.settings import get_settings
+from dspyc.stats import percentile
 
 console = make_console()
 
@@ -57,6 +62,7 @@ class Point:
     passages: int
     titles: int
     scores: dict[str, dict[str, float]]
+    scale: dict[str, float] = field(default_factory=dict)  # what the size costs: `measure_scale`
 
 
 def report(
@@ -166,10 +172,35 @@ def curve(
         with console.status(
             f"{c.label}: {len(c.rows)} passages: indexes (vectors cached by text) and {len(questions)} questions"
         ):
+            t0 = time.perf_counter()
             retrievers = base if c.rows == own else retrievers_at(c.rows, base.get("hybrid+rerank"))
+            index_s = time.perf_counter() - t0
             scores = evaluate_retrievers(retrievers, questions, ks=ks)
-        points.append(Point(c.label, len(c.rows), len({r["title"] for r in c.rows}), scores))
+            scale = measure_scale(retrievers, [q for q, _ in questions], index_s if c.rows != own else None)
+        points.append(Point(c.label, len(c.rows), len({r["title"] for r in c.rows}), scores, scale))
     return points
+
+
+def measure_scale(retrievers: Mapping[str, Retriever], queries: list[str], index_s: float | None) -> dict[str, float]:
+    """Hybrid search's p50/p99 latency one query at a time (k=10), the BM25 index and the vectors on disk, the
+    process's peak RSS so far, and the wall time the indexes took here (None: built before, with the reranker)."""
+    hybrid, bm25, dense = retrievers["hybrid"], retrievers["bm25"], retrievers["dense"]
+    assert isinstance(bm25, BM25Retriever) and isinstance(dense, DenseRetriever)  # what build_retrievers makes
+    hybrid.search(queries[0], 10)  # warm: the first query pays for lazy loads
+    ms = []
+    for q in queries:
+        t0 = time.perf_counter()
+        hybrid.search(q, 10)
+        ms.append(1000 * (time.perf_counter() - t0))
+    bm25_dir = bm25.index_dir
+    out = {
+        "hybrid_p50_ms": percentile(ms, 50),
+        "hybrid_p99_ms": percentile(ms, 99),
+        "bm25_index_mb": sum(f.stat().st_size for f in bm25_dir.rglob("*") if f.is_file()) / 1e6 if bm25_dir else 0.0,
+        "vectors_mb": len(dense.passages) * dense.dimension * 4 / 1e6,  # float32
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+    return out | ({"index_s": index_s} if index_s is not None else {})
 
 
 def retrievers_at(rows: list[Row], reranked: Retriever | None) -> dict[str, Retriever]:
@@ -193,6 +224,26 @@ def print_table(points: Sequence[Point], title: str) -> None:
                 *(f"{row[m]:.3f}" for m in metrics),
                 end_section=i == len(point.scores) - 1,
             )
+    console.print(table)
+    print_scale(points)
+
+
+SCALE_COLUMNS = {  # Point.scale key -> header
+    "index_s": "index s",
+    "bm25_index_mb": "BM25 MB",
+    "vectors_mb": "vectors MB",
+    "hybrid_p50_ms": "hybrid p50 ms",
+    "hybrid_p99_ms": "hybrid p99 ms",
+    "peak_rss_gb": "peak RSS GB",
+}
+
+
+def print_scale(points: Sequence[Point]) -> None:
+    """What each corpus size costs: index build time, index and vectors on disk, hybrid latency, memory."""
+    table = Table("corpus", "passages", *SCALE_COLUMNS.values(), title="what each size costs (hybrid, k=10)")
+    for p in points:
+        cells = [f"{p.scale[k]:,.1f}" if k in p.scale else "–" for k in SCALE_COLUMNS]
+        table.add_row(p.corpus, f"{p.passages:,}", *cells)
     console.print(table)
 
 

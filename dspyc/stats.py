@@ -7,6 +7,7 @@ Used by `dspyc compile` (compiled − uncompiled), `dspyc eval --with-baseline` 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -77,3 +78,12 @@ def format_delta(d: dict[str, float] | None) -> str:
     if not d:
         return "–"
     return f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (no interpolation: every reported number is a latency that happened)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
+    return ordered[k]

@@ -22,6 +22,7 @@ from dspyc.data.qa import QADataset, load_qa_dataset
 from dspyc.data.wikipedia import prepare
 from dspyc.metrics import exact_match, mean, normalize_answer, title_recall, token_f1
 from dspyc.registry import ProgramSpec
+from dspyc.retrieval.rerank import Reranker
 from signatures.rag import AnswerFromPassages, GenerateQuery, RewriteQuery
 
 UNKNOWN = {"unknown", "", "none", "not mentioned", "n/a", "no answer"}
@@ -56,6 +57,20 @@ def cite(answer: str, passages: list, max_citations: int = 2, min_grounding: flo
     return [passages[i] for g, i in sorted(scored, key=lambda x: (-x[0], x[1])) if g >= min_grounding][:max_citations]
 
 
+class Support:
+    """Whether passages are about the question: the best relevance `scorer` gives one of them (a cross-encoder
+    trained on the data's own question-passage pairs) reaches `threshold`. Held by reference, like the retriever."""
+
+    def __init__(self, scorer: Reranker, threshold: float):
+        self.scorer, self.threshold = scorer, threshold
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def holds(self, question: str, passages: list) -> bool:
+        return bool(passages) and max(self.scorer.score(question, passages)) >= self.threshold
+
+
 class MultiHopRAG(dspy.Module):
     def __init__(
         self,
@@ -66,9 +81,12 @@ class MultiHopRAG(dspy.Module):
         max_passages: int = 6,
         query_passage_chars: int = 300,
         later_hop_passages: int = 2,
+        abstain: bool = False,
+        support: Support | None = None,
     ):
         super().__init__()
         self.retriever = SharedRetriever(retriever)
+        self.abstain, self.support = abstain, support
         self.hops, self.k, self.max_rewrites, self.max_passages = hops, k, max_rewrites, max_passages
         self.query_passage_chars, self.later_hop_passages = query_passage_chars, later_hop_passages
         self.generate_query = dspy.Predict(GenerateQuery)
@@ -123,15 +141,24 @@ class MultiHopRAG(dspy.Module):
             passages = self._context(per_hop)
             answer = self._answer(question, passages)
             cited = cite(answer, passages)
+        # The rewrite found nothing better: say so rather than hand back a span the passages do not support.
+        abstained = self.abstain and not self.supported(question, answer, cited, passages)
         # a title once, though two of its chunks hold the answer
         return dspy.Prediction(
-            answer=answer,
+            answer="" if abstained else answer,
+            abstained=abstained,
             citations=list(dict.fromkeys(p.title for p in cited)),
             context_titles=[p.title for p in passages],
             queries=queries,
             hop_titles=hop_titles,
             rewrites=rewrites,
         )
+
+    def supported(self, question: str, answer: str, cited: list, passages: list) -> bool:
+        """A yes/no answer, or one a passage holds, from passages about the question (`support`, where set)."""
+        if normalize_answer(answer) in UNKNOWN or not (cited or normalize_answer(answer) in YES_NO):
+            return False
+        return self.support is None or self.support.holds(question, cited or passages)
 
     def _answer(self, question: str, passages: list) -> str:
         return self.answer(question=question, passages=[f"{p.title}: {p.text}" for p in passages]).answer

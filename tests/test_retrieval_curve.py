@@ -205,6 +205,13 @@ def test_add_corpus_gives_one_block_per_size_and_copied_wording_lowers_bm25_reca
     for label, size in (("caps", "12"), ("+ filler", "43"), ("+ echo", "55")):
         assert any(label in ln and f" {size} " in ln and "bm25" in ln for ln in lines), offline.printed()
     assert sum(" hybrid+rerank " in ln for ln in lines) == 3
+    # what each size costs: hybrid latency, index and vectors on disk, memory; index time where built here
+    scale = saved["points"][2]["scale"]
+    assert 0 < scale["hybrid_p50_ms"] <= scale["hybrid_p99_ms"] and scale["peak_rss_gb"] > 0
+    assert scale["bm25_index_mb"] > 0 and scale["index_s"] > 0
+    assert scale["vectors_mb"] == 55 * 64 * 4 / 1e6  # 64: the hashing embedder's buckets
+    assert "index_s" not in saved["points"][0]["scale"]  # the program's own corpus: built with the reranker, before
+    assert "hybrid p99 ms" in offline.printed() and any(" + echo " in ln and "–" not in ln for ln in lines[-8:])
 
 
 def test_sizes_score_samples_of_the_pool(folders, offline):

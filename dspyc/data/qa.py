@@ -6,14 +6,16 @@ file, the line and the field. The dataset's version is a content hash of both fi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import dspy
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dspyc.data import outside as examples_outside
-from dspyc.data import seeded_split
+from dspyc.data import SPLIT_KEYS, seeded_split
 from dspyc.data import versions as data_versions
 from dspyc.errors import DataError
 from dspyc.settings import get_settings
@@ -92,6 +94,17 @@ class QADataset:
     @property
     def documents(self) -> list[dict[str, str]]:
         return [p.model_dump() for p in self.corpus]
+
+
+def without_answers(data: QADataset, examples: Sequence[dspy.Example]) -> tuple[QADataset, set[str]]:
+    """The same questions and splits over a corpus without the gold passages of `examples`, so their answers are
+    no longer in it; and the ids of every split question that lost a gold passage (those, and any that shared one)."""
+    gone = {t for ex in examples for t in ex.gold_titles}
+    corpus = [r for r in data.corpus if r.title not in gone]
+    tag = hashlib.sha256("\n".join(sorted(gone)).encode()).hexdigest()[:8]
+    reduced = replace(data, corpus=corpus, version=f"{data.version}-without-{tag}", splits=dict(data.splits))
+    lost = {ex.id for name in SPLIT_KEYS for ex in data.splits.get(name, []) if gone & set(ex.gold_titles)}
+    return reduced, lost
 
 
 def to_example(q: Question) -> dspy.Example:

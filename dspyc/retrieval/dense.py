@@ -183,6 +183,11 @@ class DenseRetriever(Retriever):
         self._lock: AbstractContextManager[Any] = nullcontext() if url else _LOCAL_LOCK
         self._ensure_collection()
 
+    @property
+    def dimension(self) -> int:
+        """The vectors' size (384 for MiniLM)."""
+        return self.client.get_collection(self.collection).config.params.vectors.size
+
     def _ensure_collection(self) -> None:
         """Add the passages the collection lacks, a step at a time (embedding runs outside the lock, so other
         retrievers can still search)."""

@@ -29,7 +29,7 @@ import httpx
 from dspyc.console import console as make_console
 from rich.table import Table
 
-from dspyc.serve.usage import percentile
+from dspyc.stats import percentile
 from dspyc.settings import Settings, get_settings
 
 console = make_console()

@@ -19,6 +19,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from dspyc.errors import DspycError
+from dspyc.stats import percentile
 from dspyc.settings import Settings, get_settings
 
 LOG_MODES = ("full", "redact", "none")
@@ -123,15 +124,6 @@ def parse_window(text: str | None) -> timedelta | None:
     if not m:
         raise DspycError(f"bad time window {text!r}: use e.g. 30m, 24h, 7d or all")
     return timedelta(seconds=float(m.group(1)) * _UNIT[m.group(2)])
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (no interpolation: every reported number is a latency that happened)."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
-    return ordered[k]
 
 
 def read_records(path: Path, since: timedelta | None = None, program: str | None = None) -> list[dict[str, Any]]:
