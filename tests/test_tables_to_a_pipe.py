@@ -404,8 +404,9 @@ def test_the_retrieval_report_prints_whole(pipe, monkeypatch, tmp_path):
     scores = {"recall@1": 0.4, "recall@5": 0.7, "recall@10": 0.8, "mrr": 0.55, "answer_passage_recall@10": 0.6}
     monkeypatch.setattr(retrieval_report, "build_retrievers", lambda docs, train_questions=None: {name: None})
     monkeypatch.setattr(retrieval_report, "evaluate_retrievers", lambda retrievers, questions, ks: {name: scores})
+    monkeypatch.setattr(retrieval_report, "measure_scale", lambda *a: {"hybrid_p99_ms": 12.5, "peak_rss_gb": 2.25})
     retrieval_report.report(PROGRAM)
-    assert_whole(pipe.text(), name, "answer_passage_recall@10", "recall@10")
+    assert_whole(pipe.text(), name, "answer_passage_recall@10", "recall@10", "hybrid p99 ms", "peak RSS GB")
 
 
 # --- dspyc engine status (dspyc/cli.py) -------------------------------------------------------------------------

@@ -145,3 +145,59 @@ def test_a_title_is_cited_once_when_two_of_its_chunks_hold_the_answer():
     with dspy.context(lm=dspy.utils.DummyLM([{"answer": "Paris"}]), adapter=dspy.ChatAdapter()):
         pred = MultiHopRAG(Retriever(), hops=1, k=2)(question="What is the capital of France?")
     assert pred.answer == "Paris" and pred.citations == ["France"]
+
+
+class _Dense:
+    """A dense index whose best cosine for a question is given: 0.9 for a question about Paris, else 0.3."""
+
+    def search(self, query, k):
+        score = 0.9 if "Paris" in query or "France" in query else 0.3
+        hits = [_P(1, "France", "The capital is Paris."), _P(2, "Gold", "gold")]
+        return [type("Hit", (), {"passage": p, "score": score - 0.1 * i}) for i, p in enumerate(hits)][:k]
+
+
+def _ask(question, answer, abstain=True, threshold=0.5):
+    import dspy
+
+    from programs.rag import MultiHopRAG, Support
+
+    class Retriever:
+        def search(self, query, k):
+            return [type("Hit", (), {"passage": _P(1, "France", "The capital is Paris.")})]
+
+    program = MultiHopRAG(
+        Retriever(), hops=1, k=1, max_rewrites=0, abstain=abstain, support=Support(_Dense(), threshold)
+    )
+    with dspy.context(lm=dspy.utils.DummyLM([{"answer": answer}] * 3), adapter=dspy.ChatAdapter()):
+        return program(question=question)
+
+
+def test_the_program_says_it_does_not_know_instead_of_a_span_no_passage_supports():
+    assert (p := _ask("What is the capital of France?", "Paris")).answer == "Paris" and not p.abstained
+    # a grounded word for a question the corpus holds nothing about: declined, the span not handed back
+    assert (p := _ask("Which country is Lyon in?", "Paris")).answer == "" and p.abstained
+    assert (p := _ask("What is the capital of France?", "Berlin")).answer == "" and p.abstained  # in no passage
+    assert (p := _ask("What is the capital of France?", "unknown")).abstained
+    # yes/no needs no passage to hold it; with the rule off nothing is declined
+    assert not _ask("Is Paris in France?", "yes").abstained
+    assert (p := _ask("Which country is Lyon in?", "Paris", abstain=False)).answer == "Paris" and not p.abstained
+
+
+@pytest.mark.filterwarnings("ignore:rag. no question outside")
+def test_the_support_threshold_declines_the_target_share_of_questions_without_their_gold_passages():
+    import dspy
+
+    from programs.rag import calibrate
+
+    class Dense:  # question i's best passage outside its gold has cosine i/10
+        def search(self, query, k):
+            i = int(query.split()[-1])
+            return [
+                type("Hit", (), {"passage": _P(0, f"gold {i}", ""), "score": 0.99}),
+                type("Hit", (), {"passage": _P(1, "other", ""), "score": i / 10}),
+            ]
+
+    qs = [dspy.Example(question=f"q {i}", gold_titles=[f"gold {i}"]) for i in range(10)]
+    t = calibrate(Dense(), qs, target=0.8)
+    assert t == 0.8 and sum(i / 10 < t for i in range(10)) == 8  # 8 of 10 fall below: declined
+    assert calibrate(Dense(), [], target=0.8) == 0.0  # nothing to calibrate on: support declines nothing
