@@ -49,7 +49,8 @@ def models_pull(
 
 MODEL_ARG = typer.Argument(
     help="A model key (e.g. smollm2-135m-instruct), a local HF folder or a hub id; "
-    "default: the program LM (DSPYC_LM_MODEL).",
+    "default: the program LM (DSPYC_LM_MODEL). `embed`: the packaged MiniLM as an /v1/embeddings server "
+    "(point DSPYC_EMBED_URL at it).",
     show_default=False,
 )
 
@@ -77,6 +78,8 @@ def engine_up(
     out.print(
         f"{state.base_url} · model {state.served_model} · pid {state.pid} · LoRA {'on' if state.lora_enabled else 'off'}"
     )
+    if model == engine.EMBED:
+        out.print(f"export DSPYC_EMBED_URL={state.base_url}")
 
 
 @engine_app.command("down")

