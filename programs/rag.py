@@ -78,13 +78,19 @@ class Support:
 
 
 def calibrate(
-    dense: Retriever, questions: list[dspy.Example], target: float, max_false: float, depth: int = 50
+    dense: Retriever,
+    questions: list[dspy.Example],
+    titles: set[str],
+    target: float,
+    max_false: float,
+    depth: int = 50,
 ) -> float:
     """The support threshold, from these questions (never dev or test) and no LM call: the level under which
     `target` of them fall once their gold passages are left out of the ranking, but no higher than the level under
     which `max_false` of them fall with their gold passages in. A corpus whose distractors resemble its questions
-    (HotPotQA) thus declines less rather than declining answerable questions. With no question, 0: support
-    declines nothing (the answer checks still apply)."""
+    (HotPotQA) thus declines less rather than declining answerable questions. Only questions whose gold passages
+    are all in the corpus (`titles`) count. With none, 0: support declines nothing (the answer checks still apply)."""
+    questions = [ex for ex in questions if set(ex.gold_titles) <= titles]
     without, with_gold = [], []
     for ex in questions:
         gold, hits = set(ex.gold_titles), dense.search(ex.question, depth)
@@ -235,7 +241,16 @@ def build(data: QADataset, config: dict[str, Any]) -> MultiHopRAG:
     cfg = CONFIG | config
     retriever, dense = build_retriever(data, cfg)
     support = (
-        Support(dense, calibrate(dense, data.outside("dev", "test"), cfg["abstain_target"], cfg["abstain_max_false"]))
+        Support(
+            dense,
+            calibrate(
+                dense,
+                data.outside("dev", "test"),
+                {r.title for r in data.corpus},
+                cfg["abstain_target"],
+                cfg["abstain_max_false"],
+            ),
+        )
         if cfg["abstain"]
         else None
     )

@@ -201,10 +201,14 @@ def test_the_support_threshold_declines_the_target_share_unless_that_declines_an
         return Dense()
 
     qs = [dspy.Example(question=f"q {i}", gold_titles=[f"gold {i}"]) for i in range(10)]
+    titles = {f"gold {i}" for i in range(10)}
     # gold passages score far above the rest (wiki): 8 of 10 declined without them, none with them
-    t = calibrate(dense(lambda i: 0.99), qs, target=0.8, max_false=0.1)
+    t = calibrate(dense(lambda i: 0.99), qs, titles, target=0.8, max_false=0.1)
     assert t == 0.8 and sum(i / 10 < t for i in range(10)) == 8
     # gold passages no closer than distractors (HotPotQA): the threshold drops so at most 1 of 10 answerable goes
-    t = calibrate(dense(lambda i: i / 10), qs, target=0.8, max_false=0.1)
+    t = calibrate(dense(lambda i: i / 10), qs, titles, target=0.8, max_false=0.1)
     assert t == 0.1 and sum(i / 10 < t for i in range(10)) == 1
-    assert calibrate(dense(lambda i: 0.99), [], target=0.8, max_false=0.1) == 0.0  # nothing to calibrate on
+    # a question whose gold passage is not in the corpus is no evidence of an answerable one's score
+    lost = [dspy.Example(question=f"q {i}", gold_titles=[f"gone {i}"]) for i in range(10)]
+    assert calibrate(dense(lambda i: 0.99), qs + lost, titles, target=0.8, max_false=0.1) == 0.8
+    assert calibrate(dense(lambda i: 0.99), [], titles, target=0.8, max_false=0.1) == 0.0  # nothing to calibrate on
