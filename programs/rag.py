@@ -4,7 +4,9 @@ Hop 1 searches with the question itself (cheap, and strong for lexical retrieval
 query for the missing fact from what was found, and its new passages join hop 1's best. The answer is a short
 span in plain text, and the program cites the passages that hold it. When no passage holds the answer (or it
 is "unknown"), the program reflects: it rewrites its last query, retrieves again and answers once more (a
-bounded number of times). Every LM step is a DSPy predictor an optimizer can tune.
+bounded number of times). When that is still no better, or the corpus holds no passage close to the question, it
+says it does not know (`answer` empty, `abstained` true) rather than hand back a span no passage supports. Every
+LM step is a DSPy predictor an optimizer can tune.
 
 Measured on Qwen2.5-Coder-0.5B, 54 train+dev questions of hotpotqa-mini, the question's hybrid top-6 passages,
 answer F1: the answer alone in plain text 0.277; as JSON `{answer}` 0.197; as JSON `{answer, citations}` 0.123,
