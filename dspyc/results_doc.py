@@ -10,7 +10,8 @@ A generated block in docs/results.md reads
 The lines after the file name are optional label overrides (`row name in the record = what the table shows`), for
 bold or a footnote mark; the numbers always come from the record. `python -m dspyc.results_doc` re-renders every
 block in place; `--check` changes nothing and exits 1 naming each block that is out of step (a test runs it).
-A record's renderer is chosen by its rows: `shape` (`dspyc bench train`) or `system` (`dspyc bench lora`).
+A record's renderer is chosen by its rows: `shape` (`dspyc bench train`) or `system` (`dspyc bench lora`); a record
+with `points` is `dspyc eval-retrieval`'s curve.
 """
 
 from __future__ import annotations
@@ -66,8 +67,31 @@ def lora_table(record: dict[str, Any], labels: dict[str, str]) -> tuple[list[str
     return lines, f"an adapter on {record['base_model']}, {requests} prompts each"
 
 
+def retrieval_table(record: dict[str, Any], labels: dict[str, str]) -> tuple[list[str], str]:
+    """`dspyc eval-retrieval` (its JSON under artifacts/<program>/report/): one row per corpus size."""
+    names = list(record["points"][0]["scores"])
+    lines = [
+        "| passages (titles) | " + " | ".join(f"{n} recall@5" for n in names) + " | hybrid p50 / p99 ms | index s | "
+        "BM25 MB | vectors MB | peak RSS GB |",
+        "|---" * (len(names) + 6) + "|",
+    ]
+    for p in record["points"]:
+        sc, scale = p["scores"], p.get("scale", {})
+        index_s = f"{scale['index_s']:.1f}" if "index_s" in scale else "–"
+        size = f"{p['passages']:,} ({p['titles']:,})"
+        lines.append(
+            f"| {labels.get(p['corpus'], size)} | "
+            + " | ".join(f"{sc[n]['recall@5']:.3f}" for n in names)
+            + f" | {scale.get('hybrid_p50_ms', 0):.1f} / {scale.get('hybrid_p99_ms', 0):.1f} | {index_s} | "
+            f"{scale.get('bm25_index_mb', 0):.1f} | {scale.get('vectors_mb', 0):.1f} | {scale.get('peak_rss_gb', 0):.1f} |"
+        )
+    return lines, f"{record['dataset']} {record['split']}, {record['questions']} questions, seed {record['seed']}"
+
+
 def renderer(record: dict[str, Any]):
     """The table for this kind of record, and the command that writes such records."""
+    if "points" in record:
+        return retrieval_table, "dspyc eval-retrieval"
     rows = record.get("rows") or [{}]
     if "shape" in rows[0]:
         return train_table, "dspyc bench train"

@@ -19,6 +19,7 @@ from rich.table import Table
 from dspyc import artifacts, registry
 from dspyc.console import console as make_console
 from dspyc.data.qa import CorpusRow, load_qa_dataset, read_jsonl
+from dspyc.engine_tuning import cpu_summary
 from dspyc.errors import DataError, DspycError
 from dspyc.retrieval import build_retrievers, evaluate_retrievers
 from dspyc.retrieval.bm25 import BM25Retriever
@@ -254,7 +255,8 @@ def write(program: str, run: Run, points: list[Point]) -> Path:
     out = artifacts.program_dir(program) / "report" / f"retrieval-{run.dataset}-{run.split}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     artifacts.write_json_atomic(
-        out, asdict(run) | {"points": [asdict(p) for p in points], "created": artifacts.now_iso()}
+        out,
+        asdict(run) | {"points": [asdict(p) for p in points], "created": artifacts.now_iso(), "cpu": cpu_summary()},
     )
     png = recall_curve_plot(
         [(p.passages, p.scores) for p in points],

@@ -75,3 +75,19 @@ def test_a_synthetic_record_renders_its_rows():
         ],
     }
     assert "\n| merged | 356 | 4.23 | 127.1 |\n" in render(lora)
+
+
+def test_a_retrieval_curve_renders_one_row_per_corpus_size():
+    from dspyc import results_doc
+
+    point = {
+        "corpus": "sample 2000",
+        "passages": 2000,
+        "titles": 1900,
+        "scores": {"bm25": {"recall@5": 0.5}, "hybrid": {"recall@5": 0.75}},
+        "scale": {"hybrid_p50_ms": 30.0, "hybrid_p99_ms": 90.0, "bm25_index_mb": 1.0, "vectors_mb": 3.0},
+    }
+    record = {"dataset": "d", "split": "dev", "questions": 30, "seed": 0, "points": [point], "cpu": {"cores": 2}}
+    body = results_doc.render(record, source="docs/bench/x.json")
+    assert "| 2,000 (1,900) | 0.500 | 0.750 | 30.0 / 90.0 | – | 1.0 | 3.0 | 0.0 |" in body
+    assert "`dspyc eval-retrieval`" in body and "d dev, 30 questions" in body

@@ -48,7 +48,14 @@ def test_eval_retrieval_trains_the_reranker_outside_dev_and_test_and_writes_json
     assert list(scores) == ["bm25", "dense", "hybrid", "hybrid+rerank"]
     assert all(0.0 <= v <= 1.0 for row in scores.values() for v in row.values())
     saved = json.loads((tmp_path / "artifacts" / "rag" / "report" / "retrieval-caps-dev.json").read_text())
-    assert saved["points"] == [{"corpus": "caps", "passages": len(TOPICS), "titles": len(TOPICS), "scores": scores}]
+    [saved_point] = saved["points"]
+    assert {k: v for k, v in saved_point.items() if k != "scale"} == {
+        "corpus": "caps",
+        "passages": len(TOPICS),
+        "titles": len(TOPICS),
+        "scores": scores,
+    }
+    assert saved_point["scale"]["hybrid_p50_ms"] > 0 and "index_s" not in saved_point["scale"]  # built before
     # 24 questions split 8/8/8 (train is capped at a third, dev at half the rest): the reranker trains on the
     # 8 outside dev and test
     assert saved["questions"] == 8 and saved["reranker_train_questions"] == 8
