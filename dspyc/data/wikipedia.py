@@ -66,42 +66,37 @@ SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'“(\[A-Z0-9])")
 
 def fetch_gensim_dump(cache_dir: Path) -> Path:
     """The dump excerpt from the gensim wheel, downloaded once with pip and extracted into `cache_dir`."""
-    cache_dir = Path(cache_dir)
-    dump = cache_dir / Path(DUMP_MEMBER).name
-    if dump.is_file():  # written atomically, so present means complete
-        return dump
-    wheels = cache_dir / "wheels"
-    found = sorted(wheels.glob("gensim-4.4.0-*.whl"))
-    if not found:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", GENSIM, "-d", str(wheels)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        found = sorted(wheels.glob("gensim-4.4.0-*.whl"))
-        if proc.returncode != 0 or not found:
-            why = (proc.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
-            raise DataError(f"could not download the {GENSIM} wheel with pip (offline?): {why}")
-    with zipfile.ZipFile(found[0]) as zf, zf.open(DUMP_MEMBER) as src:
-        _atomic_write(dump, src.read())
+    dump = Path(cache_dir) / Path(DUMP_MEMBER).name
+    if not dump.is_file():  # written atomically, so present means complete
+        wheel = _pip_download(Path(cache_dir) / "wheels", GENSIM, "gensim-4.4.0-*.whl", "--only-binary=:all:")
+        with zipfile.ZipFile(wheel) as zf, zf.open(DUMP_MEMBER) as src:
+            _atomic_write(dump, src.read())
     return dump
 
 
 def fetch_enwik8(cache_dir: Path) -> Path:
     """enwik8.gz from the x-transformers sdist (pip, once), extracted into `cache_dir`."""
-    cache_dir = Path(cache_dir)
-    dump = cache_dir / "enwik8.gz"
-    if dump.is_file():
-        return dump
-    sdists = cache_dir / "sdists"
-    found = sorted(sdists.glob("x_transformers-2.16.1.tar.gz"))
-    if not found:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:", ENWIK8, "-d", str(sdists)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        found = sorted(sdists.glob("x_transformers-2.16.1.tar.gz"))
-        if proc.returncode != 0 or not found:
-            why = (proc.stderr.strip().splitlines() or ["no sdist downloaded"])[-1]
-            raise DataError(f"could not download the {ENWIK8} sdist with pip (offline?): {why}")
-    with tarfile.open(found[0]) as tf, tf.extractfile(ENWIK8_MEMBER) as src:  # type: ignore[union-attr]
-        _atomic_write(dump, src.read())
+    dump = Path(cache_dir) / "enwik8.gz"
+    if not dump.is_file():
+        sdist = _pip_download(Path(cache_dir) / "sdists", ENWIK8, "x_transformers-2.16.1.tar.gz", "--no-binary=:all:")
+        with tarfile.open(sdist) as tf, tf.extractfile(ENWIK8_MEMBER) as src:  # type: ignore[union-attr]
+            _atomic_write(dump, src.read())
     return dump
+
+
+def _pip_download(folder: Path, requirement: str, pattern: str, kind: str) -> Path:
+    """The archive of `requirement` in `folder` (`pattern`), downloaded with pip unless already there; `kind` is
+    pip's --only-binary (a wheel) or --no-binary (an sdist)."""
+    found = sorted(folder.glob(pattern))
+    if not found:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", kind, requirement, "-d", str(folder)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        found = sorted(folder.glob(pattern))
+        what = "wheel" if kind.startswith("--only-binary") else "sdist"
+        if proc.returncode != 0 or not found:
+            why = (proc.stderr.strip().splitlines() or [f"no {what} downloaded"])[-1]
+            raise DataError(f"could not download the {requirement} {what} with pip (offline?): {why}")
+    return found[0]
 
 
 def parse_dump(path: Path, progress: bool = False) -> Iterator[dict]:
