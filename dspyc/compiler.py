@@ -29,7 +29,7 @@ from dspyc.lm import configure, usage_listener
 from dspyc.metrics import evaluator
 from dspyc.models import served_name
 from dspyc.finetune import CompileContext, Finetune, WeightsResult, adapter_lm, release_adapter_lm
-from dspyc.distill.student import adapter_ref, attach
+from dspyc.distill.student import adapter_ref
 from dspyc.objective import (
     COST_LABELS,
     Candidate,
@@ -682,9 +682,7 @@ def candidates(setup: Setup, outcome: Compiled, refs: list[str], s: Settings) ->
         spec.cost_space, setup.config, lambda cfg: spec.build(setup.dataset, cfg), s.cost_max_candidates
     )
     for ref in refs:
-        module, manifest, _ = loading.build_version(ref, s=s)
-        if adapter_ref(manifest) is not None:
-            attach(module, manifest, s)
+        module, manifest, _ = loading.build_version(ref, s=s, adapter=True)
         out.append(
             Candidate(f"{setup.name}@{manifest.version}", module, manifest.config, origin="version", manifest=manifest)
         )
@@ -1037,12 +1035,10 @@ def evaluate_answerability(
             module, dataset, config = build_uncompiled(name, data)
             label, seed = "uncompiled", 0
         else:
-            module, manifest, dataset = loading.build_version(ref, data=data, s=s)
+            module, manifest, dataset = loading.build_version(ref, data=data, s=s, adapter=not uncompiled)
             label, seed, config = f"{name}@{manifest.version}", manifest.seed, manifest.config
             if uncompiled:  # the version's own starting point: its config, uncompiled
                 module, label = build_uncompiled(name, config=config, dataset=dataset)[0], "uncompiled"
-            elif adapter_ref(manifest) is not None:
-                attach(module, manifest, s)
         reduced, gone, kept = abstention.unanswerable_data(spec, dataset, split, seed)
         with_rule = abstention.rebuild(spec, module, reduced, config)
         without_rule = abstention.rebuild(spec, module, reduced, config | spec.abstain_off)
@@ -1081,10 +1077,8 @@ def evaluate_version(
             systems.append(("uncompiled", module))
             version = None
         else:
-            program, manifest, dataset = loading.build_version(ref, data=data, s=s)
+            program, manifest, dataset = loading.build_version(ref, data=data, s=s, adapter=not uncompiled)
             version = manifest.version
-            if adapter_ref(manifest) is not None:  # scored through its adapter, as `dspyc.load` serves it
-                attach(program, manifest, s)
             if not uncompiled:
                 systems.append((f"{name}@{version}", program))
             if uncompiled or with_baseline:  # the version's own starting point: its config, uncompiled

@@ -37,9 +37,12 @@ def resolve_version(program: str, tag: str | None, s: Settings | None = None) ->
     return tracking.resolve_alias(program, tag, s)
 
 
-def build_version(ref: str, data: str | None = None, s: Settings | None = None) -> tuple[dspy.Module, Manifest, Any]:
-    """The compiled module of `ref` (not yet given an LM), its manifest, and the dataset it was built over:
-    the one it was compiled on, or `data` (retrieval then indexes that corpus)."""
+def build_version(
+    ref: str, data: str | None = None, s: Settings | None = None, adapter: bool = False
+) -> tuple[dspy.Module, Manifest, Any]:
+    """The compiled module of `ref` (not yet given an LM, or with `adapter` its adapter's where it has one: scored
+    as `dspyc.load` serves it), its manifest, and the dataset it was built over: the one it was compiled on, or
+    `data` (retrieval then indexes that corpus)."""
     s = s or get_settings()
     name, tag = parse_ref(ref)
     spec = registry.get(name)
@@ -68,6 +71,8 @@ def build_version(ref: str, data: str | None = None, s: Settings | None = None) 
     module = spec.build(dataset, manifest.config)
     load_state(module, program_dir(name, s) / str(version) / PROGRAM_FILE, f"{name}@{version}")
     module.dspyc_manifest = manifest
+    if adapter and adapter_ref(manifest) is not None:
+        attach(module, manifest, s)
     return module, manifest, dataset
 
 
