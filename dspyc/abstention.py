@@ -19,6 +19,7 @@ import dspy
 from dspyc import registry
 from dspyc.data import ProgramData
 from dspyc.errors import DspycError
+from dspyc.metrics import mean
 from dspyc.stats import paired_delta
 
 
@@ -33,14 +34,6 @@ class Answerability:
     score: float  # the metric on the answerable half, abstentions scored as the metric scores them (wrong)
     score_without_rule: float  # the same half with the abstention rule off
     delta: dict[str, float] | None  # score − score_without_rule, paired-bootstrap 95% interval
-
-    def as_metrics(self) -> dict[str, float]:
-        return {
-            "abstention": self.abstention,
-            "false_abstention": self.false_abstention,
-            "answerable_metric": self.score,
-            "answerable_metric_without_rule": self.score_without_rule,
-        }
 
 
 def halves(examples: Sequence[dspy.Example], seed: int) -> tuple[list[dspy.Example], list[dspy.Example]]:
@@ -83,22 +76,16 @@ def score(
 ) -> Answerability:
     """Answerability from the evaluation rows (`id`, `outputs.abstained`, `score`) of both halves, with the rule and
     without it: a row whose id is in `unanswerable` is of that half, every other of the answerable one."""
-    said = {r["id"]: bool(r["outputs"].get("abstained")) for r in rows}
     u = [r for r in rows if r["id"] in unanswerable]
     a = [r for r in rows if r["id"] not in unanswerable]
-    a_ids = {r["id"] for r in a}
-    off = [r for r in rows_without_rule if r["id"] in a_ids]
-
-    def share(xs: list[dict[str, Any]], key: str = "score") -> float:
-        return sum(said[r["id"]] if key == "abstained" else r[key] for r in xs) / len(xs) if xs else 0.0
-
+    off = [r for r in rows_without_rule if r["id"] not in unanswerable]
     return Answerability(
         unanswerable=len(u),
         answerable=len(a),
-        abstention=share(u, "abstained"),
-        false_abstention=share(a, "abstained"),
-        score=share(a),
-        score_without_rule=share(off),
+        abstention=mean(float(bool(r["outputs"].get("abstained"))) for r in u),
+        false_abstention=mean(float(bool(r["outputs"].get("abstained"))) for r in a),
+        score=mean(r["score"] for r in a),
+        score_without_rule=mean(r["score"] for r in off),
         delta=paired_delta(a, off, n_resamples),
     )
 
