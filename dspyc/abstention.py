@@ -44,16 +44,21 @@ def halves(examples: Sequence[dspy.Example], seed: int) -> tuple[list[dspy.Examp
     ]
 
 
-def unanswerable_data(
-    spec: registry.ProgramSpec, dataset: ProgramData, split: str, seed: int
-) -> tuple[ProgramData, list[dspy.Example], list[dspy.Example]]:
-    """The data with half of `split` made unanswerable; (data, unanswerable half, answerable half). A question of
-    the other half that lost a gold passage too (shared with one removed) is in neither."""
+def check_program(spec: registry.ProgramSpec) -> None:
+    """A one-line error for a program that cannot take its answers out of its data."""
     if spec.without_answers is None:
         raise DspycError(
             f"{spec.name} cannot be made unanswerable: its ProgramSpec sets no `without_answers` "
             "(a program that grounds answers in a corpus declares how to take the answers out)"
         )
+
+
+def unanswerable_data(
+    spec: registry.ProgramSpec, dataset: ProgramData, split: str, seed: int
+) -> tuple[ProgramData, list[dspy.Example], list[dspy.Example]]:
+    """The data with half of `split` made unanswerable; (data, unanswerable half, answerable half). A question of
+    the other half that lost a gold passage too (shared with one removed) is in neither."""
+    check_program(spec)
     if split not in dataset.splits:
         raise DspycError(f"unknown split {split!r}; choose one of {', '.join(dataset.splits)}")
     gone, rest = halves(dataset.splits[split], seed)

@@ -1030,6 +1030,7 @@ def evaluate_answerability(
     s = s or get_settings()
     name, tag = artifacts.parse_ref(ref)
     spec = registry.get(name)
+    abstention.check_program(spec)  # before any index is built
     with console.status("building retrieval indexes and the program, over the data and without half its answers"):
         if uncompiled and tag is None:
             module, dataset, config = build_uncompiled(name, data)

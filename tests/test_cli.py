@@ -21,6 +21,8 @@ def dspyc(*args, env=None):
         (("eval-retrieval", "--program", "rag", "--split", "all"), "use dev or test"),
         (("eval-retrieval",), "Missing option '--program'"),
         (("eval", "rag", "--uncompiled", "--with-baseline"), "exclude each other"),
+        (("eval", "rag", "--unanswerable", "--with-baseline"), "exclude each other"),
+        (("eval", "agent", "--uncompiled", "--unanswerable"), "agent cannot be made unanswerable"),
         (("compile", "rag", "--set", "test=many"), "split sizes must be whole numbers"),
         (("adapter-check", "--model", "nope"), "unknown model 'nope'"),
         (("adapter-check", "--adapter", "Chat"), "unknown adapter 'Chat'"),
