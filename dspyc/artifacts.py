@@ -51,6 +51,14 @@ class AdapterRef(BaseModel):
     decoding: dict[str, float] = {}  # decoding settings chosen for it (e.g. repetition_penalty); {}: greedy
 
 
+class EncoderRef(BaseModel):
+    """A trained retriever encoder a version searches with: its model folder under `path` in the version folder,
+    fine-tuned from `base_model`; loading sets the program's `encoder_key` config to it."""
+
+    path: str = "encoder"
+    base_model: str
+
+
 class Manifest(BaseModel):
     program: str
     version: int
@@ -77,6 +85,7 @@ class Manifest(BaseModel):
     kept_reason: str = ""
     split_ids: dict[str, str] = {}  # split -> hash of the example ids evaluated on it: same hash, same examples
     adapter: AdapterRef | None = None  # a weights compile's (or a student's) LoRA adapter; None: the base LM as is
+    encoder: EncoderRef | None = None  # a retriever compile's trained encoder; None: the program's own embedder
 
     def score(self, split: str = "dev", metric: str = "metric") -> float | None:
         """The kept program's score on a split (None when not measured)."""

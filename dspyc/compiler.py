@@ -29,6 +29,8 @@ from dspyc.lm import configure, usage_listener
 from dspyc.metrics import evaluator
 from dspyc.models import served_name
 from dspyc.finetune import CompileContext, Finetune, WeightsResult, adapter_lm, release_adapter_lm
+from dspyc.retriever_training import EncoderResult, TrainRetriever
+from dspyc import retriever_training
 from dspyc.distill.student import adapter_ref
 from dspyc.objective import (
     COST_LABELS,
@@ -50,6 +52,7 @@ from dspyc.stats import format_delta, paired_delta
 
 console = make_console()
 ADAPTER_DIR = "adapter"  # a weights compile's LoRA adapter, in the version folder
+ENCODER_DIR = "encoder"  # a retriever compile's trained encoder, in the version folder
 EVALUATION_FILE = "evaluation.jsonl"  # per-example rows of the kept program on dev and test
 OTHER_EVALUATION_FILE = "evaluation_{which}.jsonl"  # the same for the program not kept (compiled or uncompiled)
 
@@ -502,7 +505,9 @@ def score_and_compile(
         # The uncompiled program first, on the engine as it is before the compile (a weights stage turns LoRA on:
         # per-call latency is then each program's as served).
         board.evaluate("baseline", program, splits)
-        context = CompileContext(program=setup.name, spec=setup.spec, dataset=setup.dataset, settings=s)
+        context = CompileContext(
+            program=setup.name, spec=setup.spec, dataset=setup.dataset, settings=s, config=setup.config
+        )
         outcome = Compiled(program)
         if recipe.optimizes:
             outcome = board.stage(
@@ -552,6 +557,9 @@ def build_manifest(setup: Setup, board: Scoreboard, outcome: Compiled, seed: int
         cfg = cfg | outcome.searched_config  # settings ConfigSearch chose: loading rebuilds the program from them
         console.print(f"ConfigSearch chose {outcome.searched_config}")
     weights = outcome.weights if kept == "compiled" else None
+    encoder = outcome.encoder if kept == "compiled" and outcome.encoder and outcome.encoder.kept else None
+    if outcome.encoder:
+        metrics["retriever"] = retriever_metrics(outcome.encoder)
     ds = setup.dataset
     return artifacts.Manifest(
         program=setup.name,
@@ -569,18 +577,21 @@ def build_manifest(setup: Setup, board: Scoreboard, outcome: Compiled, seed: int
         split_ids={k: ids_hash(splits[k]) for k in ("dev", "test")},
         usage=board.usage.as_dict(s)
         | {"stage_wall_time_s": board.stage_times}
-        | ({"training": training_usage(outcome.weights)} if outcome.weights else {}),
+        | ({"training": training_usage(outcome.weights)} if outcome.weights else {})
+        | ({"retriever_training": retriever_training.usage(outcome.encoder)} if outcome.encoder else {}),
         wall_time_s=wall,
         library_versions=artifacts.library_versions(),
         git_commit=artifacts.git_commit(s.project_dir),
         trials=outcome.trials,
         trained_on=[str(ex.get("id")) for split in ("train", "dev") for ex in splits[split] if ex.get("id") is not None]
-        + (setup.spec.learned_from(ds, cfg) if setup.spec.learned_from else []),
+        + (setup.spec.learned_from(ds, cfg) if setup.spec.learned_from else [])
+        + (encoder.learned_from if encoder else []),
         adapter=artifacts.AdapterRef(path=ADAPTER_DIR, lora_name=weights.lora_name, base_model=weights.base_model)
         if weights
         else outcome.adapter[0].model_copy(update={"path": ADAPTER_DIR})
         if outcome.adapter and kept == "compiled"
         else None,
+        encoder=artifacts.EncoderRef(path=ENCODER_DIR, base_model=encoder.base_model) if encoder else None,
     )
 
 
@@ -597,6 +608,8 @@ def save_version(manifest: artifacts.Manifest, board: Scoreboard, outcome: Compi
         files[ADAPTER_DIR] = Path(outcome.weights.adapter_dir)
     elif manifest.adapter and outcome.adapter:  # a stored version chosen by a cost search: its adapter, copied
         files[ADAPTER_DIR] = outcome.adapter[1]
+    if manifest.encoder and outcome.encoder:  # the trained encoder's model folder; loading points the program at it
+        files[ENCODER_DIR] = Path(outcome.encoder.path)
     with (
         artifacts.state_file(without_lm(outcome.program if kept == "compiled" else program)) as state_file,
         tempfile.TemporaryDirectory() as tmp,
@@ -660,6 +673,7 @@ class Compiled:
     stages: list[dict[str, Any]] = field(default_factory=list)
     search: SearchResult | None = None  # a cost or pareto compile's candidates, the one chosen, the frontier
     adapter: tuple[artifacts.AdapterRef, Path] | None = None  # a chosen stored version's adapter (and its folder)
+    encoder: EncoderResult | None = None  # a retriever stage's trained encoder and its dev recall, kept or not
 
 
 @contextmanager
@@ -758,7 +772,10 @@ def run_stage(
     prewarm_bootstrap(optimizer, program, splits["train"], spec.metric, s.num_threads)
     compiled = optimizer.compile(program, trainset=splits["train"], **compile_kwargs)
     weights = optimizer.result if isinstance(optimizer, Finetune) else None
-    return Compiled(compiled, weights, getattr(compiled, "searched_config", None), optimizer_trials(compiled))
+    encoder = optimizer.result if isinstance(optimizer, TrainRetriever) else None
+    return Compiled(
+        compiled, weights, getattr(compiled, "searched_config", None), optimizer_trials(compiled), encoder=encoder
+    )
 
 
 def run_recipe(
@@ -795,10 +812,23 @@ def run_recipe(
             weights,
             (best.searched_config or {}) | (out.searched_config or {}) or None,
             best.trials + out.trials,
+            encoder=out.encoder or best.encoder,
         )
         best_dev = score
     best.stages = stages
     return best
+
+
+def retriever_metrics(r: EncoderResult) -> dict[str, Any]:
+    """A retriever stage's dev recall before and after, as the manifest records it beside the program's scores."""
+    return {
+        "retriever": r.retriever,
+        "k": r.k,
+        "dev_recall_before": r.recall_before,
+        "dev_recall_after": r.recall_after,
+        "delta": r.delta,
+        "kept": r.kept,
+    }
 
 
 def training_usage(w: WeightsResult) -> dict[str, Any]:
@@ -932,6 +962,13 @@ def print_summary(m: artifacts.Manifest, lm_model: str = "") -> None:
         f"{u.get('output_tokens', 0):,} · est. cost ${u.get('estimated_cost_usd', 0):.4f} · "
         f"wall time {m.wall_time_s:.0f}s {u.get('stage_wall_time_s', '')}"
     )
+    if r := m.metrics.get("retriever"):
+        d = r["delta"]
+        console.print(
+            f"retriever training: {r['retriever']} recall@{r['k']} on dev {r['dev_recall_before']:.3f} → "
+            f"{r['dev_recall_after']:.3f} ({format_delta(d)})"
+            + (" · encoder stored with the version" if m.encoder else " · encoder not kept")
+        )
     if m.adapter:
         console.print(
             f"stored as adapter {m.adapter.lora_name} on {m.adapter.base_model} (never merged in the store); "

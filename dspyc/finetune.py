@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import random
 import resource
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ class CompileContext:
     spec: Any  # registry.ProgramSpec (typed loosely: the registry sits above the optimizers)
     dataset: ProgramData
     settings: Settings
+    config: dict[str, Any] = field(default_factory=dict)  # the config the program was built with
 
 
 class WeightsResult(BaseModel):

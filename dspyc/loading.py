@@ -68,7 +68,10 @@ def build_version(
             "the ones it was scored with",
             stacklevel=2,
         )
-    module = spec.build(dataset, manifest.config)
+    config = manifest.config
+    if manifest.encoder and spec.retrieval:  # a trained retriever encoder stored with the version
+        config = config | {spec.retrieval.encoder_key: str(program_dir(name, s) / str(version) / manifest.encoder.path)}
+    module = spec.build(dataset, config)
     load_state(module, program_dir(name, s) / str(version) / PROGRAM_FILE, f"{name}@{version}")
     module.dspyc_manifest = manifest
     if adapter and adapter_ref(manifest) is not None:

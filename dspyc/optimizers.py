@@ -16,9 +16,14 @@ from dspyc.settings import get_settings
 
 from dspyc.config_search import ConfigSearch
 from dspyc.finetune import CompileContext, Finetune
+from dspyc.retriever_training import TrainRetriever
 from dspyc.objective import CostMeasure, Objective
 
-OWN = {"ConfigSearch": ConfigSearch, "Finetune": Finetune}  # dspyc's own optimizers, beside DSPy's
+OWN = {
+    "ConfigSearch": ConfigSearch,
+    "Finetune": Finetune,
+    "TrainRetriever": TrainRetriever,
+}  # dspyc's own optimizers, beside DSPy's
 OPTIMIZERS = (
     "BootstrapFewShot",
     "BootstrapFewShotWithRandomSearch",

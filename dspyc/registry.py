@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,15 @@ import dspy
 from dspyc.data import ProgramData
 from dspyc.errors import DspycError
 from dspyc.settings import Settings, get_settings
+
+
+@dataclass(frozen=True)
+class RetrievalSpec:
+    """What a retrieval program offers `TrainRetriever` (dspyc.retriever_training): a ProgramSpec's `retrieval`."""
+
+    documents: Callable[[ProgramData], Sequence[Mapping[str, str]]]  # the corpus, as `build_retrievers` takes it
+    gold: Callable[[dspy.Example], tuple[str, set[str]]]  # (question, gold titles) of an example
+    encoder_key: str = "encoder"  # the config key `build` reads the embedding model folder from (None: default)
 
 
 @dataclass
@@ -71,6 +80,9 @@ class ProgramSpec:
     # the config that turns its rule off (the comparison "without the rule").
     without_answers: Callable[[ProgramData, list[dspy.Example]], tuple[ProgramData, set[str]]] | None = None
     abstain_off: dict[str, Any] = field(default_factory=dict)
+    # A retriever the compile can train (`dspyc compile PROGRAM retriever`, dspyc.retriever_training): the corpus, each
+    # example's gold titles, and the config key whose value is the embedding model folder `build` searches with.
+    retrieval: RetrievalSpec | None = None
     sft_recipe: str = "sft_r16_qv"
     student_config: dict[str, Any] = field(default_factory=dict)
 

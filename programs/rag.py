@@ -24,7 +24,7 @@ import dspy
 from dspyc.data.qa import QADataset, load_qa_dataset, without_answers
 from dspyc.data.wikipedia import prepare
 from dspyc.metrics import exact_match, mean, normalize_answer, title_recall, token_f1
-from dspyc.registry import ProgramSpec
+from dspyc.registry import ProgramSpec, RetrievalSpec
 from dspyc.retrieval.types import Retriever
 from signatures.rag import AnswerFromPassages, GenerateQuery, RewriteQuery
 
@@ -219,6 +219,7 @@ CONFIG = {
     "later_hop_passages": 2,
     "query_passage_chars": 300,
     "retriever": "hybrid",
+    "encoder": None,  # the dense retriever's embedding model folder (`dspyc compile rag retriever` trains one); None: MiniLM
     # Say "I don't know" (answer "", abstained true) when the corpus holds no passage close to the question, or the
     # answer is unknown or in no passage after the rewrite. The support threshold is calibrated on the questions
     # outside dev and test: `abstain_target` of them declined with their gold passages removed, at most
@@ -273,14 +274,23 @@ def build_retriever(data: QADataset, cfg: dict[str, Any]):
     """The configured retriever over the dataset's corpus; with `sources` (more QA folders or dataset names),
     one retriever per corpus behind a semantic router that sends each query to the closest corpus. And the dense
     retriever of the dataset's own corpus (what `Support` measures with)."""
-    from dspyc.retrieval import SemanticRouter, build_retrievers, chunk_documents, describe_with_samples, load_embedder
+    from dspyc.retrieval import (
+        SemanticRouter,
+        build_retrievers,
+        chunk_documents,
+        describe_with_samples,
+        load_embedder,
+        load_encoder,
+    )
 
     train = [(ex.question, set(ex.gold_titles)) for ex in _reranker_pool(data, cfg)] or None
     corpora = {data.name: data.documents} | {
         Path(src).name: load_qa_dataset(src).documents for src in cfg.get("sources", [])
     }
     built = {
-        name: build_retrievers(docs, train_questions=train if name == data.name else None)
+        name: build_retrievers(docs, train_questions=train, embedder=load_encoder(cfg["encoder"]))
+        if name == data.name
+        else build_retrievers(docs)
         for name, docs in corpora.items()
     }
     per_source = {name: retrievers[cfg["retriever"]] for name, retrievers in built.items()}
@@ -375,6 +385,10 @@ PROGRAM = ProgramSpec(
         "abstained": bool,
     },
     without_answers=without_answers,  # `dspyc eval rag --unanswerable`: their gold passages leave the corpus
+    # `dspyc compile rag retriever`: MiniLM fine-tuned on the questions outside dev and test and their gold passages
+    retrieval=RetrievalSpec(
+        documents=lambda data: data.documents, gold=lambda ex: (ex.question, set(ex.gold_titles)), encoder_key="encoder"
+    ),
     abstain_off={"abstain": False},
     description="Reflective multi-hop RAG with hybrid retrieval, a reranker and cited answers.",
 )

@@ -11,7 +11,7 @@ from pathlib import Path
 from dspyc.retrieval.bm25 import BM25Retriever
 from dspyc.retrieval.chunking import chunk_documents, corpus_hash, index_text, split_sentences
 from dspyc.retrieval.dense import DenseRetriever
-from dspyc.retrieval.embeddings import embedding_model_path, load_embedder
+from dspyc.retrieval.embeddings import embedding_model_path, load_embedder, load_encoder
 from dspyc.retrieval.evaluate import evaluate_retrievers, format_report, mrr, recall_at_k
 from dspyc.retrieval.hybrid import HybridRetriever, rrf
 from dspyc.retrieval.rerank import (
@@ -43,6 +43,7 @@ __all__ = [
     "format_report",
     "index_text",
     "load_embedder",
+    "load_encoder",
     "mrr",
     "recall_at_k",
     "rrf",

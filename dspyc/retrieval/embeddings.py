@@ -69,6 +69,19 @@ def load_embedder(name_or_path: str | None = None) -> SentenceTransformer | Remo
         raise DspycError(f"cannot load embedding model {name!r} from {target}: {first_line(e)}") from None
 
 
+def load_encoder(path: str | Path | None) -> SentenceTransformer | RemoteEmbedder:
+    """A trained encoder folder, always in process (an embedding server serves only its own model); None: the
+    configured embedder (`load_embedder`)."""
+    if path is None:
+        return load_embedder()
+    if not (Path(path) / "config.json").is_file():
+        raise DspycError(f"encoder folder {path} holds no model (config.json missing)")
+    try:
+        return _load(str(Path(path).resolve()))
+    except (OSError, ValueError) as e:
+        raise DspycError(f"cannot load encoder {path}: {first_line(e)}") from None
+
+
 @lru_cache(maxsize=4)
 def _load(target: str) -> SentenceTransformer:
     # Keyed by the resolved target, so None and "all-minilm-l6-v2" share one model.

@@ -12,7 +12,8 @@ import random
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 Pair = tuple[str, str, float]  # (question, passage as the reranker reads it, label 1.0 or 0.0)
 
 DEFAULT_MAX_PAIRS = 600  # 3 epochs of 600 pairs: ~110 steps, ~10-15 min of CPU training for MiniLM-L6 at 256 tokens
-_DONE = "config.json"  # a finished model folder always holds this
+DONE = "config.json"  # a finished model folder always holds this
 
 
 def build_training_pairs(
@@ -77,6 +78,23 @@ def build_training_pairs(
     return pairs
 
 
+@contextmanager
+def model_folder(out_dir: Path) -> Iterator[Path]:
+    """A temp folder beside `out_dir` to train in; on success its `model/` becomes `out_dir` (renamed, so `out_dir`
+    is either absent or complete; a concurrent trainer that finished first wins)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=".tmp-"))
+    try:
+        yield tmp
+        try:
+            (tmp / "model").rename(out_dir)
+        except OSError:
+            if not (out_dir / DONE).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def pairs_hash(pairs: Iterable[Pair], **params: Any) -> str:
     """Cache key of a trained reranker: the data and every setting that changes the weights."""
     h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
@@ -97,10 +115,9 @@ def train_reranker(
 ) -> Path:
     """Fine-tune a 1-label cross-encoder from the MiniLM bi-encoder weights; returns `out_dir`.
 
-    Trains in a temp folder beside `out_dir` and renames it, so `out_dir` is either absent or complete.
-    An existing complete `out_dir` is returned as is."""
+    Trains in `model_folder(out_dir)`; an existing complete `out_dir` is returned as is."""
     out_dir = Path(out_dir)
-    if (out_dir / _DONE).is_file():
+    if (out_dir / DONE).is_file():
         return out_dir
     if not pairs:
         raise ValueError("train_reranker needs at least one pair")
@@ -118,9 +135,7 @@ def train_reranker(
     data = Dataset.from_dict(
         {"query": [q for q, _, _ in pairs], "passage": [p for _, p, _ in pairs], "label": [float(y) for *_, y in pairs]}
     )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=".tmp-"))
-    try:
+    with model_folder(out_dir) as tmp:
         args = CrossEncoderTrainingArguments(
             output_dir=str(tmp / "trainer"),
             num_train_epochs=epochs,
@@ -137,13 +152,6 @@ def train_reranker(
         trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=BinaryCrossEntropyLoss(model))
         trainer.train()
         model.save_pretrained(str(tmp / "model"))
-        try:
-            (tmp / "model").rename(out_dir)
-        except OSError:  # another process finished first; keep its model
-            if not (out_dir / _DONE).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 
