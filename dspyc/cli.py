@@ -360,6 +360,13 @@ def eval_retrieval(
             "the split's gold passages always kept)."
         ),
     ] = None,
+    encoder: Annotated[
+        Optional[str],
+        typer.Option(
+            help="A trained encoder: a version that stores one (rag@5) or a model folder. Adds dense·trained and "
+            "hybrid·trained rows beside the base ones."
+        ),
+    ] = None,
 ):
     """Recall@k and MRR of gold titles for BM25, dense, hybrid and hybrid+rerank, per corpus size (no LM calls).
 
@@ -369,7 +376,17 @@ def eval_retrieval(
         raise DspycError(f"--split {split!r}: use dev or test (the reranker trains on every question outside them)")
     from dspyc.retrieval_report import parse_sizes, report
 
-    report(program, data=data, split=split, seed=seed, add_corpus=add_corpus or (), sizes=parse_sizes(sizes))
+    from dspyc.retrieval_report import encoder_folder
+
+    report(
+        program,
+        data=data,
+        split=split,
+        seed=seed,
+        add_corpus=add_corpus or (),
+        sizes=parse_sizes(sizes),
+        encoder=encoder_folder(encoder) if encoder else None,
+    )
 
 
 @app.command("distill")

@@ -3,7 +3,9 @@
 The first point is the program's own corpus. `--add-corpus DIR` (repeatable) pools in more passages as distractors,
 one point per added corpus, cumulative; `--sizes N,N,...` instead samples the pool to given sizes, the gold passages
 of the split's questions always kept. Every point scores BM25, dense, hybrid and hybrid+rerank on the same questions;
-the reranker is trained once, on the program's own corpus (as the program's reranker is), and reused at every size."""
+the reranker is trained once, on the program's own corpus (as the program's reranker is), and reused at every size.
+`--encoder` adds `dense·trained` and `hybrid·trained`: the same retrievers searching with a trained encoder (a folder,
+or a version that `dspyc compile rag retriever` stored one with)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from dspyc.console import console as make_console
 from dspyc.data.qa import CorpusRow, load_qa_dataset, read_jsonl
 from dspyc.engine_tuning import cpu_summary
 from dspyc.errors import DataError, DspycError
-from dspyc.retrieval import build_retrievers, evaluate_retrievers
+from dspyc.retrieval import build_retrievers, evaluate_retrievers, load_encoder
 from dspyc.retrieval.bm25 import BM25Retriever
 from dspyc.retrieval.dense import DenseRetriever
 from dspyc.retrieval.rerank import RerankedRetriever
@@ -74,6 +76,7 @@ def report(
     ks: tuple[int, ...] = (1, 5, 10),
     add_corpus: Sequence[str] = (),
     sizes: Sequence[int] = (),
+    encoder: Path | None = None,
 ) -> list[Point]:
     """Score every retriever at every corpus size; print one table, write the JSON and the recall@5 plot."""
     spec = registry.get(program)
@@ -86,7 +89,7 @@ def report(
     if sizes:
         gold = {t for _, titles in questions for t in titles}
         corpora = sample(corpora[-1].rows, len(own), gold, sizes, seed)
-    points = curve(corpora, own, train, questions, ks)
+    points = curve(corpora, own, train, questions, ks, encoder)
     print_table(points, f"{dataset.name}@{dataset.version} · {split} · {len(questions)} questions · gold titles")
     write(program, Run(dataset.name, dataset.version, split, seed, len(questions), len(train)), points)
     return points
@@ -145,6 +148,25 @@ def sample(pool: list[Row], own: int, gold: set[str], sizes: Sequence[int], seed
     return [Corpus(f"sample {n}", [pool[i] for i in sorted(order[:n])]) for n in sorted(set(sizes))]
 
 
+def encoder_folder(ref: str) -> Path:
+    """`--encoder`: a version that stores a trained encoder (rag@5), or a model folder."""
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise DspycError(f"--encoder {ref}: the folder holds no model (config.json missing)")
+        return path
+    if "@" not in ref:
+        raise DspycError(f"--encoder {ref!r}: neither a folder nor a version such as rag@5")
+    from dspyc import loading
+
+    name, tag = artifacts.parse_ref(ref)
+    version = loading.resolve_version(name, tag)
+    manifest = artifacts.read_manifest(name, version)
+    if manifest.encoder is None:
+        raise DspycError(f"{name}@{version} stores no trained encoder (compile one: just compile {name} retriever)")
+    return artifacts.program_dir(name) / str(version) / manifest.encoder.path
+
+
 def parse_sizes(text: str | None) -> tuple[int, ...]:
     """`2000,6000,20k` → (2000, 6000, 20000)."""
     if not text:
@@ -161,7 +183,12 @@ def parse_sizes(text: str | None) -> tuple[int, ...]:
 
 
 def curve(
-    corpora: Sequence[Corpus], own: list[Row], train: list[Question], questions: list[Question], ks: tuple[int, ...]
+    corpora: Sequence[Corpus],
+    own: list[Row],
+    train: list[Question],
+    questions: list[Question],
+    ks: tuple[int, ...],
+    encoder: Path | None = None,
 ) -> list[Point]:
     with console.status(
         f"the program's corpus: indexes (cached by corpus hash) and the reranker ({len(train)} questions "
@@ -176,8 +203,10 @@ def curve(
             t0 = time.perf_counter()
             retrievers = base if c.rows == own else retrievers_at(c.rows, base.get("hybrid+rerank"))
             index_s = time.perf_counter() - t0
-            scores = evaluate_retrievers(retrievers, questions, ks=ks)
             scale = measure_scale(retrievers, [q for q, _ in questions], index_s if c.rows != own else None)
+            if encoder is not None:
+                retrievers = retrievers | with_encoder(c.rows, encoder)
+            scores = evaluate_retrievers(retrievers, questions, ks=ks)
         points.append(Point(c.label, len(c.rows), len({r["title"] for r in c.rows}), scores, scale))
     return points
 
@@ -202,6 +231,12 @@ def measure_scale(retrievers: Mapping[str, Retriever], queries: list[str], index
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }
     return out | ({"index_s": index_s} if index_s is not None else {})
+
+
+def with_encoder(rows: list[Row], encoder: Path) -> dict[str, Retriever]:
+    """Dense and hybrid over `rows` searching with a trained encoder (its vectors cached like any embedder's)."""
+    out = build_retrievers(rows, embedder=load_encoder(encoder))
+    return {"dense·trained": out["dense"], "hybrid·trained": out["hybrid"]}
 
 
 def retrievers_at(rows: list[Row], reranked: Retriever | None) -> dict[str, Retriever]:

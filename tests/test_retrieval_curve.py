@@ -224,6 +224,28 @@ def test_sizes_score_samples_of_the_pool(folders, offline):
     assert [b["corpus"] for b in saved["points"]] == ["sample 20", "sample 50"]
 
 
+def test_an_encoder_adds_trained_rows_at_every_size(folders, offline, monkeypatch, tmp_path):
+    from dspyc import retrieval_report
+    from dspyc.retrieval_report import encoder_folder, report
+
+    class Blind(HashingEmbedder):
+        """An 'encoder' that sees only the first word: worse than the base one, and told apart from it."""
+
+        def encode(self, sentences, **kw):
+            return super().encode([(s.split() or [""])[0] for s in sentences], **kw)
+
+    folder = tmp_path / "enc"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    loaded = []
+    monkeypatch.setattr(retrieval_report, "load_encoder", lambda path: loaded.append(path) or Blind())
+    own, filler, _ = folders
+    points = report("rag", data=str(own), split="dev", add_corpus=[str(filler)], encoder=encoder_folder(str(folder)))
+    assert all(list(p.scores)[-2:] == ["dense·trained", "hybrid·trained"] for p in points)
+    assert loaded == [folder, folder]
+    assert points[0].scores["dense·trained"]["recall@5"] < points[0].scores["dense"]["recall@5"]
+
+
 # --- the command line ------------------------------------------------------------------------------------------------
 
 
@@ -233,6 +255,8 @@ def test_sizes_score_samples_of_the_pool(folders, offline):
         (["--add-corpus", "/no/such/folder"], "--add-corpus /no/such/folder: dataset '/no/such/folder' not found"),
         (["--sizes", "1"], "--sizes 1: a size must lie between the"),
         (["--sizes", "2k,many"], "--sizes '2k,many'"),
+        (["--encoder", "/no/such/folder"], "--encoder '/no/such/folder': neither a folder nor a version"),
+        (["--encoder", "rag@1"], "rag@1 not found"),
     ],
 )
 def test_user_mistakes_are_one_line_errors(folders, tmp_path, args, message):
