@@ -164,6 +164,7 @@ def usage(r: EncoderResult) -> dict[str, Any]:
         "questions": r.questions,
         "train_wall_s": r.train_wall_s or 0.0,
         "reused": int(r.train_wall_s is None),
-        f"dev_recall@{r.k}_before": r.recall_before,
-        f"dev_recall@{r.k}_after": r.recall_after,
+        "k": r.k,  # MLflow names take no "@": recall@k is dev_recall_before/after with k beside them
+        "dev_recall_before": r.recall_before,
+        "dev_recall_after": r.recall_after,
     }

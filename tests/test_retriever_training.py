@@ -1,6 +1,7 @@
 """Compile the retriever into weights, without training a model: the triplets, the keep rule on dev recall, the
 rebuilt program, and the version that stores the encoder and loads it again."""
 
+import re
 from types import SimpleNamespace
 
 import dspy
@@ -131,6 +132,13 @@ def test_a_kept_encoder_is_stored_with_the_version_and_loading_points_the_progra
         learned_from=["t0"],
     )
     assert compiler.retriever_metrics(result)["dev_recall_after"] == 0.75
+    from dspyc import retriever_training, tracking
+
+    logged = tracking.flatten({"retriever": compiler.retriever_metrics(result)}) | tracking.flatten(
+        {"retriever_training": retriever_training.usage(result)}
+    )
+    assert logged["retriever_training.dev_recall_after"] == 0.75
+    assert all(re.fullmatch(r"[/\w.\- :]+", k) for k in logged), logged  # MLflow's metric names
     ref = artifacts.EncoderRef(path=compiler.ENCODER_DIR, base_model="minilm")
     manifest = artifacts.Manifest(
         program="qa",
