@@ -148,9 +148,9 @@ def test_a_parallel_gold_label_is_one_call_step_per_task():
         calls=calls,
     ).with_inputs("question", "functions")
     rows = T.sft_rows(T.gold_runs(agent.gold_trace, [ex]), agent.FunctionCaller())
-    # the split into several tasks and its per-task calls weigh more: the steps that decide a parallel request
-    assert [r.predictor for r in rows] == ["split"] * agent.SPLIT_WEIGHT + ["call"] * 2 * agent.TASK_CALL_WEIGHT
-    assert agent.SPLIT_WEIGHT > 1 and agent.TASK_CALL_WEIGHT > 1
+    # the split into several tasks is trained SPLIT_WEIGHT times: the rare step that decides a parallel request
+    assert [r.predictor for r in rows] == ["split"] * agent.SPLIT_WEIGHT + ["call", "call"]
+    assert agent.SPLIT_WEIGHT > 1
     assert rows[0].completion[0]["content"] == '{"tasks":["power: 2, 3","power: 3, 5"]}'
     # each call step sees the request and its task, as FunctionCaller.forward sends them
     assert rows[-1].prompt[-1]["content"].endswith(agent.task_request(ex.question, "power: 3, 5"))
