@@ -57,6 +57,24 @@ def test_in_memory_search_finds_the_right_passage(passages):
     assert r.search("x", 0) == []
 
 
+def test_a_large_in_memory_store_is_an_exact_matrix_that_ranks_as_qdrant_does(passages, tmp_path, monkeypatch):
+    import dspyc.retrieval.dense as dense
+
+    queries = ["amphitheatre in Rome", "clock Westminster London", "lattice tower Paris", "Great Wall China", "x"]
+    qdrant = DenseRetriever(passages, embedder=HashingEmbedder(), location=":memory:")
+    monkeypatch.setattr(dense, "EXACT_FROM", len(passages) - 1)
+    emb = HashingEmbedder()
+    exact = DenseRetriever(passages, embedder=emb, location=":memory:", vectors_cache=tmp_path)
+    assert exact.client is None and exact.matrix.shape == (len(passages), exact.dimension)
+    for got, want in zip(exact.search_many(queries, 3), qdrant.search_many(queries, 3)):
+        assert [round(h.score, 5) for h in got] == [round(h.score, 5) for h in want]  # ties may order apart
+        assert got[0].passage.id == want[0].passage.id or got[0].score == want[1].score
+    assert exact.search("x", 0) == [] and len(exact.search("x", 99)) == len(passages)
+    encoded = emb.encoded
+    DenseRetriever(passages, embedder=emb, location=":memory:", vectors_cache=tmp_path)
+    assert emb.encoded - encoded == 1  # rebuilt from the vector cache: only the fingerprint probe
+
+
 def test_vectors_cache_rebuilds_in_memory_store_without_reembedding(passages, tmp_path: Path):
     emb = HashingEmbedder()
     first = DenseRetriever(passages, embedder=emb, location=":memory:", vectors_cache=tmp_path)
