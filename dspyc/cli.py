@@ -367,6 +367,14 @@ def eval_retrieval(
             "hybrid·trained rows beside the base ones."
         ),
     ] = None,
+    with_program: Annotated[
+        bool,
+        typer.Option(
+            "--with-program",
+            help="Also run the program itself (uncompiled; LM calls, the engine starts) on the split at every "
+            "corpus size: its own multi-hop retrieval recall and answer scores, in a table of their own.",
+        ),
+    ] = False,
 ):
     """Recall@k and MRR of gold titles for BM25, dense, hybrid and hybrid+rerank, per corpus size (no LM calls).
 
@@ -386,6 +394,7 @@ def eval_retrieval(
         add_corpus=add_corpus or (),
         sizes=parse_sizes(sizes),
         encoder=encoder_folder(encoder) if encoder else None,
+        with_program=with_program,
     )
 
 

@@ -4,7 +4,9 @@ The first point is the program's own corpus. `--add-corpus DIR` (repeatable) poo
 one point per added corpus, cumulative; `--sizes N,N,...` instead samples the pool to given sizes, the gold passages
 of the split's questions always kept. Every point scores BM25, dense, hybrid and hybrid+rerank on the same questions;
 the reranker is trained once, on the program's own corpus (as the program's reranker is), and reused at every size.
-`--encoder` adds `dense·trained` and `hybrid·trained`: the same retrievers searching with a trained encoder (a folder,
+`--with-program` also runs the program itself (uncompiled, LM calls) at every size: its own multi-hop retrieval
+(gold titles among every passage its hops read) and answer scores, a table of their own. `--encoder` adds
+`dense·trained` and `hybrid·trained`: the same retrievers searching with a trained encoder (a folder,
 or a version that `dspyc compile rag retriever` stored one with)."""
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ import random
 import resource
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from rich.table import Table
 
 from dspyc import artifacts, registry
 from dspyc.console import console as make_console
-from dspyc.data.qa import CorpusRow, load_qa_dataset, read_jsonl
+from dspyc.data.qa import CorpusRow, QADataset, load_qa_dataset, read_jsonl
 from dspyc.engine_tuning import cpu_summary
 from dspyc.errors import DataError, DspycError
 from dspyc.retrieval import build_retrievers, evaluate_retrievers, load_encoder
@@ -66,6 +68,7 @@ class Point:
     titles: int
     scores: dict[str, dict[str, float]]
     scale: dict[str, float] = field(default_factory=dict)  # what the size costs: `measure_scale`
+    program: dict[str, float] = field(default_factory=dict)  # the program's own scores there (`--with-program`)
 
 
 def report(
@@ -77,6 +80,7 @@ def report(
     add_corpus: Sequence[str] = (),
     sizes: Sequence[int] = (),
     encoder: Path | None = None,
+    with_program: bool = False,
 ) -> list[Point]:
     """Score every retriever at every corpus size; print one table, write the JSON and the recall@5 plot."""
     spec = registry.get(program)
@@ -90,6 +94,8 @@ def report(
         gold = {t for _, titles in questions for t in titles}
         corpora = sample(corpora[-1].rows, len(own), gold, sizes, seed)
     points = curve(corpora, own, train, questions, ks, encoder)
+    if with_program:
+        points = [replace(p, program=program_scores(spec, dataset, c.rows, split)) for p, c in zip(points, corpora)]
     print_table(points, f"{dataset.name}@{dataset.version} · {split} · {len(questions)} questions · gold titles")
     write(program, Run(dataset.name, dataset.version, split, seed, len(questions), len(train)), points)
     return points
@@ -262,6 +268,7 @@ def print_table(points: Sequence[Point], title: str) -> None:
             )
     console.print(table)
     print_scale(points)
+    print_program(points)
 
 
 SCALE_COLUMNS = {  # Point.scale key -> header
@@ -272,6 +279,31 @@ SCALE_COLUMNS = {  # Point.scale key -> header
     "hybrid_p99_ms": "hybrid p99 ms",
     "peak_rss_gb": "peak RSS GB",
 }
+
+
+def program_scores(spec: registry.ProgramSpec, dataset: QADataset, rows: list[Row], split: str) -> dict[str, float]:
+    """The program as built (its default config, uncompiled) over `rows` instead of its corpus, run on the split
+    through the configured LM: every score its `report` gives (rag: retrieval_recall, recall_hop1/2, f1, ...)."""
+    from dspyc.compiler import evaluate
+    from dspyc.lm import configure
+
+    s = get_settings()
+    configure(s)
+    data = replace(dataset, corpus=[CorpusRow(title=r["title"], text=r["text"]) for r in rows])
+    program = spec.build(data, spec.config)
+    run = evaluate(program, dataset.splits[split], spec, s.num_threads, f"the program over {len(rows):,} passages")
+    return {k: float(v) for k, v in run.scores.items() if k != "errors"}
+
+
+def print_program(points: Sequence[Point]) -> None:
+    """The program's own scores per corpus size (`--with-program`)."""
+    keys = list(points[0].program) if points and points[0].program else []
+    if not keys:
+        return
+    table = Table("corpus", "passages", *keys, title="the program itself (uncompiled, its own multi-hop retrieval)")
+    for p in points:
+        table.add_row(p.corpus, f"{p.passages:,}", *(f"{p.program.get(k, 0.0):.3f}" for k in keys))
+    console.print(table)
 
 
 def print_scale(points: Sequence[Point]) -> None:

@@ -246,6 +246,31 @@ def test_an_encoder_adds_trained_rows_at_every_size(folders, offline, monkeypatc
     assert points[0].scores["dense·trained"]["recall@5"] < points[0].scores["dense"]["recall@5"]
 
 
+def test_with_program_scores_the_program_itself_over_every_corpus(folders, offline, monkeypatch):
+    from types import SimpleNamespace
+
+    import dspyc.compiler
+    import dspyc.lm
+    from dspyc.retrieval_report import report
+
+    seen = []
+
+    def fake_evaluate(program, examples, spec, num_threads, label):
+        corpus = program.retriever.retriever  # SharedRetriever -> the hybrid over the corpus it was built on
+        seen.append((len(examples), len(corpus.retrievers[0].passages)))
+        return SimpleNamespace(scores={"retrieval_recall": 1.0 / len(seen), "errors": 0})
+
+    monkeypatch.setattr(dspyc.compiler, "evaluate", fake_evaluate)
+    monkeypatch.setattr(dspyc.lm, "configure", lambda s: None)
+    own, filler, _ = folders
+    points = report("rag", data=str(own), split="dev", add_corpus=[str(filler)], with_program=True)
+    assert [n for _, n in seen] == [12, 43] and {n for n, _ in seen} == {8}  # each corpus, the dev questions
+    assert [p.program for p in points] == [{"retrieval_recall": 1.0}, {"retrieval_recall": 0.5}]
+    saved = json.loads((offline.report_dir / "retrieval-caps-dev.json").read_text())
+    assert saved["points"][1]["program"] == {"retrieval_recall": 0.5}
+    assert "the program itself" in offline.printed()
+
+
 # --- the command line ------------------------------------------------------------------------------------------------
 
 
