@@ -47,6 +47,34 @@ def paris_teaching():
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_engine_left_behind():
+    """Every engine this test process started (a merged copy's, a student's) is stopped at the end: two SmolLM2
+    engines left running held 7 GB and got a later 0.5B training killed for memory. Engines that were running before,
+    or that another process started meanwhile (a compile beside the tests), are left alone."""
+    from dspyc import engine
+    from dspyc.settings import Settings
+
+    s = Settings()  # not get_settings(): tests set the environment and clear its cache themselves
+    before = {st.pid for st in engine.engines(s)}
+    started: dict[int, str] = {}
+    up = engine.up
+
+    def recording_up(*args, **kwargs):
+        state = up(*args, **kwargs)
+        if state.pid not in before:
+            started[state.pid] = state.key or state.model
+        return state
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(engine, "up", recording_up)
+        yield
+    alive = {st.pid for st in engine.engines(s)}
+    for pid, key in started.items():
+        if pid in alive:
+            engine.down(s, model=key)
+
+
 @pytest.fixture(scope="session")
 def live_engine():
     """The real vLLM engine (started if needed, stopped at the end only if this session started it)."""
