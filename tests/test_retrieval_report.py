@@ -54,6 +54,7 @@ def test_eval_retrieval_trains_the_reranker_outside_dev_and_test_and_writes_json
         "passages": len(TOPICS),
         "titles": len(TOPICS),
         "scores": scores,
+        "program": {},  # the program itself runs only with --with-program
     }
     assert saved_point["scale"]["hybrid_p50_ms"] > 0 and "index_s" not in saved_point["scale"]  # built before
     # 24 questions split 8/8/8 (train is capped at a third, dev at half the rest): the reranker trains on the
