@@ -74,7 +74,8 @@ class TrainRetriever:
         from dspyc.retrieval import build_retrievers, load_encoder
 
         docs = spec.documents(ctx.dataset)
-        pool = [spec.gold(ex) for ex in ctx.dataset.outside("dev", "test")]  # never dev or test
+        outside = ctx.dataset.outside("dev", "test")  # never dev or test
+        pool = [spec.gold(ex) for ex in outside]
         base = build_retrievers(docs)
         path, n_triplets, wall = self.train(pool, base["bm25"])
         trained = build_retrievers(docs, embedder=load_encoder(path))
@@ -94,7 +95,7 @@ class TrainRetriever:
             recall_after=sum(after) / len(after),
             delta={"mean": mean, "low": low, "high": high, "p": pval, "n": len(dev)},
             kept=kept,
-            learned_from=[str(ex.get("id")) for ex in ctx.dataset.outside("dev", "test")],
+            learned_from=[str(ex.get("id")) for ex in outside],
         )
         console.print(self.summary())
         if not kept:

@@ -283,7 +283,7 @@ def build_retriever(data: QADataset, cfg: dict[str, Any]):
         load_encoder,
     )
 
-    train = [(ex.question, set(ex.gold_titles)) for ex in _reranker_pool(data, cfg)] or None
+    train = [gold_titles(ex) for ex in _reranker_pool(data, cfg)] or None
     corpora = {data.name: data.documents} | {
         Path(src).name: load_qa_dataset(src).documents for src in cfg.get("sources", [])
     }
@@ -299,6 +299,11 @@ def build_retriever(data: QADataset, cfg: dict[str, Any]):
         return per_source[data.name], own_dense
     descriptions = {name: describe_with_samples(chunk_documents(docs)) for name, docs in corpora.items()}
     return SemanticRouter(per_source, descriptions, load_embedder()), own_dense
+
+
+def gold_titles(ex: dspy.Example) -> tuple[str, set[str]]:
+    """(question, gold titles): what the reranker and the retriever's encoder learn from."""
+    return ex.question, set(ex.gold_titles)
 
 
 def _reranker_pool(data: QADataset, config: dict[str, Any]) -> list[dspy.Example]:
@@ -386,9 +391,7 @@ PROGRAM = ProgramSpec(
     },
     without_answers=without_answers,  # `dspyc eval rag --unanswerable`: their gold passages leave the corpus
     # `dspyc compile rag retriever`: MiniLM fine-tuned on the questions outside dev and test and their gold passages
-    retrieval=RetrievalSpec(
-        documents=lambda data: data.documents, gold=lambda ex: (ex.question, set(ex.gold_titles)), encoder_key="encoder"
-    ),
+    retrieval=RetrievalSpec(documents=lambda data: data.documents, gold=gold_titles, encoder_key="encoder"),
     abstain_off={"abstain": False},
     description="Reflective multi-hop RAG with hybrid retrieval, a reranker and cited answers.",
 )

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dspyc.retrieval.embeddings import offline_hub, resolve_model
-from dspyc.retrieval.rerank import DONE, Pair, model_folder
+from dspyc.retrieval.rerank import DONE, Pair, model_folder, trainer_settings
 
 Triplet = tuple[str, str, str]  # (question, gold passage, hard negative), as the encoder reads them
 
@@ -66,19 +66,9 @@ def train_encoder(
     )
     with model_folder(out_dir) as tmp:
         args = SentenceTransformerTrainingArguments(
-            output_dir=str(tmp / "trainer"),
-            num_train_epochs=epochs,
-            per_device_train_batch_size=batch_size,
-            learning_rate=learning_rate,
-            warmup_steps=0.1,  # a ratio of all steps
+            **trainer_settings(tmp, len(data), epochs, batch_size, learning_rate, seed),
             # two positives of one question in a batch would be each other's "negative"
             batch_sampler=BatchSamplers.NO_DUPLICATES,
-            save_strategy="no",
-            report_to="none",  # mlflow is installed; the Trainer must not open runs on its own
-            logging_steps=max(1, len(data) // batch_size // 5),
-            seed=seed,
-            dataloader_num_workers=0,
-            dataloader_pin_memory=False,
         )
         trainer = SentenceTransformerTrainer(
             model=model, args=args, train_dataset=rows, loss=MultipleNegativesRankingLoss(model)

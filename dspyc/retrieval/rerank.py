@@ -95,6 +95,25 @@ def model_folder(out_dir: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def trainer_settings(
+    tmp: Path, rows: int, epochs: int, batch_size: int, learning_rate: float, seed: int
+) -> dict[str, Any]:
+    """The training arguments the reranker and the encoder share (sentence-transformers' TrainingArguments)."""
+    return {
+        "output_dir": str(tmp / "trainer"),
+        "num_train_epochs": epochs,
+        "per_device_train_batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "warmup_steps": 0.1,  # a float < 1 is a ratio of all steps in transformers 5
+        "save_strategy": "no",
+        "report_to": "none",  # mlflow is installed; the Trainer must not open runs on its own
+        "logging_steps": max(1, rows // batch_size // 5),
+        "seed": seed,
+        "dataloader_num_workers": 0,
+        "dataloader_pin_memory": False,  # pinning only helps GPU copies and warns on CPU-only machines
+    }
+
+
 def pairs_hash(pairs: Iterable[Pair], **params: Any) -> str:
     """Cache key of a trained reranker: the data and every setting that changes the weights."""
     h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
@@ -137,17 +156,7 @@ def train_reranker(
     )
     with model_folder(out_dir) as tmp:
         args = CrossEncoderTrainingArguments(
-            output_dir=str(tmp / "trainer"),
-            num_train_epochs=epochs,
-            per_device_train_batch_size=batch_size,
-            learning_rate=learning_rate,
-            warmup_steps=0.1,  # a float < 1 is a ratio of all steps in transformers 5
-            save_strategy="no",
-            report_to="none",  # mlflow is installed; the Trainer must not open runs on its own
-            logging_steps=max(1, len(pairs) // batch_size // 5),
-            seed=seed,
-            dataloader_num_workers=0,
-            dataloader_pin_memory=False,  # pinning only helps GPU copies and warns on CPU-only machines
+            **trainer_settings(tmp, len(pairs), epochs, batch_size, learning_rate, seed)
         )
         trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=BinaryCrossEntropyLoss(model))
         trainer.train()
