@@ -99,6 +99,17 @@ def release_adapter_lm(s: Settings, weights: WeightsResult) -> None:
         engine.down(s, model=str(merged_copy(Path(weights.adapter_dir), weights.base_model, s)))
 
 
+def rewire(program: dspy.Module, rebuilt: dspy.Module) -> dspy.Module:
+    """`rebuilt` (the program under its finetune config) with `program`'s demos and instructions on every predictor
+    whose fields did not change (a prompt stage before the weights stage keeps what it taught)."""
+    before = dict(program.named_predictors())
+    for name, pred in rebuilt.named_predictors():
+        old = before.get(name)
+        if old is not None and list(old.signature.fields) == list(pred.signature.fields):
+            pred.signature, pred.demos = old.signature, list(old.demos)
+    return rebuilt
+
+
 class Finetune:
     """dspyc's weights optimizer (`optimizer: Finetune` in a recipe): see the module docstring."""
 
@@ -118,6 +129,10 @@ class Finetune:
 
     def compile(self, student: dspy.Module, *, trainset: list[dspy.Example]) -> dspy.Module:
         ctx, p = self.context, self.params
+        rewired = dict(ctx.spec.finetune_config or {})
+        if rewired:  # the program as the adapter will serve it: its traces and gold rows are in that shape
+            console.print(f"finetune trains and serves the program under {rewired}")
+            student = rewire(student, ctx.spec.build(ctx.dataset, ctx.config | rewired))
         rows, by_source = self.training_rows(student, trainset)
         version, path = T.write_dataset(ctx.program, "finetune", rows, ctx.settings)
         console.print(f"finetune rows: {len(rows)} ({', '.join(f'{n} {k}' for k, n in by_source.items())}) → {path}")
@@ -144,6 +159,8 @@ class Finetune:
         )
         compiled = student.deepcopy()
         compiled.set_lm(adapter_lm(ctx.settings, self.result))
+        if rewired:  # recorded in the version's config: loading rebuilds the program under it
+            compiled.searched_config = rewired
         return compiled
 
     # --- the steps ---------------------------------------------------------------------------------------------

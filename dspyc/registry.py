@@ -63,6 +63,10 @@ class ProgramSpec:
     relabel: Callable[[dspy.Example, list[Any]], list[dict[str, Any]]] | None = None
     # keep_trace(example, calls) -> bool: a passing trace is training data only if this holds (a clean trace).
     keep_trace: Callable[[dspy.Example, list[Any]], bool] | None = None
+    # The config a `finetune` compile trains and serves the program under, on top of `config`: a step the untrained
+    # LM does badly and an adapter can learn (the agent's split step writing its task count first). The compiled
+    # version records it; the uncompiled baseline stays as built.
+    finetune_config: dict[str, Any] = field(default_factory=dict)
     # Distillation (`dspyc distill`): the SFT recipe it trains with unless --sft says otherwise, and the config the
     # student is built with on top of `config` (what its prompt drops: a long style guide, demos).
     # prepare_data(out_dir, cache_dir) -> out_dir: rebuild the default dataset's files from their source

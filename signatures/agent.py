@@ -23,6 +23,14 @@ class SplitTasks(dspy.Signature):
     tasks: list[str] = dspy.OutputField(desc="one short line per task", max_length=4)
 
 
+class CountThenSplit(dspy.Signature):
+    """Count the separate tasks the request asks for, then write one short line per task. A request about one thing is one task; "X for A and B" is two tasks; "X of 5, 10 and 15" is three."""
+
+    question: str = dspy.InputField(desc="the user's request")
+    count: int = dspy.OutputField(desc="how many separate tasks the request asks for")
+    tasks: list[str] = dspy.OutputField(desc="exactly `count` short lines, one per task", max_length=4)
+
+
 class CallFunctions(dspy.Signature):
     """Answer the request by calling the right function(s) from the list, with argument values taken from the request. Make one call per distinct thing the request asks for."""
 
