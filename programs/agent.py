@@ -302,7 +302,12 @@ def gold_trace(example: dspy.Example) -> list[dict[str, Any]]:
     # Weighing the per-task call rows twice as well (and 640 rows, gold_extra 300) did worse: agent@4, test +0.078.
     weight = SPLIT_WEIGHT if len(calls) > 1 else 1
     return [
-        {"predictor": "split", "inputs": {"question": q}, "outputs": {"count": len(tasks), "tasks": tasks}, "weight": weight},
+        {
+            "predictor": "split",
+            "inputs": {"question": q},
+            "outputs": {"count": len(tasks), "tasks": tasks},
+            "weight": weight,
+        },
         *(
             {"predictor": "call", "inputs": {"question": r, "functions": functions}, "outputs": {"calls": c}}
             for r, c in steps

@@ -276,3 +276,39 @@ def test_a_merged_copy_not_kept_gives_its_engine_back(monkeypatch, tmp_path):
     assert stopped == []  # the adapter lives on the base engine, which the compile keeps using
     release_adapter_lm(Settings(adapter_serving="merged", lm_backend="engine"), w)
     assert stopped == [str(tmp_path / "merged-of-qwen")]
+
+
+def test_a_finetune_config_rewires_the_program_it_trains_and_serves(monkeypatch, tmp_path):
+    """A program's `finetune_config` (the agent's count-first split) is what the adapter trains under and what the
+    version records; a predictor whose fields did not change keeps the demos a prompt stage before it gave it."""
+    from dspyc import finetune as F
+
+    built: list[dict] = []
+
+    def build(data, config):
+        built.append(config)
+        return dspy.Predict("question -> count, answer" if config.get("counted") else "question -> answer")
+
+    spec = _spec(finetune_config={"counted": True})
+    spec.build = build
+    ctx = _context(spec)
+    from dspyc.settings import Settings
+
+    ctx.config, ctx.settings = {"k": 1}, Settings()
+    opt = Finetune(metric, ctx, num_threads=1)
+    trained_on = []
+    monkeypatch.setattr(Finetune, "training_rows", lambda self, prog, train: trained_on.append(prog) or ([], {}))
+    monkeypatch.setattr(T, "write_dataset", lambda *a: ("v", tmp_path))
+    monkeypatch.setattr(
+        Finetune, "train", lambda self, rows, v: {"adapter": str(tmp_path), "steps": 1, "precision": "bf16"}
+    )
+    monkeypatch.setattr(F, "adapter_lm", lambda s, w: dspy.utils.DummyLM([]))
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"weights")
+    compiled = opt.compile(dspy.Predict("question -> answer"), trainset=TRAIN)
+    assert built == [{"k": 1, "counted": True}] and "count" in trained_on[0].signature.output_fields
+    assert compiled.searched_config == {"counted": True}
+
+    before = dspy.Predict("question -> answer")
+    before.demos = [dspy.Example(question="q", answer="a")]
+    assert F.rewire(before, dspy.Predict("question -> answer")).demos == before.demos
+    assert F.rewire(before, dspy.Predict("question -> count, answer")).demos == []

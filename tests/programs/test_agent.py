@@ -96,6 +96,36 @@ def test_the_caller_writes_one_call_per_task_the_request_holds(agent_mod):
     assert len(lm.seen) == 1 and (items["minItems"], items["maxItems"]) == (1, 4)
 
 
+def test_a_count_first_split_holds_the_task_list_to_its_count(agent_mod):
+    """Trained on the plain split, the adapter still wrote fewer tasks than asked on 17 of 30 parallel test items;
+    under `split_count` (what a finetune compile serves) the split writes its count first and the schema holds the
+    list to it. The uncompiled program keeps the plain split."""
+    schemas = [
+        {"name": "fact", "parameters": {"type": "dict", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}
+    ]
+    calls = [{"name": "fact", "arguments": {"n": n}} for n in (5, 10, 15)]
+    split = {"count": 3, "tasks": ["fact: 5", "fact: 10", "fact: 15"]}
+    lm = RecordingLM([split, *({"calls": [c]} for c in calls)])
+    with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
+        pred = agent_mod.FunctionCaller(max_calls=4, split_count=True)(
+            question="Factorials of 5, 10, 15?", schemas=schemas
+        )
+    assert pred.calls == calls
+    branches = lm.seen[0]["response_format"]["json_schema"]["schema"]["anyOf"]
+    assert [b["properties"]["count"]["enum"] for b in branches] == [[1], [2], [3], [4]]
+    assert all(
+        b["properties"]["tasks"]["minItems"] == b["properties"]["tasks"]["maxItems"] == n
+        for n, b in enumerate(branches, 1)
+    )
+    assert list(branches[0]["properties"]) == ["count", "tasks"]  # the count is written first
+    spec = registry.get("agent")
+    assert spec.finetune_config == {"split_count": True}
+    assert "count" not in agent_mod.build(None, {}).split.signature.output_fields  # as built: the plain split
+    assert "count" in agent_mod.build(None, spec.finetune_config).split.signature.output_fields
+    ex = dspy.Example(question="Factorials of 5 and 10?", functions=[], calls=calls[:2])
+    assert agent_mod.gold_trace(ex)[0]["outputs"] == {"count": 2, "tasks": ["fact: 5", "fact: 10"]}
+
+
 def test_a_schema_that_admits_more_than_the_context_asks_for_the_reply_cap(agent_mod):
     """BFCL's list-of-strings arguments admit ~12k tokens; asking for that, the engine refused the call (400)."""
     text = {"type": "string"}
