@@ -13,7 +13,7 @@ used. Where the LM supports native tool calls (DSPy's `ToolCalls` with the serve
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 import dspy
 
@@ -24,7 +24,7 @@ from dspyc.registry import ProgramSpec
 from dspyc.settings import Settings, get_settings
 from dspyc.tools.base import ToolRegistry, ToolResult
 from dspyc.tools.schema import calls_response_format, render_function
-from signatures.agent import AnswerFromResults, CallFunctions, CountThenSplit, NextStep, SplitTasks
+from signatures.agent import AnswerFromResults, CallFunctions, CountThenSplit, NextStep, SplitTasks, SplitWithFunctions
 
 FINISH = {
     "name": "finish",
@@ -58,6 +58,14 @@ def _stub_tool(spec: dict[str, Any]) -> dspy.Tool:
     )
 
 
+SplitStep = Literal["plain", "count_first", "with_functions"]
+SPLIT_STEPS: dict[str, type[dspy.Signature]] = {
+    "plain": SplitTasks,
+    "count_first": CountThenSplit,
+    "with_functions": SplitWithFunctions,
+}
+
+
 class FunctionCaller(dspy.Module):
     """question + function schemas → calls `[{"name", "arguments"}]`, constrained to the given functions."""
 
@@ -68,7 +76,7 @@ class FunctionCaller(dspy.Module):
         max_tokens: int = 200,
         split_tasks: bool = True,
         call_per_task: bool = True,
-        split_count: bool = False,
+        split_step: SplitStep = "plain",
     ):
         super().__init__()
         # max_tokens bounds the cost of a runaway reply (~8 tok/s on the CPU engine); a call list is far shorter.
@@ -80,11 +88,12 @@ class FunctionCaller(dspy.Module):
         # listed function (BFCL train+dev: 0.438 -> 0.500). The task comes last: after the request, the
         # 17 * 23 of "Apple's stock price, and 17 * 23?" became get_stock_price(AAPL).
         self.call_per_task = call_per_task
-        # `split_count`: the split step writes its task count first, and the list is held to that many lines. A
-        # finetune compile trained and served under it (agent@6) did worse than on the plain split: test +0.067
-        # against agent@5's +0.144, parallel 0.167 against 0.333; the count undercounts as the plain list did.
-        self.split_count = split_count
-        self.split = dspy.Predict(CountThenSplit if split_count else SplitTasks)
+        # How the split step reads the request (SPLIT_STEPS). "count_first": it writes its task count first, and the
+        # list is held to that many lines; a finetune compile trained and served under it (agent@6) did worse than
+        # on the plain split: test +0.067 against agent@5's +0.144, parallel 0.167 against 0.333.
+        # "with_functions": it sees the function schemas, which say how many values one call takes.
+        self.split_step = split_step
+        self.split = dspy.Predict(SPLIT_STEPS[split_step])
         self.call = dspy.Predict(CallFunctions)
         self.native = dspy.Predict(NativeCall, tool_choice="required")
 
@@ -107,8 +116,7 @@ class FunctionCaller(dspy.Module):
             return dspy.Prediction(calls=calls)
         fewest, most, tasks = 1, max_calls or self.max_calls, []
         if self.split_tasks and most > 1:  # exactly one call per task
-            config = {"response_format": counted_tasks_format(most)} if self.split_count else {}
-            tasks = (self.split(question=question, config=config).tasks or [])[:most]
+            tasks = (self.split_tasks_of(question, functions, most).tasks or [])[:most]
             fewest = most = max(len(tasks), 1)
         if self.call_per_task and len(tasks) > 1:  # (request, response_format) per call step
             one = calls_response_format(schemas, 1, min_calls=1)
@@ -125,9 +133,16 @@ class FunctionCaller(dspy.Module):
         ]
         return dspy.Prediction(calls=dedupe([_as_dict(c) for c in calls]))
 
+    def split_tasks_of(self, question: str, functions: list[str], most: int) -> dspy.Prediction:
+        if self.split_step == "with_functions":
+            return self.split(functions=functions, question=question)
+        if self.split_step == "count_first":
+            return self.split(question=question, config={"response_format": counted_tasks_format(most)})
+        return self.split(question=question)
+
 
 def counted_tasks_format(most: int) -> dict[str, Any]:
-    """The split step's `response_format` with `split_count`: `{"count": n, "tasks": [n lines]}` for n in 1..most,
+    """The split step's `response_format` under "count_first": `{"count": n, "tasks": [n lines]}` for n in 1..most,
     so the count is written first and the list holds exactly that many tasks."""
     line = {"type": "string", "maxLength": DEFAULT_MAX_STRING_LENGTH}
     branches = [
@@ -219,7 +234,7 @@ CONFIG = {
     "max_tokens": 200,
     "split_tasks": True,
     "call_per_task": True,
-    "split_count": False,
+    "split_step": "plain",
     "train": 10,
     "dev": 10,
     "test": 30,
@@ -272,7 +287,7 @@ def build(data: BFCLDataset, config: dict[str, Any]) -> FunctionCaller:
         max_tokens=cfg["max_tokens"],
         split_tasks=cfg["split_tasks"],
         call_per_task=cfg["call_per_task"],
-        split_count=cfg["split_count"],
+        split_step=cfg["split_step"],
     )
 
 
@@ -289,9 +304,10 @@ def gold_task(call: dict[str, Any]) -> str:
 
 
 def gold_trace(example: dspy.Example) -> list[dict[str, Any]]:
-    """BFCL's possible answers as the trace `FunctionCaller` (default config) would leave: the split step's
-    tasks, then one call step per task (or one on the request itself for a single task). `dspyc distill agent`
-    trains the student on these beside the teacher's passing traces; it never passes dev or test examples."""
+    """BFCL's possible answers as the trace `FunctionCaller` would leave: the split step's tasks, then one call step
+    per task (or one on the request itself for a single task). The split row carries the count and the functions,
+    and a row holds only what its step's signature names, so one trace fits every `split_step`. `dspyc distill
+    agent` trains the student on these beside the teacher's passing traces; it never passes dev or test examples."""
     calls, q, functions = example.calls, example.question, example.functions
     if not calls or len(calls) > CONFIG["max_calls"]:  # the program could not write it: no label to learn
         return []
@@ -304,7 +320,7 @@ def gold_trace(example: dspy.Example) -> list[dict[str, Any]]:
     return [
         {
             "predictor": "split",
-            "inputs": {"question": q},
+            "inputs": {"question": q, "functions": functions},  # every split step reads what it names of these
             "outputs": {"count": len(tasks), "tasks": tasks},
             "weight": weight,
         },
@@ -354,6 +370,7 @@ PROGRAM = ProgramSpec(
     cost_space={"split_tasks": [True, False], "call_per_task": [True, False], "max_tokens": [200, 120]},
     gold_trace=gold_trace,
     keep_trace=keep_trace,
+    finetune_config={"split_step": "with_functions"},  # the split step a trained adapter reads: see FunctionCaller
     tool_agent=tool_agent,
     sft_recipe="sft_agent",  # `dspyc distill agent`: sft_r16_qv plus BFCL's gold labels
     description="Function calling under a per-call JSON schema (scored on BFCL) and a bounded tool loop (dspyc ask).",

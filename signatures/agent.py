@@ -31,6 +31,15 @@ class CountThenSplit(dspy.Signature):
     tasks: list[str] = dspy.OutputField(desc="exactly `count` short lines, one per task", max_length=4)
 
 
+class SplitWithFunctions(dspy.Signature):
+    """Split the request into the separate function calls it asks for: one task per call, with the values that call takes. A request about one thing is one task; "X for A and B" is two tasks."""
+
+    # The functions come first, as in CallFunctions: they say how many values one call takes.
+    functions: list[str] = dspy.InputField(desc="available functions: name(arg: type, optional?: type) - description")
+    question: str = dspy.InputField(desc="the user's request")
+    tasks: list[str] = dspy.OutputField(desc="one short line per call", max_length=4)
+
+
 class CallFunctions(dspy.Signature):
     """Answer the request by calling the right function(s) from the list, with argument values taken from the request. Make one call per distinct thing the request asks for."""
 

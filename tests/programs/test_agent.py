@@ -97,7 +97,7 @@ def test_the_caller_writes_one_call_per_task_the_request_holds(agent_mod):
 
 
 def test_a_count_first_split_holds_the_task_list_to_its_count(agent_mod):
-    """Under `split_count` the split writes its count first and the schema holds the list to it (agent@6 trained and
+    """Under "count_first" the split writes its count first and the schema holds the list to it (agent@6 trained and
     served it: worse than the plain split). The program as built keeps the plain split."""
     schemas = [
         {"name": "fact", "parameters": {"type": "dict", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}
@@ -106,7 +106,7 @@ def test_a_count_first_split_holds_the_task_list_to_its_count(agent_mod):
     split = {"count": 3, "tasks": ["fact: 5", "fact: 10", "fact: 15"]}
     lm = RecordingLM([split, *({"calls": [c]} for c in calls)])
     with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
-        pred = agent_mod.FunctionCaller(max_calls=4, split_count=True)(
+        pred = agent_mod.FunctionCaller(max_calls=4, split_step="count_first")(
             question="Factorials of 5, 10, 15?", schemas=schemas
         )
     assert pred.calls == calls
@@ -118,9 +118,36 @@ def test_a_count_first_split_holds_the_task_list_to_its_count(agent_mod):
     )
     assert list(branches[0]["properties"]) == ["count", "tasks"]  # the count is written first
     assert "count" not in agent_mod.build(None, {}).split.signature.output_fields  # as built: the plain split
-    assert "count" in agent_mod.build(None, {"split_count": True}).split.signature.output_fields
+    assert "count" in agent_mod.build(None, {"split_step": "count_first"}).split.signature.output_fields
     ex = dspy.Example(question="Factorials of 5 and 10?", functions=[], calls=calls[:2])
     assert agent_mod.gold_trace(ex)[0]["outputs"] == {"count": 2, "tasks": ["fact: 5", "fact: 10"]}
+
+
+def test_a_trained_split_step_reads_the_functions(agent_mod):
+    """The split step a finetune compile trains and serves (`finetune_config`) sees the function schemas, which say
+    how many values one call takes; the program as built keeps the plain split, and one gold trace fits both."""
+    spec = registry.get("agent")
+    assert spec.finetune_config == {"split_step": "with_functions"}
+    schemas = [
+        {"name": "fact", "parameters": {"type": "dict", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}
+    ]
+    calls = [{"name": "fact", "arguments": {"n": n}} for n in (5, 10)]
+    lm = RecordingLM([{"tasks": ["fact: 5", "fact: 10"]}, *({"calls": [c]} for c in calls)])
+    with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
+        caller = agent_mod.build(None, spec.finetune_config)
+        assert caller(question="Factorials of 5 and 10?", schemas=schemas).calls == calls
+    split_prompt = lm.history[0]["messages"][-1]["content"]
+    assert split_prompt.index("fact(n: integer)") < split_prompt.index("Factorials of 5 and 10?")
+    ex = dspy.Example(question="Factorials of 5 and 10?", functions=["fact(n: integer)"], calls=calls)
+    split_row = agent_mod.gold_trace(ex)[0]
+    from dspyc.distill.traces import chat_row
+
+    adapter = ConstrainedJSONAdapter()
+    for config in ({}, spec.finetune_config):
+        pred = agent_mod.build(None, config).split
+        prompt, completion = chat_row(adapter, pred, split_row["inputs"], split_row["outputs"])
+        assert ("fact(n: integer)" in prompt[-1]["content"]) == bool(config)
+        assert completion[0]["content"] == '{"tasks":["fact: 5","fact: 10"]}'
 
 
 def test_a_schema_that_admits_more_than_the_context_asks_for_the_reply_cap(agent_mod):
