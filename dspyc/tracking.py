@@ -9,6 +9,7 @@ the registry. If the tracking store is unreachable, the compile still succeeds: 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,8 @@ def enable_traces(program: str, s: Settings | None = None) -> bool:
     s = s or get_settings()
     if not s.mlflow_traces:
         return False
+    # MLflow drops traces past 1,000 queued; a finetune's teacher traces (8 threads) outran its SQLite writer.
+    os.environ.setdefault("MLFLOW_ASYNC_TRACE_LOGGING_MAX_QUEUE_SIZE", "20000")
     try:
         mlflow = _mlflow(s)
         experiment(program, s)
