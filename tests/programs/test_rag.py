@@ -54,6 +54,16 @@ def test_one_corpus_needs_no_router(tmp_path):
     assert not isinstance(program.retriever.retriever, SemanticRouter)
 
 
+@pytest.mark.integration
+def test_a_links_hop_is_built_over_the_retrievers_own_passages(tmp_path):
+    spec = registry.get("rag")
+    data = spec.load_data(str(qa_folder(tmp_path, "football", CORPORA["football"])), 0)
+    program = spec.build(data, {"retriever": "bm25", "second_hop": "links", "abstain": False})
+    named = program.links.retriever.named_in(["The World Cup and Arsenal."], {"Arsenal"}, 3)
+    assert [p.id for p in named] == ["World Cup#0"]  # a passage id the context and the retriever share
+    assert spec.build(data, {"retriever": "bm25", "abstain": False}).links.retriever is None
+
+
 def test_the_rerankers_questions_count_as_learned_from(tmp_path):
     spec = registry.get("rag")
     data = spec.load_data(str(qa_folder(tmp_path, "football", CORPORA["football"] * 4)), 0)
@@ -212,3 +222,38 @@ def test_the_support_threshold_declines_the_target_share_unless_that_declines_an
     lost = [dspy.Example(question=f"q {i}", gold_titles=[f"gone {i}"]) for i in range(10)]
     assert calibrate(dense(lambda i: 0.99), qs + lost, titles, target=0.8, max_false=0.1) == 0.8
     assert calibrate(dense(lambda i: 0.99), [], titles, target=0.8, max_false=0.1) == 0.0  # nothing to calibrate on
+
+
+def test_a_links_hop_takes_the_bridge_entitys_passage_without_asking_the_lm():
+    import dspy
+
+    from dspyc.adapter import ConstrainedJSONAdapter
+    from dspyc.retrieval.links import TitleLinks
+    from programs.rag import MultiHopRAG
+
+    film = _P(1, "Alien (film)", "Alien is a 1979 film directed by Ridley Scott.")
+    scott, other = _P(2, "Ridley Scott", "Ridley Scott was born in South Shields."), _P(3, "Ridley", "A town.")
+
+    class Retriever:
+        def search(self, query, k):
+            return [type("Hit", (), {"passage": film})]
+
+    class LM(dspy.BaseLM):
+        def __init__(self):
+            super().__init__("fake")
+            self.calls = []
+
+        def __call__(self, prompt=None, messages=None, **kw):
+            self.calls.append(messages[0]["content"])
+            return ["South Shields"]
+
+        def forward(self, *a, **k):
+            raise NotImplementedError
+
+    lm = LM()
+    program = MultiHopRAG(Retriever(), hops=2, k=2, links=TitleLinks([film, scott, other]))
+    with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
+        pred = program(question="Where was the director of Alien born?")
+    assert pred.context_titles == ["Alien (film)", "Ridley Scott"]  # the longest title named, not "Ridley"
+    assert pred.queries[1] == "links: Ridley Scott" and pred.answer == "South Shields"
+    assert len(lm.calls) == 1 and "Name the person" not in lm.calls[0]  # the answer step only
