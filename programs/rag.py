@@ -26,7 +26,6 @@ from dspyc.data.qa import QADataset, load_qa_dataset, without_answers
 from dspyc.data.wikipedia import prepare
 from dspyc.metrics import exact_match, mean, normalize_answer, title_recall, token_f1
 from dspyc.registry import ProgramSpec, RetrievalSpec
-from dspyc.retrieval.chunking import chunk_documents
 from dspyc.retrieval.links import TitleLinks
 from dspyc.retrieval.types import Retriever
 from signatures.rag import AnswerFromPassages, GenerateQuery, RewriteQuery
@@ -293,7 +292,7 @@ def build(data: QADataset, config: dict[str, Any]) -> MultiHopRAG:
         query_passage_chars=cfg["query_passage_chars"],
         abstain=cfg["abstain"],
         support=support,
-        links=TitleLinks(chunk_documents(data.documents)) if cfg["second_hop"] == "links" else None,
+        links=TitleLinks(dense.passages) if cfg["second_hop"] == "links" else None,  # the retriever's own chunks
     )
 
 
@@ -304,6 +303,7 @@ def build_retriever(data: QADataset, cfg: dict[str, Any]):
     from dspyc.retrieval import (
         SemanticRouter,
         build_retrievers,
+        chunk_documents,
         describe_with_samples,
         load_embedder,
         load_encoder,
