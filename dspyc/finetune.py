@@ -12,6 +12,7 @@ Rows come from the train split and from examples outside every split (`gold_extr
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import resource
 from dataclasses import dataclass, field
@@ -49,6 +50,10 @@ class FinetuneParams(BaseModel):
     # seeded sample are kept in order while they fit. What a step costs grows with its tokens, so this bounds the
     # training time whatever a program's rows are like (an agent row ~215 tokens, a rag answer row ~1,100).
     max_train_tokens: int | None = Field(None, ge=1)
+    # At least this many optimizer steps: rows too few to fill them (rag's ~118 answer rows, 15 steps an epoch) are
+    # trained for more epochs rather than stopping while the loss still falls. Applied after the row caps above, so
+    # `max_train_tokens` bounds one pass; None: `train.epochs` as written.
+    min_steps: int | None = Field(None, ge=1)
     dedupe_rows: bool = True  # a row repeated verbatim (a program answering its repeats alike) is kept once
 
 
@@ -136,7 +141,8 @@ class Finetune:
         rows, by_source = self.training_rows(student, trainset)
         version, path = T.write_dataset(ctx.program, "finetune", rows, ctx.settings)
         console.print(f"finetune rows: {len(rows)} ({', '.join(f'{n} {k}' for k, n in by_source.items())}) → {path}")
-        out = self.train(rows, version)
+        train_spec = self.train_spec(len(rows))
+        out = self.train(rows, version, train_spec)
         adapter = Path(out["adapter"])
         self.result = WeightsResult(
             adapter_dir=str(adapter),
@@ -145,7 +151,7 @@ class Finetune:
             rows=len(rows),
             rows_by_source=by_source,
             dataset_version=version,
-            epochs=p.train.epochs if p.train.max_steps <= 0 else 0.0,
+            epochs=train_spec.epochs if train_spec.max_steps <= 0 else 0.0,
             steps=out["steps"],
             train_wall_s=out.get("train_runtime_s"),
             precision=out["precision"],
@@ -228,6 +234,16 @@ class Finetune:
         )
         return kept
 
+    def train_spec(self, rows: int) -> TrainSpec:
+        """The recipe's training spec, with the epochs raised where `rows` fill fewer than `min_steps` steps."""
+        spec, least = self.params.train, self.params.min_steps
+        per_epoch = math.ceil(rows / (spec.batch_size * spec.gradient_accumulation_steps))
+        if not least or spec.max_steps > 0 or not rows or per_epoch * spec.epochs >= least:
+            return spec
+        epochs = round(least / per_epoch, 3)
+        console.print(f"{rows} rows fill {per_epoch} steps an epoch: {epochs:g} epochs for at least {least} steps")
+        return spec.model_copy(update={"epochs": epochs})
+
     def traces(self, program: dspy.Module, trainset: list[dspy.Example]) -> list[T.TeacherRun]:
         p = self.params
         lm = self.teacher or dspy.settings.lm
@@ -245,7 +261,7 @@ class Finetune:
                 progress=progress,
             )
 
-    def train(self, rows: list[T.SFTRow], version: str) -> dict[str, Any]:
+    def train(self, rows: list[T.SFTRow], version: str, spec: TrainSpec) -> dict[str, Any]:
         """LoRA SFT on the program LM (resumable: the work folder is keyed by the rows, the recipe and the model)."""
         from dspyc.distill import train
         from dspyc.models import resolve_lm
@@ -253,11 +269,11 @@ class Finetune:
         ctx, p = self.context, self.params
         s = ctx.settings
         base = resolve_lm(s.lm_model, s)
-        recipe = SFTRecipe(name=f"finetune {ctx.program}", base_model=s.lm_model, lora=p.lora, train=p.train)
+        recipe = SFTRecipe(name=f"finetune {ctx.program}", base_model=s.lm_model, lora=p.lora, train=spec)
         key = hashlib.sha256(f"{version}{recipe.model_dump_json()}{base}".encode()).hexdigest()[:12]
         console.print(
-            f"training a LoRA on {s.lm_model}: {len(rows)} rows × {p.train.epochs:g} epochs, batch "
-            f"{p.train.batch_size}, max {p.train.max_length} tokens, {train.precision(p.train)}, "
+            f"training a LoRA on {s.lm_model}: {len(rows)} rows × {spec.epochs:g} epochs, batch "
+            f"{spec.batch_size}, max {spec.max_length} tokens, {train.precision(spec)}, "
             f"LoRA r={p.lora.r} on {'/'.join(m.removesuffix('_proj') for m in p.lora.target_modules)}"
             + (f" of the top {p.lora.layers} layers" if p.lora.layers else "")
         )

@@ -198,6 +198,16 @@ def test_lora_on_the_top_layers_only():
     assert lora_config(LoraSpec(layers=30), num_layers=24).layers_to_transform is None  # more than it has: all
 
 
+def test_min_steps_raises_the_epochs_of_few_rows_only():
+    """118 rows at batch 8 fill 15 steps: 2 epochs for 30. 421 rows fill 53: the recipe's 1 epoch stands."""
+    opt = Finetune(metric, _context(_spec()), min_steps=30, train={"epochs": 1, "batch_size": 8})
+    assert opt.train_spec(118).epochs == 2.0
+    assert opt.train_spec(421).epochs == 1
+    assert Finetune(metric, _context(_spec()), train={"epochs": 1}).train_spec(118).epochs == 1
+    fixed = Finetune(metric, _context(_spec()), min_steps=30, train={"max_steps": 4})
+    assert fixed.train_spec(10).max_steps == 4 and fixed.train_spec(10).epochs == fixed.params.train.epochs
+
+
 def test_a_token_budget_keeps_a_seeded_sample_that_fits(monkeypatch):
     """Rows all fit: kept as they are. They do not: a seeded sample of whole rows within budget / epochs."""
     import transformers
@@ -300,7 +310,7 @@ def test_a_finetune_config_rewires_the_program_it_trains_and_serves(monkeypatch,
     monkeypatch.setattr(Finetune, "training_rows", lambda self, prog, train: trained_on.append(prog) or ([], {}))
     monkeypatch.setattr(T, "write_dataset", lambda *a: ("v", tmp_path))
     monkeypatch.setattr(
-        Finetune, "train", lambda self, rows, v: {"adapter": str(tmp_path), "steps": 1, "precision": "bf16"}
+        Finetune, "train", lambda self, rows, v, spec: {"adapter": str(tmp_path), "steps": 1, "precision": "bf16"}
     )
     monkeypatch.setattr(F, "adapter_lm", lambda s, w: dspy.utils.DummyLM([]))
     (tmp_path / "adapter_model.safetensors").write_bytes(b"weights")
