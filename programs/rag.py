@@ -133,7 +133,7 @@ class MultiHopRAG(dspy.Module):
     ):
         super().__init__()
         self.retriever = SharedRetriever(retriever)
-        self.links = SharedRetriever(links)  # None: every later hop writes a query
+        self.links = links  # None: every later hop writes a query
         self.abstain, self.support = abstain, support
         self.hops, self.k, self.max_rewrites, self.max_passages = hops, k, max_rewrites, max_passages
         self.query_passage_chars, self.later_hop_passages = query_passage_chars, later_hop_passages
@@ -207,10 +207,10 @@ class MultiHopRAG(dspy.Module):
 
     def linked(self, per_hop: list[list]) -> list:
         """Under second_hop "links": the passages of titles the context names, not found yet (up to k)."""
-        if self.links.retriever is None:
+        if self.links is None:
             return []
         found = {p.title for hits in per_hop for p in hits}
-        return self.links.retriever.named_in([p.text for p in self._context(per_hop)], found, self.k)
+        return self.links.named_in([p.text for p in self._context(per_hop)], found, self.k)
 
     def write_query(self, question: str, per_hop: list[list]) -> str:
         """The LM's next query from what was found, cut short: it needs the entities, not every detail."""

@@ -31,6 +31,9 @@ class TitleLinks:
                 self.first.setdefault(key, p)
         self.longest = max((len(k) for k in self.first), default=0)
 
+    def __deepcopy__(self, memo):  # an index: optimizers deepcopy programs, and this is never changed
+        return self
+
     def named_in(self, texts: Sequence[str], exclude: set[str], n: int) -> list[Passage]:
         """Up to `n` passages whose titles the texts name, in order of mention (text by text), none titled in
         `exclude`. At each position the longest title wins ("New York City" over "New York")."""

@@ -59,9 +59,9 @@ def test_a_links_hop_is_built_over_the_retrievers_own_passages(tmp_path):
     spec = registry.get("rag")
     data = spec.load_data(str(qa_folder(tmp_path, "football", CORPORA["football"])), 0)
     program = spec.build(data, {"retriever": "bm25", "second_hop": "links", "abstain": False})
-    named = program.links.retriever.named_in(["The World Cup and Arsenal."], {"Arsenal"}, 3)
+    named = program.links.named_in(["The World Cup and Arsenal."], {"Arsenal"}, 3)
     assert [p.id for p in named] == ["World Cup#0"]  # a passage id the context and the retriever share
-    assert spec.build(data, {"retriever": "bm25", "second_hop": "query", "abstain": False}).links.retriever is None
+    assert spec.build(data, {"retriever": "bm25", "second_hop": "query", "abstain": False}).links is None
 
 
 def test_the_rerankers_questions_count_as_learned_from(tmp_path):

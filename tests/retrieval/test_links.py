@@ -18,3 +18,10 @@ def test_found_titles_short_titles_and_the_cap_are_respected():
     assert [p.id for p in links.named_in(text, {"Nice"}, 2)] == ["Lyon#0", "Rome#0"]  # a title's first passage
     assert "The" not in [p.title for p in links.named_in(text, set(), 9)]  # 3 characters: a common word
     assert links.named_in(["lyon and rome"], set(), 9) == []  # case is kept
+
+
+def test_a_copied_program_shares_the_index():
+    import copy
+
+    links = TitleLinks([_p("Lyon")])
+    assert copy.deepcopy({"links": links})["links"] is links
