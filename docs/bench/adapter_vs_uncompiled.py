@@ -6,11 +6,14 @@
 The compiled side is the program under its spec's `finetune_config` with the adapter served as `dspyc eval` serves
 one; a compile that did not keep its adapter leaves it in the finetune cache, so it can still be scored elsewhere.
 Where the spec has a `finetune_config`, the same program under it without the adapter is scored too: what the
-weights add apart from the rewiring.
+weights add apart from the rewiring. `--set KEY=VAL` (a YAML value, repeatable) changes that config on both sides,
+e.g. `--set one_task_calls=several`: the adapter served under a config it was not trained under.
 """
 
 import argparse
 from pathlib import Path
+
+import yaml
 
 from dspyc import registry
 from dspyc.artifacts import AdapterRef
@@ -26,19 +29,23 @@ def main() -> None:
     ap.add_argument("adapter", type=Path)
     ap.add_argument("data")
     ap.add_argument("--split", default="test")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VAL")
     args = ap.parse_args()
     s = get_settings()
     configure(s)
     spec = registry.get(args.program)
+    served = dict(spec.finetune_config or {}) | {
+        k: yaml.safe_load(v) for k, _, v in (a.partition("=") for a in args.set)
+    }
     base, dataset, _ = build_uncompiled(args.program, args.data)
-    compiled = build_uncompiled(args.program, config=spec.finetune_config, dataset=dataset)[0]
+    compiled = build_uncompiled(args.program, config=served, dataset=dataset)[0]
     ref = AdapterRef(lora_name=S.lora_name(args.program, args.adapter, role="ft"), base_model=s.lm_model)
     compiled.set_lm(S.adapter_lm(s, args.adapter, ref))
     examples = dataset.splits[args.split]
     systems = [("compiled", compiled), ("uncompiled", base)]
-    if spec.finetune_config:
-        untrained = build_uncompiled(args.program, config=spec.finetune_config, dataset=dataset)[0]
-        systems.append((f"uncompiled under {spec.finetune_config}", untrained))
+    if served:
+        untrained = build_uncompiled(args.program, config=served, dataset=dataset)[0]
+        systems.append((f"uncompiled under {served}", untrained))
     evs = evaluate_many([(label, m, examples) for label, m in systems], spec, s.num_threads)
     for (label, _), ev in zip(systems, evs):
         print(label, {k: round(v, 3) for k, v in ev.scores.items()})
