@@ -14,7 +14,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dspy
 from dspy.utils.callback import BaseCallback
@@ -391,6 +391,12 @@ def prepare(
     return Setup(name, spec, recipe, dataset, cfg, source)
 
 
+# The programs a compile scores: the program as built, the compiled one and, for a weights recipe under the spec's
+# finetune_config, the program under that config without the adapter ("untrained").
+Which = Literal["baseline", "compiled", "untrained"]
+WHICH_LABELS: dict[str, str] = {"baseline": "uncompiled", "compiled": "compiled", "untrained": "untrained"}
+
+
 @dataclass
 class Scoreboard:
     """Both programs' scores, per-example rows and per-call costs by split, and each stage's wall time. A stage
@@ -416,13 +422,13 @@ class Scoreboard:
         return out
 
     def record(self, which: str, split: str, ev: Evaluation) -> None:
-        self.results[which][split], self.rows[which][split], self.costs[which][split] = ev.scores, ev.rows, ev.cost
+        for board, value in ((self.results, ev.scores), (self.rows, ev.rows), (self.costs, ev.cost)):
+            board.setdefault(which, {})[split] = value
 
-    def evaluate(self, which: str, module: dspy.Module, splits: list[str]) -> None:
-        """`module` as `which` ("baseline" or "compiled") on `splits`, in one pool, timed as one stage (an MLflow
-        metric name, so no "+")."""
+    def evaluate(self, which: Which, module: dspy.Module, splits: list[str]) -> None:
+        """`module` as `which` on `splits`, in one pool, timed as one stage (an MLflow metric name, so no "+")."""
         data, s = self.setup.dataset.splits, self.settings
-        labels = [f"{'uncompiled' if which == 'baseline' else which} · {split}" for split in splits]
+        labels = [f"{WHICH_LABELS[which]} · {split}" for split in splits]
         evs = self.stage(
             f"{which} {' and '.join(splits)}",
             lambda: evaluate_many(
@@ -524,6 +530,8 @@ def score_and_compile(
             )
         if recipe.objective == "quality":
             board.evaluate("compiled", outcome.program, splits)
+            if outcome.untrained is not None:
+                board.evaluate("untrained", outcome.untrained, splits)
             return outcome
         outcome = board.stage("cost search", lambda: cost_search(setup, board, program, outcome, refs, seed))
         if outcome.search.chosen is not None and "test" in splits:
@@ -538,6 +546,9 @@ def build_manifest(setup: Setup, board: Scoreboard, outcome: Compiled, seed: int
         "delta": deltas(board.rows, s.reoptimize_resamples, seed),
         "cost": board.costs,
     }
+    if "untrained" in board.rows:  # what the weights add over the config they are served under
+        metrics["delta_untrained"] = deltas(board.rows, s.reoptimize_resamples, seed, against="untrained")
+        metrics["untrained_config"] = outcome.searched_config or {}
     if outcome.stages:
         metrics["stages"] = outcome.stages
     recipe = setup.recipe
@@ -674,6 +685,7 @@ class Compiled:
     search: SearchResult | None = None  # a cost or pareto compile's candidates, the one chosen, the frontier
     adapter: tuple[artifacts.AdapterRef, Path] | None = None  # a chosen stored version's adapter (and its folder)
     encoder: EncoderResult | None = None  # a retriever stage's trained encoder and its dev recall, kept or not
+    untrained: dspy.Module | None = None  # a weights stage's program under its finetune_config, without the adapter
 
 
 @contextmanager
@@ -774,7 +786,12 @@ def run_stage(
     weights = optimizer.result if isinstance(optimizer, Finetune) else None
     encoder = optimizer.result if isinstance(optimizer, TrainRetriever) else None
     return Compiled(
-        compiled, weights, getattr(compiled, "searched_config", None), optimizer_trials(compiled), encoder=encoder
+        compiled,
+        weights,
+        getattr(compiled, "searched_config", None),
+        optimizer_trials(compiled),
+        encoder=encoder,
+        untrained=optimizer.untrained if isinstance(optimizer, Finetune) else None,
     )
 
 
@@ -871,12 +888,13 @@ def keep(
 
 
 def deltas(
-    rows: dict[str, dict[str, list[dict[str, Any]]]], n_resamples: int, seed: int
+    rows: dict[str, dict[str, list[dict[str, Any]]]], n_resamples: int, seed: int, against: Which = "baseline"
 ) -> dict[str, dict[str, float]]:
-    """Per split: compiled − uncompiled over the same examples, with its paired-bootstrap 95% interval."""
+    """Per split: compiled − `against` (the uncompiled program) over the same examples, with its paired-bootstrap
+    95% interval."""
     out = {}
     for split in ("dev", "test"):
-        d = paired_delta(rows["compiled"].get(split, []), rows["baseline"].get(split, []), n_resamples, seed=seed)
+        d = paired_delta(rows["compiled"].get(split, []), rows[against].get(split, []), n_resamples, seed=seed)
         if d:
             out[split] = d
     return out
@@ -925,11 +943,12 @@ def print_summary(m: artifacts.Manifest, lm_model: str = "") -> None:
     costs = m.metrics.get("cost", {})
     for header in COST_COLUMNS.values() if costs else ():
         table.add_column(header, justify="right")
+    untrained = "untrained, " + " ".join(f"{k}={v}" for k, v in m.metrics.get("untrained_config", {}).items())
     for split in ("dev", "test"):
-        for which in ("baseline", "compiled"):
+        for which in ("baseline", "untrained", "compiled"):
             row = m.metrics.get(which, {}).get(split)
             if row:
-                label = "uncompiled" if which == "baseline" else "compiled"
+                label = {"baseline": "uncompiled", "untrained": untrained.strip(", ")}.get(which, "compiled")
                 cost = costs.get(which, {}).get(split, {})
                 table.add_row(
                     split,
@@ -939,6 +958,12 @@ def print_summary(m: artifacts.Manifest, lm_model: str = "") -> None:
                     *(_cost_cell(cost, k) for k in (COST_COLUMNS if costs else ())),
                 )
     console.print(table)
+    if weights_alone := m.metrics.get("delta_untrained"):
+        console.print(
+            f"what the weights add (compiled − {untrained.strip(', ')}): "
+            + " · ".join(f"{split} {format_delta(d)}" for split, d in weights_alone.items()),
+            soft_wrap=True,
+        )
     if m.metrics.get("candidates"):
         print_candidates(m)
         console.print(f"decision: {m.kept_reason}")

@@ -131,6 +131,9 @@ class Finetune:
         self.params = FinetuneParams(**kwargs)
         self.teacher = (teacher_settings or {}).get("lm")
         self.result: WeightsResult | None = None
+        # the program under the spec's finetune_config without the adapter (None: no config): what the compile also
+        # scores, so its table tells what the weights add from what the config does
+        self.untrained: dspy.Module | None = None
 
     def compile(self, student: dspy.Module, *, trainset: list[dspy.Example]) -> dspy.Module:
         ctx, p = self.context, self.params
@@ -138,6 +141,7 @@ class Finetune:
         if rewired:  # the program as the adapter will serve it: its traces and gold rows are in that shape
             console.print(f"finetune trains and serves the program under {rewired}")
             student = rewire(student, ctx.spec.build(ctx.dataset, ctx.config | rewired))
+            self.untrained = student.deepcopy()
         rows, by_source = self.training_rows(student, trainset)
         version, path = T.write_dataset(ctx.program, "finetune", rows, ctx.settings)
         console.print(f"finetune rows: {len(rows)} ({', '.join(f'{n} {k}' for k, n in by_source.items())}) → {path}")

@@ -317,6 +317,7 @@ def test_a_finetune_config_rewires_the_program_it_trains_and_serves(monkeypatch,
     compiled = opt.compile(dspy.Predict("question -> answer"), trainset=TRAIN)
     assert built == [{"k": 1, "counted": True}] and "count" in trained_on[0].signature.output_fields
     assert compiled.searched_config == {"counted": True}
+    assert "count" in opt.untrained.signature.output_fields and opt.untrained.lm is None  # scored without the adapter
 
     before = dspy.Predict("question -> answer")
     before.demos = [dspy.Example(question="q", answer="a")]

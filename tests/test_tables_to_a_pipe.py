@@ -137,6 +137,30 @@ def test_the_compile_summary_prints_whole(pipe):
     )
 
 
+def test_a_weights_compile_shows_the_untrained_program_under_its_config(pipe):
+    """A finetune compile under the spec's finetune_config scores that program without the adapter too: its row, and
+    what the weights add over it, print beside the usual two."""
+    from dspyc import compiler
+
+    pipe.use(compiler)
+    both = {"dev": SCORES, "test": SCORES}
+    cost = {"dev": RUN_COST, "test": RUN_COST}
+    compiler.print_summary(
+        _manifest(
+            baseline=both,
+            untrained=both,
+            compiled=both,
+            delta={"dev": DELTA, "test": DELTA},
+            delta_untrained={"test": {"mean": 0.1, "low": -0.011, "high": 0.211, "p": 0.04, "n": 90}},
+            untrained_config={"split_step": "with_functions"},
+            cost={"baseline": cost, "untrained": cost, "compiled": cost},
+        )
+    )
+    text = pipe.text()
+    assert_whole(text, "untrained, split_step=with_functions", "test +0.100 [-0.011, +0.211]")
+    assert text.count("untrained, split_step=with_functions") == 3  # a dev row, a test row, the line under them
+
+
 def test_the_cost_search_candidates_print_whole(pipe):
     from dspyc import compiler
 
