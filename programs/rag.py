@@ -16,6 +16,7 @@ answer F1: the answer alone in plain text 0.277; as JSON `{answer}` 0.197; as JS
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -66,13 +67,15 @@ def cite(answer: str, passages: list, max_citations: int = 2, min_grounding: flo
 
 
 class Support:
-    """Whether the corpus holds a passage about the question: the best cosine similarity of the question to a
-    passage (the dense index's top hit) reaches `threshold`. Measured on hotpotqa-mini and wiki dev+test with
-    each question's gold passages in the corpus and taken out, the top hybrid passages' best cosine told the two
-    apart with AUC 0.79 and 0.96 (a cross-encoder trained on the data's questions: 0.56). Held by reference."""
+    """Whether the corpus holds a passage about the question: the question names a title the corpus holds
+    (`links`), or its best cosine similarity to a passage (the dense index's top hit) reaches `threshold`. Measured
+    on hotpotqa-mini and wiki dev+test with each question's gold passages in the corpus and taken out, the top hybrid
+    passages' best cosine told the two apart with AUC 0.79 and 0.96 (a cross-encoder trained on the data's questions:
+    0.56); a named title tells them apart where the cosine cannot: HotPotQA's distractors resemble the question, but
+    its gold passages are the titles the question names. Held by reference."""
 
-    def __init__(self, dense: Retriever, threshold: float):
-        self.dense, self.threshold = dense, threshold
+    def __init__(self, dense: Retriever, threshold: float, links: TitleLinks | None = None):
+        self.dense, self.threshold, self.links = dense, threshold, links
 
     def __deepcopy__(self, memo):
         return self
@@ -81,7 +84,12 @@ class Support:
         return max((h.score for h in self.dense.search(question, 1)), default=0.0)
 
     def holds(self, question: str) -> bool:
-        return self.score(question) >= self.threshold
+        return names_a_title(self.links, question) or self.score(question) >= self.threshold
+
+
+def names_a_title(links: TitleLinks | None, question: str, without: frozenset[str] = frozenset()) -> bool:
+    """The question names a corpus title (`without` those titles); never, with no title index."""
+    return links is not None and bool(links.named_in([question], set(without), 1))
 
 
 def calibrate(
@@ -90,31 +98,36 @@ def calibrate(
     titles: set[str],
     target: float,
     max_false: float,
+    links: TitleLinks | None = None,
     depth: int = 50,
 ) -> float:
     """The support threshold, from these questions (never dev or test) and no LM call: the level under which
-    `target` of them fall once their gold passages are left out of the ranking, but no higher than the level under
-    which `max_false` of them fall with their gold passages in. A corpus whose distractors resemble its questions
+    `target` of them are declined once their gold passages are left out of the corpus, but no higher than the level
+    under which `max_false` of them are declined with their gold passages in. A question that names a title the
+    corpus holds is never declined, whatever its cosine (`links`). A corpus whose distractors resemble its questions
     (HotPotQA) thus declines less rather than declining answerable questions. Only questions whose gold passages
     are all in the corpus (`titles`) count. With none, 0: support declines nothing (the answer checks still apply)."""
     questions = [ex for ex in questions if set(ex.gold_titles) <= titles]
-    without, with_gold = [], []
-    for ex in questions:
-        gold, hits = set(ex.gold_titles), dense.search(ex.question, depth)
-        without.append(max((h.score for h in hits if h.passage.title not in gold), default=0.0))
-        with_gold.append(max((h.score for h in hits), default=0.0))
     if not questions:  # nothing to calibrate on (a handful of questions, all in dev and test)
         warnings.warn(
             "rag: no question outside dev and test to calibrate abstention on; support is not checked", stacklevel=2
         )
         return 0.0
-    return min(_quantile(without, target), _quantile(with_gold, max_false))
+    without, with_gold = [], []  # the cosines of the questions that name no title, gold passages out / in
+    for ex in questions:
+        gold, hits = frozenset(ex.gold_titles), dense.search(ex.question, depth)
+        if not names_a_title(links, ex.question, gold):
+            without.append(max((h.score for h in hits if h.passage.title not in gold), default=0.0))
+        if not names_a_title(links, ex.question):
+            with_gold.append(max((h.score for h in hits), default=0.0))
+    n = len(questions)
+    return min(_level(without, int(target * n)), _level(with_gold, int(max_false * n)))
 
 
-def _quantile(xs: list[float], q: float) -> float:
-    """The value under which a share `q` of `xs` lies (the smallest value at q = 0)."""
+def _level(xs: list[float], m: int) -> float:
+    """The threshold under which `m` of `xs` lie (all of them, past their count: every one is declined)."""
     ordered = sorted(xs)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    return ordered[m] if m < len(ordered) else math.inf
 
 
 class MultiHopRAG(dspy.Module):
@@ -252,6 +265,8 @@ CONFIG = {
     "abstain": True,
     "abstain_target": 0.8,
     "abstain_max_false": 0.05,
+    # A question that names a corpus title is never declined for low support (its cosine is not checked).
+    "abstain_names": False,
     "sources": [],
     "train": 24,
     "dev": 30,
@@ -268,6 +283,8 @@ def load_data(dataset: str, seed: int) -> QADataset:
 def build(data: QADataset, config: dict[str, Any]) -> MultiHopRAG:
     cfg = CONFIG | config
     retriever, dense = build_retriever(data, cfg)
+    titles = TitleLinks(dense.passages)  # the retriever's own chunks
+    named = titles if cfg["abstain_names"] else None
     support = (
         Support(
             dense,
@@ -277,7 +294,9 @@ def build(data: QADataset, config: dict[str, Any]) -> MultiHopRAG:
                 {r.title for r in data.corpus},
                 cfg["abstain_target"],
                 cfg["abstain_max_false"],
+                links=named,
             ),
+            links=named,
         )
         if cfg["abstain"]
         else None
@@ -292,7 +311,7 @@ def build(data: QADataset, config: dict[str, Any]) -> MultiHopRAG:
         query_passage_chars=cfg["query_passage_chars"],
         abstain=cfg["abstain"],
         support=support,
-        links=TitleLinks(dense.passages) if cfg["second_hop"] == "links" else None,  # the retriever's own chunks
+        links=titles if cfg["second_hop"] == "links" else None,
     )
 
 

@@ -223,6 +223,21 @@ def test_the_support_threshold_declines_the_target_share_unless_that_declines_an
     assert calibrate(dense(lambda i: 0.99), qs + lost, titles, target=0.8, max_false=0.1) == 0.8
     assert calibrate(dense(lambda i: 0.99), [], titles, target=0.8, max_false=0.1) == 0.0  # nothing to calibrate on
 
+    # questions 0-4 name their gold title: never declined with it in, so the cap on false declines rises (0.1 -> 0.6)
+    from dspyc.retrieval.links import TitleLinks
+    from programs.rag import Support
+
+    links = TitleLinks([_P(i, f"Gold{i}", "") for i in range(10)])
+    named = [
+        dspy.Example(question=f"{'Is Gold' if i < 5 else 'Is it'}{i} big {i}", gold_titles=[f"Gold{i}"])
+        for i in range(10)
+    ]
+    named_titles = {f"Gold{i}" for i in range(10)}
+    t = calibrate(dense(lambda i: i / 10), named, named_titles, target=0.8, max_false=0.1, links=links)
+    assert t == 0.6
+    support = Support(dense(lambda i: i / 10), t, links=links)
+    assert support.holds("Is Gold1 big 1") and not support.holds("Is it big 1") and support.holds("Is it big 7")
+
 
 def test_a_links_hop_takes_the_bridge_entitys_passage_without_asking_the_lm():
     import dspy
