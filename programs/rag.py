@@ -265,8 +265,10 @@ CONFIG = {
     "abstain": True,
     "abstain_target": 0.8,
     "abstain_max_false": 0.05,
-    # A question that names a corpus title is never declined for low support (its cosine is not checked).
-    "abstain_names": False,
+    # A question that names a corpus title is never declined for low support (its cosine is not checked), and the
+    # threshold is calibrated on the rest: hotpotqa-mini test abstention 0.467 -> 0.533 at the same false abstention
+    # (0.100) and F1 (-0.006 against no rule); wiki unchanged (0.800, none false). docs/results.md, 2026-12-07.
+    "abstain_names": True,
     "sources": [],
     "train": 24,
     "dev": 30,
