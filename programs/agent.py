@@ -329,9 +329,6 @@ def gold_trace(example: dspy.Example) -> list[dict[str, Any]]:
     # the one the adapter learned least: agent@2's compiled program wrote fewer calls than asked on 24 of 30 parallel test items.
     # Weighing the per-task call rows twice as well (and 640 rows, gold_extra 300) did worse: agent@4, test +0.078.
     weight = SPLIT_WEIGHT if len(calls) > 1 else 1
-    # Several calls: the call step over the whole request writes them all too, what it does under
-    # one_task_calls="several" where the split found one task (a step the program as built never takes).
-    whole = [(q, calls)] if len(calls) > 1 else []
     return [
         {
             "predictor": "split",
@@ -341,7 +338,7 @@ def gold_trace(example: dspy.Example) -> list[dict[str, Any]]:
         },
         *(
             {"predictor": "call", "inputs": {"question": r, "functions": functions}, "outputs": {"calls": c}}
-            for r, c in steps + whole
+            for r, c in steps
         ),
     ]
 
@@ -385,9 +382,7 @@ PROGRAM = ProgramSpec(
     cost_space={"split_tasks": [True, False], "call_per_task": [True, False], "max_tokens": [200, 120]},
     gold_trace=gold_trace,
     keep_trace=keep_trace,
-    # the split step a trained adapter reads, and a call step that may write more than a one-task split found: see
-    # FunctionCaller
-    finetune_config={"split_step": "with_functions", "one_task_calls": "several"},
+    finetune_config={"split_step": "with_functions"},  # the split step a trained adapter reads: see FunctionCaller
     tool_agent=tool_agent,
     sft_recipe="sft_agent",  # `dspyc distill agent`: sft_r16_qv plus BFCL's gold labels
     description="Function calling under a per-call JSON schema (scored on BFCL) and a bounded tool loop (dspyc ask).",

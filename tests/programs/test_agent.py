@@ -146,7 +146,7 @@ def test_a_trained_split_step_reads_the_functions(agent_mod):
     """The split step a finetune compile trains and serves (`finetune_config`) sees the function schemas, which say
     how many values one call takes; the program as built keeps the plain split, and one gold trace fits both."""
     spec = registry.get("agent")
-    assert spec.finetune_config == {"split_step": "with_functions", "one_task_calls": "several"}
+    assert spec.finetune_config == {"split_step": "with_functions"}
     schemas = [
         {"name": "fact", "parameters": {"type": "dict", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}
     ]
