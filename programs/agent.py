@@ -59,9 +59,6 @@ def _stub_tool(spec: dict[str, Any]) -> dspy.Tool:
 
 
 SplitStep = Literal["plain", "count_first", "with_functions"]
-# How many calls the call step may write over a request the split step found one task in: "one", as the split
-# says; "several", up to max_calls, a second chance at a request the split under-counted.
-OneTaskCalls = Literal["one", "several"]
 SPLIT_STEPS: dict[str, type[dspy.Signature]] = {
     "plain": SplitTasks,
     "count_first": CountThenSplit,
@@ -80,7 +77,6 @@ class FunctionCaller(dspy.Module):
         split_tasks: bool = True,
         call_per_task: bool = True,
         split_step: SplitStep = "plain",
-        one_task_calls: OneTaskCalls = "one",
     ):
         super().__init__()
         # max_tokens bounds the cost of a runaway reply (~8 tok/s on the CPU engine); a call list is far shorter.
@@ -98,10 +94,10 @@ class FunctionCaller(dspy.Module):
         # "with_functions": it sees the function schemas, which say how many values one call takes; what a finetune
         # compile trains and serves (agent@7: test +0.156 [+0.078, +0.244], parallel 0.033 -> 0.400). The program as
         # built keeps the plain split, the baseline every agent compile is measured against.
+        # Tried and removed: a call step over the whole request allowed up to max_calls where the split found one task
+        # wrote one all the same (agent@7's adapter: identical scores); trained on whole-request rows of every
+        # multi-call gold trace too (agent@8), test +0.100, parallel 0.367, below agent@7 (docs/results.md).
         self.split_step = split_step
-        # "several": where agent@7's adapter failed a parallel test item, 12 of 18 times the split had found one
-        # task in a request for several calls ("RGB and HEX values for navy, purple and maroon").
-        self.one_task_calls = one_task_calls
         self.split = dspy.Predict(SPLIT_STEPS[split_step])
         self.call = dspy.Predict(CallFunctions)
         self.native = dspy.Predict(NativeCall, tool_choice="required")
@@ -126,8 +122,7 @@ class FunctionCaller(dspy.Module):
         fewest, most, tasks = 1, max_calls or self.max_calls, []
         if self.split_tasks and most > 1:  # exactly one call per task
             tasks = (self.split_tasks_of(question, functions, most).tasks or [])[:most]
-            if len(tasks) > 1 or self.one_task_calls == "one":
-                fewest = most = max(len(tasks), 1)
+            fewest = most = max(len(tasks), 1)
         if self.call_per_task and len(tasks) > 1:  # (request, response_format) per call step
             one = calls_response_format(schemas, 1, min_calls=1)
             steps = [(task_request(question, task), one) for task in tasks]
@@ -245,7 +240,6 @@ CONFIG = {
     "split_tasks": True,
     "call_per_task": True,
     "split_step": "plain",
-    "one_task_calls": "one",
     "train": 10,
     "dev": 10,
     "test": 30,
@@ -299,7 +293,6 @@ def build(data: BFCLDataset, config: dict[str, Any]) -> FunctionCaller:
         split_tasks=cfg["split_tasks"],
         call_per_task=cfg["call_per_task"],
         split_step=cfg["split_step"],
-        one_task_calls=cfg["one_task_calls"],
     )
 
 

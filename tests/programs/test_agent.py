@@ -96,25 +96,6 @@ def test_the_caller_writes_one_call_per_task_the_request_holds(agent_mod):
     assert len(lm.seen) == 1 and (items["minItems"], items["maxItems"]) == (1, 4)
 
 
-def test_one_task_calls_several_lets_the_call_step_write_more_than_the_split_found(agent_mod):
-    """Under one_task_calls="several", a split that found one task leaves the call step 1..max_calls calls over the
-    whole request; two tasks or more still fix the count."""
-    schemas = [
-        {"name": "fact", "parameters": {"type": "dict", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}
-    ]
-    calls = [{"name": "fact", "arguments": {"n": n}} for n in (5, 10)]
-    lm = RecordingLM([{"tasks": ["fact: 5, 10"]}, {"calls": calls}])
-    with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
-        pred = agent_mod.FunctionCaller(max_calls=4, one_task_calls="several")(question="5! and 10!?", schemas=schemas)
-    items = lm.seen[1]["response_format"]["json_schema"]["schema"]["properties"]["calls"]
-    assert pred.calls == calls and (items["minItems"], items["maxItems"]) == (1, 4)
-    lm = RecordingLM([{"tasks": ["fact: 5"]}, {"calls": calls[:1]}])  # "one" (as built): held to one call
-    with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
-        agent_mod.FunctionCaller(max_calls=4)(question="5! and 10!?", schemas=schemas)
-    items = lm.seen[1]["response_format"]["json_schema"]["schema"]["properties"]["calls"]
-    assert (items["minItems"], items["maxItems"]) == (1, 1)
-
-
 def test_a_count_first_split_holds_the_task_list_to_its_count(agent_mod):
     """Under "count_first" the split writes its count first and the schema holds the list to it (agent@6 trained and
     served it: worse than the plain split). The program as built keeps the plain split."""
