@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dspyc import artifacts, compiler, engine, loading
+from dspyc import artifacts, compiler, engine, loading, registry
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +65,9 @@ def test_the_compile_table_records_training_and_per_call_cost(finetuned):
     assert training["steps"] == 3 and 0 < training["rows"] <= 6
     assert training["train_wall_s"] > 0 or training["reused"]  # an earlier run of this test trained the same rows
     assert training["gold_rows"] > 0  # BFCL's labels joined the program's passing traces
+    # the agent's finetune_config: the program under it without the adapter is scored too
+    assert m.metrics["untrained_config"] == registry.get("agent").finetune_config
+    assert set(m.metrics["untrained"]) == {"dev", "test"} and "metric" in m.metrics["untrained"]["test"]
     for which in ("baseline", "compiled"):
         cost = m.metrics["cost"][which]["test"]
         assert cost["lm_calls"] >= 3 and cost["cached_calls"] == 0
