@@ -943,12 +943,13 @@ def print_summary(m: artifacts.Manifest, lm_model: str = "") -> None:
     costs = m.metrics.get("cost", {})
     for header in COST_COLUMNS.values() if costs else ():
         table.add_column(header, justify="right")
-    untrained = "untrained, " + " ".join(f"{k}={v}" for k, v in m.metrics.get("untrained_config", {}).items())
+    served = " ".join(f"{k}={v}" for k, v in m.metrics.get("untrained_config", {}).items())
+    labels = WHICH_LABELS | {"untrained": f"untrained, {served}" if served else "untrained"}
     for split in ("dev", "test"):
         for which in ("baseline", "untrained", "compiled"):
             row = m.metrics.get(which, {}).get(split)
             if row:
-                label = {"baseline": "uncompiled", "untrained": untrained.strip(", ")}.get(which, "compiled")
+                label = labels[which]
                 cost = costs.get(which, {}).get(split, {})
                 table.add_row(
                     split,
@@ -960,7 +961,7 @@ def print_summary(m: artifacts.Manifest, lm_model: str = "") -> None:
     console.print(table)
     if weights_alone := m.metrics.get("delta_untrained"):
         console.print(
-            f"what the weights add (compiled − {untrained.strip(', ')}): "
+            f"what the weights add (compiled − {labels['untrained']}): "
             + " · ".join(f"{split} {format_delta(d)}" for split, d in weights_alone.items()),
             soft_wrap=True,
         )

@@ -285,8 +285,9 @@ def load_data(dataset: str, seed: int) -> QADataset:
 def build(data: QADataset, config: dict[str, Any]) -> MultiHopRAG:
     cfg = CONFIG | config
     retriever, dense = build_retriever(data, cfg)
-    titles = TitleLinks(dense.passages)  # the retriever's own chunks
-    named = titles if cfg["abstain_names"] else None
+    links, names = cfg["second_hop"] == "links", cfg["abstain"] and cfg["abstain_names"]
+    titles = TitleLinks(dense.passages) if links or names else None  # the retriever's own chunks
+    named = titles if names else None
     support = (
         Support(
             dense,
@@ -313,7 +314,7 @@ def build(data: QADataset, config: dict[str, Any]) -> MultiHopRAG:
         query_passage_chars=cfg["query_passage_chars"],
         abstain=cfg["abstain"],
         support=support,
-        links=titles if cfg["second_hop"] == "links" else None,
+        links=titles if links else None,
     )
 
 

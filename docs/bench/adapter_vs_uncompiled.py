@@ -13,9 +13,8 @@ e.g. `--set one_task_calls=several`: the adapter served under a config it was no
 import argparse
 from pathlib import Path
 
-import yaml
-
 from dspyc import registry
+from dspyc.cli import parse_overrides
 from dspyc.artifacts import AdapterRef
 from dspyc.compiler import build_uncompiled, configure, evaluate_many
 from dspyc.distill import student as S
@@ -34,9 +33,7 @@ def main() -> None:
     s = get_settings()
     configure(s)
     spec = registry.get(args.program)
-    served = dict(spec.finetune_config or {}) | {
-        k: yaml.safe_load(v) for k, _, v in (a.partition("=") for a in args.set)
-    }
+    served = dict(spec.finetune_config or {}) | parse_overrides(args.set)
     base, dataset, _ = build_uncompiled(args.program, args.data)
     compiled = build_uncompiled(args.program, config=served, dataset=dataset)[0]
     ref = AdapterRef(lora_name=S.lora_name(args.program, args.adapter, role="ft"), base_model=s.lm_model)

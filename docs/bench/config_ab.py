@@ -7,9 +7,8 @@ Each KEY=VALUE is parsed as YAML, as `dspyc compile --set` does.
 
 import argparse
 
-import yaml
-
 from dspyc import registry
+from dspyc.cli import parse_overrides
 from dspyc.compiler import build_uncompiled, configure, evaluate_many
 from dspyc.settings import get_settings
 from dspyc.stats import format_delta, paired_delta
@@ -22,7 +21,7 @@ def main() -> None:
     ap.add_argument("settings", nargs="+", help="KEY=VALUE")
     ap.add_argument("--split", action="append", default=None)
     args = ap.parse_args()
-    changed = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.settings)}
+    changed = parse_overrides(args.settings)
     s = get_settings()
     configure(s)
     spec = registry.get(args.program)
