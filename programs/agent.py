@@ -24,7 +24,15 @@ from dspyc.registry import ProgramSpec
 from dspyc.settings import Settings, get_settings
 from dspyc.tools.base import ToolRegistry, ToolResult
 from dspyc.tools.schema import calls_response_format, render_function
-from signatures.agent import AnswerFromResults, CallFunctions, CountThenSplit, NextStep, SplitTasks, SplitWithFunctions
+from signatures.agent import (
+    AnswerFromResults,
+    CallFunctions,
+    CountThenSplit,
+    NextStep,
+    SplitIntoCalls,
+    SplitTasks,
+    SplitWithFunctions,
+)
 
 FINISH = {
     "name": "finish",
@@ -58,11 +66,12 @@ def _stub_tool(spec: dict[str, Any]) -> dspy.Tool:
     )
 
 
-SplitStep = Literal["plain", "count_first", "with_functions"]
+SplitStep = Literal["plain", "count_first", "with_functions", "as_calls"]
 SPLIT_STEPS: dict[str, type[dspy.Signature]] = {
     "plain": SplitTasks,
     "count_first": CountThenSplit,
     "with_functions": SplitWithFunctions,
+    "as_calls": SplitIntoCalls,
 }
 
 
@@ -94,6 +103,9 @@ class FunctionCaller(dspy.Module):
         # "with_functions": it sees the function schemas, which say how many values one call takes; what a finetune
         # compile trains and serves (agent@7: test +0.156 [+0.078, +0.244], parallel 0.033 -> 0.400). The program as
         # built keeps the plain split, the baseline every agent compile is measured against.
+        # "as_calls": it reads the functions and writes each task as the call itself, `name(arg=value, ...)`: the form
+        # the untrained coder model reached for under "with_functions" (`fact(5)`), where agent@7's adapter, taught
+        # "fact: 5" lines, ran two tasks' values together or gave one task another's values (docs/results.md).
         # Tried and removed: a call step over the whole request allowed up to max_calls where the split found one task
         # wrote one all the same (agent@7's adapter: identical scores); trained on whole-request rows of every
         # multi-call gold trace too (agent@8), test +0.100, parallel 0.367, below agent@7 (docs/results.md).
@@ -121,7 +133,7 @@ class FunctionCaller(dspy.Module):
             return dspy.Prediction(calls=calls)
         fewest, most, tasks = 1, max_calls or self.max_calls, []
         if self.split_tasks and most > 1:  # exactly one call per task
-            tasks = (self.split_tasks_of(question, functions, most).tasks or [])[:most]
+            tasks = self.split_tasks_of(question, functions, most)[:most]
             fewest = most = max(len(tasks), 1)
         if self.call_per_task and len(tasks) > 1:  # (request, response_format) per call step
             one = calls_response_format(schemas, 1, min_calls=1)
@@ -138,12 +150,17 @@ class FunctionCaller(dspy.Module):
         ]
         return dspy.Prediction(calls=dedupe([_as_dict(c) for c in calls]))
 
-    def split_tasks_of(self, question: str, functions: list[str], most: int) -> dspy.Prediction:
+    def split_tasks_of(self, question: str, functions: list[str], most: int) -> list[str]:
+        """The split step's task lines, whichever split step it is."""
+        if self.split_step == "as_calls":
+            return self.split(functions=functions, question=question).call_lines or []
         if self.split_step == "with_functions":
-            return self.split(functions=functions, question=question)
-        if self.split_step == "count_first":
-            return self.split(question=question, config={"response_format": counted_tasks_format(most)})
-        return self.split(question=question)
+            pred = self.split(functions=functions, question=question)
+        elif self.split_step == "count_first":
+            pred = self.split(question=question, config={"response_format": counted_tasks_format(most)})
+        else:
+            pred = self.split(question=question)
+        return pred.tasks or []
 
 
 def counted_tasks_format(most: int) -> dict[str, Any]:
@@ -308,6 +325,12 @@ def gold_task(call: dict[str, Any]) -> str:
     return (f"{what}: {', '.join(values)}" if values else what)[:DEFAULT_MAX_STRING_LENGTH]
 
 
+def gold_call_line(call: dict[str, Any]) -> str:
+    """A task line under the "as_calls" split: the call itself, `name(arg=value, ...)`, values as Python literals."""
+    args = ", ".join(f"{k}={v!r}" for k, v in call["arguments"].items())
+    return f"{call['name']}({args})"[:DEFAULT_MAX_STRING_LENGTH]
+
+
 def gold_trace(example: dspy.Example) -> list[dict[str, Any]]:
     """BFCL's possible answers as the trace `FunctionCaller` would leave: the split step's tasks, then one call step
     per task (or one on the request itself for a single task). The split row carries the count and the functions,
@@ -326,7 +349,7 @@ def gold_trace(example: dspy.Example) -> list[dict[str, Any]]:
         {
             "predictor": "split",
             "inputs": {"question": q, "functions": functions},  # every split step reads what it names of these
-            "outputs": {"count": len(tasks), "tasks": tasks},
+            "outputs": {"count": len(tasks), "tasks": tasks, "call_lines": [gold_call_line(c) for c in calls]},
             "weight": weight,
         },
         *(
@@ -339,7 +362,9 @@ def gold_trace(example: dspy.Example) -> list[dict[str, Any]]:
 def keep_trace(example: dspy.Example, calls: list[Any]) -> bool:
     """A passing teacher trace is SFT data only when its split step found as many tasks as the gold answer has
     calls: Qwen often split one request in two, wrote the same call twice, and passed once `dedupe` merged them."""
-    tasks = next((c.outputs.get("tasks") or [] for c in calls if c.predictor == "split"), None)
+    tasks = next(
+        (c.outputs.get("tasks") or c.outputs.get("call_lines") or [] for c in calls if c.predictor == "split"), None
+    )
     return tasks is None or max(len(tasks), 1) == len(example.calls)
 
 

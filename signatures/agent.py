@@ -40,6 +40,15 @@ class SplitWithFunctions(dspy.Signature):
     tasks: list[str] = dspy.OutputField(desc="one short line per call", max_length=4)
 
 
+class SplitIntoCalls(dspy.Signature):
+    """Write the separate function calls the request asks for, one per line as name(arg=value, ...), with the values the request gives. A request about one thing is one call; "X for A and B" is two calls."""
+
+    functions: list[str] = dspy.InputField(desc="available functions: name(arg: type, optional?: type) - description")
+    question: str = dspy.InputField(desc="the user's request")
+    # Not `tasks`: a gold split row carries both, and each split step learns the lines its own field names.
+    call_lines: list[str] = dspy.OutputField(desc="one line per call: name(arg=value, ...)", max_length=4)
+
+
 class CallFunctions(dspy.Signature):
     """Answer the request by calling the right function(s) from the list, with argument values taken from the request. Make one call per distinct thing the request asks for."""
 

@@ -120,7 +120,11 @@ def test_a_count_first_split_holds_the_task_list_to_its_count(agent_mod):
     assert "count" not in agent_mod.build(None, {}).split.signature.output_fields  # as built: the plain split
     assert "count" in agent_mod.build(None, {"split_step": "count_first"}).split.signature.output_fields
     ex = dspy.Example(question="Factorials of 5 and 10?", functions=[], calls=calls[:2])
-    assert agent_mod.gold_trace(ex)[0]["outputs"] == {"count": 2, "tasks": ["fact: 5", "fact: 10"]}
+    assert agent_mod.gold_trace(ex)[0]["outputs"] == {
+        "count": 2,
+        "tasks": ["fact: 5", "fact: 10"],
+        "call_lines": ["fact(n=5)", "fact(n=10)"],
+    }
 
 
 def test_a_trained_split_step_reads_the_functions(agent_mod):
@@ -148,6 +152,43 @@ def test_a_trained_split_step_reads_the_functions(agent_mod):
         prompt, completion = chat_row(adapter, pred, split_row["inputs"], split_row["outputs"])
         assert ("fact(n: integer)" in prompt[-1]["content"]) == bool(config)
         assert completion[0]["content"] == '{"tasks":["fact: 5","fact: 10"]}'
+
+
+def test_an_as_calls_split_writes_each_task_as_its_call(agent_mod):
+    """Under "as_calls" the split step reads the functions and writes each task as `name(arg=value, ...)`; its gold
+    lines come from the same gold trace as every other split step's, and each call step reads one line."""
+    schemas = [
+        {
+            "name": "geo.area",
+            "parameters": {
+                "type": "dict",
+                "properties": {"base": {"type": "integer"}, "unit": {"type": "string"}},
+                "required": ["base"],
+            },
+        }
+    ]
+    calls = [{"name": "geo.area", "arguments": {"base": b, "unit": u}} for b, u in ((15, "m"), (25, "ft"))]
+    lines = ["geo.area(base=15, unit='m')", "geo.area(base=25, unit='ft')"]
+    lm = RecordingLM([{"call_lines": lines}, *({"calls": [c]} for c in calls)])
+    with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
+        caller = agent_mod.build(None, {"split_step": "as_calls"})
+        assert caller(question="Areas of 15 m and 25 ft?", schemas=schemas).calls == calls
+    assert "geo.area(base: integer" in lm.history[0]["messages"][-1]["content"]
+    assert lm.history[1]["messages"][-1]["content"].count(lines[0]) == 1  # the first call step reads its line
+    ex = dspy.Example(question="Areas of 15 m and 25 ft?", functions=[], calls=calls)
+    split_row = agent_mod.gold_trace(ex)[0]
+    assert split_row["outputs"]["call_lines"] == lines
+    from dspyc.distill.traces import chat_row
+
+    prompt, completion = chat_row(ConstrainedJSONAdapter(), caller.split, split_row["inputs"], split_row["outputs"])
+    assert (
+        completion[0]["content"] == '{"call_lines":["geo.area(base=15, unit=\'m\')","geo.area(base=25, unit=\'ft\')"]}'
+    )
+    # a passing trace under it is kept only where it wrote as many lines as the gold answer has calls
+    from dspyc.distill.traces import PredictorCall
+
+    split = PredictorCall(predictor="split", inputs={}, outputs={"call_lines": lines[:1]})
+    assert not agent_mod.keep_trace(ex, [split])
 
 
 def test_a_schema_that_admits_more_than_the_context_asks_for_the_reply_cap(agent_mod):
