@@ -17,7 +17,6 @@ answer F1: the answer alone in plain text 0.277; as JSON `{answer}` 0.197; as JS
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -30,15 +29,12 @@ from dspyc.metrics import exact_match, mean, normalize_answer, title_recall, tok
 from dspyc.registry import ProgramSpec, RetrievalSpec
 from dspyc.retrieval.links import TitleLinks
 from dspyc.retrieval.types import Retriever
-from signatures.rag import AnswerFromPassages, AnswerWithEvidence, GenerateQuery, RewriteQuery
+from signatures.rag import AnswerFromPassages, GenerateQuery, RewriteQuery
 
 UNKNOWN = {"unknown", "", "none", "not mentioned", "n/a", "no answer"}
 # How a later hop finds its passages: "query", the LM writes a query from what was found; "links", the passages
 # whose titles the found passages name (the bridge entity's), no LM call, and the query only where none is named.
 SecondHop = Literal["query", "links"]
-# What the answer step writes: "span", the answer alone in plain text; "evidence", the passage sentence that holds the
-# answer, then the answer (JSON), so a reader trained on it copies its support before it answers.
-AnswerStep = Literal["span", "evidence"]
 YES_NO = {"yes", "no"}
 
 
@@ -147,7 +143,6 @@ class MultiHopRAG(dspy.Module):
         abstain: bool = False,
         support: Support | None = None,
         links: TitleLinks | None = None,
-        answer_step: AnswerStep = "span",
     ):
         super().__init__()
         self.retriever = SharedRetriever(retriever)
@@ -157,12 +152,7 @@ class MultiHopRAG(dspy.Module):
         self.query_passage_chars, self.later_hop_passages = query_passage_chars, later_hop_passages
         self.generate_query = dspy.Predict(GenerateQuery)
         self.rewrite = dspy.Predict(RewriteQuery)
-        self.answer_step = answer_step
-        self.answer = (
-            dspy.Predict(AnswerWithEvidence)
-            if answer_step == "evidence"
-            else dspy.Predict(AnswerFromPassages, reply="text")
-        )
+        self.answer = dspy.Predict(AnswerFromPassages, reply="text")
 
     def retrieve(self, query: str, k: int | None = None) -> list:
         return [h.passage for h in self.retriever.search(query, k or self.k)]
@@ -279,7 +269,6 @@ CONFIG = {
     # threshold is calibrated on the rest: hotpotqa-mini test abstention 0.467 -> 0.533 at the same false abstention
     # (0.100) and F1 (-0.006 against no rule); wiki unchanged (0.800, none false). docs/results.md, 2026-12-07.
     "abstain_names": True,
-    "answer_step": "span",
     "sources": [],
     "train": 24,
     "dev": 30,
@@ -326,7 +315,6 @@ def build(data: QADataset, config: dict[str, Any]) -> MultiHopRAG:
         abstain=cfg["abstain"],
         support=support,
         links=titles if links else None,
-        answer_step=cfg["answer_step"],
     )
 
 
@@ -392,15 +380,7 @@ def relabel(example: dspy.Example, calls: list) -> list[dict[str, Any]]:
         for c in answers
         if gold and (gold in YES_NO or gold in normalize_answer(" ".join(c.inputs.get("passages", []))))
     ]
-    out = [
-        {
-            "predictor": "answer",
-            "inputs": dict(c.inputs),
-            # a row holds what its step's signature names: the evidence only where the answer step writes it
-            "outputs": {"evidence": evidence(c.inputs["passages"], example), "answer": example.answer},
-        }
-        for c in grounded
-    ]
+    out = [{"predictor": "answer", "inputs": dict(c.inputs), "outputs": {"answer": example.answer}} for c in grounded]
     final = answers[-1].outputs.get("answer", "") if answers else ""
     if metric(example, dspy.Prediction(answer=final), trace=True):
         out += [
@@ -409,22 +389,6 @@ def relabel(example: dspy.Example, calls: list) -> list[dict[str, Any]]:
             if c.predictor != "answer"
         ]
     return out
-
-
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
-
-
-def evidence(passages: list[str], example: dspy.Example, bound: int = 300) -> str:
-    """The gold evidence an answer step under "evidence" learns to copy from its passages ("Title: text"): the first
-    sentence that holds the gold answer, a gold title's first; for yes/no, the opening sentence of each gold title."""
-    gold, titles = normalize_answer(example.answer), set(example.get("gold_titles") or [])
-    split = [(t, SENTENCE_END.split(text)) for t, _, text in (p.partition(": ") for p in passages)]
-    ranked = sorted(split, key=lambda ts: ts[0] not in titles)  # stable: gold titles first, in context order
-    if gold in YES_NO:
-        picked = [(t, sents[0]) for t, sents in ranked if t in titles][:2]
-    else:
-        picked = next(([(t, x)] for t, sents in ranked for x in sents if f" {gold} " in f" {normalize_answer(x)} "), [])
-    return " ".join(f"{t}: {x}" for t, x in picked)[:bound]
 
 
 def _hop(pred: dspy.Prediction, hop: int) -> list[str]:
@@ -463,7 +427,6 @@ PROGRAM = ProgramSpec(
     cost_space={"max_passages": [8, 5, 3], "hops": [2, 1], "max_rewrites": [1, 0], "query_passage_chars": [300, 150]},
     learned_from=reranker_questions,
     relabel=relabel,
-    finetune_config={"answer_step": "evidence"},  # the answer step a trained adapter serves: see AnswerStep
     prepare_data=prepare,  # datasets/wiki from the Wikipedia articles inside the gensim wheel
     outputs={
         "answer": str,

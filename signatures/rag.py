@@ -31,12 +31,3 @@ class AnswerFromPassages(dspy.Signature):
     passages: list[str] = dspy.InputField()
     question: str = dspy.InputField()
     answer: str = dspy.OutputField(desc="a few words", max_length=60)
-
-
-class AnswerWithEvidence(dspy.Signature):
-    """Copy the passage sentence that answers the question, then answer it with a short span (a name, date, number or yes/no)."""
-
-    passages: list[str] = dspy.InputField()
-    question: str = dspy.InputField()
-    evidence: str = dspy.OutputField(desc="the sentence, as 'Title: sentence'", max_length=300)
-    answer: str = dspy.OutputField(desc="a few words", max_length=60)

@@ -133,58 +133,11 @@ def test_rag_relabels_only_answer_steps_whose_passages_hold_the_gold_answer():
     not_held = call("answer", {"question": ex.question, "passages": ["Louvre: a museum."]}, {"answer": "Paris"})
     # the run failed (its last answer, Lyon): the grounded answer step is taught the gold answer, no query step
     assert rag.relabel(ex, [q, not_held, held]) == [
-        {
-            "predictor": "answer",
-            "inputs": held.inputs,
-            "outputs": {"evidence": "Louvre: a museum in Paris.", "answer": "Paris"},
-        }
+        {"predictor": "answer", "inputs": held.inputs, "outputs": {"answer": "Paris"}}
     ]
     # the run passed: its query step joins; the answer step over passages without "Paris" is never taught
     out = rag.relabel(ex, [q, not_held])
     assert [c["predictor"] for c in out] == ["generate_query"]
-
-
-def test_rag_evidence_is_the_sentence_that_holds_the_answer_a_gold_titles_first():
-    from programs import rag
-
-    passages = [
-        "Lyon: Lyon is a city. It is not Paris.",
-        "Louvre: The Louvre opened in 1793. It is a museum in Paris.",
-        "Seine: A river. It runs through Paris (France).",
-    ]
-    ex = dspy.Example(question="Where is the Louvre?", answer="Paris", gold_titles=["Louvre", "Seine"])
-    assert rag.evidence(passages, ex) == "Louvre: It is a museum in Paris."
-    # whole words only: "1" is not in "1793"; no sentence holds it, so there is no evidence to copy
-    assert rag.evidence(passages, dspy.Example(answer="1", gold_titles=["Louvre"])) == ""
-    # yes/no: the opening sentence of each gold title in the context, in order, within the bound
-    yes = dspy.Example(answer="yes", gold_titles=["Seine", "Louvre"])
-    assert rag.evidence(passages, yes) == "Louvre: The Louvre opened in 1793. Seine: A river."
-    assert rag.evidence(passages, yes, bound=12) == "Louvre: The "
-
-
-def test_rag_answers_with_evidence_as_json_under_its_answer_step():
-    from dspyc.adapter import ConstrainedJSONAdapter
-    from programs.rag import MultiHopRAG
-
-    class Retriever:
-        def search(self, query, k):
-            p = type("P", (), {"id": 1, "title": "Louvre", "text": "It is a museum in Paris."})
-            return [type("Hit", (), {"passage": p})]
-
-    class LM(dspy.BaseLM):
-        def __init__(self):
-            super().__init__("fake")
-
-        def __call__(self, prompt=None, messages=None, **kw):
-            assert "evidence" in kw["response_format"]["json_schema"]["schema"]["properties"]
-            return ['{"evidence":"Louvre: It is a museum in Paris.","answer":"Paris"}']
-
-        def forward(self, *a, **k):
-            raise NotImplementedError
-
-    with dspy.context(lm=LM(), adapter=ConstrainedJSONAdapter()):
-        pred = MultiHopRAG(Retriever(), hops=1, k=1, answer_step="evidence")(question="Where is the Louvre?")
-    assert pred.answer == "Paris" and pred.citations == ["Louvre"]
 
 
 def test_a_chain_stops_at_the_stage_that_stops_helping(monkeypatch):
