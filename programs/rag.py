@@ -38,19 +38,6 @@ SecondHop = Literal["query", "links"]
 YES_NO = {"yes", "no"}
 
 
-class SharedRetriever:
-    """Holds the retriever by reference: optimizers deepcopy programs, and indexes must not be copied."""
-
-    def __init__(self, retriever):
-        self.retriever = retriever
-
-    def __deepcopy__(self, memo):
-        return self
-
-    def search(self, query: str, k: int) -> list:
-        return self.retriever.search(query, k)
-
-
 def grounding(answer: str, text: str) -> float:
     """The share of the answer's words that the text holds (1.0: the span is in the passage)."""
     words = normalize_answer(answer).split()
@@ -145,7 +132,7 @@ class MultiHopRAG(dspy.Module):
         links: TitleLinks | None = None,
     ):
         super().__init__()
-        self.retriever = SharedRetriever(retriever)
+        self.retriever = retriever  # shared by deepcopies: see Retriever
         self.links = links  # None: every later hop writes a query
         self.abstain, self.support = abstain, support
         self.hops, self.k, self.max_rewrites, self.max_passages = hops, k, max_rewrites, max_passages

@@ -256,7 +256,7 @@ def test_with_program_scores_the_program_itself_over_every_corpus(folders, offli
     seen = []
 
     def fake_evaluate(program, examples, spec, num_threads, label):
-        corpus = program.retriever.retriever  # SharedRetriever -> the hybrid over the corpus it was built on
+        corpus = program.retriever  # the hybrid over the corpus it was built on
         seen.append((len(examples), len(corpus.retrievers[0].passages)))
         return SimpleNamespace(scores={"retrieval_recall": 1.0 / len(seen), "errors": 0})
 

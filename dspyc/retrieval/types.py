@@ -35,6 +35,9 @@ class Retriever(Protocol):
     def search_many(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         return [self.search(q, k) for q in queries]
 
+    def __deepcopy__(self, memo):  # an index is shared, never copied: optimizers deepcopy the programs holding one
+        return self
+
 
 def search_many(retriever: Retriever, queries: Sequence[str], k: int) -> list[list[Hit]]:
     """Batch search on any retriever, also one that does not inherit the protocol's default."""

@@ -272,3 +272,15 @@ def test_a_links_hop_takes_the_bridge_entitys_passage_without_asking_the_lm():
     assert pred.context_titles == ["Alien (film)", "Ridley Scott"]  # the longest title named, not "Ridley"
     assert pred.queries[1] == "links: Ridley Scott" and pred.answer == "South Shields"
     assert len(lm.calls) == 1 and "Name the person" not in lm.calls[0]  # the answer step only
+
+
+def test_a_program_copied_by_an_optimizer_shares_its_retriever():
+    import copy
+
+    from dspyc.retrieval.bm25 import BM25Retriever
+    from dspyc.retrieval.chunking import chunk_documents
+    from programs.rag import MultiHopRAG
+
+    retriever = BM25Retriever(chunk_documents([{"title": t, "text": x} for t, x in CORPORA["baking"]]))
+    program = MultiHopRAG(retriever)
+    assert program.deepcopy().retriever is retriever and copy.deepcopy(program).retriever is retriever

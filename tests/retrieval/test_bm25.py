@@ -68,3 +68,10 @@ def test_scores_cover_every_passage(passages):
     assert s.shape == (len(passages),)
     assert passages[int(s.argmax())].title == "Eiffel Tower"
     assert not r.scores("zzzyx").any()
+
+
+def test_an_index_is_shared_not_copied(passages):
+    import copy
+
+    retriever = BM25Retriever(passages)
+    assert copy.deepcopy({"r": retriever})["r"] is retriever
