@@ -100,12 +100,14 @@ class FunctionCaller(dspy.Module):
         # How the split step reads the request (SPLIT_STEPS). "count_first": it writes its task count first, and the
         # list is held to that many lines; a finetune compile trained and served under it (agent@6) did worse than
         # on the plain split: test +0.067 against agent@5's +0.144, parallel 0.167 against 0.333.
-        # "with_functions": it sees the function schemas, which say how many values one call takes; what a finetune
-        # compile trains and serves (agent@7: test +0.156 [+0.078, +0.244], parallel 0.033 -> 0.400). The program as
-        # built keeps the plain split, the baseline every agent compile is measured against.
+        # "with_functions": it sees the function schemas, which say how many values one call takes (agent@7, trained
+        # and served under it: test +0.156 [+0.078, +0.244], parallel 0.033 -> 0.400).
         # "as_calls": it reads the functions and writes each task as the call itself, `name(arg=value, ...)`: the form
         # the untrained coder model reached for under "with_functions" (`fact(5)`), where agent@7's adapter, taught
-        # "fact: 5" lines, ran two tasks' values together or gave one task another's values (docs/results.md).
+        # "fact: 5" lines, ran two tasks' values together or gave one task another's values. What a finetune compile
+        # trains and serves (agent@9: dev +0.133 [+0.033, +0.267], kept; test +0.222 [+0.133, +0.322], parallel
+        # 0.033 -> 0.600; docs/results.md). The program as built keeps the plain split, the baseline every agent
+        # compile is measured against (untrained, "as_calls" is level on dev).
         # Tried and removed: a call step over the whole request allowed up to max_calls where the split found one task
         # wrote one all the same (agent@7's adapter: identical scores); trained on whole-request rows of every
         # multi-call gold trace too (agent@8), test +0.100, parallel 0.367, below agent@7 (docs/results.md).

@@ -127,18 +127,17 @@ def test_a_count_first_split_holds_the_task_list_to_its_count(agent_mod):
     }
 
 
-def test_a_trained_split_step_reads_the_functions(agent_mod):
-    """The split step a finetune compile trains and serves (`finetune_config`) sees the function schemas, which say
-    how many values one call takes; the program as built keeps the plain split, and one gold trace fits both."""
-    spec = registry.get("agent")
-    assert spec.finetune_config == {"split_step": "with_functions"}
+def test_a_split_step_can_read_the_functions(agent_mod):
+    """The "with_functions" split step (agent@7's) sees the function schemas, which say how many values one call
+    takes; the program as built keeps the plain split, and one gold trace fits both."""
+    config = {"split_step": "with_functions"}
     schemas = [
         {"name": "fact", "parameters": {"type": "dict", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}
     ]
     calls = [{"name": "fact", "arguments": {"n": n}} for n in (5, 10)]
     lm = RecordingLM([{"tasks": ["fact: 5", "fact: 10"]}, *({"calls": [c]} for c in calls)])
     with dspy.context(lm=lm, adapter=ConstrainedJSONAdapter()):
-        caller = agent_mod.build(None, spec.finetune_config)
+        caller = agent_mod.build(None, config)
         assert caller(question="Factorials of 5 and 10?", schemas=schemas).calls == calls
     split_prompt = lm.history[0]["messages"][-1]["content"]
     assert split_prompt.index("fact(n: integer)") < split_prompt.index("Factorials of 5 and 10?")
@@ -147,16 +146,18 @@ def test_a_trained_split_step_reads_the_functions(agent_mod):
     from dspyc.distill.traces import chat_row
 
     adapter = ConstrainedJSONAdapter()
-    for config in ({}, spec.finetune_config):
-        pred = agent_mod.build(None, config).split
+    for cfg in ({}, config):
+        pred = agent_mod.build(None, cfg).split
         prompt, completion = chat_row(adapter, pred, split_row["inputs"], split_row["outputs"])
-        assert ("fact(n: integer)" in prompt[-1]["content"]) == bool(config)
+        assert ("fact(n: integer)" in prompt[-1]["content"]) == bool(cfg)
         assert completion[0]["content"] == '{"tasks":["fact: 5","fact: 10"]}'
 
 
 def test_an_as_calls_split_writes_each_task_as_its_call(agent_mod):
-    """Under "as_calls" the split step reads the functions and writes each task as `name(arg=value, ...)`; its gold
-    lines come from the same gold trace as every other split step's, and each call step reads one line."""
+    """Under "as_calls" (what a finetune compile trains and serves: agent@9) the split step reads the functions and
+    writes each task as `name(arg=value, ...)`; its gold lines come from the same gold trace as every other split
+    step's, and each call step reads one line."""
+    assert registry.get("agent").finetune_config == {"split_step": "as_calls"}
     schemas = [
         {
             "name": "geo.area",
