@@ -39,7 +39,7 @@ def test_sources_are_routed_by_query(tmp_path):
     spec = registry.get("rag")
     data = spec.load_data(str(folders["football"]), 0)
     program = spec.build(data, {"sources": [str(folders["baking"])], "retriever": "bm25"})
-    router = program.retriever.retriever
+    router = program.retriever
     assert isinstance(router, SemanticRouter) and set(router.names) == {"football", "baking"}
     assert router.route("how long should bread dough rise before baking?") == "baking"
     assert router.route("who won the league title and how many goals were scored?") == "football"
@@ -51,7 +51,7 @@ def test_one_corpus_needs_no_router(tmp_path):
     spec = registry.get("rag")
     data = spec.load_data(str(qa_folder(tmp_path, "football", CORPORA["football"])), 0)
     program = spec.build(data, {"retriever": "bm25"})
-    assert not isinstance(program.retriever.retriever, SemanticRouter)
+    assert not isinstance(program.retriever, SemanticRouter)
 
 
 @pytest.mark.integration
