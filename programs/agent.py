@@ -154,15 +154,19 @@ class FunctionCaller(dspy.Module):
 
     def split_tasks_of(self, question: str, functions: list[str], most: int) -> list[str]:
         """The split step's task lines, whichever split step it is."""
-        if self.split_step == "as_calls":
-            return self.split(functions=functions, question=question).call_lines or []
-        if self.split_step == "with_functions":
+        if self.split_step in ("with_functions", "as_calls"):  # they read the function schemas
             pred = self.split(functions=functions, question=question)
         elif self.split_step == "count_first":
             pred = self.split(question=question, config={"response_format": counted_tasks_format(most)})
         else:
             pred = self.split(question=question)
-        return pred.tasks or []
+        return task_lines(pred)
+
+
+def task_lines(outputs: Any) -> list[str]:
+    """A split step's task lines from its outputs (a Prediction or a trace's dict): `call_lines` under "as_calls",
+    `tasks` under every other split step."""
+    return outputs.get("tasks") or outputs.get("call_lines") or []
 
 
 def counted_tasks_format(most: int) -> dict[str, Any]:
@@ -364,9 +368,7 @@ def gold_trace(example: dspy.Example) -> list[dict[str, Any]]:
 def keep_trace(example: dspy.Example, calls: list[Any]) -> bool:
     """A passing teacher trace is SFT data only when its split step found as many tasks as the gold answer has
     calls: Qwen often split one request in two, wrote the same call twice, and passed once `dedupe` merged them."""
-    tasks = next(
-        (c.outputs.get("tasks") or c.outputs.get("call_lines") or [] for c in calls if c.predictor == "split"), None
-    )
+    tasks = next((task_lines(c.outputs) for c in calls if c.predictor == "split"), None)
     return tasks is None or max(len(tasks), 1) == len(example.calls)
 
 
