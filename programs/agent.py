@@ -18,6 +18,7 @@ from typing import Any, Literal
 import dspy
 
 from dspyc.adapter import DEFAULT_MAX_STRING_LENGTH
+from dspyc.errors import DspycError
 from dspyc.data.bfcl import BFCLDataset, ast_check, load_bfcl, to_bfcl_calls
 from dspyc.metrics import mean
 from dspyc.registry import ProgramSpec
@@ -111,6 +112,8 @@ class FunctionCaller(dspy.Module):
         # Tried and removed: a call step over the whole request allowed up to max_calls where the split found one task
         # wrote one all the same (agent@7's adapter: identical scores); trained on whole-request rows of every
         # multi-call gold trace too (agent@8), test +0.100, parallel 0.367, below agent@7 (docs/results.md).
+        if split_step not in SPLIT_STEPS:
+            raise DspycError(f"unknown split_step {split_step!r}: choose {', '.join(SPLIT_STEPS)}")
         self.split_step = split_step
         self.split = dspy.Predict(SPLIT_STEPS[split_step])
         self.call = dspy.Predict(CallFunctions)
@@ -280,8 +283,6 @@ def resolve_tool_calling(mode: str | None = None) -> str:
             "native" if s.lm_backend == "litellm" and getattr(lm, "supports_function_calling", False) else "constrained"
         )
     if mode not in ("constrained", "native"):
-        from dspyc.errors import DspycError
-
         raise DspycError(f"unknown agent_tool_calling {mode!r}: choose constrained, native or auto")
     return mode
 

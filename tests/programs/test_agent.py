@@ -342,3 +342,12 @@ def test_ask_answers_with_the_weather_tool_end_to_end(live_engine, monkeypatch):
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output
     assert "tool " in result.output and "[source: offline:" in result.output
+
+
+def test_an_unknown_split_step_is_a_one_line_error(agent_mod):
+    from dspyc.errors import DspycError
+
+    with pytest.raises(
+        DspycError, match="unknown split_step 'bogus': choose plain, count_first, with_functions, as_calls"
+    ):
+        agent_mod.build(None, {"split_step": "bogus"})
