@@ -18,8 +18,8 @@ from typing import Any, Literal
 import dspy
 
 from dspyc.adapter import DEFAULT_MAX_STRING_LENGTH
-from dspyc.errors import DspycError
 from dspyc.data.bfcl import BFCLDataset, ast_check, load_bfcl, to_bfcl_calls
+from dspyc.errors import DspycError
 from dspyc.metrics import mean
 from dspyc.registry import ProgramSpec
 from dspyc.settings import Settings, get_settings
