@@ -362,6 +362,10 @@ def metric(example: dspy.Example, pred: dspy.Prediction, trace=None) -> float | 
 # Tried and removed: wiki's 235 questions as more gold rows for a compile on hotpotqa-mini (rag@17, 125 wiki rows
 # beside the 118 own, 31 steps): test +0.026 [-0.041, +0.094], dev +0.001, no better than the own rows alone (rag@14:
 # +0.059); more rows of another kind of question did not teach the HotPotQA reader (docs/results.md).
+# Tried and removed: half the train questions' answer steps also taught over their passages less the gold ones,
+# answered "unknown" (SQuAD 2.0's unanswerable rows; rag@18, 118 + 53 rows): false abstention on test 0.050 -> 0.217,
+# F1 -0.027 [-0.138, +0.084]; with half the test split's gold passages removed, abstention 0.700 -> 0.767 for false
+# abstention 0.000 -> 0.200 there. The 0.5B reader learned to doubt, not to tell (docs/results.md, 2026-12-07 fifth).
 def relabel(example: dspy.Example, calls: list) -> list[dict[str, Any]]:
     """Weights training's gold rows over the program's own run: each answer step whose passages hold the gold
     answer, answered with it (never a passage set that does not hold it: that would teach guessing), and the
