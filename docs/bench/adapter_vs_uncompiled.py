@@ -7,7 +7,8 @@ The compiled side is the program under its spec's `finetune_config` with the ada
 one; a compile that did not keep its adapter leaves it in the finetune cache, so it can still be scored elsewhere.
 Where the spec has a `finetune_config`, the same program under it without the adapter is scored too: what the
 weights add apart from the rewiring. `--set KEY=VAL` (a YAML value, repeatable) changes that config on both sides,
-e.g. `--set one_task_calls=several`: the adapter served under a config it was not trained under.
+e.g. `--set one_task_calls=several`: the adapter served under a config it was not trained under; `--set train=110`
+splits the data as a compile run with it did, so its test questions are not the adapter's train questions.
 """
 
 import argparse
@@ -33,14 +34,15 @@ def main() -> None:
     s = get_settings()
     configure(s)
     spec = registry.get(args.program)
-    served = dict(spec.finetune_config or {}) | parse_overrides(args.set)
-    base, dataset, _ = build_uncompiled(args.program, args.data)
+    overrides = parse_overrides(args.set)  # also the split (`--set train=110`: score the compile's own test split)
+    served = dict(spec.finetune_config or {}) | overrides
+    base, dataset, _ = build_uncompiled(args.program, args.data, config=overrides)
     compiled = build_uncompiled(args.program, config=served, dataset=dataset)[0]
     ref = AdapterRef(lora_name=S.lora_name(args.program, args.adapter, role="ft"), base_model=s.lm_model)
     compiled.set_lm(S.adapter_lm(s, args.adapter, ref))
     examples = dataset.splits[args.split]
     systems = [("compiled", compiled), ("uncompiled", base)]
-    if served:
+    if spec.finetune_config:
         untrained = build_uncompiled(args.program, config=served, dataset=dataset)[0]
         systems.append((f"uncompiled under {served}", untrained))
     evs = evaluate_many([(label, m, examples) for label, m in systems], spec, s.num_threads)

@@ -52,7 +52,8 @@ class TrainSpec(BaseModel):
     max_length: int = Field(512, ge=32)
     # Memory grows with the padded tokens of a step: with this set, a step holds at most this many (batch_size x the
     # longest row), split into micro-batches accumulated to the same batch (rag's ~1,100-token rows at batch 8 were
-    # killed for memory on 24 GB; 8 x 512 = 4,096 peaked at 11.7 GB on Qwen 0.5B, all linear layers of the top 8).
+    # killed for memory on 24 GB; 8 x 512 = 4,096 peaked at 11.7 GB on Qwen 0.5B, all linear layers of the top 8;
+    # every layer at 2,048, the shipped recipe, 13.7 GB). A bf16 budget: fp32 training holds half (`fit_batch`).
     max_batch_tokens: int | None = Field(None, ge=32)
     # "auto": bf16 on CUDA and on CPUs with native bf16, fp32 elsewhere (emulated bf16 is slower on AVX2 CPUs).
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -70,18 +71,20 @@ class TrainSpec(BaseModel):
     seed: int = 0
 
 
-def fit_batch(spec: TrainSpec, longest: int) -> TrainSpec:
+def fit_batch(spec: TrainSpec, longest: int, precision: Literal["fp32", "bf16"] = "bf16") -> TrainSpec:
     """The spec with the largest micro-batch dividing `batch_size` whose padded tokens (`longest` per row) fit
-    `max_batch_tokens`, and gradient accumulation making up the rest: the same effective batch, less memory."""
+    `max_batch_tokens`, and gradient accumulation making up the rest: the same effective batch, less memory.
+    `max_batch_tokens` is a bf16 budget: in fp32 (AVX2-only CPUs) a token's activations take twice the memory, so
+    a micro-batch holds half as many (Qwen 0.5B, LoRA on every layer, fp32: 15.9 GB at 2,048 tokens, 12.8 at 1,536)."""
     if not spec.max_batch_tokens:
         return spec
+    budget = spec.max_batch_tokens // (2 if precision == "fp32" else 1)
     micro = max(
-        d
-        for d in range(1, spec.batch_size + 1)
-        if spec.batch_size % d == 0 and (d == 1 or d * longest <= spec.max_batch_tokens)
+        d for d in range(1, spec.batch_size + 1) if spec.batch_size % d == 0 and (d == 1 or d * longest <= budget)
     )
     return spec.model_copy(
         update={
+            "max_batch_tokens": budget,
             "batch_size": micro,
             "gradient_accumulation_steps": spec.gradient_accumulation_steps * spec.batch_size // micro,
         }

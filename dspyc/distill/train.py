@@ -281,7 +281,7 @@ def run_sft(rows: list[dict], model_path: str, recipe: SFTRecipe, work_dir: Path
     _threads()
     model, tok = load_base(model_path, recipe.train)
     data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
-    spec = fit_batch(recipe.train, longest_row(rows, tok, recipe.train.max_length))
+    spec = fit_batch(recipe.train, longest_row(rows, tok, recipe.train.max_length), precision(recipe.train))
     if spec.batch_size != recipe.train.batch_size:
         console.print(
             f"batch {recipe.train.batch_size} as {spec.gradient_accumulation_steps} micro-batches of "
