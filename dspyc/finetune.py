@@ -83,7 +83,9 @@ class WeightsResult(BaseModel):
     precision: str
     lora: dict[str, Any]
     losses: list[tuple[int, float]] = []
-    peak_rss_gb: float = 0.0  # the compile process's peak resident memory once training ended
+    peak_rss_gb: float = (
+        0.0  # the training's peak resident memory (this process's, for a run trained before this record)
+    )
 
 
 def adapter_lm(s: Settings, weights: WeightsResult) -> dspy.LM:
@@ -161,7 +163,7 @@ class Finetune:
             precision=out["precision"],
             lora=p.lora.model_dump(),
             losses=out.get("losses", []),
-            peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            peak_rss_gb=out.get("peak_rss_gb") or round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         )
         console.print(
             f"scoring the compiled program through adapter {self.result.lora_name} "

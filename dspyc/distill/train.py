@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 from pathlib import Path
 from typing import Any
@@ -216,6 +217,8 @@ def _train_and_save(trainer, label: str, work_dir: Path, train_spec) -> dict[str
         "steps": result.global_step,
         "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1),
         "precision": precision(train_spec),
+        # the training process's peak, kept so a later compile that reuses this run reports it rather than its own
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
     }
     write_json_atomic(work_dir / RESULT_FILE, out)
     return out

@@ -74,3 +74,22 @@ def test_the_heap_is_trimmed_after_every_training_step(monkeypatch):
     for step in (1, 2, 3):
         cb.on_step_end(None, SimpleNamespace(global_step=step), None)
     assert len(trims) == 3
+
+
+def test_a_trained_run_keeps_its_peak_memory_for_a_compile_that_reuses_it(tmp_path):
+    from types import SimpleNamespace
+
+    from dspyc.distill.train import _train_and_save
+
+    class Model:
+        def save_pretrained(self, dest, selected_adapters):
+            for f in ADAPTER_FILES:
+                (tmp_path / "adapter" / f).write_bytes(b"w")
+
+    trainer = SimpleNamespace(
+        model=Model(),
+        state=SimpleNamespace(log_history=[{"step": 1, "loss": 0.5}]),
+        train=lambda resume_from_checkpoint: SimpleNamespace(global_step=1, metrics={"train_runtime": 2.0}),
+    )
+    out = _train_and_save(trainer, "SFT", tmp_path, SPEC)
+    assert out["peak_rss_gb"] > 0 and finished(tmp_path, SPEC)["peak_rss_gb"] == out["peak_rss_gb"]
