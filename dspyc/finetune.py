@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-import resource
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from dspyc.console import console as make_console
 from dspyc.data import ProgramData
 from dspyc.distill import student as S
 from dspyc.distill import traces as T
+from dspyc.distill.train import peak_rss_gb
 from dspyc.distill.recipe import LoraSpec, SFTRecipe, TrainSpec
 from dspyc.errors import DspycError
 from dspyc.settings import Settings
@@ -83,9 +83,8 @@ class WeightsResult(BaseModel):
     precision: str
     lora: dict[str, Any]
     losses: list[tuple[int, float]] = []
-    peak_rss_gb: float = (
-        0.0  # the training's peak resident memory (this process's, for a run trained before this record)
-    )
+    # the training's peak resident memory (this process's, for a run trained before runs recorded it)
+    peak_rss_gb: float = 0.0
 
 
 def adapter_lm(s: Settings, weights: WeightsResult) -> dspy.LM:
@@ -163,7 +162,7 @@ class Finetune:
             precision=out["precision"],
             lora=p.lora.model_dump(),
             losses=out.get("losses", []),
-            peak_rss_gb=out.get("peak_rss_gb") or round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            peak_rss_gb=out.get("peak_rss_gb") or peak_rss_gb(),
         )
         console.print(
             f"scoring the compiled program through adapter {self.result.lora_name} "

@@ -10,7 +10,6 @@ and the optimizer step.
 from __future__ import annotations
 
 import multiprocessing as mp
-import resource
 import time
 from typing import Any
 
@@ -45,7 +44,7 @@ def _measure(model_path: str, lora: LoraSpec, train: TrainSpec, steps: int, comp
     from peft import get_peft_model
     from trl.trainer.utils import add_fused_lm_head
 
-    from dspyc.distill.train import _threads, load_base, lora_config, precision
+    from dspyc.distill.train import _threads, load_base, lora_config, peak_rss_gb, precision
 
     _threads()
     torch.manual_seed(0)
@@ -74,7 +73,7 @@ def _measure(model_path: str, lora: LoraSpec, train: TrainSpec, steps: int, comp
         "tokens_per_s": round(train.batch_size * train.max_length / per_step, 1),
         "trainable_params": trainable,
         "precision": precision(train),
-        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "peak_rss_gb": peak_rss_gb(),
     }
 
 

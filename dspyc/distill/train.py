@@ -204,6 +204,11 @@ def finished(work_dir: Path, train_spec: TrainSpec) -> dict[str, Any] | None:
     return out
 
 
+def peak_rss_gb() -> float:
+    """This process's peak resident memory so far, in GB (Linux reports ru_maxrss in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+
+
 def _train_and_save(trainer, label: str, work_dir: Path, train_spec) -> dict[str, Any]:
     """Train (resuming from the last checkpoint in `work_dir` if any), save the adapter, report the run."""
     resume = _last_checkpoint(work_dir / "checkpoints")
@@ -218,7 +223,7 @@ def _train_and_save(trainer, label: str, work_dir: Path, train_spec) -> dict[str
         "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1),
         "precision": precision(train_spec),
         # the training process's peak, kept so a later compile that reuses this run reports it rather than its own
-        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "peak_rss_gb": peak_rss_gb(),
     }
     write_json_atomic(work_dir / RESULT_FILE, out)
     return out
