@@ -140,6 +140,27 @@ def test_rag_relabels_only_answer_steps_whose_passages_hold_the_gold_answer():
     assert [c["predictor"] for c in out] == ["generate_query"]
 
 
+def test_rag_teaches_a_comparison_question_with_its_options_in_both_orders():
+    from programs import rag
+
+    q = "Which composer was born first, Antonin Dvorak or Giuseppe Verdi?"
+    assert rag.swap_options(q, "Giuseppe Fortunino Francesco Verdi") == (
+        "Which composer was born first, Giuseppe Verdi or Antonin Dvorak?"
+    )
+    assert rag.swap_options("Between Iain Banks and Irwin Shaw, which writer wrote more?", "Irwin Shaw") == (
+        "Between Irwin Shaw and Iain Banks, which writer wrote more?"
+    )
+    # not one of the two options, or not two options: no swap (it could change the right answer)
+    assert rag.swap_options(q, "Puccini") is None
+    assert rag.swap_options("Where is the Louvre, Paris?", "Paris") is None
+    ex = dspy.Example(question=q, answer="Verdi")
+    held = T.PredictorCall(predictor="answer", inputs={"question": q, "passages": ["Verdi: born 1813."]}, outputs={})
+    assert [r["inputs"]["question"] for r in rag.relabel(ex, [held])] == [
+        q,
+        "Which composer was born first, Giuseppe Verdi or Antonin Dvorak?",
+    ]
+
+
 def test_a_chain_stops_at_the_stage_that_stops_helping(monkeypatch):
     ran = []
 
