@@ -19,26 +19,16 @@ def _words(text: str) -> tuple[str, ...]:
     return tuple(_WORD.findall(text))
 
 
-_QUALIFIER = re.compile(r"\s*\([^()]*\)\s*$")  # Wikipedia's disambiguation: "Leviathan (2014 film)"
-
-
 class TitleLinks:
     """Every title of the corpus as its word sequence (case kept: "Paris", not "paris"), pointing at the title's
-    first passage. Titles of `min_chars` or fewer characters are left out (they match common words). With
-    `aliases`, a title is also named by its words before a disambiguation ("Tom Watkins" for "Tom Watkins
-    (American football)"), where no title is exactly those words."""
+    first passage. Titles of `min_chars` or fewer characters are left out (they match common words)."""
 
-    def __init__(self, passages: Iterable[Passage], min_chars: int = 3, aliases: bool = False):
+    def __init__(self, passages: Iterable[Passage], min_chars: int = 3):
         self.first: dict[tuple[str, ...], Passage] = {}
-        passages = list(passages)
         for p in passages:
             key = _words(p.title)
             if key and len(p.title) > min_chars:
                 self.first.setdefault(key, p)
-        for p in passages if aliases else []:
-            base = _QUALIFIER.sub("", p.title)
-            if base != p.title and len(base) > min_chars:
-                self.first.setdefault(_words(base), p)
         self.longest = max((len(k) for k in self.first), default=0)
 
     def __deepcopy__(self, memo):  # an index: optimizers deepcopy programs, and this is never changed

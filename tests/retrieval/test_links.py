@@ -25,15 +25,3 @@ def test_a_copied_program_shares_the_index():
 
     links = TitleLinks([_p("Lyon")])
     assert copy.deepcopy({"links": links})["links"] is links
-
-
-def test_aliases_name_a_title_by_its_words_before_a_disambiguation():
-    passages = [_p("Tom Watkins (American football)"), _p("Leviathan (2014 film)"), _p("Leviathan"), _p("(1999)")]
-    text = ["Tom Watkins played for Iowa State; Leviathan is a drama."]
-    assert [p.title for p in TitleLinks(passages).named_in(text, set(), 9)] == ["Leviathan"]
-    # an exact title wins over an alias ("Leviathan" stays the film-less article)
-    named = TitleLinks(passages, aliases=True).named_in(text, set(), 9)
-    assert [p.title for p in named] == ["Tom Watkins (American football)", "Leviathan"]
-    assert TitleLinks(passages, aliases=True).named_in(text, {"Tom Watkins (American football)"}, 9)[0].title == (
-        "Leviathan"
-    )
