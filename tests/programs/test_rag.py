@@ -239,6 +239,18 @@ def test_the_support_threshold_declines_the_target_share_unless_that_declines_an
     assert support.holds("Is Gold1 big 1") and not support.holds("Is it big 1") and support.holds("Is it big 7")
 
 
+def test_a_question_naming_what_no_passage_mentions_is_not_supported_whatever_its_cosine():
+    from dspyc.retrieval.mentions import Mentions
+    from programs.rag import Support
+
+    mentions = Mentions([_P(1, "France", "The capital is Paris, on the Seine.")])
+    support = Support(_Dense(), 0.5, mentions=mentions)
+    assert support.holds("What river runs through Paris?")  # close, and every name mentioned
+    assert not support.holds("Which river runs through Paris and Toad Hall?")  # close, but Toad Hall is nowhere
+    assert not support.holds("Which country is Lyon in?")  # far and unmentioned
+    assert Support(_Dense(), 0.5).holds("Which river runs through Paris and Toad Hall?")  # the rule off
+
+
 def test_a_links_hop_takes_the_bridge_entitys_passage_without_asking_the_lm():
     import dspy
 

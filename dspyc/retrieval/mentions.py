@@ -1,0 +1,84 @@
+"""Whether a corpus mentions the names a question asks about: a sign that it cannot answer it.
+
+HotPotQA's distractor passages are the ones a search ranks highest for the question, so a similarity score barely
+tells a corpus that lost a question's gold passages from one that holds them. But a question is about named things
+("Toad Hall", "Lord Frederick Charles Cavendish"), and once the passages about them are gone the corpus seldom
+names them anywhere. No model, no LM call: capitalised phrases from the question, looked up word for word.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+
+from dspyc.retrieval.types import Passage
+
+_POSSESSIVE = re.compile(r"['’]s\b")
+_NON_WORD = re.compile(r"[^\w]+")
+_EDGE = re.compile(r"^[^\w]+|[^\w.]+$")  # a word's quotes and brackets; a trailing period stays ("Jr.")
+# Capitalised words that open a question or a clause rather than name something.
+_OPENERS = frozenset(
+    "What Which Who Whom Whose Where When How Why Are Is Was Were Do Did Does The A An In On At Of For By As If "
+    "This That These Those Both Between Besides From Name Since During After Before Than And Or Not It Its He She "
+    "They".split()
+)
+# Lower-case words inside a name: "Battle of Peleliu", "Géza von Cziffra", "Rhiwallon ap Cynfyn".
+_JOINERS = frozenset("of the de von van la le du da del di y ap &".split())
+
+
+def normalize(text: str) -> str:
+    """Lower case, no possessive 's, punctuation as spaces, padded: " women national basketball league "."""
+    return " " + " ".join(_NON_WORD.sub(" ", _POSSESSIVE.sub("", text.lower())).split()) + " "
+
+
+def names(question: str) -> list[str]:
+    """The question's names: runs of capitalised words (or numbers), joined by `of`, `the`, `de`, ..., ending at
+    punctuation. A question word opening a run is not part of it; a bare number is not a name."""
+    out: list[str] = []
+    run: list[str] = []
+
+    def close() -> None:
+        while run and run[-1].lower() in _JOINERS:
+            run.pop()
+        if run and not "".join(run).isdigit() and len(" ".join(run)) > 3:
+            out.append(" ".join(run))
+        run.clear()
+
+    for word in _POSSESSIVE.sub("", question).replace('"', " ").split():
+        core = _EDGE.sub("", word)
+        if core and (core[0].isupper() or core[0].isdigit()) and (run or core not in _OPENERS):
+            run.append(core)
+        elif run and core.lower() in _JOINERS:
+            run.append(core)
+        else:
+            close()
+        if word.endswith((",", "?", ";", ":")) or (word.endswith(".") and len(core) > 2):
+            close()
+    close()
+    return out
+
+
+class Mentions:
+    """Which names the passages (title and text) contain, word for word after `normalize`. Looked up through
+    an index of each word's passages, so a question costs a scan of the passages holding its rarest word, not
+    of the corpus. Held by reference (optimizers deepcopy programs)."""
+
+    def __init__(self, passages: Iterable[Passage]):
+        self.texts = [normalize(f"{p.title} {p.text}") for p in passages]
+        self.index: dict[str, list[int]] = defaultdict(list)
+        for i, text in enumerate(self.texts):
+            for word in set(text.split()):
+                self.index[word].append(i)
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def mentions(self, name: str) -> bool:
+        phrase = normalize(name)
+        postings = [self.index.get(w, []) for w in phrase.split()]
+        return any(phrase in self.texts[i] for i in min(postings, key=len)) if postings else True
+
+    def missing(self, question: str) -> list[str]:
+        """The question's names that no passage holds."""
+        return [n for n in names(question) if not self.mentions(n)]
