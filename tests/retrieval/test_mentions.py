@@ -26,7 +26,11 @@ def test_normalize_drops_case_possessives_and_punctuation():
 def test_a_name_is_mentioned_when_a_passage_holds_its_words_in_order():
     m = Mentions(
         [
-            Passage(id="1", title="Toad Hall", text="A residence of the Australian National University, for American students."),
+            Passage(
+                id="1",
+                title="Toad Hall",
+                text="A residence of the Australian National University, for American students.",
+            ),
             Passage(id="2", title="WNBL", text="The Women's National Basketball League includes Adelaide."),
             Passage(id="3", title="Patriots", text="An American patriot, and an American."),
         ]
