@@ -416,8 +416,8 @@ _OPTIONS = (
 def swap_options(question: str, answer: str) -> str | None:
     """The question with its two options named in the other order, where the answer is clearly one of them
     (so it stays the right answer); None for any other question. hotpotqa-mini's train split names the answer
-    first in 5 of its 8 such questions and the 0.5B reader, trained or not, answered the first-named option in 5
-    of 5 test questions whose answer is the second: taught both orders, the reader cannot learn a position."""
+    first in 5 of its 8 such questions, and the 0.5B reader, trained on them or not, answered the first-named
+    option in 4 of the 5 test questions whose answer is the second: taught both orders, the rows teach no position."""
     for pattern in _OPTIONS:
         m = pattern.match(question.strip())
         if not m or max(len(m["x"].split()), len(m["y"].split())) > 6:
