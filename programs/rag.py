@@ -263,7 +263,10 @@ CONFIG = {
     # `abstain_max_false` with them in (docs/retrieval.md).
     "abstain": True,
     "abstain_target": 0.8,
-    "abstain_max_false": 0.05,
+    # 0.08, not 0.05, once names are checked too (chosen on dev and the calibration pool): hotpotqa-mini dev
+    # abstention 0.600 -> 0.733 with none false; test 0.667 -> 0.733, false 0.100 -> 0.133, the answerable half's F1
+    # unchanged; wiki unchanged (docs/results.md, 2026-12-07 seventh).
+    "abstain_max_false": 0.08,
     # A question that names a corpus title is never declined for low support (its cosine is not checked), and the
     # threshold is calibrated on the rest: hotpotqa-mini test abstention 0.467 -> 0.533 at the same false abstention
     # (0.100) and F1 (-0.006 against no rule); wiki unchanged (0.800, none false). docs/results.md, 2026-12-07.
