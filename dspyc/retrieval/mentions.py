@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import re
+from array import array
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -70,7 +71,7 @@ class Mentions:
 
     def __init__(self, passages: Iterable[Passage]):
         self.texts = [normalize(f"{p.title} {p.text}") for p in passages]
-        self.index: dict[str, list[int]] = defaultdict(list)
+        self.index: dict[str, array] = defaultdict(lambda: array("I"))  # 4 bytes a posting, not a Python int
         self._by_initial: dict[str, list[str]] | None = None  # built on the first misspelt word
         for i, text in enumerate(self.texts):
             for word in set(text.split()):
