@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import resource
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +64,11 @@ class Tuning:
 
     def as_dict(self) -> dict[str, object]:
         return {"env": self.env, "args": self.args, "why": self.why, "cores": self.cores, "cpu": cpu_summary()}
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory so far, in GB (Linux reports ru_maxrss in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
 
 
 def default_cores() -> list[int]:

@@ -26,8 +26,8 @@ from dspyc.console import console as make_console
 from dspyc.data import ProgramData
 from dspyc.distill import student as S
 from dspyc.distill import traces as T
-from dspyc.distill.train import peak_rss_gb
 from dspyc.distill.recipe import LoraSpec, SFTRecipe, TrainSpec
+from dspyc.engine_tuning import peak_rss_gb
 from dspyc.errors import DspycError
 from dspyc.settings import Settings
 

@@ -12,7 +12,6 @@ or a version that `dspyc compile rag retriever` stored one with)."""
 from __future__ import annotations
 
 import random
-import resource
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -23,7 +22,7 @@ from rich.table import Table
 from dspyc import artifacts, registry
 from dspyc.console import console as make_console
 from dspyc.data.qa import CorpusRow, QADataset, load_qa_dataset, read_jsonl
-from dspyc.engine_tuning import cpu_summary
+from dspyc.engine_tuning import cpu_summary, peak_rss_gb
 from dspyc.errors import DataError, DspycError
 from dspyc.retrieval import build_retrievers, evaluate_retrievers, load_encoder
 from dspyc.retrieval.bm25 import BM25Retriever
@@ -234,7 +233,7 @@ def measure_scale(retrievers: Mapping[str, Retriever], queries: list[str], index
         "hybrid_p99_ms": percentile(ms, 99),
         "bm25_index_mb": sum(f.stat().st_size for f in bm25_dir.rglob("*") if f.is_file()) / 1e6 if bm25_dir else 0.0,
         "vectors_mb": len(dense.passages) * dense.dimension * 4 / 1e6,  # float32
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gb": peak_rss_gb(),
     }
     return out | ({"index_s": index_s} if index_s is not None else {})
 

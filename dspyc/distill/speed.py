@@ -44,7 +44,8 @@ def _measure(model_path: str, lora: LoraSpec, train: TrainSpec, steps: int, comp
     from peft import get_peft_model
     from trl.trainer.utils import add_fused_lm_head
 
-    from dspyc.distill.train import _threads, load_base, lora_config, peak_rss_gb, precision
+    from dspyc.distill.train import _threads, load_base, lora_config, precision
+    from dspyc.engine_tuning import peak_rss_gb
 
     _threads()
     torch.manual_seed(0)

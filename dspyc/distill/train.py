@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from dspyc.artifacts import write_json_atomic
 from dspyc.console import console as make_console
 from dspyc.distill.recipe import DPORecipe, LoraSpec, SFTRecipe, TrainSpec, fit_batch
+from dspyc.engine_tuning import peak_rss_gb
 from dspyc.errors import DspycError
 
 console = make_console(stderr=True)
@@ -202,11 +202,6 @@ def finished(work_dir: Path, train_spec: TrainSpec) -> dict[str, Any] | None:
     }
     write_json_atomic(work_dir / RESULT_FILE, out)
     return out
-
-
-def peak_rss_gb() -> float:
-    """This process's peak resident memory so far, in GB (Linux reports ru_maxrss in KiB)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
 
 
 def _train_and_save(trainer, label: str, work_dir: Path, train_spec) -> dict[str, Any]:
