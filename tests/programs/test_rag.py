@@ -166,17 +166,18 @@ class _Dense:
         return [type("Hit", (), {"passage": p, "score": score - 0.1 * i}) for i, p in enumerate(hits)][:k]
 
 
-def _ask(question, answer, abstain=True, threshold=0.5):
+def _ask(question, answer, abstain=True, threshold=0.5, check_echo=False):
     import dspy
 
     from programs.rag import MultiHopRAG, Support
 
     class Retriever:
         def search(self, query, k):
-            return [type("Hit", (), {"passage": _P(1, "France", "The capital is Paris.")})]
+            return [type("Hit", (), {"passage": _P(1, "France", "The capital is Paris, on the Seine.")})]
 
+    support = Support(_Dense(), threshold)
     program = MultiHopRAG(
-        Retriever(), hops=1, k=1, max_rewrites=0, abstain=abstain, support=Support(_Dense(), threshold)
+        Retriever(), hops=1, k=1, max_rewrites=0, abstain=abstain, support=support, check_echo=check_echo
     )
     with dspy.context(lm=dspy.utils.DummyLM([{"answer": answer}] * 3), adapter=dspy.ChatAdapter()):
         return program(question=question)
@@ -191,6 +192,19 @@ def test_the_program_says_it_does_not_know_instead_of_a_span_no_passage_supports
     # yes/no needs no passage to hold it; with the rule off nothing is declined
     assert not _ask("Is Paris in France?", "yes").abstained
     assert (p := _ask("Which country is Lyon in?", "Paris", abstain=False)).answer == "Paris" and not p.abstained
+
+
+def test_an_answer_that_restates_the_question_is_declined():
+    from programs.rag import echoes
+
+    assert echoes("What year did he star in the remake of the 2002 Hong Kong film?", "2002")  # a phrase of it
+    assert echoes("Where does the motorway end that runs south of Preston?", "The motorway ends that runs south")
+    assert not echoes("Where does the motorway end that runs south of Preston?", "Colne")
+    assert not echoes("Which came first, Paris or the Seine?", "Paris")  # a choice is answered in its own words
+    assert not echoes("What did he write about in Beer Hunter, Whisky Chaser?", "beer and whisky")  # not in a row
+    assert (p := _ask("Is Paris on the Seine, in France?", "Paris", check_echo=True)).abstained and p.answer == ""
+    assert not _ask("What river runs through Paris?", "Seine", check_echo=True).abstained
+    assert not _ask("Is Paris on the Seine, in France?", "Paris").abstained  # the check off
 
 
 @pytest.mark.filterwarnings("ignore:rag. no question outside")
@@ -249,6 +263,11 @@ def test_a_question_naming_what_no_passage_mentions_is_not_supported_whatever_it
     assert not support.holds("Which river runs through Paris and Toad Hall?")  # close, but Toad Hall is nowhere
     assert not support.holds("Which country is Lyon in?")  # far and unmentioned
     assert Support(_Dense(), 0.5).holds("Which river runs through Paris and Toad Hall?")  # the rule off
+    # a named title does not hold a question that also names what no passage mentions
+    from dspyc.retrieval.links import TitleLinks
+
+    named = Support(_Dense(), 0.5, links=TitleLinks([_P(1, "France", "")]), mentions=mentions)
+    assert named.holds("Is France big?") and not named.holds("Did Toad Hall ever see France?")
 
 
 def test_a_links_hop_takes_the_bridge_entitys_passage_without_asking_the_lm():
