@@ -31,6 +31,7 @@ class Answerability:
     answerable: int
     abstention: float  # share of the unanswerable half that abstained (higher is better)
     false_abstention: float  # share of the answerable half that abstained (lower is better)
+    declined_scoring: float  # share of the answerable half that abstained where the rule off scored above 0
     score: float  # the metric on the answerable half, abstentions scored as the metric scores them (wrong)
     score_without_rule: float  # the same half with the abstention rule off
     delta: dict[str, float] | None  # score − score_without_rule, paired-bootstrap 95% interval
@@ -84,11 +85,13 @@ def score(
     u = [r for r in rows if r["id"] in unanswerable]
     a = [r for r in rows if r["id"] not in unanswerable]
     off = [r for r in rows_without_rule if r["id"] not in unanswerable]
+    scored_off = {r["id"] for r in off if r["score"] > 0}
     return Answerability(
         unanswerable=len(u),
         answerable=len(a),
         abstention=mean(float(bool(r["outputs"].get("abstained"))) for r in u),
         false_abstention=mean(float(bool(r["outputs"].get("abstained"))) for r in a),
+        declined_scoring=mean(float(bool(r["outputs"].get("abstained")) and r["id"] in scored_off) for r in a),
         score=mean(r["score"] for r in a),
         score_without_rule=mean(r["score"] for r in off),
         delta=paired_delta(a, off, n_resamples),
@@ -100,12 +103,22 @@ def table(a: Answerability, title: str):
 
     from dspyc.stats import format_delta
 
-    t = Table("half", "questions", "abstained", "metric", "without the rule", "Δ [95% CI]", title=title)
-    t.add_row("unanswerable (gold removed)", str(a.unanswerable), f"{a.abstention:.3f}", "", "", "")
+    t = Table(
+        "half",
+        "questions",
+        "abstained",
+        "of them scoring without the rule",
+        "metric",
+        "without the rule",
+        "Δ [95% CI]",
+        title=title,
+    )
+    t.add_row("unanswerable (gold removed)", str(a.unanswerable), f"{a.abstention:.3f}", "", "", "", "")
     t.add_row(
         "answerable",
         str(a.answerable),
         f"{a.false_abstention:.3f}",
+        f"{a.declined_scoring:.3f}",
         f"{a.score:.3f}",
         f"{a.score_without_rule:.3f}",
         format_delta(a.delta),

@@ -89,15 +89,20 @@ class Support:
 _CHOICE = re.compile(r"\bor\b|\bbetween\b|\b(?:which|who) of\b", re.IGNORECASE)
 
 
-def echoes(question: str, answer: str, run: int = 3) -> bool:
-    """The answer restates the question rather than answering it: it is a phrase of the question ("2002" for
-    "... a remake of the 2002 Hong Kong film ...?") or shares `run` words in a row with it ("The motorway ends that
-    runs south of Preston ..."). Never for a question that offers a choice."""
-    a, q = normalize_answer(answer).split(), f" {normalize_answer(question)} "
-    if not a or _CHOICE.search(question):
+def echoes(question: str, answer: str, min_words: int = 4) -> bool:
+    """The answer restates the question rather than answering it: every word of it is a word of the question (or
+    shares its start: "ends" for "end", a cut-off "jun" for "junction"), and it is either a phrase of the question
+    ("2002" for "... a remake of the 2002 Hong Kong film ...?") or `min_words` long ("The motorway ends that runs
+    south of Preston through the jun"). "beer and whisky", from "Beer Hunter, Whisky Chaser", is an answer. Never
+    for a question that offers a choice."""
+    a, q = normalize_answer(answer).split(), normalize_answer(question).split()
+    if not a or _CHOICE.search(question) or not all(any(_same_start(w, x) for x in q) for w in a):
         return False
-    spans = [a] + [a[i : i + run] for i in range(len(a) - run + 1)]
-    return any(f" {' '.join(span)} " in q for span in spans)
+    return len(a) >= min_words or f" {' '.join(a)} " in f" {' '.join(q)} "
+
+
+def _same_start(a: str, b: str, min_chars: int = 3) -> bool:
+    return a == b or (min(len(a), len(b)) >= min_chars and (a.startswith(b) or b.startswith(a)))
 
 
 def names_a_title(links: TitleLinks | None, question: str, without: frozenset[str] = frozenset()) -> bool:

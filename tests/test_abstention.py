@@ -73,3 +73,6 @@ def test_score_counts_abstention_per_half_and_compares_the_answerable_half_witho
     assert a.abstention == 0.5 and a.false_abstention == 0.5
     assert a.score == 0.5 and a.score_without_rule == 1.0
     assert a.delta["mean"] == -0.5 and a.delta["n"] == 2
+    assert a.declined_scoring == 0.5  # a2: declined, though the rule off answered it right
+    off[3] = _row("a2", False, 0.0)  # ... and where it was wrong anyway, declining it cost nothing
+    assert abstention.score(on, off, {"u1", "u2"}, n_resamples=200).declined_scoring == 0.0

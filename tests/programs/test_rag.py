@@ -202,6 +202,7 @@ def test_an_answer_that_restates_the_question_is_declined():
     assert not echoes("Where does the motorway end that runs south of Preston?", "Colne")
     assert not echoes("Which came first, Paris or the Seine?", "Paris")  # a choice is answered in its own words
     assert not echoes("What did he write about in Beer Hunter, Whisky Chaser?", "beer and whisky")  # not in a row
+    assert not echoes("Which Native American tribes is it named after?", "Lakota and Dakota Native American tribes")
     assert (p := _ask("Is Paris on the Seine, in France?", "Paris", check_echo=True)).abstained and p.answer == ""
     assert not _ask("What river runs through Paris?", "Seine", check_echo=True).abstained
     assert not _ask("Is Paris on the Seine, in France?", "Paris").abstained  # the check off
