@@ -302,9 +302,9 @@ CONFIG = {
     # unchanged on both (docs/results.md, 2026-12-07 seventh).
     "abstain_mentions": True,
     # An answer that restates the question ("2002" for "... a remake of the 2002 Hong Kong film ...?") is declined.
-    # With names checked before titles: hotpotqa-mini test abstention 0.733 -> 0.800, wiki 0.800 either way; answerable
-    # F1 unchanged on both, but false abstention 0.133 -> 0.300 and 0.053 -> 0.211: the answers it declines were
-    # all wrong (docs/results.md, 2026-12-07 eighth).
+    # With names checked before titles: hotpotqa-mini test abstention 0.733 -> 0.800, wiki 0.800 either way; the
+    # answerable half's F1 unchanged on both; false abstention 0.133 -> 0.300 and 0.053 -> 0.211, every answer newly
+    # declined a wrong one (docs/results.md, 2026-12-07 eighth).
     "abstain_echo": True,
     "sources": [],
     "train": 24,
