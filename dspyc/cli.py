@@ -272,7 +272,7 @@ def compile_(
         data=data,
         seed=seed,
         token_budget=token_budget,
-        config=parse_overrides(set_ or []),
+        config=known_settings(program, parse_overrides(set_ or [])),
         objective=objective,
         margin=margin,
         candidates=candidate or [],
@@ -292,6 +292,26 @@ def parse_overrides(pairs: list[str]) -> dict:
         except yaml.YAMLError:
             raise DspycError(f"--set {pair!r}: VALUE is not valid YAML") from None
     return out
+
+
+def known_settings(program: str, config: dict) -> dict:
+    """`config`, once every key is a setting of the program (its default config, or a split size): a misspelt
+    `--set` key is an error, not a setting silently ignored. A program that declares no config takes any key."""
+    import difflib
+
+    from dspyc import registry
+    from dspyc.data import SPLIT_KEYS
+
+    declared = registry.get(program).config
+    if not declared:
+        return config
+    known = set(declared) | set(SPLIT_KEYS)
+    for key in config:
+        if key not in known:
+            near = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"did you mean {near[0]!r}?" if near else f"its settings: {', '.join(sorted(known))}"
+            raise DspycError(f"--set {key}: {program} has no setting {key!r}; {hint}")
+    return config
 
 
 @app.command("eval")

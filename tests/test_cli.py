@@ -24,6 +24,10 @@ def dspyc(*args, env=None):
         (("eval", "rag", "--unanswerable", "--with-baseline"), "exclude each other"),
         (("eval", "agent", "--uncompiled", "--unanswerable"), "agent cannot be made unanswerable"),
         (("compile", "rag", "--set", "test=many"), "split sizes must be whole numbers"),
+        (
+            ("compile", "rag", "--set", "abstain_ech=false"),
+            "rag has no setting 'abstain_ech'; did you mean 'abstain_echo'?",
+        ),
         (("adapter-check", "--model", "nope"), "unknown model 'nope'"),
         (("adapter-check", "--adapter", "Chat"), "unknown adapter 'Chat'"),
         (("distill", "tone", "--eval-threads", "0"), "--eval-threads"),
